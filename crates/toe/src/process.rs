@@ -1,0 +1,207 @@
+//! Runs one child process with a deadline, streaming its output as it arrives.
+//!
+//! The child gets its own process group so a timeout kills everything the step started
+//! (`killpg`), not just the shell. Waiting uses `poll(2)` on the pipes plus a pidfd, so a
+//! step costs no sleeps and no helper threads — the per-step overhead is a fork/exec and a
+//! few syscalls. A background process that keeps the pipes open after the step's own
+//! process exits is given a short grace period and then left alone, so `daemon &` cannot
+//! hang a build the way it hangs naive `Wait`s.
+
+use std::io::{self, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open};
+
+/// How long pipes may stay open after the step's process exited.
+const PIPE_GRACE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    TimedOut,
+}
+
+#[derive(Debug)]
+pub struct Finished {
+    pub exit: Exit,
+    pub stdout: Vec<u8>,
+}
+
+/// Spawns `cmd` and waits until it exits or `deadline` passes. Every chunk of output is
+/// handed to `sink` as it arrives; stdout is also collected for the step's outputs.
+pub fn run(cmd: &mut Command, deadline: Option<Instant>, sink: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Finished> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    let mut child = cmd.spawn()?;
+    let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("child has no pid"))?;
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).ok();
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let mut stdout = Vec::new();
+    let mut status: Option<ExitStatus> = None;
+    let mut timed_out = false;
+    let mut grace_until: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+
+    loop {
+        if status.is_none() && pidfd.is_none() {
+            status = child.try_wait()?;
+        }
+        if status.is_some() && grace_until.is_none() {
+            grace_until = Some(Instant::now() + PIPE_GRACE);
+        }
+        if out.is_none() && err.is_none() && status.is_some() {
+            break;
+        }
+        let now = Instant::now();
+        let limit = match (status.is_some(), deadline, grace_until) {
+            (true, _, Some(g)) => Some(g),
+            (false, Some(d), _) => Some(d),
+            _ => None,
+        };
+        // Without a pidfd (old kernels), fall back to short polls of try_wait.
+        let limit = if pidfd.is_none() && status.is_none() {
+            Some(limit.map_or(now + Duration::from_millis(10), |l| l.min(now + Duration::from_millis(10))))
+        } else {
+            limit
+        };
+        if let Some(l) = limit
+            && l <= now
+        {
+            if status.is_some() {
+                break; // grace over: leave lingering background writers alone
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                let _ = kill_process_group(pid, Signal::KILL);
+                status = Some(child.wait()?);
+                timed_out = true;
+                grace_until = Some(Instant::now() + PIPE_GRACE);
+                continue;
+            }
+        }
+        let timeout = limit.map(|l| {
+            let d = l.saturating_duration_since(now);
+            Timespec { tv_sec: d.as_secs() as _, tv_nsec: d.subsec_nanos() as _ }
+        });
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(3);
+        let mut kinds: Vec<u8> = Vec::with_capacity(3);
+        if let Some(fd) = &out {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+            kinds.push(0);
+        }
+        if let Some(fd) = &err {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+            kinds.push(1);
+        }
+        if let (Some(fd), None) = (&pidfd, status) {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+            kinds.push(2);
+        }
+        match poll(&mut fds, timeout.as_ref()) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<(u8, bool)> =
+            fds.iter().zip(&kinds).map(|(fd, k)| (*k, !fd.revents().is_empty())).collect();
+        drop(fds);
+        for (kind, is_ready) in ready {
+            if !is_ready {
+                continue;
+            }
+            match kind {
+                0 => match out.as_mut().map(|r| read_some(r, &mut buf)).transpose()? {
+                    Some(0) | None => out = None,
+                    Some(n) => {
+                        stdout.extend_from_slice(&buf[..n]);
+                        sink(Stream::Stdout, &buf[..n]);
+                    }
+                },
+                1 => match err.as_mut().map(|r| read_some(r, &mut buf)).transpose()? {
+                    Some(0) | None => err = None,
+                    Some(n) => sink(Stream::Stderr, &buf[..n]),
+                },
+                _ => status = Some(child.wait()?),
+            }
+        }
+    }
+    let exit = if timed_out {
+        Exit::TimedOut
+    } else {
+        let st = status.expect("loop ends only after the child was reaped");
+        match (st.code(), st.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(s)) => Exit::Signal(s),
+            _ => Exit::Code(-1),
+        }
+    };
+    reap(&mut child);
+    Ok(Finished { exit, stdout })
+}
+
+fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+fn reap(child: &mut Child) {
+    let _ = child.try_wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bash(script: &str, deadline: Option<Instant>) -> (Finished, String) {
+        let mut err = Vec::new();
+        let f = run(Command::new("bash").arg("-c").arg(script), deadline, &mut |s, b| {
+            if s == Stream::Stderr {
+                err.extend_from_slice(b)
+            }
+        })
+        .unwrap();
+        (f, String::from_utf8_lossy(&err).into_owned())
+    }
+
+    #[test]
+    fn collects_stdout_and_streams_stderr() {
+        let (f, err) = bash("echo out; echo err >&2; exit 3", None);
+        assert!(matches!(f.exit, Exit::Code(3)));
+        assert_eq!(f.stdout, b"out\n");
+        assert_eq!(err, "err\n");
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_process_group() {
+        let marker = tempfile::NamedTempFile::new().unwrap();
+        let path = marker.path().display().to_string();
+        let start = Instant::now();
+        let (f, _) = bash(&format!("(sleep 1; echo alive > {path}) & sleep 30"), Some(Instant::now() + Duration::from_millis(300)));
+        assert!(matches!(f.exit, Exit::TimedOut));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(1200));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "the background child was killed with the group");
+    }
+
+    #[test]
+    fn a_background_writer_does_not_hang_the_step() {
+        let start = Instant::now();
+        let (f, _) = bash("sleep 5 & echo done", None);
+        assert!(matches!(f.exit, Exit::Code(0)));
+        assert_eq!(f.stdout, b"done\n");
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+}

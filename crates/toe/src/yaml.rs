@@ -1,0 +1,342 @@
+//! A small YAML tree with source positions.
+//!
+//! Component validation must report *every* problem with its line and column, and some
+//! fields (octal permissions such as `0644`) need the scalar's source text rather than its
+//! core-schema value. serde-based loaders stop at the first error and resolve scalars early,
+//! so documents are first loaded into this tree from the `saphyr-parser` event stream.
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle, Span};
+
+/// A 1-based line and column in a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Pos {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Pos {
+    fn from_span(span: &Span) -> Pos {
+        Pos { line: span.start.line(), column: span.start.col() + 1 }
+    }
+}
+
+/// One node of a loaded document.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub pos: Pos,
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// A scalar with its source text; `quoted` is false for plain scalars, which are the
+    /// only ones the core schema resolves to null, booleans and numbers.
+    Scalar { text: String, quoted: bool },
+    Seq(Vec<Node>),
+    /// Entries in document order; keys are scalars (complex keys are reported by the loader).
+    Map(Vec<(Node, Node)>),
+}
+
+/// A syntax error: the document is not YAML, or uses a YAML feature components do not.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SyntaxError {
+    pub pos: Pos,
+    pub message: String,
+}
+
+/// The core-schema reading of a plain scalar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+}
+
+impl Node {
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            Kind::Scalar { .. } => match self.scalar() {
+                Some(Scalar::Null) => "null",
+                Some(Scalar::Bool(_)) => "boolean",
+                Some(Scalar::Int(_)) | Some(Scalar::Float(_)) => "number",
+                _ => "string",
+            },
+            Kind::Seq(_) => "list",
+            Kind::Map(_) => "map",
+        }
+    }
+
+    /// The scalar resolved by the YAML 1.2 core schema (quoted scalars are always strings).
+    pub fn scalar(&self) -> Option<Scalar<'_>> {
+        let Kind::Scalar { text, quoted } = &self.kind else { return None };
+        if *quoted {
+            return Some(Scalar::Str(text));
+        }
+        Some(match text.as_str() {
+            "" | "~" | "null" | "Null" | "NULL" => Scalar::Null,
+            "true" | "True" | "TRUE" => Scalar::Bool(true),
+            "false" | "False" | "FALSE" => Scalar::Bool(false),
+            t => {
+                if let Some(i) = parse_core_int(t) {
+                    Scalar::Int(i)
+                } else if let Some(f) = parse_core_float(t) {
+                    Scalar::Float(f)
+                } else {
+                    Scalar::Str(t)
+                }
+            }
+        })
+    }
+
+    /// The source text of a scalar, whatever its resolved type.
+    pub fn text(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Scalar { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// The text of a scalar that resolves to a string (quoted, or plain and not
+    /// null/bool/number).
+    pub fn as_str(&self) -> Option<&str> {
+        match self.scalar()? {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_map(&self) -> Option<&[(Node, Node)]> {
+        match &self.kind {
+            Kind::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub fn as_seq(&self) -> Option<&[Node]> {
+        match &self.kind {
+            Kind::Seq(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Looks a key up in a map node.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.as_map()?.iter().find(|(k, _)| k.text() == Some(key)).map(|(_, v)| v)
+    }
+
+    /// Converts to JSON the way awstoe hands values to modules: scalars keep their
+    /// core-schema type.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match &self.kind {
+            Kind::Scalar { text, .. } => match self.scalar() {
+                Some(Scalar::Null) => Value::Null,
+                Some(Scalar::Bool(b)) => Value::Bool(b),
+                Some(Scalar::Int(i)) => Value::from(i),
+                Some(Scalar::Float(f)) => {
+                    serde_json::Number::from_f64(f).map_or_else(|| Value::String(text.clone()), Value::Number)
+                }
+                _ => Value::String(text.clone()),
+            },
+            Kind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            Kind::Map(entries) => Value::Object(
+                entries.iter().map(|(k, v)| (k.text().unwrap_or_default().to_string(), v.to_json())).collect(),
+            ),
+        }
+    }
+}
+
+fn parse_core_int(t: &str) -> Option<i64> {
+    let (neg, digits) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let value = if let Some(oct) = digits.strip_prefix("0o") {
+        i64::from_str_radix(oct, 8).ok()?
+    } else if let Some(hex) = digits.strip_prefix("0x") {
+        i64::from_str_radix(hex, 16).ok()?
+    } else if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()?
+    } else {
+        return None;
+    };
+    Some(if neg { -value } else { value })
+}
+
+fn parse_core_float(t: &str) -> Option<f64> {
+    match t {
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Some(f64::INFINITY),
+        "-.inf" | "-.Inf" | "-.INF" => return Some(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Some(f64::NAN),
+        _ => {}
+    }
+    // Core schema: [-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?
+    let re_ok = {
+        let b = t.trim_start_matches(['-', '+']);
+        let (mant, exp) = match b.find(['e', 'E']) {
+            Some(i) => (&b[..i], Some(&b[i + 1..])),
+            None => (b, None),
+        };
+        let mant_ok = match mant.split_once('.') {
+            Some((a, f)) => {
+                (a.bytes().all(|c| c.is_ascii_digit()) && f.bytes().all(|c| c.is_ascii_digit()))
+                    && !(a.is_empty() && f.is_empty())
+            }
+            None => !mant.is_empty() && mant.bytes().all(|c| c.is_ascii_digit()),
+        };
+        let exp_ok = exp.is_none_or(|e| {
+            let e = e.trim_start_matches(['-', '+']);
+            !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit())
+        });
+        mant_ok && exp_ok && t.len() - b.len() <= 1
+    };
+    if re_ok { t.parse().ok() } else { None }
+}
+
+/// Loads the first document of a YAML stream. An empty stream is an empty map at 1:1.
+pub fn load(source: &str) -> Result<Node, SyntaxError> {
+    let mut builder = Builder { stack: Vec::new(), anchors: HashMap::new(), root: None };
+    for item in Parser::new_from_str(source) {
+        let (event, span) = item.map_err(|e| SyntaxError {
+            pos: Pos { line: e.marker().line(), column: e.marker().col() + 1 },
+            message: e.info().to_string(),
+        })?;
+        match event {
+            Event::DocumentEnd if builder.root.is_some() => break,
+            Event::DocumentStart(_) if builder.root.is_some() => break,
+            _ => builder.event(event, &span)?,
+        }
+    }
+    Ok(builder.root.unwrap_or(Node { pos: Pos { line: 1, column: 1 }, kind: Kind::Map(Vec::new()) }))
+}
+
+struct Builder {
+    stack: Vec<(Node, usize, Option<Node>)>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+}
+
+impl Builder {
+    fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), SyntaxError> {
+        let pos = Pos::from_span(span);
+        match event {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let quoted = !matches!(style, ScalarStyle::Plain);
+                let node = Node { pos, kind: Kind::Scalar { text: text.into_owned(), quoted } };
+                self.push_value(node, anchor)?;
+            }
+            Event::SequenceStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, anchor, None)),
+            Event::MappingStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, anchor, None)),
+            Event::SequenceEnd | Event::MappingEnd => {
+                if let Some((node, anchor, pending)) = self.stack.pop() {
+                    if let Some(key) = pending {
+                        return Err(SyntaxError { pos: key.pos, message: "mapping key without a value".into() });
+                    }
+                    self.push_value(node, anchor)?;
+                }
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                    pos,
+                    message: "alias refers to an unknown anchor".into(),
+                })?;
+                self.push_value(Node { pos, kind: node.kind }, 0)?;
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd => {}
+        }
+        Ok(())
+    }
+
+    fn push_value(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        let Some((parent, _, pending)) = self.stack.last_mut() else {
+            self.root = Some(node);
+            return Ok(());
+        };
+        match &mut parent.kind {
+            Kind::Seq(items) => items.push(node),
+            Kind::Map(entries) => match pending.take() {
+                None => {
+                    if !matches!(node.kind, Kind::Scalar { .. }) {
+                        return Err(SyntaxError {
+                            pos: node.pos,
+                            message: "only plain or quoted scalars may be mapping keys".into(),
+                        });
+                    }
+                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text() == node.text()) {
+                        return Err(SyntaxError {
+                            pos: node.pos,
+                            message: format!(
+                                "duplicate key `{}` (first defined at line {})",
+                                node.text().unwrap_or_default(),
+                                first.pos.line
+                            ),
+                        });
+                    }
+                    *pending = Some(node);
+                }
+                Some(key) => entries.push((key, node)),
+            },
+            Kind::Scalar { .. } => unreachable!("scalars are never pushed on the stack"),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based() {
+        let n = load("a:\n  b: [1, 'x']\n").unwrap();
+        let b = n.get("a").unwrap().get("b").unwrap();
+        assert_eq!(b.pos, Pos { line: 2, column: 6 });
+        assert_eq!(b.as_seq().unwrap()[1].as_str(), Some("x"));
+        assert_eq!(b.as_seq().unwrap()[0].scalar(), Some(Scalar::Int(1)));
+    }
+
+    #[test]
+    fn octal_looking_scalars_keep_their_text() {
+        let n = load("permissions: 0644\n").unwrap();
+        let p = n.get("permissions").unwrap();
+        assert_eq!(p.text(), Some("0644"));
+        assert_eq!(p.scalar(), Some(Scalar::Int(644)));
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors_with_position() {
+        let e = load("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.pos.line, 3);
+        assert!(e.message.contains("duplicate key `a`"), "{}", e.message);
+    }
+
+    #[test]
+    fn core_schema_scalars() {
+        let n = load("[1.0, '1.0', true, ~, 0x1f, -3, 1e3, abc, .5]").unwrap();
+        let s: Vec<_> = n.as_seq().unwrap().iter().map(|n| n.scalar().unwrap()).collect();
+        assert_eq!(s[0], Scalar::Float(1.0));
+        assert_eq!(s[1], Scalar::Str("1.0"));
+        assert_eq!(s[2], Scalar::Bool(true));
+        assert_eq!(s[3], Scalar::Null);
+        assert_eq!(s[4], Scalar::Int(31));
+        assert_eq!(s[5], Scalar::Int(-3));
+        assert_eq!(s[6], Scalar::Float(1000.0));
+        assert_eq!(s[7], Scalar::Str("abc"));
+        assert_eq!(s[8], Scalar::Float(0.5));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = load("a: [1, 2\nb: c\n").unwrap_err();
+        assert!(e.pos.line >= 1);
+    }
+}
