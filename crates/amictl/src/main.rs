@@ -1,1 +1,57 @@
-fn main() {}
+//! amictl — keeps base machine images fresh, tested, distributed and in use.
+//!
+//! This binary is a thin shell over the workspace crates: it parses the command line,
+//! calls into `toe` (component documents) and `sandbox` (rootfs isolation), and is the
+//! one place where errors become messages and exit codes.
+
+mod cli;
+mod progress;
+mod toe_cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes shared by every command.
+pub mod exit {
+    /// Success; for `plan`-like commands, nothing to do.
+    pub const OK: u8 = 0;
+    /// The work ran and failed.
+    pub const FAILED: u8 = 1;
+    /// Bad usage or invalid input; nothing was changed.
+    pub const USAGE: u8 = 2;
+    /// A component asked for a reboot (awstoe's SSM hand-off); run the same command again.
+    pub const REBOOT: u8 = 194;
+}
+
+/// An error caused by the invocation or its input files: exit 2, nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    init_tracing(&cli);
+    let result = match cli.command {
+        cli::Command::Toe(t) => toe_cmd::run(t),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("amictl: error: {e:#}");
+            let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
+            ExitCode::from(if usage { exit::USAGE } else { exit::FAILED })
+        }
+    }
+}
+
+fn init_tracing(cli: &cli::Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AMICTL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
