@@ -130,15 +130,6 @@ impl Condition {
             }
         }
     }
-
-    /// The deepest chain of logical operators (`and`/`or`/`not`).
-    pub fn logical_depth(&self) -> usize {
-        match self {
-            Condition::And(items) | Condition::Or(items) => 1 + items.iter().map(Condition::logical_depth).max().unwrap_or(0),
-            Condition::Not(inner) => 1 + inner.logical_depth(),
-            Condition::Compare { .. } => 0,
-        }
-    }
 }
 
 fn compare(op: CompareOp, baseline: &str, value: &str, probe: &dyn Probe) -> bool {

@@ -158,6 +158,10 @@ impl Loader<'_> {
     fn document(&mut self, file: &str, dir: PathBuf, source: &str) -> Option<Document> {
         let root = match yaml::load(source) {
             Ok(n) => n,
+            Err(e) if e.unquoted_expression => {
+                self.sink.error(e.pos, "unquoted-expression", "an unquoted `{{ … }}` at the start of a value is read by YAML as a map", "quote the value: '{{ Name }}'");
+                return None;
+            }
             Err(e) => {
                 self.sink.error(e.pos, "yaml-syntax", format!("invalid YAML: {}", e.message), "fix the YAML syntax at this position");
                 return None;
@@ -677,9 +681,6 @@ impl Loader<'_> {
         let then = step_action("then", StepAction::Execute, self);
         let otherwise = step_action("else", StepAction::Skip, self);
         let condition = self.condition(node, 1, uses, &["then", "else"])?;
-        if condition.logical_depth() > MAX_LOGICAL_DEPTH {
-            self.sink.error(node.pos, "nesting-too-deep", format!("logical operators nest {} levels deep; the limit is {MAX_LOGICAL_DEPTH}", condition.logical_depth()), "flatten the expression or split the step");
-        }
         Some(IfClause { condition, then, otherwise })
     }
 
@@ -698,8 +699,8 @@ impl Loader<'_> {
             return None;
         };
         let op_name = key.text().unwrap_or_default();
-        if depth > MAX_LOGICAL_DEPTH + 1 {
-            // Deeper trees are reported once by the caller; stop recursing.
+        if matches!(op_name, "and" | "or" | "not") && depth > MAX_LOGICAL_DEPTH {
+            self.sink.error(key.pos, "nesting-too-deep", format!("`{op_name}` is logical level {depth}; the limit is {MAX_LOGICAL_DEPTH}"), "flatten the expression or split the step");
             return None;
         }
         match op_name {

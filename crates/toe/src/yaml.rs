@@ -45,6 +45,8 @@ pub enum Kind {
 pub struct SyntaxError {
     pub pos: Pos,
     pub message: String,
+    /// True when the cause is an unquoted `{{ … }}` (YAML reads it as a nested flow map).
+    pub unquoted_expression: bool,
 }
 
 /// The core-schema reading of a plain scalar.
@@ -206,6 +208,7 @@ pub fn load(source: &str) -> Result<Node, SyntaxError> {
         let (event, span) = item.map_err(|e| SyntaxError {
             pos: Pos { line: e.marker().line(), column: e.marker().col() + 1 },
             message: e.info().to_string(),
+            unquoted_expression: false,
         })?;
         match event {
             Event::DocumentEnd if builder.root.is_some() => break,
@@ -236,7 +239,7 @@ impl Builder {
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((node, anchor, pending)) = self.stack.pop() {
                     if let Some(key) = pending {
-                        return Err(SyntaxError { pos: key.pos, message: "mapping key without a value".into() });
+                        return Err(SyntaxError { pos: key.pos, message: "mapping key without a value".into(), unquoted_expression: false });
                     }
                     self.push_value(node, anchor)?;
                 }
@@ -245,6 +248,7 @@ impl Builder {
                 let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
                     pos,
                     message: "alias refers to an unknown anchor".into(),
+                    unquoted_expression: false,
                 })?;
                 self.push_value(Node { pos, kind: node.kind }, 0)?;
             }
@@ -269,6 +273,7 @@ impl Builder {
                         return Err(SyntaxError {
                             pos: node.pos,
                             message: "only plain or quoted scalars may be mapping keys".into(),
+                            unquoted_expression: matches!(node.kind, Kind::Map(_)),
                         });
                     }
                     if let Some((first, _)) = entries.iter().find(|(k, _)| k.text() == node.text()) {
@@ -279,6 +284,7 @@ impl Builder {
                                 node.text().unwrap_or_default(),
                                 first.pos.line
                             ),
+                            unquoted_expression: false,
                         });
                     }
                     *pending = Some(node);
