@@ -203,7 +203,7 @@ fn parse_core_float(t: &str) -> Option<f64> {
 
 /// Loads the first document of a YAML stream. An empty stream is an empty map at 1:1.
 pub fn load(source: &str) -> Result<Node, SyntaxError> {
-    let mut builder = Builder { stack: Vec::new(), anchors: HashMap::new(), root: None };
+    let mut builder = Builder { stack: Vec::new(), anchors: HashMap::new(), alias_nodes: 0, root: None };
     for item in Parser::new_from_str(source) {
         let (event, span) = item.map_err(|e| SyntaxError {
             pos: Pos { line: e.marker().line(), column: e.marker().col() + 1 },
@@ -219,10 +219,23 @@ pub fn load(source: &str) -> Result<Node, SyntaxError> {
     Ok(builder.root.unwrap_or(Node { pos: Pos { line: 1, column: 1 }, kind: Kind::Map(Vec::new()) }))
 }
 
+/// Aliases may copy at most this many nodes in one document, so an "alias bomb" (anchors
+/// that reference each other exponentially) is an error instead of an out-of-memory.
+const MAX_ALIAS_NODES: usize = 100_000;
+
 struct Builder {
     stack: Vec<(Node, usize, Option<Node>)>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, (Node, usize)>,
+    alias_nodes: usize,
     root: Option<Node>,
+}
+
+fn node_count(n: &Node) -> usize {
+    match &n.kind {
+        Kind::Scalar { .. } => 1,
+        Kind::Seq(items) => 1 + items.iter().map(node_count).sum::<usize>(),
+        Kind::Map(entries) => 1 + entries.iter().map(|(k, v)| node_count(k) + node_count(v)).sum::<usize>(),
+    }
 }
 
 impl Builder {
@@ -245,11 +258,15 @@ impl Builder {
                 }
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let (node, size) = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
                     pos,
                     message: "alias refers to an unknown anchor".into(),
                     unquoted_expression: false,
                 })?;
+                self.alias_nodes += size;
+                if self.alias_nodes > MAX_ALIAS_NODES {
+                    return Err(SyntaxError { pos, message: format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"), unquoted_expression: false });
+                }
                 self.push_value(Node { pos, kind: node.kind }, 0)?;
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentStart(_) | Event::DocumentEnd => {}
@@ -259,7 +276,8 @@ impl Builder {
 
     fn push_value(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = node_count(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         let Some((parent, _, pending)) = self.stack.last_mut() else {
             self.root = Some(node);
@@ -338,6 +356,17 @@ mod tests {
         assert_eq!(s[6], Scalar::Float(1000.0));
         assert_eq!(s[7], Scalar::Str("abc"));
         assert_eq!(s[8], Scalar::Float(0.5));
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            doc.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = load(&doc).unwrap_err();
+        assert!(e.message.contains("aliases expand"), "{}", e.message);
     }
 
     #[test]
