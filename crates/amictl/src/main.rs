@@ -52,6 +52,8 @@ fn main() -> ExitCode {
 }
 
 fn init_tracing(cli: &cli::Cli) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AMICTL_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AMICTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log_level));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }

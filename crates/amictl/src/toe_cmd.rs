@@ -70,7 +70,8 @@ fn validate(a: ValidateArgs) -> Result<u8> {
     let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = diags.len() - errors;
     if a.json {
-        let out = serde_json::json!({ "valid": errors == 0, "errors": errors, "warnings": warnings, "diagnostics": diags });
+        let out =
+            serde_json::json!({ "valid": errors == 0, "errors": errors, "warnings": warnings, "diagnostics": diags });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_diagnostics(&diags);
@@ -87,8 +88,13 @@ fn validate(a: ValidateArgs) -> Result<u8> {
 fn run_documents(a: RunArgs) -> Result<u8> {
     let parameters = a.parameters.as_deref().map(parse_parameters).transpose()?.unwrap_or_default();
     let phases = a.phases.as_deref().map(|p| split_list("phases", p)).transpose()?;
-    let store_dir = a.object_store.as_deref().map(|d| std::fs::canonicalize(d).with_context(|| format!("--object-store {}", d.display()))).transpose()?;
-    let host_store: Option<Arc<dyn ObjectStore>> = store_dir.clone().map(|d| Arc::new(DirectoryStore::new(d)) as Arc<dyn ObjectStore>);
+    let store_dir = a
+        .object_store
+        .as_deref()
+        .map(|d| std::fs::canonicalize(d).with_context(|| format!("--object-store {}", d.display())))
+        .transpose()?;
+    let host_store: Option<Arc<dyn ObjectStore>> =
+        store_dir.clone().map(|d| Arc::new(DirectoryStore::new(d)) as Arc<dyn ObjectStore>);
 
     let scratch = std::env::temp_dir();
     let mut paths = Vec::new();
@@ -101,10 +107,12 @@ fn run_documents(a: RunArgs) -> Result<u8> {
         return Err(UsageError("the documents are invalid; nothing was run".into()).into());
     }
 
-    std::fs::create_dir_all(&a.log_directory).with_context(|| format!("cannot create --log-directory {}", a.log_directory.display()))?;
+    std::fs::create_dir_all(&a.log_directory)
+        .with_context(|| format!("cannot create --log-directory {}", a.log_directory.display()))?;
     let log_dir = std::fs::canonicalize(&a.log_directory)?;
     let state_dir = a.state_directory.clone().unwrap_or_else(|| log_dir.join(".amictl-toe-state"));
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&state_dir)?;
 
     let progress = Progress::new(a.trace, a.json);
@@ -168,9 +176,15 @@ fn run_documents(a: RunArgs) -> Result<u8> {
 
 /// Local paths pass through; `s3://` documents are copied from the object store.
 fn fetch_document(spec: &str, store: Option<&dyn ObjectStore>, scratch: &Path) -> Result<PathBuf> {
-    let Some((bucket, key)) = toe::objstore::parse_uri(spec) else { return Ok(PathBuf::from(spec)) };
+    let Some((bucket, key)) = toe::objstore::parse_uri(spec) else {
+        return Ok(PathBuf::from(spec));
+    };
     let store = store.ok_or_else(|| UsageError(format!("{spec}: s3:// documents need --object-store")))?;
-    let local = scratch.join(format!("amictl-{}-{}", uuid::Uuid::new_v4(), Path::new(key).file_name().and_then(|n| n.to_str()).unwrap_or("document.yml")));
+    let local = scratch.join(format!(
+        "amictl-{}-{}",
+        uuid::Uuid::new_v4(),
+        Path::new(key).file_name().and_then(|n| n.to_str()).unwrap_or("document.yml")
+    ));
     store.get(bucket, key, None, &local).with_context(|| format!("cannot fetch {spec}"))?;
     Ok(local)
 }
@@ -188,7 +202,9 @@ fn execute(docs: &[Document], opts: &RunOptions, mut progress: Progress, sandbox
         }
         RunOutcome::RebootRequested { execution_id, log_url } => {
             if !sandboxed {
-                eprintln!("execution {execution_id} asked for a reboot; state is saved — reboot and run the same command again (logs: {log_url})");
+                eprintln!(
+                    "execution {execution_id} asked for a reboot; state is saved — reboot and run the same command again (logs: {log_url})"
+                );
             }
             Ok(exit::REBOOT)
         }

@@ -74,7 +74,10 @@ fn max_attempts_counts_every_attempt() {
 #[test]
 fn a_timeout_fails_the_attempt_and_each_retry_gets_its_own() {
     let t = Toe::new();
-    t.write("d.yml", &build_doc("- name: Slow\n  action: ExecuteBash\n  timeoutSeconds: 1\n  inputs:\n    commands: ['sleep 10']\n"));
+    t.write(
+        "d.yml",
+        &build_doc("- name: Slow\n  action: ExecuteBash\n  timeoutSeconds: 1\n  inputs:\n    commands: ['sleep 10']\n"),
+    );
     let start = Instant::now();
     let r = t.run(&["d.yml"], &[]);
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
@@ -99,7 +102,12 @@ fn a_timeout_fails_the_attempt_and_each_retry_gets_its_own() {
 fn zero_and_negative_timeouts_are_validation_errors() {
     let t = Toe::new();
     for v in ["0", "-5"] {
-        t.write("d.yml", &build_doc(&format!("- name: S\n  action: ExecuteBash\n  timeoutSeconds: {v}\n  inputs:\n    commands: ['true']\n")));
+        t.write(
+            "d.yml",
+            &build_doc(&format!(
+                "- name: S\n  action: ExecuteBash\n  timeoutSeconds: {v}\n  inputs:\n    commands: ['true']\n"
+            )),
+        );
         assert_eq!(t.error_codes("d.yml"), vec!["bad-timeout"], "timeoutSeconds {v}");
     }
 }
@@ -177,7 +185,11 @@ fn for_each_over_a_delimited_string_and_its_delimiter_rules() {
 #[test]
 fn for_loops_include_both_ends_and_refuse_endless_bounds() {
     let t = Toe::new();
-    let doc = |s: &str, e: &str, u: &str| build_doc(&format!("- name: F\n  action: ExecuteBash\n  loop:\n    for:\n      start: {s}\n      end: {e}\n      updateBy: {u}\n  inputs:\n    commands: ['echo {{{{ loop.index }}}}:{{{{ loop.value }}}}']\n"));
+    let doc = |s: &str, e: &str, u: &str| {
+        build_doc(&format!(
+            "- name: F\n  action: ExecuteBash\n  loop:\n    for:\n      start: {s}\n      end: {e}\n      updateBy: {u}\n  inputs:\n    commands: ['echo {{{{ loop.index }}}}:{{{{ loop.value }}}}']\n"
+        ))
+    };
     t.write("up.yml", &doc("1", "5", "2"));
     assert_eq!(t.run(&["up.yml"], &[]).output("build", "F", "stdout"), "0:1\n1:3\n2:5");
     t.write("down.yml", &doc("5", "1", "-2"));
@@ -258,7 +270,15 @@ fn comparisons_follow_the_documented_examples() {
     {
         steps.push_str(&format!("- name: T{i}\n  action: Assert\n  inputs:\n    {op}: {base}\n    value: {value}\n"));
     }
-    for (i, cond) in ["numberGreaterThan: 1\n    value: 'abc'", "stringIsEmpty: ' '", "stringIsWhitespace: ''", "numberGreaterThan: 1\n    value: '1'"].iter().enumerate() {
+    for (i, cond) in [
+        "numberGreaterThan: 1\n    value: 'abc'",
+        "stringIsEmpty: ' '",
+        "stringIsWhitespace: ''",
+        "numberGreaterThan: 1\n    value: '1'",
+    ]
+    .iter()
+    .enumerate()
+    {
         steps.push_str(&format!("- name: F{i}\n  action: Assert\n  onFailure: Ignore\n  inputs:\n    {cond}\n"));
     }
     t.write("d.yml", &build_doc(&steps));
@@ -279,7 +299,10 @@ fn parameters_defaults_overrides_and_cli_rules() {
     let doc = "schemaVersion: 1.0\nparameters:\n  - Pet:\n      type: string\n      default: cat\nconstants:\n  - Home:\n      type: string\n      value: house\nphases:\n  - name: build\n    steps:\n      - name: Say\n        action: ExecuteBash\n        inputs:\n          commands:\n            - 'echo {{ Pet }} in {{ Home }} {{ loop.value }}'\n";
     t.write("d.yml", doc);
     assert_eq!(t.run(&["d.yml"], &[]).output("build", "Say", "stdout"), "cat in house {{ loop.value }}");
-    assert_eq!(t.run(&["d.yml"], &["--parameters", "Pet=dog"]).output("build", "Say", "stdout"), "dog in house {{ loop.value }}");
+    assert_eq!(
+        t.run(&["d.yml"], &["--parameters", "Pet=dog"]).output("build", "Say", "stdout"),
+        "dog in house {{ loop.value }}"
+    );
     let r = t.run(&["d.yml"], &["--parameters", "Nope=1"]);
     assert_eq!(r.code, 0);
     let r = t.run(&["d.yml"], &["--parameters", "Pet="]);
@@ -304,18 +327,78 @@ fn invalid_documents_are_rejected_and_run_nothing() {
     let marker_step = "      - name: Marker\n        action: ExecuteBash\n        inputs:\n          commands: ['touch \"$TMPDIR/ran\"']\n";
     let cases: Vec<(&str, String, &str)> = vec![
         ("no-schema", format!("phases:\n  - name: build\n    steps:\n{marker_step}"), "missing-field"),
-        ("schema-2", format!("schemaVersion: 2.0\nphases:\n  - name: build\n    steps:\n{marker_step}"), "bad-schema-version"),
+        (
+            "schema-2",
+            format!("schemaVersion: 2.0\nphases:\n  - name: build\n    steps:\n{marker_step}"),
+            "bad-schema-version",
+        ),
         ("no-phases", "schemaVersion: 1.0\n".into(), "missing-field"),
-        ("odd-phase", format!("schemaVersion: 1.0\nphases:\n  - name: verify\n    steps:\n{marker_step}"), "no-standard-phase"),
-        ("dup-phase", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}  - name: build\n    steps:\n{marker_step}"), "duplicate-phase"),
-        ("dup-step", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}{marker_step}"), "duplicate-step"),
-        ("unknown-action", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteBashh\n"), "unknown-action"),
-        ("retry", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteBash\n        onFailure: Retry\n        inputs:\n          commands: ['true']\n"), "bad-on-failure"),
-        ("doc-attempts", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteDocument\n        maxAttempts: 2\n        inputs:\n          document: other.yml\n"), "execute-document-override"),
-        ("doc-timeout", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteDocument\n        timeoutSeconds: 60\n        inputs:\n          document: other.yml\n"), "execute-document-override"),
-        ("powershell", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecutePowerShell\n        inputs:\n          commands: ['dir']\n"), "windows-only-action"),
-        ("registry", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: SetRegistry\n        inputs:\n          - path: HKLM\\x\n            name: a\n            value: b\n            type: SZ\n"), "windows-only-action"),
-        ("imds-iam", format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteBash\n        inputs:\n          commands: ['echo {{{{ aws:imds:iam/security-credentials/role }}}}']\n"), "forbidden-imds-path"),
+        (
+            "odd-phase",
+            format!("schemaVersion: 1.0\nphases:\n  - name: verify\n    steps:\n{marker_step}"),
+            "no-standard-phase",
+        ),
+        (
+            "dup-phase",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}  - name: build\n    steps:\n{marker_step}"
+            ),
+            "duplicate-phase",
+        ),
+        (
+            "dup-step",
+            format!("schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}{marker_step}"),
+            "duplicate-step",
+        ),
+        (
+            "unknown-action",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteBashh\n"
+            ),
+            "unknown-action",
+        ),
+        (
+            "retry",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteBash\n        onFailure: Retry\n        inputs:\n          commands: ['true']\n"
+            ),
+            "bad-on-failure",
+        ),
+        (
+            "doc-attempts",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteDocument\n        maxAttempts: 2\n        inputs:\n          document: other.yml\n"
+            ),
+            "execute-document-override",
+        ),
+        (
+            "doc-timeout",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteDocument\n        timeoutSeconds: 60\n        inputs:\n          document: other.yml\n"
+            ),
+            "execute-document-override",
+        ),
+        (
+            "powershell",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecutePowerShell\n        inputs:\n          commands: ['dir']\n"
+            ),
+            "windows-only-action",
+        ),
+        (
+            "registry",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: SetRegistry\n        inputs:\n          - path: HKLM\\x\n            name: a\n            value: b\n            type: SZ\n"
+            ),
+            "windows-only-action",
+        ),
+        (
+            "imds-iam",
+            format!(
+                "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n{marker_step}      - name: X\n        action: ExecuteBash\n        inputs:\n          commands: ['echo {{{{ aws:imds:iam/security-credentials/role }}}}']\n"
+            ),
+            "forbidden-imds-path",
+        ),
     ];
     for (name, text, code) in cases {
         let file = format!("{name}.yml");

@@ -10,7 +10,11 @@ use std::os::unix::fs::PermissionsExt;
 use common::{Toe, build_doc, read};
 
 fn three_phases(tag: &str) -> String {
-    let step = |phase: &str| format!("  - name: {phase}\n    steps:\n      - name: S\n        action: ExecuteBash\n        inputs:\n          commands: ['echo {tag}-{phase} >> \"$TMPDIR/order\"']\n");
+    let step = |phase: &str| {
+        format!(
+            "  - name: {phase}\n    steps:\n      - name: S\n        action: ExecuteBash\n        inputs:\n          commands: ['echo {tag}-{phase} >> \"$TMPDIR/order\"']\n"
+        )
+    };
     format!("schemaVersion: 1.0\nphases:\n{}{}{}", step("build"), step("validate"), step("test"))
 }
 
@@ -50,7 +54,7 @@ fn exit_194_hands_off_and_the_next_run_resumes_the_same_step() {
     assert_eq!(second.output("build", "NeedsReboot", "stdout"), "resumed");
     assert_eq!(second.count("executedStepCount"), 3);
     assert!(!t.path("state/execution-state.json").exists(), "state is removed when the run ends");
-    assert_eq!(first.summary.is_none(), true, "a reboot hand-off prints no final summary");
+    assert!(first.summary.is_none(), "a reboot hand-off prints no final summary");
 }
 
 #[test]
@@ -91,7 +95,8 @@ fn execute_document_nests_three_levels_and_not_four() {
     let r = t.run(&["main.yml"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(read(&t.path("chain")), "main\na\nb\nc\nc-test\n", "no `phases` runs every phase of the child");
-    let outputs: serde_json::Value = serde_json::from_str(r.step("build", "Call")["outputs"].as_str().unwrap()).unwrap();
+    let outputs: serde_json::Value =
+        serde_json::from_str(r.step("build", "Call")["outputs"].as_str().unwrap()).unwrap();
     assert_eq!(outputs[0]["status"], "success");
     assert_eq!(outputs[0]["executedStepCount"], 2);
     let nested = &r.step("build", "Call")["detailedOutput"][0]["documents"][0];
@@ -213,7 +218,7 @@ fn file_modules_behave_as_documented() {
     let mode = std::fs::metadata(t.path("made/secret.conf")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "an explicit mode is applied exactly");
     let files = r.output("build", "List", "files");
-    assert_eq!(files, format!("./copied/a.txt,./copied/b.txt"), "ListFiles joins with commas");
+    assert_eq!(files, "./copied/a.txt,./copied/b.txt", "ListFiles joins with commas");
     assert_eq!(read(&t.path("from-read.txt")), "got A!");
     assert_eq!(read(&t.path("moved.txt")), "B");
     assert_eq!(std::fs::read_link(t.path("link-to-a")).unwrap().to_str(), Some("./copied/a.txt"));
@@ -260,7 +265,10 @@ fn s3_transfers_use_the_object_store_and_need_existing_folders() {
     assert_eq!(r.code, 1);
     assert!(r.step("build", "One")["failureMessage"].as_str().unwrap().contains("does not exist"));
     let r = t.run(&["missing.yml"], &[]);
-    assert!(r.step("build", "One")["failureMessage"].as_str().unwrap().contains("--object-store"), "no store: the message says how to get one");
+    assert!(
+        r.step("build", "One")["failureMessage"].as_str().unwrap().contains("--object-store"),
+        "no store: the message says how to get one"
+    );
 }
 
 /// Serves `body` for `/agent.tgz` and 404 for anything else, on 127.0.0.1.
@@ -273,7 +281,8 @@ fn serve(body: &'static [u8], requests: usize) -> String {
             let mut buf = [0u8; 2048];
             let n = s.read(&mut buf).unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, payload): (&str, &[u8]) = if req.starts_with("GET /agent.tgz ") { ("200 OK", body) } else { ("404 Not Found", b"nope") };
+            let (status, payload): (&str, &[u8]) =
+                if req.starts_with("GET /agent.tgz ") { ("200 OK", body) } else { ("404 Not Found", b"nope") };
             let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len());
             let _ = s.write_all(payload);
         }
@@ -287,7 +296,11 @@ fn web_download_verifies_checksums_and_reports_http_errors() {
     let base = serve(b"agent-bits", 3);
     // sha256("agent-bits")
     let good = sha256_hex(b"agent-bits");
-    let doc = |sum: &str, path: &str| build_doc(&format!("- name: Get\n  action: WebDownload\n  inputs:\n    - source: {base}/{path}\n      destination: ./dl/\n      checksum: {sum}\n      algorithm: SHA256\n"));
+    let doc = |sum: &str, path: &str| {
+        build_doc(&format!(
+            "- name: Get\n  action: WebDownload\n  inputs:\n    - source: {base}/{path}\n      destination: ./dl/\n      checksum: {sum}\n      algorithm: SHA256\n"
+        ))
+    };
     t.write("ok.yml", &doc(&good, "agent.tgz"));
     let r = t.run(&["ok.yml"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -307,10 +320,14 @@ fn web_download_verifies_checksums_and_reports_http_errors() {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    let out = std::process::Command::new("sha256sum").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().and_then(|mut c| {
-        c.stdin.take().unwrap().write_all(data)?;
-        c.wait_with_output()
-    });
+    let out = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        });
     String::from_utf8(out.unwrap().stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
@@ -330,7 +347,10 @@ fn disable_logging_keeps_secrets_out_of_every_log() {
         assert!(!text.contains("s3cr3t-value"), "secret leaked into {}", entry.display());
     }
     assert!(!r.stderr.contains("s3cr3t-value"), "secret leaked to the terminal");
-    assert!(!t.path("state/scratch").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false), "the secret script is deleted");
+    assert!(
+        !t.path("state/scratch").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false),
+        "the secret script is deleted"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -14,7 +14,8 @@ use common::{Toe, build_doc, collect, read};
 
 /// A private copy of the cached rootfs, so each test starts from a clean image.
 fn rootfs(t: &Toe) -> PathBuf {
-    let cached = std::env::var("AMICTL_TEST_ROOTFS").expect("AMICTL_TEST_ROOTFS must point at a debootstrapped rootfs (scripts/test sets it)");
+    let cached = std::env::var("AMICTL_TEST_ROOTFS")
+        .expect("AMICTL_TEST_ROOTFS must point at a debootstrapped rootfs (scripts/test sets it)");
     let dest = t.path("rootfs");
     let ok = Command::new("cp").args(["-a", "--reflink=auto"]).arg(&cached).arg(&dest).status().unwrap().success();
     assert!(ok, "copying {cached} failed");
@@ -93,7 +94,12 @@ fn update_os_uses_the_package_manager_found_in_the_root() {
     std::fs::rename(root.join("usr/bin/apt-get"), root.join("usr/bin/apt-get.hidden")).unwrap();
     std::fs::write(root.join("usr/bin/yum"), "#!/bin/sh\necho \"$@\" > /var/tmp/yum-args\n").unwrap();
     Command::new("chmod").arg("755").arg(root.join("usr/bin/yum")).status().unwrap();
-    t.write("d.yml", &build_doc("- name: Update\n  action: UpdateOS\n  inputs:\n    include: [openssl, kernel]\n    exclude: [kernel]\n"));
+    t.write(
+        "d.yml",
+        &build_doc(
+            "- name: Update\n  action: UpdateOS\n  inputs:\n    include: [openssl, kernel]\n    exclude: [kernel]\n",
+        ),
+    );
     let r = run_in(&t, &root, &["d.yml"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(read(&root.join("var/tmp/yum-args")).trim(), "-y update --exclude=kernel openssl");
@@ -104,7 +110,10 @@ fn update_os_uses_the_package_manager_found_in_the_root() {
 fn update_os_upgrades_a_debian_root_with_apt() {
     let t = Toe::new();
     let root = rootfs(&t);
-    t.write("d.yml", &build_doc("- name: Update\n  action: UpdateOS\n  timeoutSeconds: 600\n  inputs:\n    exclude: [base-files]\n"));
+    t.write(
+        "d.yml",
+        &build_doc("- name: Update\n  action: UpdateOS\n  timeoutSeconds: 600\n  inputs:\n    exclude: [base-files]\n"),
+    );
     let r = run_in(&t, &root, &["d.yml"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let console = read(&r.log_folder.unwrap().join("console.log"));
@@ -166,7 +175,12 @@ fn the_example_agent_components_install_and_pass_their_tests() {
 fn a_folder_that_is_not_a_rootfs_is_refused_before_anything_runs() {
     let t = Toe::new();
     std::fs::create_dir_all(t.path("empty")).unwrap();
-    t.write("d.yml", &build_doc("- name: S\n  action: ExecuteBash\n  inputs:\n    commands: ['touch /tmp/should-not-exist-amictl']\n"));
+    t.write(
+        "d.yml",
+        &build_doc(
+            "- name: S\n  action: ExecuteBash\n  inputs:\n    commands: ['touch /tmp/should-not-exist-amictl']\n",
+        ),
+    );
     let out = common::amictl()
         .args(["toe", "run", "--root"])
         .arg(t.path("empty"))

@@ -56,7 +56,8 @@ pub struct Sandbox {
 impl Sandbox {
     /// Checks that `root` looks like a Linux root filesystem (a shell and `/etc`).
     pub fn new(root: &Path) -> Result<Sandbox, SandboxError> {
-        let root = fs::canonicalize(root).map_err(|_| SandboxError::NotARootfs(root.to_path_buf(), "no such folder"))?;
+        let root =
+            fs::canonicalize(root).map_err(|_| SandboxError::NotARootfs(root.to_path_buf(), "no such folder"))?;
         if root == Path::new("/") {
             return Err(SandboxError::NotARootfs(root, "it is the host's own root; run without --root instead"));
         }
@@ -66,7 +67,9 @@ impl Sandbox {
         if !root.join("etc").is_dir() {
             return Err(SandboxError::NotARootfs(root, "it has no /etc"));
         }
-        let has_shell = ["bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash"].iter().any(|p| fs::symlink_metadata(root.join(p)).is_ok());
+        let has_shell = ["bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash"]
+            .iter()
+            .any(|p| fs::symlink_metadata(root.join(p)).is_ok());
         if !has_shell {
             return Err(SandboxError::NotARootfs(root, "it has no /bin/sh"));
         }
@@ -82,9 +85,13 @@ impl Sandbox {
     pub fn bind(mut self, host: &Path, inside: &str, writable: bool) -> Result<Sandbox, SandboxError> {
         let inside = PathBuf::from(inside);
         if !inside.starts_with("/run/") || inside.components().any(|c| c == Component::ParentDir) {
-            return Err(SandboxError::BadBind { host: host.into(), reason: format!("{} is not under /run", inside.display()) });
+            return Err(SandboxError::BadBind {
+                host: host.into(),
+                reason: format!("{} is not under /run", inside.display()),
+            });
         }
-        let host = fs::canonicalize(host).map_err(|e| SandboxError::BadBind { host: host.into(), reason: e.to_string() })?;
+        let host =
+            fs::canonicalize(host).map_err(|e| SandboxError::BadBind { host: host.into(), reason: e.to_string() })?;
         self.binds.push(Bind { host, inside, writable });
         Ok(self)
     }
@@ -122,9 +129,12 @@ impl Sandbox {
     /// In the forked child: new namespaces, mounts, chroot.
     fn enter(&self) -> Result<(), String> {
         let ctx = |what: String| move |e: Errno| format!("{what}: {e}");
-        unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-            .map_err(ctx("unshare".into()))?;
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(ctx("make / private".into()))?;
+        unshare(
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC,
+        )
+        .map_err(ctx("unshare".into()))?;
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+            .map_err(ctx("make / private".into()))?;
         sethostname(&self.hostname).map_err(ctx("sethostname".into()))?;
         let r = &self.root;
         // /run first: binds and a possible resolv.conf target live there.
@@ -155,12 +165,24 @@ impl Sandbox {
             File::create(&target).map_err(|e| format!("create {}: {e}", target.display()))?;
             bind_mount(&Path::new("/dev").join(node), &target, true, false)?;
         }
-        for (link, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+        for (link, to) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+            ("ptmx", "pts/ptmx"),
+        ] {
             symlink(to, dev.join(link)).map_err(|e| format!("symlink /dev/{link}: {e}"))?;
         }
         let pts = dev.join("pts");
         fs::create_dir_all(&pts).map_err(|e| format!("create {}: {e}", pts.display()))?;
-        let _ = mount(Some("devpts"), &pts, Some("devpts"), MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("newinstance,ptmxmode=0666,mode=620"));
+        let _ = mount(
+            Some("devpts"),
+            &pts,
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=620"),
+        );
         mount_tmpfs(&dev.join("shm"), "mode=1777")?;
         Ok(())
     }
@@ -211,15 +233,23 @@ fn normalize(p: &Path) -> PathBuf {
 
 fn mount_tmpfs(target: &Path, options: &str) -> Result<(), String> {
     fs::create_dir_all(target).map_err(|e| format!("create {}: {e}", target.display()))?;
-    mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::MS_NOSUID, Some(options)).map_err(|e| format!("mount tmpfs on {}: {e}", target.display()))
+    mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::MS_NOSUID, Some(options))
+        .map_err(|e| format!("mount tmpfs on {}: {e}", target.display()))
 }
 
 fn bind_mount(host: &Path, target: &Path, writable: bool, recursive: bool) -> Result<(), String> {
     let flags = if recursive { MsFlags::MS_BIND | MsFlags::MS_REC } else { MsFlags::MS_BIND };
-    mount(Some(host), target, None::<&str>, flags, None::<&str>).map_err(|e| format!("bind {} on {}: {e}", host.display(), target.display()))?;
+    mount(Some(host), target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| format!("bind {} on {}: {e}", host.display(), target.display()))?;
     if !writable {
-        mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
-            .map_err(|e| format!("make {} read-only: {e}", target.display()))?;
+        mount(
+            None::<&str>,
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("make {} read-only: {e}", target.display()))?;
     }
     Ok(())
 }
@@ -237,7 +267,13 @@ fn init(f: impl FnOnce() -> i32) -> i32 {
         Ok(ForkResult::Child) => {
             // PID 1 of the namespace: a fresh /proc shows only the sandbox's processes.
             let _ = fs::create_dir_all("/proc");
-            if let Err(e) = mount(Some("proc"), "/proc", Some("proc"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC, None::<&str>) {
+            if let Err(e) = mount(
+                Some("proc"),
+                "/proc",
+                Some("proc"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                None::<&str>,
+            ) {
                 eprintln!("amictl sandbox: mount /proc: {e}");
                 exit_now(SETUP_FAILED);
             }
@@ -296,7 +332,10 @@ mod tests {
         fs::create_dir(dir.path().join("etc")).unwrap();
         assert!(matches!(Sandbox::new(dir.path()), Err(SandboxError::NotARootfs(_, "it has no /bin/sh"))));
         assert!(matches!(Sandbox::new(Path::new("/")), Err(SandboxError::NotARootfs(..))));
-        assert!(matches!(Sandbox::new(&dir.path().join("missing")), Err(SandboxError::NotARootfs(_, "no such folder"))));
+        assert!(matches!(
+            Sandbox::new(&dir.path().join("missing")),
+            Err(SandboxError::NotARootfs(_, "no such folder"))
+        ));
     }
 
     #[test]
@@ -313,6 +352,9 @@ mod tests {
 
     #[test]
     fn normalizes_symlink_targets() {
-        assert_eq!(normalize(Path::new("/etc/../run/systemd/resolve/stub-resolv.conf")), PathBuf::from("/run/systemd/resolve/stub-resolv.conf"));
+        assert_eq!(
+            normalize(Path::new("/etc/../run/systemd/resolve/stub-resolv.conf")),
+            PathBuf::from("/run/systemd/resolve/stub-resolv.conf")
+        );
     }
 }

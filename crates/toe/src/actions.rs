@@ -108,14 +108,23 @@ fn boolean(v: &Value, key: &str, default: bool) -> Result<bool, ActionError> {
 fn int(v: &Value, key: &str) -> Result<Option<u64>, ActionError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| ActionError::Failed(format!("input `{key}` must be ≥ 0"))),
-        Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| ActionError::Failed(format!("input `{key}` must be a whole number, got `{s}`"))),
+        Some(Value::Number(n)) => {
+            n.as_u64().map(Some).ok_or_else(|| ActionError::Failed(format!("input `{key}` must be ≥ 0")))
+        }
+        Some(Value::String(s)) => s
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| ActionError::Failed(format!("input `{key}` must be a whole number, got `{s}`"))),
         Some(other) => fail(format!("input `{key}` must be a whole number, got {other}")),
     }
 }
 
 fn string_list(v: &Value, key: &str) -> Vec<String> {
-    v.get(key).and_then(Value::as_array).map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
 }
 
 fn output(key: &str, value: String) -> Map<String, Value> {
@@ -171,7 +180,9 @@ fn run_logged(cmd: &mut Command, ctx: &mut ActionCtx<'_>) -> Result<(Exit, Strin
 }
 
 fn exit_outcome(exit: Exit, stdout: String, stderr_tail: String, ctx: &ActionCtx<'_>) -> Outputs {
-    let with_tail = |m: String| if stderr_tail.is_empty() { m } else { format!("{m}; stderr: {stderr_tail}") };
+    let with_tail = |m: String| {
+        if stderr_tail.is_empty() { m } else { format!("{m}; stderr: {stderr_tail}") }
+    };
     match exit {
         Exit::Code(0) => Ok(vec![output("stdout", trim_newline(stdout))]),
         Exit::Code(194) => Err(ActionError::Reboot { rerun: true }),
@@ -184,27 +195,38 @@ fn exit_outcome(exit: Exit, stdout: String, stderr_tail: String, ctx: &ActionCtx
     }
 }
 
+/// Scripts above this size go through a file: one argv string may hold at most 128 KiB.
+const MAX_INLINE_SCRIPT: usize = 100 * 1024;
+
+/// Runs the commands as one bash script. Ordinary scripts are passed inline (`bash -c`):
+/// the script is already in `detailedoutput.json`, and skipping a file create per step is
+/// most of the engine's per-step overhead. Secret scripts go through a private file that
+/// is deleted afterwards, so they never show in `ps`.
 fn execute_bash(input: &Value, ctx: &mut ActionCtx<'_>) -> Outputs {
     let script = string_list(input, "commands").join("\n");
-    let path = if ctx.secret {
-        fs::create_dir_all(&ctx.scratch).map_err(|e| io_fail("cannot create", &ctx.scratch, e))?;
-        ctx.scratch.join(format!("{}.sh", uuid::Uuid::new_v4()))
-    } else {
-        fs::create_dir_all(&ctx.step_dir).map_err(|e| io_fail("cannot create", &ctx.step_dir, e))?;
-        ctx.step_dir.join(format!("{}.sh", ctx.step_stem))
-    };
+    if !ctx.secret && script.len() <= MAX_INLINE_SCRIPT {
+        let (exit, stdout, tail) = run_logged(Command::new("bash").arg("-c").arg(&script), ctx)?;
+        return exit_outcome(exit, stdout, tail, ctx);
+    }
+    let dir = if ctx.secret { ctx.scratch.clone() } else { ctx.step_dir.clone() };
+    fs::create_dir_all(&dir).map_err(|e| io_fail("cannot create", &dir, e))?;
+    let path = dir.join(format!("{}-{}.sh", ctx.step_stem, uuid::Uuid::new_v4()));
     write_private(&path, script.as_bytes())?;
     let result = run_logged(Command::new("bash").arg(&path), ctx);
-    if ctx.secret {
-        let _ = fs::remove_file(&path);
-    }
+    let _ = fs::remove_file(&path);
     let (exit, stdout, tail) = result?;
     exit_outcome(exit, stdout, tail, ctx)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ActionError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o700).open(path).map_err(|e| io_fail("cannot write", path, e))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o700)
+        .open(path)
+        .map_err(|e| io_fail("cannot write", path, e))?;
     f.write_all(bytes).map_err(|e| io_fail("cannot write", path, e))
 }
 
@@ -222,7 +244,8 @@ pub fn which(name: &str) -> Option<PathBuf> {
         let p = PathBuf::from(name);
         return executable(&p).then_some(p);
     }
-    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path =
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     path.split(':').filter(|d| !d.is_empty()).map(|d| Path::new(d).join(name)).find(|p| executable(p))
 }
 
@@ -235,9 +258,13 @@ fn update_os(input: &Value, ctx: &mut ActionCtx<'_>) -> Outputs {
         let excludes: String = exclude.iter().map(|e| format!(" --exclude={}", shell_quote(e))).collect();
         format!("{pm} -y update{excludes} {}", quote(&wanted))
     } else if which("apt-get").is_some() {
-        let mut s = String::from("export DEBIAN_FRONTEND=noninteractive\nset -o pipefail\napt-get -q update || exit $?\n");
+        let mut s =
+            String::from("export DEBIAN_FRONTEND=noninteractive\nset -o pipefail\napt-get -q update || exit $?\n");
         if !exclude.is_empty() {
-            s.push_str(&format!("held=$(apt-mark showhold)\napt-mark hold {} >/dev/null || exit $?\n", quote(&exclude)));
+            s.push_str(&format!(
+                "held=$(apt-mark showhold)\napt-mark hold {} >/dev/null || exit $?\n",
+                quote(&exclude)
+            ));
         }
         let opts = "-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold";
         if include.is_empty() {
@@ -247,14 +274,20 @@ fn update_os(input: &Value, ctx: &mut ActionCtx<'_>) -> Outputs {
         }
         s.push_str("rc=$?\n");
         if !exclude.is_empty() {
-            s.push_str(&format!("for p in {}; do echo \"$held\" | grep -qx \"$p\" || apt-mark unhold \"$p\" >/dev/null; done\n", quote(&exclude)));
+            s.push_str(&format!(
+                "for p in {}; do echo \"$held\" | grep -qx \"$p\" || apt-mark unhold \"$p\" >/dev/null; done\n",
+                quote(&exclude)
+            ));
         }
         s.push_str("exit $rc\n");
         s
     } else {
         return fail("UpdateOS found no package manager (dnf, yum or apt-get) on PATH");
     };
-    ctx.log.app(&format!("UpdateOS: {}", script.lines().find(|l| l.contains("update") || l.contains("upgrade")).unwrap_or("")));
+    ctx.log.app(&format!(
+        "UpdateOS: {}",
+        script.lines().find(|l| l.contains("update") || l.contains("upgrade")).unwrap_or("")
+    ));
     let input = serde_json::json!({ "commands": [script] });
     execute_bash(&input, ctx).map(|_| Vec::new())
 }
@@ -273,18 +306,31 @@ fn web_download(items: &[Value], ctx: &mut ActionCtx<'_>) -> Outputs {
         let overwrite = boolean(item, "overwrite", true)?;
         let insecure = boolean(item, "ignoreCertificateErrors", false)?;
         let expected = match (string(item, "checksum"), string(item, "algorithm")) {
-            (Some(c), Some(a)) => Some((c.trim().to_ascii_lowercase(), Algorithm::from_name(&a).ok_or_else(|| ActionError::Failed(format!("unknown algorithm {a}")))?)),
+            (Some(c), Some(a)) => Some((
+                c.trim().to_ascii_lowercase(),
+                Algorithm::from_name(&a).ok_or_else(|| ActionError::Failed(format!("unknown algorithm {a}")))?,
+            )),
             _ => None,
         };
         let target = if destination.ends_with('/') {
-            let name = source.split(['?', '#']).next().unwrap_or_default().rsplit('/').next().filter(|n| !n.is_empty()).unwrap_or("download");
+            let name = source
+                .split(['?', '#'])
+                .next()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("download");
             PathBuf::from(&destination).join(name)
         } else {
             PathBuf::from(&destination)
         };
         if target.exists() {
             if !overwrite {
-                return fail(format!("File already exists and \"overwrite\" property for \"destination\" file is set to false: {}", target.display()));
+                return fail(format!(
+                    "File already exists and \"overwrite\" property for \"destination\" file is set to false: {}",
+                    target.display()
+                ));
             }
             if let Some((sum, alg)) = &expected
                 && crate::digest::file_hex(*alg, &target).is_ok_and(|h| &h == sum)
@@ -303,7 +349,13 @@ fn web_download(items: &[Value], ctx: &mut ActionCtx<'_>) -> Outputs {
     Ok(vec![output("destination", destinations.join("\n"))])
 }
 
-fn download_with_retries(url: &str, target: &Path, expected: Option<&(String, Algorithm)>, insecure: bool, ctx: &mut ActionCtx<'_>) -> Result<(), ActionError> {
+fn download_with_retries(
+    url: &str,
+    target: &Path,
+    expected: Option<&(String, Algorithm)>,
+    insecure: bool,
+    ctx: &mut ActionCtx<'_>,
+) -> Result<(), ActionError> {
     const TRIES: u32 = 5;
     let mut last = String::new();
     for attempt in 0..TRIES {
@@ -332,20 +384,32 @@ fn download_with_retries(url: &str, target: &Path, expected: Option<&(String, Al
 }
 
 /// One GET. `Err((message, worth_retrying))`.
-fn download_once(url: &str, target: &Path, expected: Option<&(String, Algorithm)>, insecure: bool, deadline: Option<Instant>) -> Result<(), (String, bool)> {
+fn download_once(
+    url: &str,
+    target: &Path,
+    expected: Option<&(String, Algorithm)>,
+    insecure: bool,
+    deadline: Option<Instant>,
+) -> Result<(), (String, bool)> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err((format!("`{url}` is not an http(s) URL"), false));
     }
     let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
     let tls = ureq::tls::TlsConfig::builder().disable_verification(insecure).build();
-    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(timeout)).http_status_as_error(false).tls_config(tls).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .tls_config(tls)
+        .build()
+        .into();
     let mut response = agent.get(url).call().map_err(|e| (e.to_string(), true))?;
     let status = response.status().as_u16();
     if status != 200 {
         let retry = status >= 500 || status == 429 || status == 408;
         return Err((format!("HTTP status {status}"), retry));
     }
-    let tmp = target.with_file_name(format!(".{}.part", target.file_name().and_then(|n| n.to_str()).unwrap_or("download")));
+    let tmp =
+        target.with_file_name(format!(".{}.part", target.file_name().and_then(|n| n.to_str()).unwrap_or("download")));
     let result = (|| -> Result<(), (String, bool)> {
         let mut file = File::create(&tmp).map_err(|e| (format!("cannot write {}: {e}", tmp.display()), false))?;
         let mut hasher = expected.map(|(_, a)| Hasher::new(*a));
@@ -394,7 +458,9 @@ fn s3_download(items: &[Value], ctx: &mut ActionCtx<'_>) -> Outputs {
         };
         let check = |dest: &Path| -> Result<(), ActionError> {
             match dest.parent() {
-                Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => fail(format!("destination folder {} does not exist", p.display())),
+                Some(p) if !p.as_os_str().is_empty() && !p.is_dir() => {
+                    fail(format!("destination folder {} does not exist", p.display()))
+                }
                 _ if dest.exists() && !overwrite => fail(format!(
                     "File already exists and \"overwrite\" property for \"destination\" file is set to false: {}",
                     dest.display()
@@ -406,7 +472,8 @@ fn s3_download(items: &[Value], ctx: &mut ActionCtx<'_>) -> Outputs {
             if !destination.is_dir() {
                 return fail(format!("destination folder {} does not exist", destination.display()));
             }
-            let keys = store.list(bucket, prefix, owner.as_deref(), 1000).map_err(|e| ActionError::Failed(e.to_string()))?;
+            let keys =
+                store.list(bucket, prefix, owner.as_deref(), 1000).map_err(|e| ActionError::Failed(e.to_string()))?;
             for k in keys {
                 let dest = destination.join(k.strip_prefix(prefix).unwrap_or(&k));
                 if let Some(p) = dest.parent() {
@@ -436,7 +503,11 @@ fn s3_upload(items: &[Value], ctx: &mut ActionCtx<'_>) -> Outputs {
         };
         let src = PathBuf::from(&source);
         let files: Vec<(PathBuf, String)> = if source.ends_with('*') || src.is_dir() {
-            let dir = if source.ends_with('*') { src.parent().map(Path::to_path_buf).unwrap_or_default() } else { src.clone() };
+            let dir = if source.ends_with('*') {
+                src.parent().map(Path::to_path_buf).unwrap_or_default()
+            } else {
+                src.clone()
+            };
             if src.is_dir() && !recurse {
                 return fail(format!("{source} is a folder; set `recurse: true` to upload it"));
             }
@@ -450,11 +521,14 @@ fn s3_upload(items: &[Value], ctx: &mut ActionCtx<'_>) -> Outputs {
                 .collect()
         } else {
             let name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let key = if prefix.is_empty() || prefix.ends_with('/') { format!("{prefix}{name}") } else { prefix.to_string() };
+            let key =
+                if prefix.is_empty() || prefix.ends_with('/') { format!("{prefix}{name}") } else { prefix.to_string() };
             vec![(src.clone(), key)]
         };
         for (file, key) in files {
-            store.put(bucket, &key, owner.as_deref(), &file).map_err(|e| ActionError::Failed(format!("{}: {e}", file.display())))?;
+            store
+                .put(bucket, &key, owner.as_deref(), &file)
+                .map_err(|e| ActionError::Failed(format!("{}: {e}", file.display())))?;
         }
         ctx.log.app(&format!("S3Upload: {source} -> {destination}"));
     }
@@ -462,11 +536,7 @@ fn s3_upload(items: &[Value], ctx: &mut ActionCtx<'_>) -> Outputs {
 }
 
 fn join_key(prefix: &str, rel: &str) -> String {
-    if prefix.is_empty() {
-        rel.to_string()
-    } else {
-        format!("{}/{rel}", prefix.trim_end_matches('/'))
-    }
+    if prefix.is_empty() { rel.to_string() } else { format!("{}/{rel}", prefix.trim_end_matches('/')) }
 }
 
 fn walk_files(dir: &Path, recurse: bool) -> io::Result<Vec<PathBuf>> {
@@ -492,7 +562,11 @@ fn walk_files(dir: &Path, recurse: bool) -> io::Result<Vec<PathBuf>> {
 pub fn imds_get(path: &str) -> Result<String, String> {
     let base = std::env::var("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|_| "http://169.254.169.254".into());
     let base = base.trim_end_matches('/');
-    let path = if path.starts_with("/latest/") { path.to_string() } else { format!("/latest/meta-data/{}", path.trim_start_matches('/')) };
+    let path = if path.starts_with("/latest/") {
+        path.to_string()
+    } else {
+        format!("/latest/meta-data/{}", path.trim_start_matches('/'))
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
     let token = agent
         .put(&format!("{base}/latest/api/token"))
@@ -514,7 +588,11 @@ pub fn imds_get(path: &str) -> Result<String, String> {
 
 // ---------------------------------------------------------------- files
 
-fn file_operation(module: &str, item: &Value, ctx: &mut ActionCtx<'_>) -> Result<Option<Map<String, Value>>, ActionError> {
+fn file_operation(
+    module: &str,
+    item: &Value,
+    ctx: &mut ActionCtx<'_>,
+) -> Result<Option<Map<String, Value>>, ActionError> {
     match module {
         "CreateFile" => create_file(item).map(|_| None),
         "AppendFile" => {
@@ -522,8 +600,13 @@ fn file_operation(module: &str, item: &Value, ctx: &mut ActionCtx<'_>) -> Result
             if !path.is_file() {
                 return fail(format!("{} does not exist", path.display()));
             }
-            let bytes = encode(&string(item, "content").unwrap_or_default(), &string(item, "encoding").unwrap_or_default())?;
-            OpenOptions::new().append(true).open(&path).and_then(|mut f| f.write_all(&bytes)).map_err(|e| io_fail("cannot append to", &path, e))?;
+            let bytes =
+                encode(&string(item, "content").unwrap_or_default(), &string(item, "encoding").unwrap_or_default())?;
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&bytes))
+                .map_err(|e| io_fail("cannot append to", &path, e))?;
             Ok(None)
         }
         "CreateFolder" => {
@@ -541,7 +624,11 @@ fn file_operation(module: &str, item: &Value, ctx: &mut ActionCtx<'_>) -> Result
         "CreateSymlink" => {
             let path = absolute(&required(item, "path")?);
             let target = required(item, "target")?;
-            let target_path = if Path::new(&target).is_absolute() { PathBuf::from(&target) } else { path.parent().unwrap_or(Path::new("/")).join(&target) };
+            let target_path = if Path::new(&target).is_absolute() {
+                PathBuf::from(&target)
+            } else {
+                path.parent().unwrap_or(Path::new("/")).join(&target)
+            };
             if !target_path.exists() {
                 return fail(format!("symlink target {target} does not exist"));
             }
@@ -582,7 +669,10 @@ fn file_operation(module: &str, item: &Value, ctx: &mut ActionCtx<'_>) -> Result
             let result = if boolean(item, "force", false)? { fs::remove_dir_all(&path) } else { fs::remove_dir(&path) };
             result.map_err(|e| {
                 if e.kind() == io::ErrorKind::DirectoryNotEmpty {
-                    ActionError::Failed(format!("folder {} is not empty; set `force: true` to delete its contents", path.display()))
+                    ActionError::Failed(format!(
+                        "folder {} is not empty; set `force: true` to delete its contents",
+                        path.display()
+                    ))
                 } else {
                     io_fail("cannot delete", &path, e)
                 }
@@ -596,10 +686,15 @@ fn file_operation(module: &str, item: &Value, ctx: &mut ActionCtx<'_>) -> Result
                 return fail(format!("folder {} does not exist", dir.display()));
             }
             let pattern = string(item, "fileNamePattern");
-            let files = walk_files(&dir, boolean(item, "recursive", false)?).map_err(|e| io_fail("cannot list", &dir, e))?;
+            let files =
+                walk_files(&dir, boolean(item, "recursive", false)?).map_err(|e| io_fail("cannot list", &dir, e))?;
             let files: Vec<String> = files
                 .into_iter()
-                .filter(|f| pattern.as_deref().is_none_or(|p| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| wildcard(p, n))))
+                .filter(|f| {
+                    pattern
+                        .as_deref()
+                        .is_none_or(|p| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| wildcard(p, n)))
+                })
                 .map(|f| f.display().to_string())
                 .collect();
             Ok(Some(output("files", files.join(","))))
@@ -629,7 +724,11 @@ fn file_operation(module: &str, item: &Value, ctx: &mut ActionCtx<'_>) -> Result
             }
             let owner = required(item, "owner")?;
             let group = string(item, "group");
-            let targets = if module == "SetFolderOwner" && boolean(item, "recursive", true)? { walk_all(&path)? } else { vec![path] };
+            let targets = if module == "SetFolderOwner" && boolean(item, "recursive", true)? {
+                walk_all(&path)?
+            } else {
+                vec![path]
+            };
             for t in targets {
                 set_owner(&t, Some(&owner), group.as_deref())?;
             }
@@ -641,7 +740,11 @@ fn file_operation(module: &str, item: &Value, ctx: &mut ActionCtx<'_>) -> Result
                 return fail(format!("{} does not exist", path.display()));
             }
             let mode = required(item, "permissions")?;
-            let targets = if module == "SetFolderPermissions" && boolean(item, "recursive", true)? { walk_all(&path)? } else { vec![path] };
+            let targets = if module == "SetFolderPermissions" && boolean(item, "recursive", true)? {
+                walk_all(&path)?
+            } else {
+                vec![path]
+            };
             for t in targets {
                 set_mode(&t, &mode)?;
             }
@@ -675,7 +778,8 @@ fn create_file(item: &Value) -> Result<(), ActionError> {
 /// An explicit mode is applied exactly (not masked by the umask).
 fn set_mode(path: &Path, mode: &str) -> Result<(), ActionError> {
     let bits = parse_mode(mode).ok_or_else(|| ActionError::Failed(format!("`{mode}` is not an octal permission")))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(bits)).map_err(|e| io_fail("cannot set permissions on", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(bits))
+        .map_err(|e| io_fail("cannot set permissions on", path, e))
 }
 
 fn set_owner(path: &Path, owner: Option<&str>, group: Option<&str>) -> Result<(), ActionError> {
@@ -701,7 +805,9 @@ fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let text = fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && (f[0] == name || f[2] == name)).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?))).flatten()
+        (f.len() > 3 && (f[0] == name || f[2] == name))
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+            .flatten()
     })
 }
 
@@ -795,7 +901,11 @@ fn transfer(module: &str, item: &Value) -> Result<(), ActionError> {
             let want = if folders { "a folder" } else { "a file" };
             return fail(format!("{} is not {want}", src.display()));
         }
-        let target = if into { Path::new(&destination).join(src.file_name().unwrap_or_default()) } else { PathBuf::from(&destination) };
+        let target = if into {
+            Path::new(&destination).join(src.file_name().unwrap_or_default())
+        } else {
+            PathBuf::from(&destination)
+        };
         if target.exists() && !overwrite {
             return fail(format!("{} already exists and overwrite is false", target.display()));
         }
@@ -854,18 +964,28 @@ fn encode(text: &str, encoding: &str) -> Result<Vec<u8>, ActionError> {
 fn decode(bytes: &[u8], encoding: &str) -> Result<String, ActionError> {
     let e = encoding.to_ascii_lowercase().replace('-', "");
     let bad = || ActionError::Failed(format!("the file is not valid {encoding} text"));
-    let units16 = |be: bool| bytes.chunks_exact(2).map(move |c| if be { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) });
+    let units16 = |be: bool| {
+        bytes
+            .chunks_exact(2)
+            .map(move |c| if be { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) })
+    };
     let chars32 = |be: bool| {
         bytes
             .chunks_exact(4)
             .map(move |c| {
-                let v = if be { u32::from_be_bytes([c[0], c[1], c[2], c[3]]) } else { u32::from_le_bytes([c[0], c[1], c[2], c[3]]) };
+                let v = if be {
+                    u32::from_be_bytes([c[0], c[1], c[2], c[3]])
+                } else {
+                    u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                };
                 char::from_u32(v)
             })
             .collect::<Option<String>>()
     };
     match e.as_str() {
-        "" | "utf8" => String::from_utf8(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes).to_vec()).map_err(|_| bad()),
+        "" | "utf8" => {
+            String::from_utf8(bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes).to_vec()).map_err(|_| bad())
+        }
         "utf16" | "utf16le" => String::from_utf16(&units16(false).collect::<Vec<_>>()).map_err(|_| bad()),
         "utf16be" => String::from_utf16(&units16(true).collect::<Vec<_>>()).map_err(|_| bad()),
         "utf32" | "utf32le" => chars32(false).ok_or_else(bad),

@@ -82,7 +82,10 @@ impl CompareOp {
 
     pub fn is_numeric(self) -> bool {
         use CompareOp::*;
-        matches!(self, NumberEquals | NumberLessThan | NumberLessThanEquals | NumberGreaterThan | NumberGreaterThanEquals)
+        matches!(
+            self,
+            NumberEquals | NumberLessThan | NumberLessThanEquals | NumberGreaterThan | NumberGreaterThanEquals
+        )
     }
 }
 
@@ -145,7 +148,9 @@ fn compare(op: CompareOp, baseline: &str, value: &str, probe: &dyn Probe) -> boo
         StringGreaterThanEquals => ci() != Ordering::Less,
         PatternMatches => regex::Regex::new(&format!("(?i){baseline}")).is_ok_and(|re| re.is_match(value)),
         NumberEquals | NumberLessThan | NumberLessThanEquals | NumberGreaterThan | NumberGreaterThanEquals => {
-            let (Some(v), Some(b)) = (Decimal::parse(value), Decimal::parse(baseline)) else { return false };
+            let (Some(v), Some(b)) = (Decimal::parse(value), Decimal::parse(baseline)) else {
+                return false;
+            };
             let ord = v.cmp(&b);
             match op {
                 NumberEquals => ord == Ordering::Equal,
@@ -243,8 +248,12 @@ mod tests {
     }
 
     fn cmp(op: &str, baseline: &str, value: &str) -> bool {
-        Condition::Compare { op: CompareOp::from_name(op).unwrap(), baseline: baseline.into(), operand: Some(value.into()) }
-            .evaluate(&mut Plain)
+        Condition::Compare {
+            op: CompareOp::from_name(op).unwrap(),
+            baseline: baseline.into(),
+            operand: Some(value.into()),
+        }
+        .evaluate(&mut Plain)
     }
 
     #[test]

@@ -104,7 +104,12 @@ impl Document {
                 Err(e) => {
                     let mut sink = Sink::new(&file);
                     let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|b| **b == b'\n').count();
-                    sink.error(Pos { line, column: 1 }, "not-utf8", "the document is not UTF-8 text", "save the document as UTF-8");
+                    sink.error(
+                        Pos { line, column: 1 },
+                        "not-utf8",
+                        "the document is not UTF-8 text",
+                        "save the document as UTF-8",
+                    );
                     return Err(sink.items);
                 }
             },
@@ -159,21 +164,42 @@ impl Loader<'_> {
         let root = match yaml::load(source) {
             Ok(n) => n,
             Err(e) if e.unquoted_expression => {
-                self.sink.error(e.pos, "unquoted-expression", "an unquoted `{{ … }}` at the start of a value is read by YAML as a map", "quote the value: '{{ Name }}'");
+                self.sink.error(
+                    e.pos,
+                    "unquoted-expression",
+                    "an unquoted `{{ … }}` at the start of a value is read by YAML as a map",
+                    "quote the value: '{{ Name }}'",
+                );
                 return None;
             }
             Err(e) => {
-                self.sink.error(e.pos, "yaml-syntax", format!("invalid YAML: {}", e.message), "fix the YAML syntax at this position");
+                self.sink.error(
+                    e.pos,
+                    "yaml-syntax",
+                    format!("invalid YAML: {}", e.message),
+                    "fix the YAML syntax at this position",
+                );
                 return None;
             }
         };
         let Some(entries) = root.as_map() else {
-            self.sink.error(root.pos, "wrong-type", format!("a document must be a map, found a {}", root.kind_name()), "start with `schemaVersion: 1.0`, `phases:` …");
+            self.sink.error(
+                root.pos,
+                "wrong-type",
+                format!("a document must be a map, found a {}", root.kind_name()),
+                "start with `schemaVersion: 1.0`, `phases:` …",
+            );
             return None;
         };
-        self.known_keys(entries, &["name", "description", "schemaVersion", "parameters", "constants", "phases"], "document");
+        self.known_keys(
+            entries,
+            &["name", "description", "schemaVersion", "parameters", "constants", "phases"],
+            "document",
+        );
         match root.get("schemaVersion") {
-            None => self.sink.error(root.pos, "missing-field", "`schemaVersion` is required", "add `schemaVersion: 1.0`"),
+            None => {
+                self.sink.error(root.pos, "missing-field", "`schemaVersion` is required", "add `schemaVersion: 1.0`")
+            }
             Some(v) => {
                 if !matches!(v.text(), Some("1.0") | Some("1")) || matches!(v.kind, Kind::Map(_) | Kind::Seq(_)) {
                     self.sink.error(
@@ -192,12 +218,26 @@ impl Loader<'_> {
         let mut uses: Vec<(usize, usize, Vec<Use>)> = Vec::new();
         let phases = match root.get("phases") {
             None => {
-                self.sink.error(root.pos, "missing-field", "`phases` is required", "add `phases:` with a `build`, `validate` or `test` phase");
+                self.sink.error(
+                    root.pos,
+                    "missing-field",
+                    "`phases` is required",
+                    "add `phases:` with a `build`, `validate` or `test` phase",
+                );
                 Vec::new()
             }
             Some(n) => self.phases(n, &mut uses),
         };
-        let doc = Document { file: file.to_string(), dir, source: String::new(), name, description, parameters, constants, phases };
+        let doc = Document {
+            file: file.to_string(),
+            dir,
+            source: String::new(),
+            name,
+            description,
+            parameters,
+            constants,
+            phases,
+        };
         for (p, s, list) in uses {
             for u in list {
                 self.check_references(&doc, p, s, &u);
@@ -224,7 +264,12 @@ impl Loader<'_> {
         match &node.kind {
             Kind::Scalar { text, .. } => {
                 if node.scalar() == Some(Scalar::Null) {
-                    self.sink.error(node.pos, "wrong-type", format!("`{field}` must be a string, found null"), "give it a value or remove the key");
+                    self.sink.error(
+                        node.pos,
+                        "wrong-type",
+                        format!("`{field}` must be a string, found null"),
+                        "give it a value or remove the key",
+                    );
                     None
                 } else {
                     Some(text.clone())
@@ -240,7 +285,12 @@ impl Loader<'_> {
                 None
             }
             _ => {
-                self.sink.error(node.pos, "wrong-type", format!("`{field}` must be a string, found a {}", node.kind_name()), "write a single value");
+                self.sink.error(
+                    node.pos,
+                    "wrong-type",
+                    format!("`{field}` must be a string, found a {}", node.kind_name()),
+                    "write a single value",
+                );
                 None
             }
         }
@@ -250,7 +300,12 @@ impl Loader<'_> {
         match node.as_seq() {
             Some(items) => items,
             None => {
-                self.sink.error(node.pos, "wrong-type", format!("`{field}` must be a list, found a {}", node.kind_name()), "write each item on a line starting with `- `");
+                self.sink.error(
+                    node.pos,
+                    "wrong-type",
+                    format!("`{field}` must be a list, found a {}", node.kind_name()),
+                    "write each item on a line starting with `- `",
+                );
                 &[]
             }
         }
@@ -262,16 +317,31 @@ impl Loader<'_> {
             Some([(k, v)]) => {
                 let name = k.text().unwrap_or_default().to_string();
                 if !expr::is_valid_variable_name(&name) {
-                    self.sink.error(k.pos, "bad-name", format!("{what} name `{name}` is invalid"), "names are 3–128 characters of letters, digits, `_` and `-`");
+                    self.sink.error(
+                        k.pos,
+                        "bad-name",
+                        format!("{what} name `{name}` is invalid"),
+                        "names are 3–128 characters of letters, digits, `_` and `-`",
+                    );
                 }
                 if v.as_map().is_none() {
-                    self.sink.error(v.pos, "wrong-type", format!("{what} `{name}` must be a map with `type`"), "e.g. `- MyName: {type: string, …}`");
+                    self.sink.error(
+                        v.pos,
+                        "wrong-type",
+                        format!("{what} `{name}` must be a map with `type`"),
+                        "e.g. `- MyName: {type: string, …}`",
+                    );
                     return None;
                 }
                 Some((name, k.pos, v))
             }
             _ => {
-                self.sink.error(item.pos, "wrong-type", format!("each {what} is a map with exactly one key, its name"), "e.g. `- MyName:` followed by `type: string`");
+                self.sink.error(
+                    item.pos,
+                    "wrong-type",
+                    format!("each {what} is a map with exactly one key, its name"),
+                    "e.g. `- MyName:` followed by `type: string`",
+                );
                 None
             }
         }
@@ -280,9 +350,12 @@ impl Loader<'_> {
     fn type_is_string(&mut self, def: &Node, what: &str) {
         match def.get("type") {
             None => self.sink.error(def.pos, "missing-field", format!("{what} needs `type`"), "add `type: string`"),
-            Some(t) if t.text() != Some("string") => {
-                self.sink.error(t.pos, "bad-type-name", format!("unsupported {what} type `{}`", t.text().unwrap_or("?")), "the only type is `string`")
-            }
+            Some(t) if t.text() != Some("string") => self.sink.error(
+                t.pos,
+                "bad-type-name",
+                format!("unsupported {what} type `{}`", t.text().unwrap_or("?")),
+                "the only type is `string`",
+            ),
             _ => {}
         }
     }
@@ -290,13 +363,20 @@ impl Loader<'_> {
     fn parameters(&mut self, node: &Node) -> Vec<Parameter> {
         let mut out: Vec<Parameter> = Vec::new();
         for item in self.list(node, "parameters") {
-            let Some((name, pos, def)) = self.named_definition(item, "parameter") else { continue };
+            let Some((name, pos, def)) = self.named_definition(item, "parameter") else {
+                continue;
+            };
             self.known_keys(def.as_map().unwrap_or_default(), &["type", "default", "description"], "a parameter");
             self.type_is_string(def, "parameter");
             let default = def.get("default").and_then(|d| self.string(d, "default"));
             let description = def.get("description").and_then(|d| self.string(d, "description")).unwrap_or_default();
             if out.iter().any(|p| p.name == name) {
-                self.sink.error(pos, "duplicate-name", format!("parameter `{name}` is defined twice"), "parameter names must be unique");
+                self.sink.error(
+                    pos,
+                    "duplicate-name",
+                    format!("parameter `{name}` is defined twice"),
+                    "parameter names must be unique",
+                );
             }
             out.push(Parameter { name, default, description });
         }
@@ -306,21 +386,38 @@ impl Loader<'_> {
     fn constants(&mut self, node: &Node, parameters: &[Parameter]) -> Vec<Constant> {
         let mut out: Vec<Constant> = Vec::new();
         for item in self.list(node, "constants") {
-            let Some((name, pos, def)) = self.named_definition(item, "constant") else { continue };
+            let Some((name, pos, def)) = self.named_definition(item, "constant") else {
+                continue;
+            };
             self.known_keys(def.as_map().unwrap_or_default(), &["type", "value", "description"], "a constant");
             self.type_is_string(def, "constant");
             let value = match def.get("value") {
                 Some(v) => self.string(v, "value").unwrap_or_default(),
                 None => {
-                    self.sink.error(def.pos, "missing-field", format!("constant `{name}` needs `value`"), "add `value: …`");
+                    self.sink.error(
+                        def.pos,
+                        "missing-field",
+                        format!("constant `{name}` needs `value`"),
+                        "add `value: …`",
+                    );
                     String::new()
                 }
             };
             if out.iter().any(|c| c.name == name) {
-                self.sink.error(pos, "duplicate-name", format!("constant `{name}` is defined twice"), "constant names must be unique");
+                self.sink.error(
+                    pos,
+                    "duplicate-name",
+                    format!("constant `{name}` is defined twice"),
+                    "constant names must be unique",
+                );
             }
             if parameters.iter().any(|p| p.name == name) {
-                self.sink.error(pos, "duplicate-name", format!("`{name}` is both a parameter and a constant"), "rename one of them");
+                self.sink.error(
+                    pos,
+                    "duplicate-name",
+                    format!("`{name}` is both a parameter and a constant"),
+                    "rename one of them",
+                );
             }
             out.push(Constant { name, value });
         }
@@ -330,12 +427,22 @@ impl Loader<'_> {
     fn phases(&mut self, node: &Node, uses: &mut Vec<(usize, usize, Vec<Use>)>) -> Vec<Phase> {
         let items = self.list(node, "phases");
         if items.is_empty() && node.as_seq().is_some() {
-            self.sink.error(node.pos, "no-standard-phase", "`phases` is empty", "add a `build`, `validate` or `test` phase");
+            self.sink.error(
+                node.pos,
+                "no-standard-phase",
+                "`phases` is empty",
+                "add a `build`, `validate` or `test` phase",
+            );
         }
         let mut phases: Vec<Phase> = Vec::new();
         for item in items {
             let Some(entries) = item.as_map() else {
-                self.sink.error(item.pos, "wrong-type", "a phase must be a map with `name` and `steps`", "e.g. `- name: build`");
+                self.sink.error(
+                    item.pos,
+                    "wrong-type",
+                    "a phase must be a map with `name` and `steps`",
+                    "e.g. `- name: build`",
+                );
                 continue;
             };
             self.known_keys(entries, &["name", "steps"], "a phase");
@@ -347,20 +454,35 @@ impl Loader<'_> {
                 }
             };
             if !name.is_empty() && phases.iter().any(|p| p.name == name) {
-                self.sink.error(item.get("name").map_or(item.pos, |n| n.pos), "duplicate-phase", format!("phase `{name}` is defined twice"), "merge the steps into one phase");
+                self.sink.error(
+                    item.get("name").map_or(item.pos, |n| n.pos),
+                    "duplicate-phase",
+                    format!("phase `{name}` is defined twice"),
+                    "merge the steps into one phase",
+                );
             }
             let phase_index = phases.len();
             let steps = match item.get("steps") {
                 Some(s) => self.steps(s, phase_index, uses),
                 None => {
-                    self.sink.error(item.pos, "missing-field", format!("phase `{name}` needs `steps`"), "add `steps:` with at least one step");
+                    self.sink.error(
+                        item.pos,
+                        "missing-field",
+                        format!("phase `{name}` needs `steps`"),
+                        "add `steps:` with at least one step",
+                    );
                     Vec::new()
                 }
             };
             phases.push(Phase { name, steps });
         }
         if !items.is_empty() && !phases.iter().any(|p| STANDARD_PHASES.contains(&p.name.as_str())) {
-            self.sink.error(node.pos, "no-standard-phase", "the document has no `build`, `validate` or `test` phase", "name at least one phase build, validate or test");
+            self.sink.error(
+                node.pos,
+                "no-standard-phase",
+                "the document has no `build`, `validate` or `test` phase",
+                "name at least one phase build, validate or test",
+            );
         }
         phases
     }
@@ -370,12 +492,27 @@ impl Loader<'_> {
         let mut loop_names: Vec<String> = Vec::new();
         for item in self.list(node, "steps") {
             let Some(entries) = item.as_map() else {
-                self.sink.error(item.pos, "wrong-type", "a step must be a map", "e.g. `- name: Hello` / `action: ExecuteBash`");
+                self.sink.error(
+                    item.pos,
+                    "wrong-type",
+                    "a step must be a map",
+                    "e.g. `- name: Hello` / `action: ExecuteBash`",
+                );
                 continue;
             };
             self.known_keys(
                 entries,
-                &["name", "action", "inputs", "timeoutSeconds", "onFailure", "maxAttempts", "if", "loop", "disableLogging"],
+                &[
+                    "name",
+                    "action",
+                    "inputs",
+                    "timeoutSeconds",
+                    "onFailure",
+                    "maxAttempts",
+                    "if",
+                    "loop",
+                    "disableLogging",
+                ],
                 "a step",
             );
             let mut step_uses = Vec::new();
@@ -390,18 +527,33 @@ impl Loader<'_> {
                 self.sink.error(item.pos, "bad-name", "a step name cannot be empty", "give the step a name");
             }
             if !name.is_empty() && steps.iter().any(|s| s.name == name) {
-                self.sink.error(item.get("name").map_or(item.pos, |n| n.pos), "duplicate-step", format!("step `{name}` is defined twice in this phase"), "step names must be unique within a phase");
+                self.sink.error(
+                    item.get("name").map_or(item.pos, |n| n.pos),
+                    "duplicate-step",
+                    format!("step `{name}` is defined twice in this phase"),
+                    "step names must be unique within a phase",
+                );
             }
             let module = match item.get("action") {
                 None => {
-                    self.sink.error(item.pos, "missing-field", format!("step `{name}` needs `action`"), "e.g. `action: ExecuteBash`");
+                    self.sink.error(
+                        item.pos,
+                        "missing-field",
+                        format!("step `{name}` needs `action`"),
+                        "e.g. `action: ExecuteBash`",
+                    );
                     None
                 }
                 Some(a) => {
                     let action = self.string(a, "action").unwrap_or_default();
                     match modules::find(&action) {
                         Some(m) if m.windows_only => {
-                            self.sink.error(a.pos, "windows-only-action", format!("`{action}` runs only on Windows"), "use ExecuteBash or the Linux file modules on Linux");
+                            self.sink.error(
+                                a.pos,
+                                "windows-only-action",
+                                format!("`{action}` runs only on Windows"),
+                                "use ExecuteBash or the Linux file modules on Linux",
+                            );
                             None
                         }
                         Some(m) => Some(m),
@@ -418,17 +570,34 @@ impl Loader<'_> {
             let is_document = module.is_some_and(|m| m.name == "ExecuteDocument");
             let timeout_seconds = match item.get("timeoutSeconds") {
                 None => {
-                    if is_document { -1 } else { DEFAULT_TIMEOUT_SECONDS }
+                    if is_document {
+                        -1
+                    } else {
+                        DEFAULT_TIMEOUT_SECONDS
+                    }
                 }
                 Some(t) => match t.scalar() {
                     Some(Scalar::Int(v)) if v == -1 || v > 0 => {
                         if is_document && v != -1 {
-                            self.sink.error(t.pos, "execute-document-override", "ExecuteDocument steps cannot set timeoutSeconds", "remove timeoutSeconds (it is always -1)");
+                            self.sink.error(
+                                t.pos,
+                                "execute-document-override",
+                                "ExecuteDocument steps cannot set timeoutSeconds",
+                                "remove timeoutSeconds (it is always -1)",
+                            );
                         }
                         v
                     }
                     _ => {
-                        self.sink.error(t.pos, "bad-timeout", format!("timeoutSeconds must be -1 or a positive whole number, found `{}`", t.text().unwrap_or(t.kind_name())), "use -1 for no timeout");
+                        self.sink.error(
+                            t.pos,
+                            "bad-timeout",
+                            format!(
+                                "timeoutSeconds must be -1 or a positive whole number, found `{}`",
+                                t.text().unwrap_or(t.kind_name())
+                            ),
+                            "use -1 for no timeout",
+                        );
                         DEFAULT_TIMEOUT_SECONDS
                     }
                 },
@@ -438,12 +607,25 @@ impl Loader<'_> {
                 Some(m) => match m.scalar() {
                     Some(Scalar::Int(v)) if (1..=i64::from(u32::MAX)).contains(&v) => {
                         if is_document && v != 1 {
-                            self.sink.error(m.pos, "execute-document-override", "ExecuteDocument steps cannot set maxAttempts", "remove maxAttempts (it is always 1)");
+                            self.sink.error(
+                                m.pos,
+                                "execute-document-override",
+                                "ExecuteDocument steps cannot set maxAttempts",
+                                "remove maxAttempts (it is always 1)",
+                            );
                         }
                         v as u32
                     }
                     _ => {
-                        self.sink.error(m.pos, "bad-max-attempts", format!("maxAttempts must be a whole number ≥ 1, found `{}`", m.text().unwrap_or(m.kind_name())), "maxAttempts counts every attempt, the first included");
+                        self.sink.error(
+                            m.pos,
+                            "bad-max-attempts",
+                            format!(
+                                "maxAttempts must be a whole number ≥ 1, found `{}`",
+                                m.text().unwrap_or(m.kind_name())
+                            ),
+                            "maxAttempts counts every attempt, the first included",
+                        );
                         1
                     }
                 },
@@ -455,7 +637,12 @@ impl Loader<'_> {
                     Some("Continue") => OnFailure::Continue,
                     Some("Ignore") => OnFailure::Ignore,
                     other => {
-                        self.sink.error(o.pos, "bad-on-failure", format!("onFailure `{}` is not Abort, Continue or Ignore", other.unwrap_or(o.kind_name())), "use Abort (default), Continue or Ignore, spelled exactly");
+                        self.sink.error(
+                            o.pos,
+                            "bad-on-failure",
+                            format!("onFailure `{}` is not Abort, Continue or Ignore", other.unwrap_or(o.kind_name())),
+                            "use Abort (default), Continue or Ignore, spelled exactly",
+                        );
                         OnFailure::Abort
                     }
                 },
@@ -465,7 +652,12 @@ impl Loader<'_> {
                 Some(d) => match d.scalar() {
                     Some(Scalar::Bool(b)) => b,
                     _ => {
-                        self.sink.error(d.pos, "wrong-type", "disableLogging must be true or false", "write `disableLogging: true`");
+                        self.sink.error(
+                            d.pos,
+                            "wrong-type",
+                            "disableLogging must be true or false",
+                            "write `disableLogging: true`",
+                        );
                         false
                     }
                 },
@@ -511,11 +703,22 @@ impl Loader<'_> {
         steps
     }
 
-    fn inputs(&mut self, module: &'static ModuleSpec, node: Option<&Node>, step_pos: Pos, uses: &mut Vec<Use>) -> (Vec<Value>, Option<Condition>) {
+    fn inputs(
+        &mut self,
+        module: &'static ModuleSpec,
+        node: Option<&Node>,
+        step_pos: Pos,
+        uses: &mut Vec<Use>,
+    ) -> (Vec<Value>, Option<Condition>) {
         let required_any = module.fields.iter().any(|f| f.required);
         let Some(node) = node else {
             if required_any || module.shape == Shape::Expression {
-                self.sink.error(step_pos, "missing-field", format!("{} needs `inputs`", module.name), format!("required inputs: {}", required_names(module)));
+                self.sink.error(
+                    step_pos,
+                    "missing-field",
+                    format!("{} needs `inputs`", module.name),
+                    format!("required inputs: {}", required_names(module)),
+                );
             }
             return (if module.shape == Shape::Map { vec![Value::Object(Map::new())] } else { Vec::new() }, None);
         };
@@ -526,23 +729,43 @@ impl Loader<'_> {
             }
             Shape::Map => {
                 if node.as_map().is_none() {
-                    self.sink.error(node.pos, "wrong-type", format!("{} inputs must be a map", module.name), format!("inputs: {}", field_names(module)));
+                    self.sink.error(
+                        node.pos,
+                        "wrong-type",
+                        format!("{} inputs must be a map", module.name),
+                        format!("inputs: {}", field_names(module)),
+                    );
                     return (Vec::new(), None);
                 }
                 (vec![self.input_object(module, node, uses)], None)
             }
             Shape::List => {
                 let Some(items) = node.as_seq() else {
-                    self.sink.error(node.pos, "wrong-type", format!("{} inputs must be a list of maps", module.name), "start each operation with `- `");
+                    self.sink.error(
+                        node.pos,
+                        "wrong-type",
+                        format!("{} inputs must be a list of maps", module.name),
+                        "start each operation with `- `",
+                    );
                     return (Vec::new(), None);
                 };
                 if items.is_empty() {
-                    self.sink.error(node.pos, "missing-field", format!("{} needs at least one operation", module.name), format!("inputs: {}", field_names(module)));
+                    self.sink.error(
+                        node.pos,
+                        "missing-field",
+                        format!("{} needs at least one operation", module.name),
+                        format!("inputs: {}", field_names(module)),
+                    );
                 }
                 let mut out = Vec::new();
                 for item in items {
                     if item.as_map().is_none() {
-                        self.sink.error(item.pos, "wrong-type", format!("each {} operation must be a map", module.name), format!("inputs: {}", field_names(module)));
+                        self.sink.error(
+                            item.pos,
+                            "wrong-type",
+                            format!("each {} operation must be a map", module.name),
+                            format!("inputs: {}", field_names(module)),
+                        );
                         continue;
                     }
                     out.push(self.input_object(module, item, uses));
@@ -561,7 +784,12 @@ impl Loader<'_> {
             match node.get(field.name) {
                 None => {
                     if field.required {
-                        self.sink.error(node.pos, "missing-field", format!("{} needs `{}`", module.name, field.name), format!("required inputs: {}", required_names(module)));
+                        self.sink.error(
+                            node.pos,
+                            "missing-field",
+                            format!("{} needs `{}`", module.name, field.name),
+                            format!("required inputs: {}", required_names(module)),
+                        );
                     }
                 }
                 Some(v) => {
@@ -572,7 +800,12 @@ impl Loader<'_> {
             }
         }
         if module.name == "WebDownload" && (obj.contains_key("checksum") != obj.contains_key("algorithm")) {
-            self.sink.error(node.pos, "incomplete-checksum", "WebDownload verifies a checksum only with both `checksum` and `algorithm`", "give both, e.g. `algorithm: SHA256`");
+            self.sink.error(
+                node.pos,
+                "incomplete-checksum",
+                "WebDownload verifies a checksum only with both `checksum` and `algorithm`",
+                "give both, e.g. `algorithm: SHA256`",
+            );
         }
         Value::Object(obj)
     }
@@ -590,38 +823,66 @@ impl Loader<'_> {
             Ty::Mode => {
                 let text = self.template(v, name, uses)?;
                 if !expr::has_references(&text) && parse_mode(&text).is_none() {
-                    self.sink.error(v.pos, "bad-permissions", format!("`{text}` is not an octal permission"), "write permissions as an octal string, e.g. '0644'");
+                    self.sink.error(
+                        v.pos,
+                        "bad-permissions",
+                        format!("`{text}` is not an octal permission"),
+                        "write permissions as an octal string, e.g. '0644'",
+                    );
                 }
                 Some(Value::String(text))
             }
             Ty::Encoding => {
                 let text = self.template(v, name, uses)?;
                 if !expr::has_references(&text) && !modules::ENCODINGS.contains(&text.to_ascii_lowercase().as_str()) {
-                    self.sink.error(v.pos, "bad-encoding", format!("unknown encoding `{text}`"), "use utf8, utf16, utf16-BE, utf32 or utf32-BE");
+                    self.sink.error(
+                        v.pos,
+                        "bad-encoding",
+                        format!("unknown encoding `{text}`"),
+                        "use utf8, utf16, utf16-BE, utf32 or utf32-BE",
+                    );
                 }
                 Some(Value::String(text))
             }
             Ty::Algorithm => {
                 let text = self.template(v, name, uses)?;
                 if !expr::has_references(&text) && !modules::ALGORITHMS.contains(&text.to_ascii_uppercase().as_str()) {
-                    self.sink.error(v.pos, "bad-algorithm", format!("unknown hash algorithm `{text}`"), "use MD5, SHA1, SHA256 or SHA512");
+                    self.sink.error(
+                        v.pos,
+                        "bad-algorithm",
+                        format!("unknown hash algorithm `{text}`"),
+                        "use MD5, SHA1, SHA256 or SHA512",
+                    );
                 }
                 Some(Value::String(text))
             }
             Ty::StrList => {
                 let Some(items) = v.as_seq() else {
-                    self.sink.error(v.pos, "wrong-type", format!("`{name}` must be a list of strings, found a {}", v.kind_name()), format!("write `{name}:` and one `- item` per line"));
+                    self.sink.error(
+                        v.pos,
+                        "wrong-type",
+                        format!("`{name}` must be a list of strings, found a {}", v.kind_name()),
+                        format!("write `{name}:` and one `- item` per line"),
+                    );
                     return None;
                 };
-                let list: Vec<Value> = items.iter().filter_map(|i| self.template(i, name, uses)).map(Value::String).collect();
+                let list: Vec<Value> =
+                    items.iter().filter_map(|i| self.template(i, name, uses)).map(Value::String).collect();
                 Some(Value::Array(list))
             }
             Ty::Bool => match v.scalar() {
                 Some(Scalar::Bool(b)) => Some(Value::Bool(b)),
-                Some(Scalar::Str(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => Some(Value::Bool(s.eq_ignore_ascii_case("true"))),
+                Some(Scalar::Str(s)) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => {
+                    Some(Value::Bool(s.eq_ignore_ascii_case("true")))
+                }
                 Some(Scalar::Str(s)) if expr::has_references(s) => self.template(v, name, uses).map(Value::String),
                 _ => {
-                    self.sink.error(v.pos, "wrong-type", format!("`{name}` must be true or false, found `{}`", v.text().unwrap_or(v.kind_name())), format!("write `{name}: true` or `{name}: false`"));
+                    self.sink.error(
+                        v.pos,
+                        "wrong-type",
+                        format!("`{name}` must be true or false, found `{}`", v.text().unwrap_or(v.kind_name())),
+                        format!("write `{name}: true` or `{name}: false`"),
+                    );
                     None
                 }
             },
@@ -629,19 +890,34 @@ impl Loader<'_> {
                 Some(Scalar::Int(i)) if i >= 0 => Some(Value::from(i)),
                 Some(Scalar::Str(s)) if expr::has_references(s) => self.template(v, name, uses).map(Value::String),
                 _ => {
-                    self.sink.error(v.pos, "wrong-type", format!("`{name}` must be a whole number ≥ 0, found `{}`", v.text().unwrap_or(v.kind_name())), format!("e.g. `{name}: 10`"));
+                    self.sink.error(
+                        v.pos,
+                        "wrong-type",
+                        format!("`{name}` must be a whole number ≥ 0, found `{}`", v.text().unwrap_or(v.kind_name())),
+                        format!("e.g. `{name}: 10`"),
+                    );
                     None
                 }
             },
             Ty::NameValues => {
                 let Some(items) = v.as_seq() else {
-                    self.sink.error(v.pos, "wrong-type", format!("`{name}` must be a list of `{{name, value}}` maps"), "e.g. `- name: P1` / `value: x`");
+                    self.sink.error(
+                        v.pos,
+                        "wrong-type",
+                        format!("`{name}` must be a list of `{{name, value}}` maps"),
+                        "e.g. `- name: P1` / `value: x`",
+                    );
                     return None;
                 };
                 let mut out = Vec::new();
                 for item in items {
                     if item.as_map().is_none() {
-                        self.sink.error(item.pos, "wrong-type", "each parameter must be a map with `name` and `value`", "e.g. `- name: P1` / `value: x`");
+                        self.sink.error(
+                            item.pos,
+                            "wrong-type",
+                            "each parameter must be a map with `name` and `value`",
+                            "e.g. `- name: P1` / `value: x`",
+                        );
                         continue;
                     }
                     self.known_keys(item.as_map().unwrap_or_default(), &["name", "value"], "a parameter value");
@@ -649,7 +925,12 @@ impl Loader<'_> {
                     let val = item.get("value").and_then(|n| self.template(n, "value", uses));
                     match (n, val) {
                         (Some(n), Some(val)) => out.push(serde_json::json!({"name": n, "value": val})),
-                        _ => self.sink.error(item.pos, "missing-field", "each parameter needs `name` and `value`", "e.g. `- name: P1` / `value: x`"),
+                        _ => self.sink.error(
+                            item.pos,
+                            "missing-field",
+                            "each parameter needs `name` and `value`",
+                            "e.g. `- name: P1` / `value: x`",
+                        ),
                     }
                 }
                 Some(Value::Array(out))
@@ -661,7 +942,12 @@ impl Loader<'_> {
         let node = match node.as_seq() {
             Some([single]) => single,
             Some(_) => {
-                self.sink.error(node.pos, "bad-condition", "`if` holds exactly one expression", "write `if:` followed by one operator");
+                self.sink.error(
+                    node.pos,
+                    "bad-condition",
+                    "`if` holds exactly one expression",
+                    "write `if:` followed by one operator",
+                );
                 return None;
             }
             None => node,
@@ -673,7 +959,12 @@ impl Loader<'_> {
                 Some("Skip") => StepAction::Skip,
                 Some("Abort") => StepAction::Abort,
                 _ => {
-                    this.sink.error(v.pos, "bad-condition", format!("`{key}` must be Execute, Skip or Abort"), "e.g. `then: Skip`");
+                    this.sink.error(
+                        v.pos,
+                        "bad-condition",
+                        format!("`{key}` must be Execute, Skip or Abort"),
+                        "e.g. `then: Skip`",
+                    );
                     default
                 }
             },
@@ -687,37 +978,66 @@ impl Loader<'_> {
     /// One expression: a map holding one operator (plus `value`/`path` for comparisons).
     fn condition(&mut self, node: &Node, depth: usize, uses: &mut Vec<Use>, extra: &[&str]) -> Option<Condition> {
         let Some(entries) = node.as_map() else {
-            self.sink.error(node.pos, "bad-condition", format!("an expression must be a map, found a {}", node.kind_name()), "e.g. `fileExists: /etc/os-release`");
+            self.sink.error(
+                node.pos,
+                "bad-condition",
+                format!("an expression must be a map, found a {}", node.kind_name()),
+                "e.g. `fileExists: /etc/os-release`",
+            );
             return None;
         };
         let ops: Vec<&(Node, Node)> = entries
             .iter()
-            .filter(|(k, _)| !matches!(k.text(), Some("value") | Some("path")) && !extra.contains(&k.text().unwrap_or_default()))
+            .filter(|(k, _)| {
+                !matches!(k.text(), Some("value") | Some("path")) && !extra.contains(&k.text().unwrap_or_default())
+            })
             .collect();
         let [(key, arg)] = ops.as_slice() else {
-            self.sink.error(node.pos, "bad-condition", format!("an expression needs exactly one operator, found {}", ops.len()), "use one of and, or, not, or a comparison such as stringEquals");
+            self.sink.error(
+                node.pos,
+                "bad-condition",
+                format!("an expression needs exactly one operator, found {}", ops.len()),
+                "use one of and, or, not, or a comparison such as stringEquals",
+            );
             return None;
         };
         let op_name = key.text().unwrap_or_default();
         if matches!(op_name, "and" | "or" | "not") && depth > MAX_LOGICAL_DEPTH {
-            self.sink.error(key.pos, "nesting-too-deep", format!("`{op_name}` is logical level {depth}; the limit is {MAX_LOGICAL_DEPTH}"), "flatten the expression or split the step");
+            self.sink.error(
+                key.pos,
+                "nesting-too-deep",
+                format!("`{op_name}` is logical level {depth}; the limit is {MAX_LOGICAL_DEPTH}"),
+                "flatten the expression or split the step",
+            );
             return None;
         }
         match op_name {
             "and" | "or" => {
                 let items = arg.as_seq().unwrap_or_default();
                 if items.len() < 2 {
-                    self.sink.error(arg.pos, "bad-condition", format!("`{op_name}` needs a list of at least two expressions"), format!("write `{op_name}:` followed by `- ` items"));
+                    self.sink.error(
+                        arg.pos,
+                        "bad-condition",
+                        format!("`{op_name}` needs a list of at least two expressions"),
+                        format!("write `{op_name}:` followed by `- ` items"),
+                    );
                     return None;
                 }
-                let inner: Vec<Condition> = items.iter().filter_map(|i| self.condition(i, depth + 1, uses, &[])).collect();
-                (inner.len() == items.len()).then(|| if op_name == "and" { Condition::And(inner) } else { Condition::Or(inner) })
+                let inner: Vec<Condition> =
+                    items.iter().filter_map(|i| self.condition(i, depth + 1, uses, &[])).collect();
+                (inner.len() == items.len())
+                    .then(|| if op_name == "and" { Condition::And(inner) } else { Condition::Or(inner) })
             }
             "not" => {
                 let target = match arg.as_seq() {
                     Some([one]) => one,
                     Some(_) => {
-                        self.sink.error(arg.pos, "bad-condition", "`not` negates exactly one expression", "write `not:` followed by one expression");
+                        self.sink.error(
+                            arg.pos,
+                            "bad-condition",
+                            "`not` negates exactly one expression",
+                            "write `not:` followed by one expression",
+                        );
                         return None;
                     }
                     None => arg,
@@ -730,14 +1050,21 @@ impl Loader<'_> {
                         .iter()
                         .find(|(n, _)| n.eq_ignore_ascii_case(op_name))
                         .map(|(n, _)| format!("did you mean `{n}`?"))
-                        .unwrap_or_else(|| "operators: and, or, not, stringEquals, numberLessThan, fileExists, binaryExists, …".into());
+                        .unwrap_or_else(|| {
+                            "operators: and, or, not, stringEquals, numberLessThan, fileExists, binaryExists, …".into()
+                        });
                     self.sink.error(key.pos, "bad-condition", format!("unknown operator `{op_name}`"), hint);
                     return None;
                 };
                 let baseline = match &arg.kind {
                     Kind::Scalar { text, .. } => text.clone(),
                     _ => {
-                        self.sink.error(arg.pos, "bad-condition", format!("`{op_name}` takes a single value"), "quote expressions: '{{ X }}'");
+                        self.sink.error(
+                            arg.pos,
+                            "bad-condition",
+                            format!("`{op_name}` takes a single value"),
+                            "quote expressions: '{{ X }}'",
+                        );
                         return None;
                     }
                 };
@@ -751,24 +1078,50 @@ impl Loader<'_> {
                     if Some(other) != operand_key
                         && let Some(n) = node.get(other)
                     {
-                        self.sink.error(n.pos, "bad-condition", format!("`{op_name}` does not take `{other}`"), "remove it");
+                        self.sink.error(
+                            n.pos,
+                            "bad-condition",
+                            format!("`{op_name}` does not take `{other}`"),
+                            "remove it",
+                        );
                     }
                 }
                 let operand = match operand_key {
                     None => None,
                     Some(k) => match node.get(k) {
                         None => {
-                            self.sink.error(node.pos, "bad-condition", format!("`{op_name}` needs `{k}`"), format!("add `{k}: …`"));
+                            self.sink.error(
+                                node.pos,
+                                "bad-condition",
+                                format!("`{op_name}` needs `{k}`"),
+                                format!("add `{k}: …`"),
+                            );
                             return None;
                         }
                         Some(v) => Some(self.template(v, k, uses)?),
                     },
                 };
-                if op.is_numeric() && !expr::has_references(&baseline) && crate::condition::Decimal::parse(&baseline).is_none() {
-                    self.sink.error(arg.pos, "bad-condition", format!("`{op_name}` needs a number, found `{baseline}`"), "numbers look like 3, -1 or 2.5");
+                if op.is_numeric()
+                    && !expr::has_references(&baseline)
+                    && crate::condition::Decimal::parse(&baseline).is_none()
+                {
+                    self.sink.error(
+                        arg.pos,
+                        "bad-condition",
+                        format!("`{op_name}` needs a number, found `{baseline}`"),
+                        "numbers look like 3, -1 or 2.5",
+                    );
                 }
-                if op == CompareOp::PatternMatches && !expr::has_references(&baseline) && regex::Regex::new(&format!("(?i){baseline}")).is_err() {
-                    self.sink.error(arg.pos, "bad-regex", format!("`{baseline}` is not a valid regular expression"), "patterns use RE2 syntax");
+                if op == CompareOp::PatternMatches
+                    && !expr::has_references(&baseline)
+                    && regex::Regex::new(&format!("(?i){baseline}")).is_err()
+                {
+                    self.sink.error(
+                        arg.pos,
+                        "bad-regex",
+                        format!("`{baseline}` is not a valid regular expression"),
+                        "patterns use RE2 syntax",
+                    );
                 }
                 Some(Condition::Compare { op, baseline, operand })
             }
@@ -777,16 +1130,31 @@ impl Loader<'_> {
 
     fn looping(&mut self, node: &Node, uses: &mut Vec<Use>, loop_names: &mut Vec<String>) -> Option<Loop> {
         let Some(entries) = node.as_map() else {
-            self.sink.error(node.pos, "bad-loop", "`loop` must be a map with `for` or `forEach`", "e.g. `loop: {forEach: [a, b]}`");
+            self.sink.error(
+                node.pos,
+                "bad-loop",
+                "`loop` must be a map with `for` or `forEach`",
+                "e.g. `loop: {forEach: [a, b]}`",
+            );
             return None;
         };
         self.known_keys(entries, &["name", "for", "forEach"], "a loop");
         let name = node.get("name").and_then(|n| self.string(n, "name"));
         if let Some(n) = &name {
             if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                self.sink.error(node.get("name").map_or(node.pos, |x| x.pos), "bad-name", format!("loop name `{n}` is invalid"), "use letters, digits, `_` and `-`");
+                self.sink.error(
+                    node.get("name").map_or(node.pos, |x| x.pos),
+                    "bad-name",
+                    format!("loop name `{n}` is invalid"),
+                    "use letters, digits, `_` and `-`",
+                );
             } else if loop_names.contains(n) {
-                self.sink.error(node.get("name").map_or(node.pos, |x| x.pos), "duplicate-name", format!("loop name `{n}` is used twice in this phase"), "loop names are unique within a phase");
+                self.sink.error(
+                    node.get("name").map_or(node.pos, |x| x.pos),
+                    "duplicate-name",
+                    format!("loop name `{n}` is used twice in this phase"),
+                    "loop names are unique within a phase",
+                );
             }
             loop_names.push(n.clone());
         }
@@ -794,7 +1162,12 @@ impl Loader<'_> {
             (Some(f), None) => self.for_loop(f)?,
             (None, Some(fe)) => self.for_each(fe, uses)?,
             _ => {
-                self.sink.error(node.pos, "bad-loop", "a loop needs exactly one of `for` and `forEach`", "e.g. `for: {start: 1, end: 3, updateBy: 1}`");
+                self.sink.error(
+                    node.pos,
+                    "bad-loop",
+                    "a loop needs exactly one of `for` and `forEach`",
+                    "e.g. `for: {start: 1, end: 3, updateBy: 1}`",
+                );
                 return None;
             }
         };
@@ -803,24 +1176,44 @@ impl Loader<'_> {
 
     fn for_loop(&mut self, node: &Node) -> Option<LoopKind> {
         if node.as_map().is_none() {
-            self.sink.error(node.pos, "bad-loop", "`for` must be a map with start, end and updateBy", "e.g. `for: {start: 1, end: 5, updateBy: 2}`");
+            self.sink.error(
+                node.pos,
+                "bad-loop",
+                "`for` must be a map with start, end and updateBy",
+                "e.g. `for: {start: 1, end: 5, updateBy: 2}`",
+            );
             return None;
         }
         self.known_keys(node.as_map().unwrap_or_default(), &["start", "end", "updateBy"], "a for loop");
         let get = |key: &str, this: &mut Self| -> Option<i64> {
             match node.get(key) {
                 None => {
-                    this.sink.error(node.pos, "bad-loop", format!("`for` needs `{key}`"), "start, end and updateBy are all required");
+                    this.sink.error(
+                        node.pos,
+                        "bad-loop",
+                        format!("`for` needs `{key}`"),
+                        "start, end and updateBy are all required",
+                    );
                     None
                 }
                 Some(v) => match v.scalar() {
                     Some(Scalar::Int(i)) => Some(i),
                     Some(Scalar::Str(s)) if s.contains("{{") => {
-                        this.sink.error(v.pos, "chaining-not-allowed", format!("`{key}` cannot hold an expression"), "for-loop bounds are literal whole numbers");
+                        this.sink.error(
+                            v.pos,
+                            "chaining-not-allowed",
+                            format!("`{key}` cannot hold an expression"),
+                            "for-loop bounds are literal whole numbers",
+                        );
                         None
                     }
                     _ => {
-                        this.sink.error(v.pos, "bad-loop", format!("`{key}` must be a whole number"), "e.g. `start: 1`");
+                        this.sink.error(
+                            v.pos,
+                            "bad-loop",
+                            format!("`{key}` must be a whole number"),
+                            "e.g. `start: 1`",
+                        );
                         None
                     }
                 },
@@ -829,7 +1222,12 @@ impl Loader<'_> {
         let (start, end, update_by) = (get("start", self), get("end", self), get("updateBy", self));
         let (start, end, update_by) = (start?, end?, update_by?);
         if update_by == 0 || (update_by > 0 && start > end) || (update_by < 0 && start < end) {
-            self.sink.error(node.pos, "infinite-loop", format!("start {start}, end {end}, updateBy {update_by} never reaches the end"), "step towards `end`: a positive updateBy when start ≤ end, negative otherwise");
+            self.sink.error(
+                node.pos,
+                "infinite-loop",
+                format!("start {start}, end {end}, updateBy {update_by} never reaches the end"),
+                "step towards `end`: a positive updateBy when start ≤ end, negative otherwise",
+            );
             return None;
         }
         Some(LoopKind::For { start, end, update_by })
@@ -843,7 +1241,12 @@ impl Loader<'_> {
                     if matches!(i.kind, Kind::Scalar { .. }) && i.scalar() != Some(Scalar::Null) {
                         self.template(i, "forEach", uses)
                     } else {
-                        self.sink.error(i.pos, "bad-loop", "forEach items must be strings", "loops support only string values; quote expressions");
+                        self.sink.error(
+                            i.pos,
+                            "bad-loop",
+                            "forEach items must be strings",
+                            "loops support only string values; quote expressions",
+                        );
                         None
                     }
                 })
@@ -851,7 +1254,12 @@ impl Loader<'_> {
             return (values.len() == items.len()).then_some(LoopKind::List(values));
         }
         if node.as_map().is_none() {
-            self.sink.error(node.pos, "bad-loop", "`forEach` must be a list, or a map with `list` and `delimiter`", "e.g. `forEach: [a, b]`");
+            self.sink.error(
+                node.pos,
+                "bad-loop",
+                "`forEach` must be a list, or a map with `list` and `delimiter`",
+                "e.g. `forEach: [a, b]`",
+            );
             return None;
         }
         self.known_keys(node.as_map().unwrap_or_default(), &["list", "delimiter"], "a forEach loop");
@@ -870,7 +1278,12 @@ impl Loader<'_> {
                     "\\n" => Some('\n'),
                     "\\t" => Some('\t'),
                     t if t.contains("{{") => {
-                        self.sink.error(d.pos, "chaining-not-allowed", "`delimiter` cannot hold an expression", "use one literal character");
+                        self.sink.error(
+                            d.pos,
+                            "chaining-not-allowed",
+                            "`delimiter` cannot hold an expression",
+                            "use one literal character",
+                        );
                         return None;
                     }
                     t => {
@@ -884,7 +1297,12 @@ impl Loader<'_> {
                 match c {
                     Some(c) if DELIMITERS.contains(&c) => c,
                     _ => {
-                        self.sink.error(d.pos, "bad-delimiter", format!("delimiter `{}` is not allowed", text.escape_default()), "use one of . , ; : - _ space \\n \\t");
+                        self.sink.error(
+                            d.pos,
+                            "bad-delimiter",
+                            format!("delimiter `{}` is not allowed", text.escape_default()),
+                            "use one of . , ; : - _ space \\n \\t",
+                        );
                         return None;
                     }
                 }
@@ -905,32 +1323,65 @@ impl Loader<'_> {
         for seg in segments {
             match seg {
                 Segment::Text(_) => {}
-                Segment::Verbatim(v) => self.sink.warning(u.pos, "verbatim-braces", format!("`{v}` is not an AWSTOE expression and is kept as written"), "this is fine for Go templates such as docker's `{{.Id}}`"),
+                Segment::Verbatim(v) => self.sink.warning(
+                    u.pos,
+                    "verbatim-braces",
+                    format!("`{v}` is not an AWSTOE expression and is kept as written"),
+                    "this is fine for Go templates such as docker's `{{.Id}}`",
+                ),
                 Segment::Ref(r) => match r {
                     Reference::Variable(n) => {
                         if !doc.parameters.iter().any(|p| p.name == n) && !doc.constants.iter().any(|c| c.name == n) {
-                            self.sink.error(u.pos, "unknown-reference", format!("`{{{{ {n} }}}}` names no parameter or constant"), "declare it under `parameters:` or `constants:`");
+                            self.sink.error(
+                                u.pos,
+                                "unknown-reference",
+                                format!("`{{{{ {n} }}}}` names no parameter or constant"),
+                                "declare it under `parameters:` or `constants:`",
+                            );
                         }
                     }
                     Reference::Chain { phase: ref p, step: ref s, io, index, ref key } => {
                         if !u.chaining_allowed {
-                            self.sink.error(u.pos, "chaining-not-allowed", "step chaining is not allowed here", "chaining works in step inputs, loop lists and condition values");
+                            self.sink.error(
+                                u.pos,
+                                "chaining-not-allowed",
+                                "step chaining is not allowed here",
+                                "chaining works in step inputs, loop lists and condition values",
+                            );
                             continue;
                         }
                         match doc.step_index(p, s) {
-                            None => self.sink.error(u.pos, "unknown-reference", format!("`{r}` refers to no step `{s}` in phase `{p}`"), "chaining is `phase.step.outputs.key` within the same document"),
+                            None => self.sink.error(
+                                u.pos,
+                                "unknown-reference",
+                                format!("`{r}` refers to no step `{s}` in phase `{p}`"),
+                                "chaining is `phase.step.outputs.key` within the same document",
+                            ),
                             Some((tp, ts)) => {
                                 if (tp, ts) >= (phase, step) {
-                                    self.sink.error(u.pos, "forward-reference", format!("`{r}` refers to a step that has not run yet"), "a step can read only steps that run before it");
+                                    self.sink.error(
+                                        u.pos,
+                                        "forward-reference",
+                                        format!("`{r}` refers to a step that has not run yet"),
+                                        "a step can read only steps that run before it",
+                                    );
                                 } else if io == Io::Inputs {
                                     let target = &doc.phases[tp].steps[ts];
-                                    if target.inputs.len() > 1 || index > 0 {
-                                        if index >= target.inputs.len() {
-                                            self.sink.error(u.pos, "unknown-reference", format!("`{r}`: step `{s}` has {} input item(s)", target.inputs.len()), "indexes count from 0");
-                                        }
+                                    if index > 0 && index >= target.inputs.len() {
+                                        self.sink.error(
+                                            u.pos,
+                                            "unknown-reference",
+                                            format!("`{r}`: step `{s}` has {} input item(s)", target.inputs.len()),
+                                            "indexes count from 0",
+                                        );
                                     }
                                     if !target.module.fields.iter().any(|f| f.name == key) {
-                                        self.sink.error(u.pos, "unknown-reference", format!("`{r}`: {} has no input `{key}`", target.module.name), format!("inputs: {}", field_names(target.module)));
+                                        self.sink.error(
+                                            u.pos,
+                                            "unknown-reference",
+                                            format!("`{r}`: {} has no input `{key}`", target.module.name),
+                                            format!("inputs: {}", field_names(target.module)),
+                                        );
                                     }
                                 }
                             }
@@ -944,19 +1395,34 @@ impl Loader<'_> {
                             (None, _) => false,
                         };
                         if !matches {
-                            self.sink.warning(u.pos, "loop-reference-outside-loop", format!("`{{{{ {r} }}}}` is not this step's loop and stays literal text"), "loop variables work only inside the step that owns the loop");
+                            self.sink.warning(
+                                u.pos,
+                                "loop-reference-outside-loop",
+                                format!("`{{{{ {r} }}}}` is not this step's loop and stays literal text"),
+                                "loop variables work only inside the step that owns the loop",
+                            );
                         }
                     }
                     Reference::Imds(path) => {
                         let p = path.trim_start_matches('/').trim_start_matches("meta-data/");
                         if p.starts_with("iam/") || p == "iam" || p.starts_with("identity-credentials") {
-                            self.sink.error(u.pos, "forbidden-imds-path", format!("`aws:imds:{path}` would expose credentials"), "read credentials through the SDK, never through a document");
+                            self.sink.error(
+                                u.pos,
+                                "forbidden-imds-path",
+                                format!("`aws:imds:{path}` would expose credentials"),
+                                "read credentials through the SDK, never through a document",
+                            );
                         }
                     }
                     Reference::Env(_) | Reference::Ssm(_) | Reference::Context(_) => {}
                     Reference::SsmResolve(n) => {
                         if !doc.parameters.iter().any(|p| p.name == n) && !doc.constants.iter().any(|c| c.name == n) {
-                            self.sink.error(u.pos, "unknown-reference", format!("`aws:ssm:resolve({n})` names no parameter or constant"), "declare it under `parameters:`");
+                            self.sink.error(
+                                u.pos,
+                                "unknown-reference",
+                                format!("`aws:ssm:resolve({n})` names no parameter or constant"),
+                                "declare it under `parameters:`",
+                            );
                         }
                     }
                 },
@@ -974,7 +1440,11 @@ fn required_names(m: &ModuleSpec) -> String {
 }
 
 fn field_names(m: &ModuleSpec) -> String {
-    m.fields.iter().map(|f| if f.required { format!("{} (required)", f.name) } else { f.name.to_string() }).collect::<Vec<_>>().join(", ")
+    m.fields
+        .iter()
+        .map(|f| if f.required { format!("{} (required)", f.name) } else { f.name.to_string() })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Parses an octal permission string (`644`, `0644`, `'0o755'`).

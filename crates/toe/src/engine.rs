@@ -20,7 +20,10 @@ use crate::diag::Diagnostic;
 use crate::document::{Document, LoopKind, OnFailure, Step};
 use crate::expr::{self, Io, LoopField, Reference, Segment};
 use crate::objstore::{ObjectStore, ParameterStore};
-use crate::report::{Counts, DocumentRecord, ExecutionRecord, LogFolder, PhaseRecord, Status, StepRecord, Summary, log_folder_name, now_rfc3339};
+use crate::report::{
+    Counts, DocumentRecord, ExecutionRecord, LogFolder, PhaseRecord, Status, StepRecord, Summary, log_folder_name,
+    now_rfc3339,
+};
 
 /// Documents may nest three levels below the top one.
 pub const MAX_DOCUMENT_DEPTH: usize = 3;
@@ -58,12 +61,17 @@ impl Observer for NoObserver {}
 pub enum RunOutcome {
     Finished(Summary),
     /// A step asked for a reboot; state is saved and the caller must run again.
-    RebootRequested { execution_id: String, log_url: String },
+    RebootRequested {
+        execution_id: String,
+        log_url: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("document {document}: parameter `{name}` has no default and no value was given (use --parameters {name}=VALUE)")]
+    #[error(
+        "document {document}: parameter `{name}` has no default and no value was given (use --parameters {name}=VALUE)"
+    )]
     MissingParameter { document: String, name: String },
     #[error("cannot use state directory {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
@@ -132,14 +140,17 @@ pub fn run(documents: &[Document], opts: &RunOptions, observer: &mut dyn Observe
     let state_path = opts.state_directory.join(STATE_FILE);
     let resumed = state_path.exists();
     let (mut state, docs) = if resumed {
-        let text = std::fs::read_to_string(&state_path).map_err(|source| EngineError::StateDir { path: state_path.clone(), source })?;
-        let state: State = serde_json::from_str(&text).map_err(|e| EngineError::CorruptState { path: state_path.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&state_path)
+            .map_err(|source| EngineError::StateDir { path: state_path.clone(), source })?;
+        let state: State = serde_json::from_str(&text)
+            .map_err(|e| EngineError::CorruptState { path: state_path.clone(), message: e.to_string() })?;
         let mut docs = Vec::new();
         for s in &state.sources {
-            let doc = Document::parse(&s.file, s.dir.clone(), s.source.clone()).map_err(|d| EngineError::CorruptState {
-                path: state_path.clone(),
-                message: format!("saved document {} no longer validates: {}", s.file, first_message(&d)),
-            })?;
+            let doc =
+                Document::parse(&s.file, s.dir.clone(), s.source.clone()).map_err(|d| EngineError::CorruptState {
+                    path: state_path.clone(),
+                    message: format!("saved document {} no longer validates: {}", s.file, first_message(&d)),
+                })?;
             docs.push(doc.0);
         }
         observer.resumed(&state.execution_id, state.reboots);
@@ -154,7 +165,8 @@ pub fn run(documents: &[Document], opts: &RunOptions, observer: &mut dyn Observe
         }
         let execution_id = opts.execution_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let folder = log_folder_name(&execution_id);
-        let log_url = opts.log_directory_display.as_ref().unwrap_or(&opts.log_directory).join(&folder).display().to_string();
+        let log_url =
+            opts.log_directory_display.as_ref().unwrap_or(&opts.log_directory).join(&folder).display().to_string();
         let state = State {
             record: ExecutionRecord {
                 execution_id: execution_id.clone(),
@@ -167,7 +179,10 @@ pub fn run(documents: &[Document], opts: &RunOptions, observer: &mut dyn Observe
             execution_id,
             log_folder: opts.log_directory.join(folder),
             log_url,
-            sources: documents.iter().map(|d| DocSource { file: d.file.clone(), dir: d.dir.clone(), source: d.source.clone() }).collect(),
+            sources: documents
+                .iter()
+                .map(|d| DocSource { file: d.file.clone(), dir: d.dir.clone(), source: d.source.clone() })
+                .collect(),
             phases: opts.phases.clone(),
             parameters: opts.parameters.clone(),
             doc_index: 0,
@@ -179,13 +194,20 @@ pub fn run(documents: &[Document], opts: &RunOptions, observer: &mut dyn Observe
         (state, documents.to_vec())
     };
 
-    let mut log = LogFolder::open(&state.log_folder).map_err(|source| EngineError::Logs { path: state.log_folder.clone(), source })?;
+    let mut log = LogFolder::open(&state.log_folder)
+        .map_err(|source| EngineError::Logs { path: state.log_folder.clone(), source })?;
     if resumed {
-        log.app(&format!("resuming execution {} after reboot {} from {}", state.execution_id, state.reboots, state_path.display()));
+        log.app(&format!(
+            "resuming execution {} after reboot {} from {}",
+            state.execution_id,
+            state.reboots,
+            state_path.display()
+        ));
     } else {
         for (i, doc) in docs.iter().enumerate() {
             let name = if docs.len() == 1 { "document.yaml".to_string() } else { format!("document-{}.yaml", i + 1) };
-            std::fs::write(state.log_folder.join(name), &doc.source).map_err(|source| EngineError::Logs { path: state.log_folder.clone(), source })?;
+            std::fs::write(state.log_folder.join(name), &doc.source)
+                .map_err(|source| EngineError::Logs { path: state.log_folder.clone(), source })?;
         }
         log.app(&format!("execution {} started with {} document(s)", state.execution_id, docs.len()));
     }
@@ -396,10 +418,13 @@ impl Scope<'_> {
                 "date" => jiff::Timestamp::now().strftime("%Y-%m-%d").to_string(),
                 "dateTime" => jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                 "uuid" => uuid::Uuid::new_v4().to_string(),
-                "hostname" => std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string(),
+                "hostname" => {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+                }
                 "accountId" | "region" => {
                     let doc = actions::imds_get("/latest/dynamic/instance-identity/document")?;
-                    let v: Value = serde_json::from_str(&doc).map_err(|e| format!("instance identity document: {e}"))?;
+                    let v: Value =
+                        serde_json::from_str(&doc).map_err(|e| format!("instance identity document: {e}"))?;
                     v.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
                 }
                 other => return Err(format!("unknown context key `{other}`")),
@@ -418,7 +443,9 @@ impl Scope<'_> {
         Ok(match v {
             Value::String(s) => Value::String(self.resolve(s)?),
             Value::Array(items) => Value::Array(items.iter().map(|i| self.resolve_value(i)).collect::<Result<_, _>>()?),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| Ok((k.clone(), self.resolve_value(v)?))).collect::<Result<_, String>>()?),
+            Value::Object(m) => Value::Object(
+                m.iter().map(|(k, v)| Ok((k.clone(), self.resolve_value(v)?))).collect::<Result<_, String>>()?,
+            ),
             other => other.clone(),
         })
     }
@@ -494,7 +521,12 @@ impl Runner<'_> {
     fn values(&self, doc: &Document, overrides: &[(String, String)]) -> HashMap<String, String> {
         let mut values = HashMap::new();
         for p in &doc.parameters {
-            let v = overrides.iter().rev().find(|(n, _)| n == &p.name).map(|(_, v)| v.clone()).or_else(|| p.default.clone());
+            let v = overrides
+                .iter()
+                .rev()
+                .find(|(n, _)| n == &p.name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| p.default.clone());
             if let Some(v) = v {
                 values.insert(p.name.clone(), v);
             }
@@ -505,7 +537,14 @@ impl Runner<'_> {
         values
     }
 
-    fn run_document(&mut self, doc: &Document, dr: &mut DocRun, values: &HashMap<String, String>, phases: Option<&[String]>, doc_index: usize) -> DocEnd {
+    fn run_document(
+        &mut self,
+        doc: &Document,
+        dr: &mut DocRun,
+        values: &HashMap<String, String>,
+        phases: Option<&[String]>,
+        doc_index: usize,
+    ) -> DocEnd {
         while dr.phase < doc.phases.len() {
             let phase = &doc.phases[dr.phase];
             if phases.is_some_and(|sel| !sel.iter().any(|p| p == &phase.name)) {
@@ -587,7 +626,15 @@ impl Runner<'_> {
         dr.record.end_time = now_rfc3339();
     }
 
-    fn run_step(&mut self, doc: &Document, phase: &str, step: &Step, dr: &mut DocRun, values: &HashMap<String, String>, doc_index: usize) -> (StepRecord, StepEnd) {
+    fn run_step(
+        &mut self,
+        doc: &Document,
+        phase: &str,
+        step: &Step,
+        dr: &mut DocRun,
+        values: &HashMap<String, String>,
+        doc_index: usize,
+    ) -> (StepRecord, StepEnd) {
         let start_time = now_rfc3339();
         self.step_seq += 1;
         let mut record = StepRecord {
@@ -606,11 +653,11 @@ impl Runner<'_> {
             looping: None,
             detailed_output: None,
         };
-        let chain_snapshot = dr.chain.clone();
         let execution_id = self.execution_id.clone();
+        let mut finished: Option<ChainEntry> = None;
         let mut scope = Scope {
             values,
-            chain: &chain_snapshot,
+            chain: &dr.chain,
             looping: None,
             phase,
             step: &step.name,
@@ -660,10 +707,11 @@ impl Runner<'_> {
                                 record.outputs = serde_json::to_string(&ok.outputs).unwrap_or_default();
                             }
                             record.looping = ok.loop_info;
-                            dr.chain.insert(
-                                format!("{phase}.{}", step.name),
-                                ChainEntry { inputs: ok.inputs, outputs: ok.outputs.into_iter().map(Value::Object).collect(), secret: step.disable_logging },
-                            );
+                            finished = Some(ChainEntry {
+                                inputs: ok.inputs,
+                                outputs: ok.outputs.into_iter().map(Value::Object).collect(),
+                                secret: step.disable_logging,
+                            });
                             last_fail = None;
                             if step.module.name == "Reboot" {
                                 end = StepEnd::Reboot { rerun: false };
@@ -677,7 +725,9 @@ impl Runner<'_> {
                             record.looping = fail.loop_info.clone();
                             if let Some(rerun) = fail.reboot {
                                 if self.reboots >= MAX_REBOOTS {
-                                    last_fail = Some(format!("reboot requested but the run already rebooted {MAX_REBOOTS} times"));
+                                    last_fail = Some(format!(
+                                        "reboot requested but the run already rebooted {MAX_REBOOTS} times"
+                                    ));
                                     break;
                                 }
                                 if self.depth > 0 {
@@ -688,35 +738,60 @@ impl Runner<'_> {
                                 last_fail = None;
                                 break;
                             }
-                            self.log.app(&format!("step {phase}.{} attempt {attempt}/{} failed: {}", step.name, step.max_attempts, fail.message));
+                            self.log.app(&format!(
+                                "step {phase}.{} attempt {attempt}/{} failed: {}",
+                                step.name, step.max_attempts, fail.message
+                            ));
                             last_fail = Some(fail.message);
                         }
                     }
                 }
                 if let Some(message) = last_fail {
                     record.failure_message = message;
-                    record.status = if step.on_failure == OnFailure::Ignore { Status::IgnoredFailure } else { Status::Failed };
+                    record.status =
+                        if step.on_failure == OnFailure::Ignore { Status::IgnoredFailure } else { Status::Failed };
                 }
             }
         }
         record.detailed_output = self.nested_detail.take();
-        for w in scope.warnings.drain(..) {
+        for w in std::mem::take(&mut scope.warnings) {
             self.log.app(&format!("step {phase}.{}: {w}", step.name));
+        }
+        drop(scope);
+        if let Some(entry) = finished {
+            dr.chain.insert(format!("{phase}.{}", step.name), entry);
         }
         record.end_time = now_rfc3339();
         (record, end)
     }
 
-    fn attempt(&mut self, doc: &Document, phase: &str, step: &Step, scope: &mut Scope<'_>, deadline: Option<Instant>, doc_index: usize) -> Result<AttemptOk, AttemptFail> {
-        let fail = |message: String, inputs: Vec<Value>, loop_info: Option<Value>| AttemptFail { message, reboot: None, inputs, loop_info };
+    fn attempt(
+        &mut self,
+        doc: &Document,
+        phase: &str,
+        step: &Step,
+        scope: &mut Scope<'_>,
+        deadline: Option<Instant>,
+        doc_index: usize,
+    ) -> Result<AttemptOk, AttemptFail> {
+        let fail = |message: String, inputs: Vec<Value>, loop_info: Option<Value>| AttemptFail {
+            message,
+            reboot: None,
+            inputs,
+            loop_info,
+        };
         let Some(looping) = &step.looping else {
             let inputs = match step.inputs.iter().map(|i| scope.resolve_value(i)).collect::<Result<Vec<_>, _>>() {
                 Ok(i) => i,
-                Err(e) => return Err(fail(format!("cannot resolve inputs: {e}"), Vec::new(), None)),
+                Err(e) => {
+                    return Err(fail(format!("cannot resolve inputs: {e}"), Vec::new(), None));
+                }
             };
             return match self.execute(doc, phase, step, scope, &inputs, deadline, doc_index, None) {
                 Ok(outputs) => Ok(AttemptOk { inputs, outputs, loop_info: None }),
-                Err(ActionError::Reboot { rerun }) => Err(AttemptFail { message: String::new(), reboot: Some(rerun), inputs, loop_info: None }),
+                Err(ActionError::Reboot { rerun }) => {
+                    Err(AttemptFail { message: String::new(), reboot: Some(rerun), inputs, loop_info: None })
+                }
                 Err(e) => Err(fail(e.to_string(), inputs, None)),
             };
         };
@@ -732,30 +807,56 @@ impl Runner<'_> {
             }
             LoopKind::List(items) => match items.iter().map(|i| scope.resolve(i)).collect::<Result<Vec<_>, _>>() {
                 Ok(v) => v,
-                Err(e) => return Err(fail(format!("cannot resolve the loop list: {e}"), Vec::new(), None)),
+                Err(e) => {
+                    return Err(fail(format!("cannot resolve the loop list: {e}"), Vec::new(), None));
+                }
             },
             LoopKind::Delimited { list, delimiter } => match scope.resolve(list) {
                 Ok(s) => s.split(*delimiter).map(str::to_string).collect(),
-                Err(e) => return Err(fail(format!("cannot resolve the loop list: {e}"), Vec::new(), None)),
+                Err(e) => {
+                    return Err(fail(format!("cannot resolve the loop list: {e}"), Vec::new(), None));
+                }
             },
         };
         let mut outputs: Vec<Map<String, Value>> = Vec::new();
         let mut last_inputs = Vec::new();
         for (index, value) in values.iter().enumerate() {
-            let loop_info = Some(serde_json::json!({"name": looping.name.clone().unwrap_or_default(), "index": index, "value": value}));
+            let loop_info = Some(
+                serde_json::json!({"name": looping.name.clone().unwrap_or_default(), "index": index, "value": value}),
+            );
             scope.looping = Some(LoopVar { name: looping.name.clone(), index, value: value.clone() });
             let resolved = step.inputs.iter().map(|i| scope.resolve_value(i)).collect::<Result<Vec<_>, _>>();
             scope.looping = None;
             let inputs = match resolved {
                 Ok(i) => i,
-                Err(e) => return Err(fail(format!("loop iteration {index}: cannot resolve inputs: {e}"), last_inputs, loop_info)),
+                Err(e) => {
+                    return Err(fail(
+                        format!("loop iteration {index}: cannot resolve inputs: {e}"),
+                        last_inputs,
+                        loop_info,
+                    ));
+                }
             };
             let loop_var = (looping.name.as_deref(), index, value.as_str());
             match self.execute(doc, phase, step, scope, &inputs, deadline, doc_index, Some(loop_var)) {
                 Ok(out) => consolidate(&mut outputs, out),
-                Err(ActionError::TimedOut(_)) => return Err(fail(format!("the loop timed out after {}s (iteration {index})", step.timeout_seconds), inputs, loop_info)),
-                Err(ActionError::Reboot { .. }) => return Err(fail(format!("loop iteration {index} asked for a reboot, which is not supported inside a loop"), inputs, loop_info)),
-                Err(e) => return Err(fail(format!("loop iteration(s) [{index}] failed: {e}"), inputs, loop_info)),
+                Err(ActionError::TimedOut(_)) => {
+                    return Err(fail(
+                        format!("the loop timed out after {}s (iteration {index})", step.timeout_seconds),
+                        inputs,
+                        loop_info,
+                    ));
+                }
+                Err(ActionError::Reboot { .. }) => {
+                    return Err(fail(
+                        format!("loop iteration {index} asked for a reboot, which is not supported inside a loop"),
+                        inputs,
+                        loop_info,
+                    ));
+                }
+                Err(e) => {
+                    return Err(fail(format!("loop iteration(s) [{index}] failed: {e}"), inputs, loop_info));
+                }
             }
             last_inputs = inputs;
         }
@@ -776,7 +877,8 @@ impl Runner<'_> {
     ) -> Result<Vec<Map<String, Value>>, ActionError> {
         match step.module.name {
             "Assert" => {
-                let cond = step.assert.as_ref().ok_or_else(|| ActionError::Failed("Assert has no expression".into()))?;
+                let cond =
+                    step.assert.as_ref().ok_or_else(|| ActionError::Failed("Assert has no expression".into()))?;
                 if let Some((name, index, value)) = loop_var {
                     scope.looping = Some(LoopVar { name: name.map(str::to_string), index, value: value.to_string() });
                 }
@@ -792,7 +894,12 @@ impl Runner<'_> {
             }
             "ExecuteDocument" => self.execute_document(doc, inputs.first().cloned().unwrap_or_default()),
             _ => {
-                let step_dir = self.log.path.join("steps").join(format!("{}-{}", doc_index + 1, sanitize(file_name(&doc.file)))).join(sanitize(phase));
+                let step_dir = self
+                    .log
+                    .path
+                    .join("steps")
+                    .join(format!("{}-{}", doc_index + 1, sanitize(file_name(&doc.file))))
+                    .join(sanitize(phase));
                 let mut ctx = ActionCtx {
                     deadline,
                     log: &mut self.log,
@@ -812,7 +919,9 @@ impl Runner<'_> {
         let failed = |m: String| Err(ActionError::Failed(m));
         let path_text = input.get("document").and_then(Value::as_str).unwrap_or_default().to_string();
         if self.depth >= MAX_DOCUMENT_DEPTH {
-            return failed(format!("cannot run {path_text}: documents nest at most {MAX_DOCUMENT_DEPTH} levels below the top document"));
+            return failed(format!(
+                "cannot run {path_text}: documents nest at most {MAX_DOCUMENT_DEPTH} levels below the top document"
+            ));
         }
         let path = if let Some((bucket, key)) = crate::objstore::parse_uri(&path_text) {
             let Some(store) = self.opts.object_store.as_deref() else {
@@ -836,7 +945,11 @@ impl Runner<'_> {
         let (child, warnings) = match Document::load(&path) {
             Ok(d) => d,
             Err(diags) => {
-                let text: Vec<String> = diags.iter().filter(|d| d.severity == crate::diag::Severity::Error).map(ToString::to_string).collect();
+                let text: Vec<String> = diags
+                    .iter()
+                    .filter(|d| d.severity == crate::diag::Severity::Error)
+                    .map(ToString::to_string)
+                    .collect();
                 return failed(format!("{path_text} is not a valid document:\n{}", text.join("\n")));
             }
         };

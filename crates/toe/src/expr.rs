@@ -32,9 +32,18 @@ pub enum Reference {
     /// A parameter or constant.
     Variable(String),
     /// `phase.step.inputs[i].key` / `phase.step.outputs[i].key`.
-    Chain { phase: String, step: String, io: Io, index: usize, key: String },
+    Chain {
+        phase: String,
+        step: String,
+        io: Io,
+        index: usize,
+        key: String,
+    },
     /// `loop.x` (name `None`) or `<loopName>.x`.
-    Loop { name: Option<String>, field: LoopField },
+    Loop {
+        name: Option<String>,
+        field: LoopField,
+    },
     Env(String),
     Ssm(String),
     /// `aws:ssm:resolve(name)`: the parameter's name comes from a variable.
@@ -133,7 +142,10 @@ pub fn has_references(s: &str) -> bool {
 
 fn parse_reference(e: &str) -> Result<Reference, (String, &'static str)> {
     if e.is_empty() {
-        return Err(("empty expression `{{ }}`".into(), "put a parameter, constant or `phase.step.outputs.key` inside"));
+        return Err((
+            "empty expression `{{ }}`".into(),
+            "put a parameter, constant or `phase.step.outputs.key` inside",
+        ));
     }
     if let Some(name) = e.strip_prefix("env:") {
         return if name.is_empty() {
@@ -171,14 +183,14 @@ fn parse_reference(e: &str) -> Result<Reference, (String, &'static str)> {
         return if CONTEXT_KEYS.contains(&key) {
             Ok(Reference::Context(key.to_string()))
         } else {
-            Err((format!("unknown context key `{key}`"), "context keys: executionId, accountId, region, osPlatform, osName, osVersion, date, dateTime, uuid, hostname, phase, step"))
+            Err((
+                format!("unknown context key `{key}`"),
+                "context keys: executionId, accountId, region, osPlatform, osName, osVersion, date, dateTime, uuid, hostname, phase, step",
+            ))
         };
     }
     if e.contains(':') {
-        return Err((
-            format!("unknown namespace in `{e}`"),
-            "namespaces are env:, aws:ssm:, aws:imds: and context:",
-        ));
+        return Err((format!("unknown namespace in `{e}`"), "namespaces are env:, aws:ssm:, aws:imds: and context:"));
     }
     let parts: Vec<&str> = e.split('.').collect();
     match parts.as_slice() {
@@ -206,10 +218,10 @@ fn parse_reference(e: &str) -> Result<Reference, (String, &'static str)> {
         [phase, step, io, key] => {
             let (io_name, index) = match io.split_once('[') {
                 Some((n, idx)) => {
-                    let idx = idx.strip_suffix(']').and_then(|i| i.trim().parse::<usize>().ok()).ok_or((
-                        format!("bad index in `{io}`"),
-                        "indexes are whole numbers from 0: `inputs[1]`",
-                    ))?;
+                    let idx = idx
+                        .strip_suffix(']')
+                        .and_then(|i| i.trim().parse::<usize>().ok())
+                        .ok_or((format!("bad index in `{io}`"), "indexes are whole numbers from 0: `inputs[1]`"))?;
                     (n, idx)
                 }
                 None => (*io, 0),
@@ -227,13 +239,7 @@ fn parse_reference(e: &str) -> Result<Reference, (String, &'static str)> {
             if phase.is_empty() || step.is_empty() || key.is_empty() {
                 return Err((format!("`{e}` has an empty part"), "chaining is `phase.step.outputs.key`"));
             }
-            Ok(Reference::Chain {
-                phase: phase.to_string(),
-                step: step.to_string(),
-                io,
-                index,
-                key: key.to_string(),
-            })
+            Ok(Reference::Chain { phase: phase.to_string(), step: step.to_string(), io, index, key: key.to_string() })
         }
         _ => Err((
             format!("`{e}` is not a valid reference"),
@@ -269,7 +275,13 @@ mod tests {
         assert_eq!(one("{{ L.index }}"), Reference::Loop { name: Some("L".into()), field: LoopField::Index });
         assert_eq!(
             one("{{ build.Dl.inputs[1].destination }}"),
-            Reference::Chain { phase: "build".into(), step: "Dl".into(), io: Io::Inputs, index: 1, key: "destination".into() }
+            Reference::Chain {
+                phase: "build".into(),
+                step: "Dl".into(),
+                io: Io::Inputs,
+                index: 1,
+                key: "destination".into()
+            }
         );
         assert_eq!(one("{{ env:ProgramFiles(x86) }}"), Reference::Env("ProgramFiles(x86)".into()));
         assert_eq!(one("{{ aws:ssm:/a/b }}"), Reference::Ssm("/a/b".into()));

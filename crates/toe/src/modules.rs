@@ -139,7 +139,13 @@ pub static MODULES: &[ModuleSpec] = &[
         name: "CreateFolder",
         shape: List,
         windows_only: false,
-        fields: &[req("path", Str), opt("owner", Str), opt("group", Str), opt("permissions", Mode), opt("overwrite", Bool)],
+        fields: &[
+            req("path", Str),
+            opt("owner", Str),
+            opt("group", Str),
+            opt("permissions", Mode),
+            opt("overwrite", Bool),
+        ],
     },
     ModuleSpec {
         name: "CreateSymlink",
@@ -148,7 +154,12 @@ pub static MODULES: &[ModuleSpec] = &[
         fields: &[req("path", Str), req("target", Str), opt("force", Bool)],
     },
     ModuleSpec { name: "DeleteFile", shape: List, windows_only: false, fields: &[req("path", Str)] },
-    ModuleSpec { name: "DeleteFolder", shape: List, windows_only: false, fields: &[req("path", Str), opt("force", Bool)] },
+    ModuleSpec {
+        name: "DeleteFolder",
+        shape: List,
+        windows_only: false,
+        fields: &[req("path", Str), opt("force", Bool)],
+    },
     ModuleSpec {
         name: "ListFiles",
         shape: List,
@@ -216,18 +227,8 @@ pub static MODULES: &[ModuleSpec] = &[
         windows_only: true,
         fields: &[req("path", Str), req("name", Str), req("value", Str), req("type", Str)],
     },
-    ModuleSpec {
-        name: "InstallMSI",
-        shape: Map,
-        windows_only: true,
-        fields: &[req("path", Str)],
-    },
-    ModuleSpec {
-        name: "UninstallMSI",
-        shape: Map,
-        windows_only: true,
-        fields: &[req("path", Str)],
-    },
+    ModuleSpec { name: "InstallMSI", shape: Map, windows_only: true, fields: &[req("path", Str)] },
+    ModuleSpec { name: "UninstallMSI", shape: Map, windows_only: true, fields: &[req("path", Str)] },
 ];
 
 pub fn find(name: &str) -> Option<&'static ModuleSpec> {
@@ -240,8 +241,20 @@ pub fn suggest(name: &str) -> Option<&'static str> {
 }
 
 pub const ENCODINGS: &[&str] = &[
-    "utf8", "utf-8", "utf16", "utf-16", "utf16-le", "utf-16-le", "utf16-be", "utf-16-be", "utf32", "utf-32", "utf32-le",
-    "utf-32-le", "utf32-be", "utf-32-be",
+    "utf8",
+    "utf-8",
+    "utf16",
+    "utf-16",
+    "utf16-le",
+    "utf-16-le",
+    "utf16-be",
+    "utf-16-be",
+    "utf32",
+    "utf-32",
+    "utf32-le",
+    "utf-32-le",
+    "utf32-be",
+    "utf-32-be",
 ];
 
 pub const ALGORITHMS: &[&str] = &["MD5", "SHA1", "SHA256", "SHA512"];

@@ -20,7 +20,13 @@ pub trait ObjectStore: Send + Sync {
     /// Writes the object to `dest` (the caller has checked the folder exists).
     fn get(&self, bucket: &str, key: &str, expected_owner: Option<&str>, dest: &Path) -> Result<(), StoreError>;
     /// Keys under `prefix`, at most `limit`.
-    fn list(&self, bucket: &str, prefix: &str, expected_owner: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        expected_owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     fn put(&self, bucket: &str, key: &str, expected_owner: Option<&str>, src: &Path) -> Result<(), StoreError>;
 }
 
@@ -72,12 +78,20 @@ impl ObjectStore for DirectoryStore {
         Ok(())
     }
 
-    fn list(&self, bucket: &str, prefix: &str, expected_owner: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+    fn list(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        expected_owner: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
         let base = self.bucket(bucket, expected_owner)?;
         let mut keys = Vec::new();
         let mut stack = vec![base.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.is_dir() {

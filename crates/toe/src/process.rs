@@ -111,8 +111,7 @@ pub fn run(cmd: &mut Command, deadline: Option<Instant>, sink: &mut dyn FnMut(St
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
-        let ready: Vec<(u8, bool)> =
-            fds.iter().zip(&kinds).map(|(fd, k)| (*k, !fd.revents().is_empty())).collect();
+        let ready: Vec<(u8, bool)> = fds.iter().zip(&kinds).map(|(fd, k)| (*k, !fd.revents().is_empty())).collect();
         drop(fds);
         for (kind, is_ready) in ready {
             if !is_ready {
@@ -189,7 +188,10 @@ mod tests {
         let marker = tempfile::NamedTempFile::new().unwrap();
         let path = marker.path().display().to_string();
         let start = Instant::now();
-        let (f, _) = bash(&format!("(sleep 1; echo alive > {path}) & sleep 30"), Some(Instant::now() + Duration::from_millis(300)));
+        let (f, _) = bash(
+            &format!("(sleep 1; echo alive > {path}) & sleep 30"),
+            Some(Instant::now() + Duration::from_millis(300)),
+        );
         assert!(matches!(f.exit, Exit::TimedOut));
         assert!(start.elapsed() < Duration::from_secs(5));
         std::thread::sleep(Duration::from_millis(1200));

@@ -22,9 +22,9 @@ impl Status {
     pub fn fold(self, child: Status) -> Status {
         match (self, child) {
             (Status::Failed, _) | (_, Status::Failed) => Status::Failed,
-            (Status::SuccessWithIgnoredFailure, _) | (_, Status::IgnoredFailure) | (_, Status::SuccessWithIgnoredFailure) => {
-                Status::SuccessWithIgnoredFailure
-            }
+            (Status::SuccessWithIgnoredFailure, _)
+            | (_, Status::IgnoredFailure)
+            | (_, Status::SuccessWithIgnoredFailure) => Status::SuccessWithIgnoredFailure,
             _ => Status::Success,
         }
     }
@@ -145,8 +145,13 @@ pub struct LogFolder {
 impl LogFolder {
     pub fn open(path: &Path) -> std::io::Result<LogFolder> {
         std::fs::create_dir_all(path)?;
-        let append = |name: &str| OpenOptions::new().create(true).append(true).open(path.join(name)).map(BufWriter::new);
-        Ok(LogFolder { path: path.to_path_buf(), console: append("console.log")?, application: append("application.log")? })
+        let append =
+            |name: &str| OpenOptions::new().create(true).append(true).open(path.join(name)).map(BufWriter::new);
+        Ok(LogFolder {
+            path: path.to_path_buf(),
+            console: append("console.log")?,
+            application: append("application.log")?,
+        })
     }
 
     pub fn console(&mut self, bytes: &[u8]) {

@@ -33,7 +33,10 @@ pub struct Node {
 pub enum Kind {
     /// A scalar with its source text; `quoted` is false for plain scalars, which are the
     /// only ones the core schema resolves to null, booleans and numbers.
-    Scalar { text: String, quoted: bool },
+    Scalar {
+        text: String,
+        quoted: bool,
+    },
     Seq(Vec<Node>),
     /// Entries in document order; keys are scalars (complex keys are reported by the loader).
     Map(Vec<(Node, Node)>),
@@ -75,7 +78,9 @@ impl Node {
 
     /// The scalar resolved by the YAML 1.2 core schema (quoted scalars are always strings).
     pub fn scalar(&self) -> Option<Scalar<'_>> {
-        let Kind::Scalar { text, quoted } = &self.kind else { return None };
+        let Kind::Scalar { text, quoted } = &self.kind else {
+            return None;
+        };
         if *quoted {
             return Some(Scalar::Str(text));
         }
@@ -247,12 +252,20 @@ impl Builder {
                 let node = Node { pos, kind: Kind::Scalar { text: text.into_owned(), quoted } };
                 self.push_value(node, anchor)?;
             }
-            Event::SequenceStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, anchor, None)),
-            Event::MappingStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, anchor, None)),
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, anchor, None))
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, anchor, None))
+            }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((node, anchor, pending)) = self.stack.pop() {
                     if let Some(key) = pending {
-                        return Err(SyntaxError { pos: key.pos, message: "mapping key without a value".into(), unquoted_expression: false });
+                        return Err(SyntaxError {
+                            pos: key.pos,
+                            message: "mapping key without a value".into(),
+                            unquoted_expression: false,
+                        });
                     }
                     self.push_value(node, anchor)?;
                 }
@@ -265,7 +278,11 @@ impl Builder {
                 })?;
                 self.alias_nodes += size;
                 if self.alias_nodes > MAX_ALIAS_NODES {
-                    return Err(SyntaxError { pos, message: format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"), unquoted_expression: false });
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
+                        unquoted_expression: false,
+                    });
                 }
                 self.push_value(Node { pos, kind: node.kind }, 0)?;
             }

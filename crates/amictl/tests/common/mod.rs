@@ -126,7 +126,11 @@ impl Run {
 
     pub fn has_step(&self, phase: &str, step: &str) -> bool {
         self.detail.as_ref().is_some_and(|d| {
-            d["documents"][0]["phases"].as_array().unwrap().iter().any(|p| p["name"] == phase && p["steps"].as_array().unwrap().iter().any(|s| s["name"] == step))
+            d["documents"][0]["phases"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == phase && p["steps"].as_array().unwrap().iter().any(|s| s["name"] == step))
         })
     }
 }
@@ -138,7 +142,8 @@ pub fn build_doc(steps: &str) -> String {
 
 pub fn indent(text: &str, n: usize) -> String {
     let pad = " ".repeat(n);
-    text.lines().map(|l| if l.is_empty() { String::new() } else { format!("{pad}{l}") }).collect::<Vec<_>>().join("\n") + "\n"
+    text.lines().map(|l| if l.is_empty() { String::new() } else { format!("{pad}{l}") }).collect::<Vec<_>>().join("\n")
+        + "\n"
 }
 
 pub fn read(p: &Path) -> String {
