@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&cli);
+    kill_steps_on_interrupt();
     let result = match cli.command {
         cli::Command::Toe(t) => toe_cmd::run(t),
     };
@@ -47,6 +48,25 @@ fn main() -> ExitCode {
             eprintln!("amictl: error: {e:#}");
             let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
             ExitCode::from(if usage { exit::USAGE } else { exit::FAILED })
+        }
+    }
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP ends amictl *and* the step it is running: steps run in their
+/// own process group (so timeouts can kill their children), which a terminal's signal never
+/// reaches. The handler kills that group, then lets the signal end amictl as usual.
+fn kill_steps_on_interrupt() {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+        // SAFETY: the handler only does an atomic load, kill(2) and signal-hook's
+        // async-signal-safe default emulation.
+        let registered = unsafe {
+            signal_hook::low_level::register(signal, move || {
+                toe::process::kill_running_group();
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+            })
+        };
+        if let Err(e) = registered {
+            tracing::warn!("cannot install a handler for signal {signal}: {e}");
         }
     }
 }

@@ -361,3 +361,34 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn interrupting_amictl_kills_the_running_step() {
+    let t = Toe::new();
+    t.write("d.yml", &build_doc("- name: Long\n  action: ExecuteBash\n  inputs:\n    commands: ['echo $$ > \"$TMPDIR/step.pid\"; exec sleep 300']\n"));
+    let mut child = common::amictl()
+        .args(["toe", "run", "--documents"])
+        .arg(t.path("d.yml"))
+        .arg("--log-directory")
+        .arg(t.path("logs"))
+        .env("TMPDIR", t.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = t.path("step.pid");
+    let started = std::time::Instant::now();
+    while read(&pid_file).trim().is_empty() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "the step never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let step_pid = read(&pid_file).trim().to_string();
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Gone, or a zombie waiting for PID 1 to reap it: either way no longer running.
+    let stat = read(std::path::Path::new(&format!("/proc/{step_pid}/stat")));
+    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("gone");
+    assert!(state == "gone" || state == "Z", "the step's process outlived amictl (state {state})");
+}

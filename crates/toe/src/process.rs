@@ -10,10 +10,25 @@
 use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::event::{PollFd, PollFlags, Timespec, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, kill_process_group, pidfd_open};
+
+/// The process group of the step running now (0 when none). A signal handler in the binary
+/// reads it to kill the step's whole group when amictl itself is interrupted: steps run in
+/// their own group, so a terminal's Ctrl-C would otherwise never reach them.
+pub static RUNNING_GROUP: AtomicI32 = AtomicI32::new(0);
+
+/// Kills the running step's process group, if any. Async-signal-safe (an atomic load and
+/// `kill(2)`), so it may be called from a signal handler.
+pub fn kill_running_group() {
+    let pgid = RUNNING_GROUP.load(Ordering::SeqCst);
+    if let Some(pid) = Pid::from_raw(pgid) {
+        let _ = kill_process_group(pid, Signal::KILL);
+    }
+}
 
 /// How long pipes may stay open after the step's process exited.
 const PIPE_GRACE: Duration = Duration::from_millis(250);
@@ -43,6 +58,18 @@ pub fn run(cmd: &mut Command, deadline: Option<Instant>, sink: &mut dyn FnMut(St
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     let mut child = cmd.spawn()?;
     let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("child has no pid"))?;
+    RUNNING_GROUP.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
+    let result = wait_for(&mut child, pid, deadline, sink);
+    RUNNING_GROUP.store(0, Ordering::SeqCst);
+    result
+}
+
+fn wait_for(
+    child: &mut Child,
+    pid: Pid,
+    deadline: Option<Instant>,
+    sink: &mut dyn FnMut(Stream, &[u8]),
+) -> io::Result<Finished> {
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).ok();
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
@@ -143,7 +170,7 @@ pub fn run(cmd: &mut Command, deadline: Option<Instant>, sink: &mut dyn FnMut(St
             _ => Exit::Code(-1),
         }
     };
-    reap(&mut child);
+    reap(child);
     Ok(Finished { exit, stdout })
 }
 
