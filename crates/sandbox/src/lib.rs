@@ -46,9 +46,32 @@ pub struct Bind {
     pub writable: bool,
 }
 
+/// An overlay filesystem: read-only `lowers` (top first) under a writable `upper`.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    pub lowers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Where the merged view is mounted; only the sandbox's namespace sees the mount.
+    pub merged: PathBuf,
+}
+
+impl Overlay {
+    fn mount(&self) -> Result<(), String> {
+        for dir in [&self.upper, &self.work, &self.merged] {
+            fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        }
+        let lowers: Vec<String> = self.lowers.iter().map(|l| l.display().to_string()).collect();
+        let options = format!("lowerdir={},upperdir={},workdir={}", lowers.join(":"), self.upper.display(), self.work.display());
+        mount(Some("overlay"), &self.merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+            .map_err(|e| format!("mount overlay on {}: {e}", self.merged.display()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     root: PathBuf,
+    overlay: Option<Overlay>,
     binds: Vec<Bind>,
     hostname: String,
 }
@@ -73,7 +96,17 @@ impl Sandbox {
         if !has_shell {
             return Err(SandboxError::NotARootfs(root, "it has no /bin/sh"));
         }
-        Ok(Sandbox { root, binds: Vec::new(), hostname: "amictl-sandbox".into() })
+        Ok(Sandbox { root, overlay: None, binds: Vec::new(), hostname: "amictl-sandbox".into() })
+    }
+
+    /// A sandbox whose root is an overlay: changes land in `overlay.upper`, the lower layers
+    /// stay untouched. The lowest layer must be a root filesystem.
+    pub fn over(overlay: Overlay) -> Result<Sandbox, SandboxError> {
+        let base = overlay.lowers.last().ok_or(SandboxError::NotARootfs(PathBuf::new(), "an overlay needs a lower layer"))?;
+        Sandbox::new(base)?;
+        fs::create_dir_all(&overlay.merged).map_err(|e| SandboxError::BadBind { host: overlay.merged.clone(), reason: e.to_string() })?;
+        let root = fs::canonicalize(&overlay.merged).map_err(|e| SandboxError::BadBind { host: overlay.merged.clone(), reason: e.to_string() })?;
+        Ok(Sandbox { root, overlay: Some(overlay), binds: Vec::new(), hostname: "amictl-sandbox".into() })
     }
 
     pub fn root(&self) -> &Path {
@@ -114,6 +147,8 @@ impl Sandbox {
                 code => Ok(code),
             },
             ForkResult::Child => {
+                // If amictl dies (even by SIGKILL), the sandbox and everything in it dies too.
+                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                 let code = match self.enter() {
                     Ok(()) => init(f),
                     Err(message) => {
@@ -135,6 +170,9 @@ impl Sandbox {
         .map_err(ctx("unshare".into()))?;
         mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
             .map_err(ctx("make / private".into()))?;
+        if let Some(overlay) = &self.overlay {
+            overlay.mount()?;
+        }
         sethostname(&self.hostname).map_err(ctx("sethostname".into()))?;
         let r = &self.root;
         // /run first: binds and a possible resolv.conf target live there.
@@ -217,6 +255,38 @@ impl Sandbox {
     }
 }
 
+/// Runs `f` in a child process with `overlay` mounted in a private mount namespace (no
+/// chroot), for host tools that need the merged view. The mount vanishes with the child.
+pub fn with_overlay(overlay: &Overlay, f: impl FnOnce(&Path) -> i32) -> Result<i32, SandboxError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(SandboxError::NotRoot);
+    }
+    // SAFETY: as in `Sandbox::run`, the caller is single-threaded.
+    match unsafe { fork() }.map_err(SandboxError::Fork)? {
+        ForkResult::Parent { child } => match wait_for(child) {
+            SETUP_FAILED => Err(SandboxError::Setup),
+            code => Ok(code),
+        },
+        ForkResult::Child => {
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            let setup = unshare(CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("unshare: {e}"))
+                .and_then(|_| {
+                    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                        .map_err(|e| format!("make / private: {e}"))
+                })
+                .and_then(|_| overlay.mount());
+            match setup {
+                Ok(()) => exit_now(f(&overlay.merged)),
+                Err(message) => {
+                    eprintln!("amictl sandbox: {message}");
+                    exit_now(SETUP_FAILED)
+                }
+            }
+        }
+    }
+}
+
 fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     for c in p.components() {
@@ -265,6 +335,7 @@ fn init(f: impl FnOnce() -> i32) -> i32 {
             SETUP_FAILED
         }
         Ok(ForkResult::Child) => {
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
             // PID 1 of the namespace: a fresh /proc shows only the sandbox's processes.
             let _ = fs::create_dir_all("/proc");
             if let Err(e) = mount(
