@@ -1,0 +1,631 @@
+//! # config — `amictl.toml`
+//!
+//! The declarative input of amictl: image lines (parent, components, tests, builder),
+//! the components they install (unchanged AWSTOE documents), and the policy (max age,
+//! rollout SLA, how many versions to keep). [`Config::load`] checks the file *and* every
+//! document it references, and reports every problem with file, line, column and the
+//! offending key — unknown keys included — before anything runs.
+//!
+//! Each image gets a *recipe hash* over everything that defines what a build produces
+//! (parent spec, component documents and versions, parameter specs, test documents), so
+//! the planner can say "recipe changed" precisely. Parameter *specs* are hashed, not values
+//! from the environment, so a secret or a per-run URL never forces a rebuild.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use toe::diag::Sink;
+use toe::yaml::Pos;
+use toe::{Diagnostic, Document};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub const DEFAULT_STATE: &str = ".amictl/state.db";
+const DAY: i64 = 86_400;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    /// Builds, images and caches.
+    pub work_dir: PathBuf,
+    pub policy: Policy,
+    pub components: BTreeMap<String, Component>,
+    pub images: BTreeMap<String, Image>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub max_age_seconds: i64,
+    pub rebuild_on_parent_update: bool,
+    pub rebuild_on_severity: String,
+    pub rollout_sla_seconds: i64,
+    pub keep_versions: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            max_age_seconds: 90 * DAY,
+            rebuild_on_parent_update: true,
+            rebuild_on_severity: "important".into(),
+            rollout_sla_seconds: 14 * DAY,
+            keep_versions: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub file: PathBuf,
+    pub version: String,
+    pub parameters: Vec<(String, ParamValue)>,
+    pub document: Document,
+    pub sha256: String,
+}
+
+/// Where a parameter's value comes from at build time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    Literal(String),
+    Env { var: String, secret: bool },
+    File { path: PathBuf, secret: bool },
+}
+
+impl ParamValue {
+    pub fn is_secret(&self) -> bool {
+        matches!(self, ParamValue::Env { secret: true, .. } | ParamValue::File { secret: true, .. })
+    }
+
+    /// The value now. Errors name the variable or file, never a value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            ParamValue::Literal(v) => Ok(v.clone()),
+            ParamValue::Env { var, .. } => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            ParamValue::File { path, .. } => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches('\n').to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    fn spec(&self) -> String {
+        match self {
+            ParamValue::Literal(v) => format!("literal:{v}"),
+            ParamValue::Env { var, secret } => format!("env:{var}:{secret}"),
+            ParamValue::File { path, secret } => format!("file:{}:{secret}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentSpec {
+    /// A Debian minbase root filesystem from debootstrap.
+    Debootstrap { suite: String },
+    /// A root filesystem tarball, e.g. an exported Amazon Linux 2 container.
+    Tarball { path: PathBuf },
+}
+
+impl std::fmt::Display for ParentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParentSpec::Debootstrap { suite } => write!(f, "debootstrap:{suite}"),
+            ParentSpec::Tarball { path } => write!(f, "tarball:{}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Builder {
+    Local { disk_size_mb: Option<u64> },
+}
+
+#[derive(Debug, Clone)]
+pub struct TestDocument {
+    pub file: PathBuf,
+    pub document: Document,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    pub description: String,
+    pub parent: ParentSpec,
+    pub components: Vec<String>,
+    pub tests: Vec<TestDocument>,
+    pub builder: Builder,
+    pub recipe_hash: String,
+}
+
+impl Config {
+    /// Loads and validates. `Err` carries every error (and warnings); nothing is partial.
+    pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let file = path.display().to_string();
+        let mut sink = Sink::new(&file);
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                sink.error(Pos::default(), "unreadable-config", format!("cannot read the config: {e}"), "pass --config PATH (default: ./amictl.toml)");
+                return Err(sink.items);
+            }
+        };
+        let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new(".")).to_path_buf();
+        let mut loader = Loader { text: &text, sink: &mut sink, dir: &dir, docs: Vec::new() };
+        let config = loader.config(path);
+        let docs = std::mem::take(&mut loader.docs);
+        let mut all = sink.items;
+        all.extend(docs);
+        match config {
+            Some(c) if !all.iter().any(|d| d.severity == toe::Severity::Error) => Ok((c, all)),
+            _ => Err(all),
+        }
+    }
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    sink: &'a mut Sink,
+    dir: &'a Path,
+    /// Diagnostics of referenced documents (they carry their own file names).
+    docs: Vec<Diagnostic>,
+}
+
+type Table<'i> = DeTable<'i>;
+
+fn kind(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "string",
+        DeValue::Integer(_) => "integer",
+        DeValue::Float(_) => "float",
+        DeValue::Boolean(_) => "boolean",
+        DeValue::Datetime(_) => "datetime",
+        DeValue::Array(_) => "array",
+        DeValue::Table(_) => "table",
+    }
+}
+
+impl Loader<'_> {
+    fn pos(&self, span: Range<usize>) -> Pos {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Pos { line, column }
+    }
+
+    fn err(&mut self, span: Range<usize>, code: &'static str, message: String, hint: &str) {
+        let pos = self.pos(span);
+        self.sink.error(pos, code, message, hint);
+    }
+
+    fn known(&mut self, table: &Table<'_>, keys: &[&str], what: &str) {
+        for (k, _) in table.iter() {
+            if !keys.contains(&k.get_ref().as_ref()) {
+                let hint = format!("{what} keys are: {}", keys.join(", "));
+                self.err(k.span(), "unknown-key", format!("unknown key `{}` in {what}", k.get_ref()), &hint);
+            }
+        }
+    }
+
+    fn get<'t, 'i>(table: &'t Table<'i>, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
+        table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
+    }
+
+    fn table<'t, 'i>(&mut self, v: &'t Spanned<DeValue<'i>>, what: &str) -> Option<&'t Table<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.err(v.span(), "wrong-type", format!("`{what}` must be a table, found {}", kind(other)), "write it as [section] or { key = value }");
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => {
+                self.err(v.span(), "wrong-type", format!("`{what}` must be a string, found {}", kind(other)), "quote the value");
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.err(v.span(), "wrong-type", format!("`{what}` must be true or false, found {}", kind(other)), "write true or false");
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Vec<(String, Range<usize>)> {
+        match v.get_ref() {
+            DeValue::Array(items) => items.iter().filter_map(|i| self.string(i, what).map(|s| (s, i.span()))).collect(),
+            other => {
+                self.err(v.span(), "wrong-type", format!("`{what}` must be an array of strings, found {}", kind(other)), "e.g. [\"a\", \"b\"]");
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<i64> {
+        let text = self.string(v, what)?;
+        match parse_duration(&text) {
+            Some(d) => Some(d),
+            None => {
+                self.err(v.span(), "bad-duration", format!("`{what}` = \"{text}\" is not a duration"), "write a number and a unit: 90d, 14d, 12h, 2w");
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, path: &Path) -> Option<Config> {
+        let root = match DeTable::parse(self.text) {
+            Ok(t) => t,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                self.err(span, "toml-syntax", format!("invalid TOML: {}", e.message()), "fix the TOML syntax at this position");
+                return None;
+            }
+        };
+        let root = root.get_ref();
+        self.known(root, &["state", "policy", "aws", "accounts", "components", "images", "consumers"], "the config");
+        let mut state = self.dir.join(DEFAULT_STATE);
+        let mut work_dir: Option<PathBuf> = None;
+        if let Some(v) = Self::get(root, "state")
+            && let Some(t) = self.table(v, "state")
+        {
+            self.known(t, &["path", "work_dir"], "[state]");
+            if let Some(p) = Self::get(t, "path").and_then(|p| self.string(p, "state.path")) {
+                state = self.dir.join(p);
+            }
+            work_dir = Self::get(t, "work_dir").and_then(|p| self.string(p, "state.work_dir")).map(|p| self.dir.join(p));
+        }
+        let work_dir = work_dir.unwrap_or_else(|| state.parent().map(Path::to_path_buf).unwrap_or_else(|| self.dir.join(".amictl")));
+        let policy = Self::get(root, "policy").map(|v| self.policy(v)).unwrap_or_default();
+        let mut components = BTreeMap::new();
+        if let Some(v) = Self::get(root, "components")
+            && let Some(t) = self.table(v, "components")
+        {
+            for (k, v) in t.iter() {
+                if let Some(c) = self.component(k.get_ref(), v) {
+                    components.insert(c.name.clone(), c);
+                }
+            }
+        }
+        let mut images = BTreeMap::new();
+        match Self::get(root, "images") {
+            None => self.err(0..0, "missing-field", "the config defines no [images.<name>]".into(), "add at least one image line"),
+            Some(v) => {
+                if let Some(t) = self.table(v, "images") {
+                    for (k, v) in t.iter() {
+                        if let Some(i) = self.image(k.get_ref(), k.span(), v, &components) {
+                            images.insert(i.name.clone(), i);
+                        }
+                    }
+                }
+            }
+        }
+        Some(Config { file: path.to_path_buf(), dir: self.dir.to_path_buf(), state, work_dir, policy, components, images })
+    }
+
+    fn policy(&mut self, v: &Spanned<DeValue<'_>>) -> Policy {
+        let mut p = Policy::default();
+        let Some(t) = self.table(v, "policy") else { return p };
+        self.known(t, &["max_age", "rebuild_on_parent_update", "rebuild_on_severity", "rollout_sla", "keep_versions"], "[policy]");
+        if let Some(d) = Self::get(t, "max_age").and_then(|v| self.duration(v, "policy.max_age")) {
+            p.max_age_seconds = d;
+        }
+        if let Some(d) = Self::get(t, "rollout_sla").and_then(|v| self.duration(v, "policy.rollout_sla")) {
+            p.rollout_sla_seconds = d;
+        }
+        if let Some(b) = Self::get(t, "rebuild_on_parent_update").and_then(|v| self.boolean(v, "policy.rebuild_on_parent_update")) {
+            p.rebuild_on_parent_update = b;
+        }
+        if let Some(v) = Self::get(t, "rebuild_on_severity")
+            && let Some(s) = self.string(v, "policy.rebuild_on_severity")
+        {
+            if ["low", "medium", "important", "critical"].contains(&s.to_ascii_lowercase().as_str()) {
+                p.rebuild_on_severity = s.to_ascii_lowercase();
+            } else {
+                self.err(v.span(), "bad-severity", format!("unknown severity `{s}`"), "use low, medium, important or critical");
+            }
+        }
+        if let Some(v) = Self::get(t, "keep_versions") {
+            match v.get_ref() {
+                DeValue::Integer(i) if i.as_str().parse::<usize>().is_ok_and(|n| n >= 1) => p.keep_versions = i.as_str().parse().unwrap_or(3),
+                _ => self.err(v.span(), "wrong-type", "`policy.keep_versions` must be a whole number ≥ 1".into(), "e.g. keep_versions = 3"),
+            }
+        }
+        p
+    }
+
+    fn component(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Component> {
+        let t = self.table(v, &format!("components.{name}"))?;
+        self.known(t, &["file", "version", "parameters"], &format!("[components.{name}]"));
+        let version = match Self::get(t, "version") {
+            Some(v) => self.string(v, "version")?,
+            None => {
+                self.err(v.span(), "missing-field", format!("component `{name}` needs `version`"), "e.g. version = \"1.0.0\"");
+                return None;
+            }
+        };
+        let (file_value, file_span) = match Self::get(t, "file") {
+            Some(f) => (self.string(f, "file")?, f.span()),
+            None => {
+                self.err(v.span(), "missing-field", format!("component `{name}` needs `file`"), "the path of its AWSTOE document, relative to the config");
+                return None;
+            }
+        };
+        let mut parameters = Vec::new();
+        if let Some(pv) = Self::get(t, "parameters")
+            && let Some(pt) = self.table(pv, "parameters")
+        {
+            for (k, v) in pt.iter() {
+                if let Some(p) = self.param(k.get_ref(), v) {
+                    parameters.push((k.get_ref().to_string(), p));
+                }
+            }
+        }
+        let file = self.dir.join(&file_value);
+        let document = self.document(&file, file_span, &format!("component `{name}`"))?;
+        for (p, _) in &parameters {
+            if !document.parameters.iter().any(|d| &d.name == p) {
+                let span = Self::get(t, "parameters").map(|s| s.span()).unwrap_or(0..0);
+                self.err(span, "unknown-parameter", format!("component `{name}`: its document declares no parameter `{p}`"), "check the document's `parameters:`");
+            }
+        }
+        for d in &document.parameters {
+            if d.default.is_none() && !parameters.iter().any(|(p, _)| p == &d.name) {
+                self.err(v.span(), "missing-parameter", format!("component `{name}`: parameter `{}` has no default and no value here", d.name), "set it under parameters = { … }");
+            }
+        }
+        let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
+        Some(Component { name: name.to_string(), file, version, parameters, document, sha256 })
+    }
+
+    fn param(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<ParamValue> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(ParamValue::Literal(s.to_string())),
+            DeValue::Table(t) => {
+                self.known(t, &["env", "file", "secret"], &format!("parameter {name}"));
+                let secret = Self::get(t, "secret").and_then(|s| self.boolean(s, "secret")).unwrap_or(false);
+                match (Self::get(t, "env"), Self::get(t, "file")) {
+                    (Some(e), None) => self.string(e, "env").map(|var| ParamValue::Env { var, secret }),
+                    (None, Some(f)) => self.string(f, "file").map(|p| ParamValue::File { path: self.dir.join(p), secret }),
+                    _ => {
+                        self.err(v.span(), "bad-parameter", format!("parameter `{name}` needs exactly one of `env` and `file`"), "e.g. { env = \"SCAN_AGENT_KEY\", secret = true }");
+                        None
+                    }
+                }
+            }
+            other => {
+                self.err(v.span(), "wrong-type", format!("parameter `{name}` must be a string or {{ env | file }}, found {}", kind(other)), "e.g. Name = \"value\"");
+                None
+            }
+        }
+    }
+
+    fn document(&mut self, file: &Path, span: Range<usize>, what: &str) -> Option<Document> {
+        if !file.is_file() {
+            self.err(span, "missing-file", format!("{what}: {} does not exist", file.display()), "paths are relative to the config file's folder");
+            return None;
+        }
+        match Document::load(file) {
+            Ok((d, warnings)) => {
+                self.docs.extend(warnings);
+                Some(d)
+            }
+            Err(diags) => {
+                self.docs.extend(diags);
+                None
+            }
+        }
+    }
+
+    fn image(&mut self, name: &str, name_span: Range<usize>, v: &Spanned<DeValue<'_>>, components: &BTreeMap<String, Component>) -> Option<Image> {
+        let t = self.table(v, &format!("images.{name}"))?;
+        self.known(t, &["description", "parent", "components", "tests", "builder", "distribute", "advisories"], &format!("[images.{name}]"));
+        let description = Self::get(t, "description").and_then(|d| self.string(d, "description")).unwrap_or_default();
+        let parent = match Self::get(t, "parent") {
+            None => {
+                self.err(name_span.clone(), "missing-field", format!("image `{name}` needs `parent`"), "e.g. parent = \"debootstrap:stable\" or \"tarball:al2-rootfs.tar\"");
+                None
+            }
+            Some(p) => {
+                let text = self.string(p, "parent");
+                match text.as_deref().and_then(|t| t.split_once(':')) {
+                    Some(("debootstrap", suite)) if !suite.is_empty() => Some(ParentSpec::Debootstrap { suite: suite.to_string() }),
+                    Some(("tarball", path)) if !path.is_empty() => {
+                        let path = self.dir.join(path);
+                        if !path.is_file() {
+                            self.err(p.span(), "missing-file", format!("parent tarball {} does not exist", path.display()), "paths are relative to the config file's folder");
+                        }
+                        Some(ParentSpec::Tarball { path })
+                    }
+                    _ => {
+                        if text.is_some() {
+                            self.err(p.span(), "bad-parent", format!("image `{name}`: unsupported parent"), "use debootstrap:<suite> or tarball:<path> (AWS parents come with the AWS provider)");
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let mut names = Vec::new();
+        if let Some(c) = Self::get(t, "components") {
+            for (c, span) in self.strings(c, "components") {
+                if !components.contains_key(&c) {
+                    let hint = format!("defined components: {}", components.keys().cloned().collect::<Vec<_>>().join(", "));
+                    self.err(span, "unknown-component", format!("image `{name}` uses undefined component `{c}`"), &hint);
+                } else if names.contains(&c) {
+                    self.err(span, "duplicate-name", format!("component `{c}` is listed twice"), "list each component once");
+                } else {
+                    names.push(c);
+                }
+            }
+        }
+        let mut tests = Vec::new();
+        if let Some(tv) = Self::get(t, "tests") {
+            for (file, span) in self.strings(tv, "tests") {
+                let path = self.dir.join(&file);
+                if let Some(document) = self.document(&path, span, &format!("image `{name}` test")) {
+                    let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
+                    tests.push(TestDocument { file: path, document, sha256 });
+                }
+            }
+        }
+        let builder = match Self::get(t, "builder") {
+            None => Builder::Local { disk_size_mb: None },
+            Some(b) => {
+                let bt = self.table(b, "builder")?;
+                self.known(bt, &["kind", "disk_size"], "builder");
+                let kind = Self::get(bt, "kind").and_then(|k| self.string(k, "builder.kind"));
+                if kind.as_deref() != Some("local") {
+                    self.err(b.span(), "bad-builder", format!("image `{name}`: builder kind {:?} is not available", kind.unwrap_or_default()), "kind = \"local\" (the ec2 builder comes with the AWS provider)");
+                }
+                let disk = Self::get(bt, "disk_size").and_then(|d| {
+                    let s = self.string(d, "disk_size")?;
+                    let mb = parse_size_mb(&s);
+                    if mb.is_none() {
+                        self.err(d.span(), "bad-size", format!("disk_size \"{s}\" is not a size"), "e.g. \"2G\" or \"1536M\"");
+                    }
+                    mb
+                });
+                Builder::Local { disk_size_mb: disk }
+            }
+        };
+        let parent = parent?;
+        let mut h = Sha256::new();
+        h.update(format!("parent={parent}\n"));
+        for c in &names {
+            let comp = &components[c];
+            h.update(format!("component={c}@{} sha256={}\n", comp.version, comp.sha256));
+            let mut params: Vec<String> = comp.parameters.iter().map(|(k, v)| format!("{k}={}", v.spec())).collect();
+            params.sort();
+            h.update(params.join("\n"));
+        }
+        for t in &tests {
+            h.update(format!("test sha256={}\n", t.sha256));
+        }
+        h.update(format!("builder={builder:?}\n"));
+        Some(Image { name: name.to_string(), description, parent, components: names, tests, builder, recipe_hash: hex(&h.finalize())[..16].to_string() })
+    }
+}
+
+/// `90d`, `14d`, `12h`, `30m`, `45s`, `2w` → seconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => DAY,
+        "w" => 7 * DAY,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+fn parse_size_mb(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "M" | "MB" | "MiB" => Some(n),
+        "G" | "GB" | "GiB" => n.checked_mul(1024),
+        _ => None,
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const DOC: &str = "schemaVersion: 1.0\nparameters:\n  - Key:\n      type: string\nphases:\n  - name: build\n    steps:\n      - name: S\n        action: ExecuteBash\n        inputs:\n          commands: ['true']\n";
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90d"), Some(90 * DAY));
+        assert_eq!(parse_duration("2w"), Some(14 * DAY));
+        assert_eq!(parse_duration("12h"), Some(43_200));
+        assert_eq!(parse_duration("90"), None);
+        assert_eq!(parse_duration("d"), None);
+        assert_eq!(parse_duration("5y"), None);
+    }
+
+    #[test]
+    fn a_valid_config_loads_with_a_stable_recipe_hash() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "c.yml", DOC);
+        let cfg = write(d.path(), "amictl.toml", "[policy]\nmax_age = \"30d\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\nparameters = { Key = { env = \"KEY\", secret = true } }\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n");
+        let (c, _) = Config::load(&cfg).unwrap();
+        assert_eq!(c.policy.max_age_seconds, 30 * DAY);
+        assert_eq!(c.policy.keep_versions, 3);
+        let hash = c.images["host"].recipe_hash.clone();
+        // SAFETY: single-threaded test; the value must not change the hash.
+        unsafe { std::env::set_var("KEY", "whatever") };
+        assert_eq!(Config::load(&cfg).unwrap().0.images["host"].recipe_hash, hash);
+        std::fs::write(d.path().join("c.yml"), DOC.replace("['true']", "['false']")).unwrap();
+        assert_ne!(Config::load(&cfg).unwrap().0.images["host"].recipe_hash, hash, "a document change changes the recipe");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line_and_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "c.yml", DOC);
+        let cfg = write(
+            d.path(),
+            "amictl.toml",
+            "[policy]\nmax_age = \"90 days\"\ncolour = \"blue\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\n[components.gone]\nfile = \"missing.yml\"\nversion = \"1\"\n[images.host]\nparent = \"ami:x\"\ncomponents = [\"c\", \"nope\"]\n",
+        );
+        let errs = Config::load(&cfg).unwrap_err();
+        let find = |code: &str| errs.iter().find(|e| e.code == code).unwrap_or_else(|| panic!("no {code}: {errs:#?}"));
+        assert_eq!(find("bad-duration").line, 2);
+        assert_eq!(find("unknown-key").line, 3);
+        assert!(find("unknown-key").message.contains("colour"));
+        assert_eq!(find("missing-parameter").line, 4);
+        assert_eq!(find("missing-file").line, 8);
+        assert_eq!(find("bad-parent").line, 11);
+        assert_eq!(find("unknown-component").line, 12);
+        assert_eq!(find("unknown-component").column, 20);
+    }
+
+    #[test]
+    fn document_errors_are_reported_in_the_document() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "c.yml", "schemaVersion: 3\nphases: []\n");
+        let cfg = write(d.path(), "amictl.toml", "[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n");
+        let errs = Config::load(&cfg).unwrap_err();
+        assert!(errs.iter().any(|e| e.file.ends_with("c.yml") && e.code == "bad-schema-version"), "{errs:#?}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_have_positions() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = write(d.path(), "amictl.toml", "[images.host]\nparent = \"debootstrap:stable\n");
+        let errs = Config::load(&cfg).unwrap_err();
+        assert_eq!(errs[0].code, "toml-syntax");
+        assert_eq!(errs[0].line, 2);
+    }
+}
