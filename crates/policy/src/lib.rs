@@ -1,0 +1,413 @@
+//! # policy — decide what to do, and say why
+//!
+//! `plan(desired, observed, now) -> Plan` is a pure function: no I/O, no clock. Everything
+//! it needs arrives as plain data, so it is table-tested, property-tested, and what it
+//! decides can be replayed from the audit log. Every action carries machine-readable
+//! [`Reason`]s ("age 93d ≥ max 90d", "parent moved", "component scan-agent 1.2.0 → 1.3.0").
+//!
+//! Rules, in order:
+//! 1. a build left `pending`/`building`/`testing` by a run that died is **recovered**
+//!    (cleaned up and marked failed) before anything else;
+//! 2. an image line with no available version is **built** ("never built");
+//! 3. otherwise it is rebuilt when its newest available version is at least `max_age` old,
+//!    its parent moved (when `rebuild_on_parent_update`), a component's version or the
+//!    recipe changed, or a rebuild is forced — all applicable reasons are listed;
+//!    when none applies the plan notes when it falls due;
+//! 4. available versions beyond `keep_versions` are **retired**, never the newest and
+//!    never one a consumer is recorded as using.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+const DAY: i64 = 86_400;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyView {
+    pub max_age_seconds: i64,
+    pub rebuild_on_parent_update: bool,
+    pub keep_versions: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredImage {
+    pub name: String,
+    pub recipe_hash: String,
+    /// Component name → version, as configured.
+    pub components: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionState {
+    Unfinished,
+    Available,
+    Failed,
+    Retired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedVersion {
+    pub image: String,
+    pub version: String,
+    pub build_id: String,
+    pub state: VersionState,
+    /// A short name of an unfinished build's stage, for the reason.
+    pub stage: String,
+    pub built_at: Timestamp,
+    pub recipe_hash: String,
+    pub parent_id: String,
+    pub components: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentObservation {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub versions: Vec<ObservedVersion>,
+    /// The current parent of each image line, where known.
+    pub parents: BTreeMap<String, ParentObservation>,
+    pub forced: BTreeSet<String>,
+    /// `(image, version)` pairs some consumer runs.
+    pub in_use: BTreeSet<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    Interrupted { build_id: String, stage: String },
+    NeverBuilt,
+    MaxAge { age_days: i64, max_days: i64 },
+    ParentMoved { from: String, to: String, parent: String },
+    ComponentChanged { component: String, from: Option<String>, to: Option<String> },
+    RecipeChanged { from: String, to: String },
+    Forced,
+    BeyondKeep { keep: usize, newer: usize },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Interrupted { build_id, stage } => write!(f, "build {build_id} was interrupted while {stage}"),
+            Reason::NeverBuilt => write!(f, "never built"),
+            Reason::MaxAge { age_days, max_days } => write!(f, "age {age_days}d ≥ max {max_days}d"),
+            Reason::ParentMoved { from, to, parent } => write!(f, "parent {parent} moved: {} → {}", short(from), short(to)),
+            Reason::ComponentChanged { component, from, to } => match (from, to) {
+                (Some(a), Some(b)) => write!(f, "component {component} {a} → {b}"),
+                (None, Some(b)) => write!(f, "component {component} {b} added"),
+                (Some(a), None) => write!(f, "component {component} {a} removed"),
+                (None, None) => write!(f, "component {component} changed"),
+            },
+            Reason::RecipeChanged { from, to } => write!(f, "recipe changed: {} → {}", short(from), short(to)),
+            Reason::Forced => write!(f, "forced"),
+            Reason::BeyondKeep { keep, newer } => write!(f, "{newer} newer versions exist; keep {keep}"),
+        }
+    }
+}
+
+fn short(s: &str) -> &str {
+    &s[..s.len().min(12)]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Recover,
+    Build,
+    Retire,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub kind: ActionKind,
+    pub image: String,
+    /// The version acted on (recover, retire); builds get theirs when they start.
+    pub version: Option<String>,
+    pub build_id: Option<String>,
+    pub reasons: Vec<Reason>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Note {
+    pub image: String,
+    pub version: String,
+    pub due_in_days: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Images with nothing to do, and when they fall due.
+    pub notes: Vec<Note>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, now: Timestamp) -> Plan {
+    let mut plan = Plan::default();
+    let mut images: Vec<&DesiredImage> = desired.iter().collect();
+    images.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut unfinished: Vec<&ObservedVersion> = observed.versions.iter().filter(|v| v.state == VersionState::Unfinished).collect();
+    unfinished.sort_by(|a, b| (&a.image, &a.version).cmp(&(&b.image, &b.version)));
+    for v in unfinished {
+        plan.actions.push(Action {
+            kind: ActionKind::Recover,
+            image: v.image.clone(),
+            version: Some(v.version.clone()),
+            build_id: Some(v.build_id.clone()),
+            reasons: vec![Reason::Interrupted { build_id: v.build_id.clone(), stage: v.stage.clone() }],
+        });
+    }
+
+    for image in images {
+        let mut available: Vec<&ObservedVersion> =
+            observed.versions.iter().filter(|v| v.image == image.name && v.state == VersionState::Available).collect();
+        // Newest first; ties broken by version name so the order is total.
+        available.sort_by(|a, b| b.built_at.cmp(&a.built_at).then_with(|| b.version.cmp(&a.version)));
+        let Some(newest) = available.first() else {
+            plan.actions.push(build(image, vec![Reason::NeverBuilt]));
+            continue;
+        };
+        let mut reasons = Vec::new();
+        let age = now.as_second() - newest.built_at.as_second();
+        if age >= policy.max_age_seconds {
+            reasons.push(Reason::MaxAge { age_days: age / DAY, max_days: policy.max_age_seconds / DAY });
+        }
+        if policy.rebuild_on_parent_update
+            && let Some(parent) = observed.parents.get(&image.name)
+            && !parent.id.is_empty()
+            && parent.id != newest.parent_id
+        {
+            reasons.push(Reason::ParentMoved { from: newest.parent_id.clone(), to: parent.id.clone(), parent: parent.name.clone() });
+        }
+        let names: BTreeSet<&String> = image.components.keys().chain(newest.components.keys()).collect();
+        let mut component_changed = false;
+        for name in names {
+            let (from, to) = (newest.components.get(name), image.components.get(name));
+            if from != to {
+                component_changed = true;
+                reasons.push(Reason::ComponentChanged { component: name.clone(), from: from.cloned(), to: to.cloned() });
+            }
+        }
+        if !component_changed && newest.recipe_hash != image.recipe_hash {
+            reasons.push(Reason::RecipeChanged { from: newest.recipe_hash.clone(), to: image.recipe_hash.clone() });
+        }
+        if observed.forced.contains(&image.name) {
+            reasons.push(Reason::Forced);
+        }
+        if reasons.is_empty() {
+            let due = (policy.max_age_seconds - age + DAY - 1).div_euclid(DAY);
+            plan.notes.push(Note { image: image.name.clone(), version: newest.version.clone(), due_in_days: due });
+        } else {
+            plan.actions.push(build(image, reasons));
+        }
+        for (i, old) in available.iter().enumerate().skip(policy.keep_versions.max(1)) {
+            if observed.in_use.contains(&(old.image.clone(), old.version.clone())) {
+                continue;
+            }
+            plan.actions.push(Action {
+                kind: ActionKind::Retire,
+                image: image.name.clone(),
+                version: Some(old.version.clone()),
+                build_id: Some(old.build_id.clone()),
+                reasons: vec![Reason::BeyondKeep { keep: policy.keep_versions, newer: i }],
+            });
+        }
+    }
+    plan
+}
+
+fn build(image: &DesiredImage, reasons: Vec<Reason>) -> Action {
+    Action { kind: ActionKind::Build, image: image.name.clone(), version: None, build_id: None, reasons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(day: i64) -> Timestamp {
+        Timestamp::from_second(1_790_000_000 + day * DAY).unwrap()
+    }
+
+    fn policy() -> PolicyView {
+        PolicyView { max_age_seconds: 90 * DAY, rebuild_on_parent_update: true, keep_versions: 3 }
+    }
+
+    fn desired() -> DesiredImage {
+        DesiredImage { name: "host".into(), recipe_hash: "r1".into(), components: [("agent".to_string(), "1.0".to_string())].into() }
+    }
+
+    fn version(n: u32, day: i64) -> ObservedVersion {
+        ObservedVersion {
+            image: "host".into(),
+            version: format!("v{n}"),
+            build_id: format!("b{n}"),
+            state: VersionState::Available,
+            stage: String::new(),
+            built_at: t(day),
+            recipe_hash: "r1".into(),
+            parent_id: "p1".into(),
+            components: [("agent".to_string(), "1.0".to_string())].into(),
+        }
+    }
+
+    fn observed(versions: Vec<ObservedVersion>) -> Observed {
+        Observed {
+            versions,
+            parents: [("host".to_string(), ParentObservation { id: "p1".into(), name: "debootstrap:stable".into() })].into(),
+            ..Observed::default()
+        }
+    }
+
+    fn reasons(p: &Plan, kind: ActionKind) -> Vec<Reason> {
+        p.actions.iter().filter(|a| a.kind == kind).flat_map(|a| a.reasons.clone()).collect()
+    }
+
+    #[test]
+    fn a_new_image_line_is_built_because_it_was_never_built() {
+        let p = plan(&[desired()], &policy(), &Observed::default(), t(0));
+        assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::NeverBuilt]);
+    }
+
+    #[test]
+    fn a_fresh_image_plans_nothing_and_says_when_it_falls_due() {
+        let p = plan(&[desired()], &policy(), &observed(vec![version(1, 0)]), t(10));
+        assert!(p.is_empty());
+        assert_eq!(p.notes, vec![Note { image: "host".into(), version: "v1".into(), due_in_days: 80 }]);
+    }
+
+    #[test]
+    fn an_image_at_max_age_is_rebuilt_with_its_age() {
+        let p = plan(&[desired()], &policy(), &observed(vec![version(1, 0)]), t(91));
+        assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::MaxAge { age_days: 91, max_days: 90 }]);
+        let p = plan(&[desired()], &policy(), &observed(vec![version(1, 0)]), t(90));
+        assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::MaxAge { age_days: 90, max_days: 90 }], "exactly 90 days is due");
+    }
+
+    #[test]
+    fn a_moved_parent_rebuilds_unless_the_policy_says_not_to() {
+        let mut o = observed(vec![version(1, 0)]);
+        o.parents.insert("host".into(), ParentObservation { id: "p2".into(), name: "debootstrap:stable".into() });
+        let p = plan(&[desired()], &policy(), &o, t(1));
+        assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::ParentMoved { from: "p1".into(), to: "p2".into(), parent: "debootstrap:stable".into() }]);
+        let lax = PolicyView { rebuild_on_parent_update: false, ..policy() };
+        assert!(plan(&[desired()], &lax, &o, t(1)).is_empty());
+    }
+
+    #[test]
+    fn component_changes_are_named_and_explain_the_recipe_change() {
+        let mut d = desired();
+        d.components.insert("agent".into(), "1.1".into());
+        d.components.insert("scanner".into(), "2.0".into());
+        d.recipe_hash = "r2".into();
+        let p = plan(&[d], &policy(), &observed(vec![version(1, 0)]), t(1));
+        assert_eq!(
+            reasons(&p, ActionKind::Build),
+            vec![
+                Reason::ComponentChanged { component: "agent".into(), from: Some("1.0".into()), to: Some("1.1".into()) },
+                Reason::ComponentChanged { component: "scanner".into(), from: None, to: Some("2.0".into()) },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_recipe_change_alone_rebuilds() {
+        let mut d = desired();
+        d.recipe_hash = "r2".into();
+        let p = plan(&[d], &policy(), &observed(vec![version(1, 0)]), t(1));
+        assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::RecipeChanged { from: "r1".into(), to: "r2".into() }]);
+    }
+
+    #[test]
+    fn forced_builds_say_so() {
+        let mut o = observed(vec![version(1, 0)]);
+        o.forced.insert("host".into());
+        assert_eq!(reasons(&plan(&[desired()], &policy(), &o, t(1)), ActionKind::Build), vec![Reason::Forced]);
+    }
+
+    #[test]
+    fn interrupted_builds_are_recovered_first() {
+        let mut v = version(2, 1);
+        v.state = VersionState::Unfinished;
+        v.stage = "building".into();
+        let p = plan(&[desired()], &policy(), &observed(vec![version(1, 0), v]), t(2));
+        assert_eq!(p.actions[0].kind, ActionKind::Recover);
+        assert_eq!(p.actions[0].reasons, vec![Reason::Interrupted { build_id: "b2".into(), stage: "building".into() }]);
+    }
+
+    #[test]
+    fn old_versions_beyond_keep_are_retired_unless_in_use() {
+        let versions: Vec<_> = (1..=5).map(|n| version(n, n as i64)).collect();
+        let mut o = observed(versions);
+        let p = plan(&[desired()], &policy(), &o, t(6));
+        let retired: Vec<_> = p.actions.iter().filter(|a| a.kind == ActionKind::Retire).map(|a| a.version.clone().unwrap()).collect();
+        assert_eq!(retired, vec!["v2", "v1"]);
+        o.in_use.insert(("host".into(), "v1".into()));
+        let p = plan(&[desired()], &policy(), &o, t(6));
+        let retired: Vec<_> = p.actions.iter().filter(|a| a.kind == ActionKind::Retire).map(|a| a.version.clone().unwrap()).collect();
+        assert_eq!(retired, vec!["v2"], "a version a consumer runs is never retired");
+    }
+
+    fn arb_versions() -> impl Strategy<Value = Vec<ObservedVersion>> {
+        prop::collection::vec((0u32..40, 0i64..400, 0u8..4, prop::bool::ANY), 0..12).prop_map(|items| {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, (n, day, state, same_recipe))| {
+                    let mut v = version(n * 100 + i as u32, day);
+                    v.state = match state {
+                        0 => VersionState::Available,
+                        1 => VersionState::Failed,
+                        2 => VersionState::Retired,
+                        _ => VersionState::Available,
+                    };
+                    if !same_recipe {
+                        v.recipe_hash = "old".into();
+                    }
+                    v
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_newest_available_version_is_never_retired(versions in arb_versions(), keep in 1usize..5, now in 0i64..500) {
+            let policy = PolicyView { keep_versions: keep, ..policy() };
+            let o = observed(versions.clone());
+            let p = plan(&[desired()], &policy, &o, t(now));
+            let newest = versions.iter().filter(|v| v.state == VersionState::Available).max_by(|a, b| a.built_at.cmp(&b.built_at).then_with(|| a.version.cmp(&b.version)));
+            if let Some(newest) = newest {
+                prop_assert!(!p.actions.iter().any(|a| a.kind == ActionKind::Retire && a.version.as_deref() == Some(newest.version.as_str())));
+            }
+            let retired = p.actions.iter().filter(|a| a.kind == ActionKind::Retire).count();
+            let available = versions.iter().filter(|v| v.state == VersionState::Available).count();
+            prop_assert_eq!(retired, available.saturating_sub(keep));
+        }
+
+        #[test]
+        fn planning_is_deterministic(versions in arb_versions(), now in 0i64..500) {
+            let mut shuffled = versions.clone();
+            shuffled.reverse();
+            let a = plan(&[desired()], &policy(), &observed(versions), t(now));
+            let b = plan(&[desired()], &policy(), &observed(shuffled), t(now));
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn an_image_built_from_the_current_recipe_within_max_age_plans_nothing(built in 0i64..400, elapsed in 0i64..90) {
+            let p = plan(&[desired()], &policy(), &observed(vec![version(1, built)]), t(built + elapsed));
+            prop_assert!(p.is_empty(), "{:?}", p);
+        }
+    }
+}
