@@ -294,6 +294,14 @@ impl Catalog {
         Ok(())
     }
 
+    /// Sets a build's parent once it is known (it may take a debootstrap to learn it).
+    pub fn set_parent(&self, build_id: &str, id: &str, name: &str, created: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE builds SET parent_id = ?2, parent_name = ?3, parent_created = ?4 WHERE build_id = ?1", params![build_id, id, name, created])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Records what a build produced, all or nothing.
     pub fn record_outputs(&mut self, build_id: &str, packages: &[Package], artifacts: &[Artifact], tests: &[TestResult]) -> Result<()> {
         let path = self.path.clone();
