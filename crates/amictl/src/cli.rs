@@ -10,12 +10,29 @@ pub struct Cli {
     /// Log filter for diagnostics on stderr (also AMICTL_LOG), e.g. `debug`.
     #[arg(long, global = true, default_value = "warn")]
     pub log_level: String,
+    #[command(flatten)]
+    pub common: Common,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the config and every component and test document it references.
+    Validate,
+    /// Show what apply would do and why. Exit 0: nothing to do; 2: changes; 1: error.
+    Plan(PlanArgs),
+    /// Carry out the plan: recover interrupted builds, build and test images, retire old ones.
+    Apply(ApplyArgs),
+    /// Plan and apply for one image line.
+    Build(BuildArgs),
+    /// Versions of each image line: age, parent, status, packages, tests.
+    Images(ImagesArgs),
+    /// One version in detail: lineage, components, artifacts, tests, manifest diff.
+    Show(ShowArgs),
+    /// The audit trail: verify, export, read.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Validate and run AWSTOE component documents (awstoe-compatible).
     #[command(subcommand)]
     Toe(ToeCommand),
@@ -34,9 +51,6 @@ pub struct ValidateArgs {
     /// Comma-separated document paths, no spaces (as awstoe).
     #[arg(short = 'd', long, value_name = "LIST")]
     pub documents: String,
-    /// Print the diagnostics as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
     /// Accepted for awstoe compatibility; diagnostics are always complete.
     #[arg(short = 't', long)]
     pub trace: bool,
@@ -73,7 +87,79 @@ pub struct RunArgs {
     /// Serve s3:// (S3Download, S3Upload, documents) from DIR/<bucket>/<key>.
     #[arg(long, value_name = "DIR")]
     pub object_store: Option<PathBuf>,
-    /// Machine-readable output only: the JSON summary on stdout, no progress.
-    #[arg(long)]
+}
+
+/// Options shared by the lifecycle commands.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// The config file.
+    #[arg(short = 'c', long, env = "AMICTL_CONFIG", default_value = "amictl.toml", global = true)]
+    pub config: PathBuf,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Plan as if it were this time: 2027-03-01, an RFC 3339 time, or +91d from now.
+    #[arg(long, value_name = "WHEN")]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[arg(long, value_name = "WHEN")]
+    pub now: Option<String>,
+    /// Show the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// If another run holds the state lock, wait for it instead of failing.
+    #[arg(long)]
+    pub wait: bool,
+    /// Prepare parents afresh (a new debootstrap), so a moved parent is noticed.
+    #[arg(long)]
+    pub refresh_parents: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The image line to build.
+    pub image: String,
+    /// Build even when nothing is due.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub refresh_parents: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only this image line.
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// IMAGE@VERSION (or IMAGE for its newest version).
+    pub target: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Re-hash the audit chain and name the first event that does not match.
+    Verify,
+    /// Print every event, one JSON object per line.
+    Export {
+        /// JSON Lines (the only format for now; accepted for clarity).
+        #[arg(long)]
+        jsonl: bool,
+    },
+    /// The audit trail for people.
+    Log {
+        #[arg(long)]
+        image: Option<String>,
+    },
 }

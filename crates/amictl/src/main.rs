@@ -5,6 +5,9 @@
 //! one place where errors become messages and exit codes.
 
 mod cli;
+mod clock;
+mod images_cmd;
+mod lifecycle;
 mod progress;
 mod toe_cmd;
 
@@ -39,8 +42,16 @@ fn main() -> ExitCode {
     };
     init_tracing(&cli);
     kill_steps_on_interrupt();
+    let common = &cli.common;
     let result = match cli.command {
-        cli::Command::Toe(t) => toe_cmd::run(t),
+        cli::Command::Validate => lifecycle::validate(common),
+        cli::Command::Plan(a) => lifecycle::plan(common, &a),
+        cli::Command::Apply(a) => lifecycle::apply(common, &a),
+        cli::Command::Build(a) => lifecycle::build(common, &a),
+        cli::Command::Images(a) => images_cmd::images(common, &a),
+        cli::Command::Show(a) => images_cmd::show(common, &a),
+        cli::Command::Audit(a) => images_cmd::audit(common, &a),
+        cli::Command::Toe(t) => toe_cmd::run(t, common.json),
     };
     match result {
         Ok(code) => ExitCode::from(code),

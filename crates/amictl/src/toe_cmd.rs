@@ -17,10 +17,10 @@ const IN_STATE: &str = "/run/amictl/state";
 const IN_OBJECTS: &str = "/run/amictl/objects";
 const IN_DOCUMENTS: &str = "/run/amictl/documents";
 
-pub fn run(cmd: ToeCommand) -> Result<u8> {
+pub fn run(cmd: ToeCommand, json: bool) -> Result<u8> {
     match cmd {
-        ToeCommand::Validate(a) => validate(a),
-        ToeCommand::Run(a) => run_documents(a),
+        ToeCommand::Validate(a) => validate(a, json),
+        ToeCommand::Run(a) => run_documents(a, json),
     }
 }
 
@@ -58,18 +58,18 @@ fn load_all(paths: &[PathBuf]) -> (Vec<Document>, Vec<Diagnostic>) {
     (docs, diags)
 }
 
-fn print_diagnostics(diags: &[Diagnostic]) {
+pub fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
         eprintln!("{d}");
     }
 }
 
-fn validate(a: ValidateArgs) -> Result<u8> {
+fn validate(a: ValidateArgs, json: bool) -> Result<u8> {
     let paths: Vec<PathBuf> = split_list("documents", &a.documents)?.into_iter().map(PathBuf::from).collect();
     let (docs, diags) = load_all(&paths);
     let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = diags.len() - errors;
-    if a.json {
+    if json {
         let out =
             serde_json::json!({ "valid": errors == 0, "errors": errors, "warnings": warnings, "diagnostics": diags });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -85,7 +85,7 @@ fn validate(a: ValidateArgs) -> Result<u8> {
     Ok(if errors == 0 { exit::OK } else { exit::USAGE })
 }
 
-fn run_documents(a: RunArgs) -> Result<u8> {
+fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
     let parameters = a.parameters.as_deref().map(parse_parameters).transpose()?.unwrap_or_default();
     let phases = a.phases.as_deref().map(|p| split_list("phases", p)).transpose()?;
     let store_dir = a
@@ -115,7 +115,7 @@ fn run_documents(a: RunArgs) -> Result<u8> {
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&state_dir)?;
 
-    let progress = Progress::new(a.trace, a.json);
+    let progress = Progress::new(a.trace, json);
     let Some(root) = &a.root else {
         let opts = RunOptions {
             phases,
@@ -156,7 +156,7 @@ fn run_documents(a: RunArgs) -> Result<u8> {
     // Each pass is one "boot": a fresh sandbox. A reboot request ends the pass with 194 and
     // the next pass resumes from the saved state, like the machine coming back up.
     loop {
-        let progress = Progress::new(a.trace, a.json);
+        let progress = Progress::new(a.trace, json);
         let code = sb.run(|| match execute(&docs, &opts, progress, true) {
             Ok(c) => i32::from(c),
             Err(e) => {
@@ -165,7 +165,7 @@ fn run_documents(a: RunArgs) -> Result<u8> {
             }
         })?;
         if code == i32::from(exit::REBOOT) {
-            if !a.json {
+            if !json {
                 eprintln!("reboot requested: restarting the sandbox and resuming");
             }
             continue;

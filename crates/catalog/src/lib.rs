@@ -24,7 +24,9 @@ pub enum CatalogError {
     Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("state database {path}: {message}")]
     Io { path: PathBuf, message: String },
-    #[error("state database {path} has schema version {found}, newer than this amictl understands ({known}); upgrade amictl")]
+    #[error(
+        "state database {path} has schema version {found}, newer than this amictl understands ({known}); upgrade amictl"
+    )]
     TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("another amictl run holds the lock on {path} (pid {holder}); wait for it, or pass --wait to queue")]
     Locked { path: PathBuf, holder: String },
@@ -71,7 +73,14 @@ impl BuildState {
         use BuildState::*;
         matches!(
             (self, next),
-            (Pending, Building) | (Pending, Failed) | (Building, Testing) | (Building, Failed) | (Testing, Available) | (Testing, Failed) | (Available, Retired) | (Failed, Retired)
+            (Pending, Building)
+                | (Pending, Failed)
+                | (Building, Testing)
+                | (Building, Failed)
+                | (Testing, Available)
+                | (Testing, Failed)
+                | (Available, Retired)
+                | (Failed, Retired)
         )
     }
 
@@ -243,9 +252,11 @@ impl Catalog {
             return Err(CatalogError::TooNew { path: self.path.clone(), found: current, known });
         }
         for (i, sql) in SCHEMA.iter().enumerate().skip(current as usize) {
-            let tx = self.conn.transaction().map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
+            let tx =
+                self.conn.transaction().map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
             tx.execute_batch(sql).map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
-            tx.pragma_update(None, "user_version", i as i64 + 1).map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
             tx.commit().map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
         }
         Ok(())
@@ -255,7 +266,11 @@ impl Catalog {
     pub fn next_version(&self, image: &str, date: &str) -> Result<String> {
         let n: i64 = self
             .conn
-            .query_row("SELECT COUNT(*) FROM builds WHERE image = ?1 AND version LIKE ?2", params![image, format!("{date}.%")], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM builds WHERE image = ?1 AND version LIKE ?2",
+                params![image, format!("{date}.%")],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))?;
         Ok(format!("{date}.{}", n + 1))
     }
@@ -271,18 +286,30 @@ impl Catalog {
         )
         .map_err(e)?;
         for c in b.components {
-            tx.execute("INSERT INTO build_components (build_id, name, version, sha256) VALUES (?1, ?2, ?3, ?4)", params![b.build_id, c.name, c.version, c.sha256]).map_err(e)?;
+            tx.execute(
+                "INSERT INTO build_components (build_id, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![b.build_id, c.name, c.version, c.sha256],
+            )
+            .map_err(e)?;
         }
         tx.commit().map_err(e)
     }
 
     /// Moves a build along its state machine; an illegal transition is an error.
     pub fn set_state(&self, build_id: &str, next: BuildState, failure: Option<&str>, at: &str) -> Result<()> {
-        let current: Option<String> =
-            self.conn.query_row("SELECT state FROM builds WHERE build_id = ?1", [build_id], |r| r.get(0)).optional().map_err(|e| self.err(e))?;
-        let current = current.map(|s| BuildState::parse(&s)).ok_or_else(|| CatalogError::Io { path: self.path.clone(), message: format!("no build {build_id}") })?;
+        let current: Option<String> = self
+            .conn
+            .query_row("SELECT state FROM builds WHERE build_id = ?1", [build_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let current = current
+            .map(|s| BuildState::parse(&s))
+            .ok_or_else(|| CatalogError::Io { path: self.path.clone(), message: format!("no build {build_id}") })?;
         if !current.can_become(next) {
-            return Err(CatalogError::Io { path: self.path.clone(), message: format!("build {build_id} cannot go from {} to {}", current.as_str(), next.as_str()) });
+            return Err(CatalogError::Io {
+                path: self.path.clone(),
+                message: format!("build {build_id} cannot go from {} to {}", current.as_str(), next.as_str()),
+            });
         }
         let finished = matches!(next, BuildState::Available | BuildState::Failed).then_some(at);
         self.conn
@@ -297,26 +324,40 @@ impl Catalog {
     /// Sets a build's parent once it is known (it may take a debootstrap to learn it).
     pub fn set_parent(&self, build_id: &str, id: &str, name: &str, created: &str) -> Result<()> {
         self.conn
-            .execute("UPDATE builds SET parent_id = ?2, parent_name = ?3, parent_created = ?4 WHERE build_id = ?1", params![build_id, id, name, created])
+            .execute(
+                "UPDATE builds SET parent_id = ?2, parent_name = ?3, parent_created = ?4 WHERE build_id = ?1",
+                params![build_id, id, name, created],
+            )
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Records what a build produced, all or nothing.
-    pub fn record_outputs(&mut self, build_id: &str, packages: &[Package], artifacts: &[Artifact], tests: &[TestResult]) -> Result<()> {
+    pub fn record_outputs(
+        &mut self,
+        build_id: &str,
+        packages: &[Package],
+        artifacts: &[Artifact],
+        tests: &[TestResult],
+    ) -> Result<()> {
         let path = self.path.clone();
         let e = |source| CatalogError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(e)?;
         {
             let mut p = tx.prepare("INSERT INTO packages (build_id, name, version, arch, source_name, source_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").map_err(e)?;
             for pk in packages {
-                p.execute(params![build_id, pk.name, pk.version, pk.arch, pk.source_name, pk.source_version]).map_err(e)?;
+                p.execute(params![build_id, pk.name, pk.version, pk.arch, pk.source_name, pk.source_version])
+                    .map_err(e)?;
             }
-            let mut a = tx.prepare("INSERT INTO artifacts (build_id, kind, path, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)").map_err(e)?;
+            let mut a = tx
+                .prepare("INSERT INTO artifacts (build_id, kind, path, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(e)?;
             for ar in artifacts {
                 a.execute(params![build_id, ar.kind, ar.path, ar.sha256, ar.size as i64]).map_err(e)?;
             }
-            let mut t = tx.prepare("INSERT INTO test_results (build_id, name, passed, detail) VALUES (?1, ?2, ?3, ?4)").map_err(e)?;
+            let mut t = tx
+                .prepare("INSERT INTO test_results (build_id, name, passed, detail) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(e)?;
             for tr in tests {
                 t.execute(params![build_id, tr.name, tr.passed, tr.detail]).map_err(e)?;
             }
@@ -370,8 +411,13 @@ impl Catalog {
     }
 
     fn components(&self, build_id: &str) -> Result<Vec<ComponentUse>> {
-        let mut stmt = self.conn.prepare("SELECT name, version, sha256 FROM build_components WHERE build_id = ?1 ORDER BY rowid").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([build_id], |r| Ok(ComponentUse { name: r.get(0)?, version: r.get(1)?, sha256: r.get(2)? })).map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, version, sha256 FROM build_components WHERE build_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([build_id], |r| Ok(ComponentUse { name: r.get(0)?, version: r.get(1)?, sha256: r.get(2)? }))
+            .map_err(|e| self.err(e))?;
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
     }
 
@@ -381,33 +427,64 @@ impl Catalog {
             .prepare("SELECT name, version, arch, source_name, source_version FROM packages WHERE build_id = ?1 ORDER BY name, arch")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([build_id], |r| Ok(Package { name: r.get(0)?, version: r.get(1)?, arch: r.get(2)?, source_name: r.get(3)?, source_version: r.get(4)? }))
+            .query_map([build_id], |r| {
+                Ok(Package {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    arch: r.get(2)?,
+                    source_name: r.get(3)?,
+                    source_version: r.get(4)?,
+                })
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
     }
 
     pub fn artifacts(&self, build_id: &str) -> Result<Vec<Artifact>> {
-        let mut stmt = self.conn.prepare("SELECT kind, path, sha256, size FROM artifacts WHERE build_id = ?1 ORDER BY rowid").map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, path, sha256, size FROM artifacts WHERE build_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([build_id], |r| Ok(Artifact { kind: r.get(0)?, path: r.get(1)?, sha256: r.get(2)?, size: r.get::<_, i64>(3)? as u64 }))
+            .query_map([build_id], |r| {
+                Ok(Artifact { kind: r.get(0)?, path: r.get(1)?, sha256: r.get(2)?, size: r.get::<_, i64>(3)? as u64 })
+            })
             .map_err(|e| self.err(e))?;
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
     }
 
     pub fn tests(&self, build_id: &str) -> Result<Vec<TestResult>> {
-        let mut stmt = self.conn.prepare("SELECT name, passed, detail FROM test_results WHERE build_id = ?1 ORDER BY rowid").map_err(|e| self.err(e))?;
-        let rows = stmt.query_map([build_id], |r| Ok(TestResult { name: r.get(0)?, passed: r.get(1)?, detail: r.get(2)? })).map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, passed, detail FROM test_results WHERE build_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([build_id], |r| Ok(TestResult { name: r.get(0)?, passed: r.get(1)?, detail: r.get(2)? }))
+            .map_err(|e| self.err(e))?;
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
     }
 
     // ------------------------------------------------------------------ audit chain
 
     /// Appends an event to the chain. `data` must not hold secrets.
-    pub fn append_event(&mut self, time: &str, actor: &str, kind: &str, subject: &str, reason: &str, data: &serde_json::Value) -> Result<AuditEvent> {
+    pub fn append_event(
+        &mut self,
+        time: &str,
+        actor: &str,
+        kind: &str,
+        subject: &str,
+        reason: &str,
+        data: &serde_json::Value,
+    ) -> Result<AuditEvent> {
         let path = self.path.clone();
         let e = |source| CatalogError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)?;
-        let last: Option<(i64, String)> = tx.query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(e)?;
+        let last: Option<(i64, String)> = tx
+            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(e)?;
         let (seq, prev_hash) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
         let data_text = data.to_string();
         let hash = event_hash(seq, time, actor, kind, subject, reason, &data_text, &prev_hash);
@@ -417,7 +494,17 @@ impl Catalog {
         )
         .map_err(e)?;
         tx.commit().map_err(e)?;
-        Ok(AuditEvent { seq, time: time.into(), actor: actor.into(), kind: kind.into(), subject: subject.into(), reason: reason.into(), data: data.clone(), prev_hash, hash })
+        Ok(AuditEvent {
+            seq,
+            time: time.into(),
+            actor: actor.into(),
+            kind: kind.into(),
+            subject: subject.into(),
+            reason: reason.into(),
+            data: data.clone(),
+            prev_hash,
+            hash,
+        })
     }
 
     /// Events in order; `subject_prefix` filters (e.g. an image name).
@@ -446,7 +533,12 @@ impl Catalog {
 
     /// Re-hashes the whole chain from the stored bytes. `Ok(n)` = n events verified.
     pub fn verify_chain(&self) -> Result<std::result::Result<usize, ChainBreak>> {
-        let mut stmt = self.conn.prepare("SELECT seq, time, actor, kind, subject, reason, data, prev_hash, hash FROM audit_events ORDER BY seq").map_err(|e| self.err(e))?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT seq, time, actor, kind, subject, reason, data, prev_hash, hash FROM audit_events ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
         let mut expected_prev = GENESIS.to_string();
         let mut expected_seq = 1;
@@ -454,16 +546,27 @@ impl Catalog {
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let get = |i: usize| -> std::result::Result<String, rusqlite::Error> { r.get::<_, String>(i) };
             let seq: i64 = r.get(0).map_err(|e| self.err(e))?;
-            let fields: Vec<String> = (1..9).map(get).collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))?;
-            let [time, actor, kind, subject, reason, data, prev, hash] = <[String; 8]>::try_from(fields).expect("eight columns");
+            let fields: Vec<String> =
+                (1..9).map(get).collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))?;
+            let [time, actor, kind, subject, reason, data, prev, hash] =
+                <[String; 8]>::try_from(fields).expect("eight columns");
             if seq != expected_seq {
-                return Ok(Err(ChainBreak { seq, problem: format!("expected event {expected_seq} here (an event was removed or inserted)") }));
+                return Ok(Err(ChainBreak {
+                    seq,
+                    problem: format!("expected event {expected_seq} here (an event was removed or inserted)"),
+                }));
             }
             if prev != expected_prev {
-                return Ok(Err(ChainBreak { seq, problem: "its prev_hash does not match the previous event's hash".into() }));
+                return Ok(Err(ChainBreak {
+                    seq,
+                    problem: "its prev_hash does not match the previous event's hash".into(),
+                }));
             }
             if event_hash(seq, &time, &actor, &kind, &subject, &reason, &data, &prev) != hash {
-                return Ok(Err(ChainBreak { seq, problem: "its content does not match its hash (the row was changed)".into() }));
+                return Ok(Err(ChainBreak {
+                    seq,
+                    problem: "its content does not match its hash (the row was changed)".into(),
+                }));
             }
             expected_prev = hash;
             expected_seq += 1;
@@ -476,7 +579,16 @@ impl Catalog {
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 #[allow(clippy::too_many_arguments)]
-fn event_hash(seq: i64, time: &str, actor: &str, kind: &str, subject: &str, reason: &str, data: &str, prev: &str) -> String {
+fn event_hash(
+    seq: i64,
+    time: &str,
+    actor: &str,
+    kind: &str,
+    subject: &str,
+    reason: &str,
+    data: &str,
+    prev: &str,
+) -> String {
     // Length-prefix every field so no two different events serialise to the same bytes.
     let mut h = Sha256::new();
     for field in [&seq.to_string() as &str, time, actor, kind, subject, reason, data, prev] {
@@ -497,9 +609,16 @@ impl RunLock {
         use rustix::fs::{FlockOperation, flock};
         let path = state.with_extension("lock");
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io { path: path.clone(), message: e.to_string() })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CatalogError::Io { path: path.clone(), message: e.to_string() })?;
         }
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(|e| CatalogError::Io { path: path.clone(), message: e.to_string() })?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| CatalogError::Io { path: path.clone(), message: e.to_string() })?;
         if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
@@ -508,7 +627,8 @@ impl RunLock {
                 return Err(CatalogError::Locked { path, holder });
             }
             waiting(&holder);
-            flock(&file, FlockOperation::LockExclusive).map_err(|e| CatalogError::Io { path: path.clone(), message: e.to_string() })?;
+            flock(&file, FlockOperation::LockExclusive)
+                .map_err(|e| CatalogError::Io { path: path.clone(), message: e.to_string() })?;
         }
         let _ = file.set_len(0);
         let _ = file.rewind();
@@ -563,14 +683,26 @@ mod tests {
     fn the_audit_chain_verifies_and_names_a_changed_row() {
         let (d, mut c) = catalog();
         for i in 0..5 {
-            c.append_event("2026-11-27T10:00:00Z", "amictl", "decision", "host", &format!("reason {i}"), &serde_json::json!({"i": i})).unwrap();
+            c.append_event(
+                "2026-11-27T10:00:00Z",
+                "amictl",
+                "decision",
+                "host",
+                &format!("reason {i}"),
+                &serde_json::json!({"i": i}),
+            )
+            .unwrap();
         }
         assert_eq!(c.verify_chain().unwrap(), Ok(5));
-        assert!(c.conn.execute("UPDATE audit_events SET reason = 'x' WHERE seq = 3", []).is_err(), "updates are refused");
+        assert!(
+            c.conn.execute("UPDATE audit_events SET reason = 'x' WHERE seq = 3", []).is_err(),
+            "updates are refused"
+        );
         drop(c);
         // Tamper below SQL's guard: drop the trigger the way an attacker with the file could.
         let conn = Connection::open(d.path().join("state.db")).unwrap();
-        conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit_events SET data = '{\"i\":99}' WHERE seq = 3;").unwrap();
+        conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit_events SET data = '{\"i\":99}' WHERE seq = 3;")
+            .unwrap();
         drop(conn);
         let c = Catalog::open(&d.path().join("state.db")).unwrap();
         let broken = c.verify_chain().unwrap().unwrap_err();

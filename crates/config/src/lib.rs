@@ -30,8 +30,11 @@ pub struct Config {
     pub file: PathBuf,
     pub dir: PathBuf,
     pub state: PathBuf,
-    /// Builds, images and caches.
+    /// Builds and images.
     pub work_dir: PathBuf,
+    /// Content-addressed parents, shared by every config on the machine
+    /// (`$AMICTL_CACHE`, default `~/.cache/amictl`).
+    pub cache_dir: PathBuf,
     pub policy: Policy,
     pub components: BTreeMap<String, Component>,
     pub images: BTreeMap<String, Image>,
@@ -85,7 +88,9 @@ impl ParamValue {
     pub fn resolve(&self) -> Result<String, String> {
         match self {
             ParamValue::Literal(v) => Ok(v.clone()),
-            ParamValue::Env { var, .. } => std::env::var(var).map_err(|_| format!("environment variable {var} is not set")),
+            ParamValue::Env { var, .. } => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
             ParamValue::File { path, .. } => std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches('\n').to_string())
                 .map_err(|e| format!("cannot read {}: {e}", path.display())),
@@ -149,11 +154,20 @@ impl Config {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                sink.error(Pos::default(), "unreadable-config", format!("cannot read the config: {e}"), "pass --config PATH (default: ./amictl.toml)");
+                sink.error(
+                    Pos::default(),
+                    "unreadable-config",
+                    format!("cannot read the config: {e}"),
+                    "pass --config PATH (default: ./amictl.toml)",
+                );
                 return Err(sink.items);
             }
         };
-        let dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }).unwrap_or(Path::new(".")).to_path_buf();
+        let dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let mut loader = Loader { text: &text, sink: &mut sink, dir: &dir, docs: Vec::new() };
         let config = loader.config(path);
         let docs = std::mem::take(&mut loader.docs);
@@ -218,7 +232,12 @@ impl Loader<'_> {
         match v.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
-                self.err(v.span(), "wrong-type", format!("`{what}` must be a table, found {}", kind(other)), "write it as [section] or { key = value }");
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be a table, found {}", kind(other)),
+                    "write it as [section] or { key = value }",
+                );
                 None
             }
         }
@@ -228,7 +247,12 @@ impl Loader<'_> {
         match v.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
             other => {
-                self.err(v.span(), "wrong-type", format!("`{what}` must be a string, found {}", kind(other)), "quote the value");
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be a string, found {}", kind(other)),
+                    "quote the value",
+                );
                 None
             }
         }
@@ -238,7 +262,12 @@ impl Loader<'_> {
         match v.get_ref() {
             DeValue::Boolean(b) => Some(*b),
             other => {
-                self.err(v.span(), "wrong-type", format!("`{what}` must be true or false, found {}", kind(other)), "write true or false");
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be true or false, found {}", kind(other)),
+                    "write true or false",
+                );
                 None
             }
         }
@@ -248,7 +277,12 @@ impl Loader<'_> {
         match v.get_ref() {
             DeValue::Array(items) => items.iter().filter_map(|i| self.string(i, what).map(|s| (s, i.span()))).collect(),
             other => {
-                self.err(v.span(), "wrong-type", format!("`{what}` must be an array of strings, found {}", kind(other)), "e.g. [\"a\", \"b\"]");
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be an array of strings, found {}", kind(other)),
+                    "e.g. [\"a\", \"b\"]",
+                );
                 Vec::new()
             }
         }
@@ -259,7 +293,12 @@ impl Loader<'_> {
         match parse_duration(&text) {
             Some(d) => Some(d),
             None => {
-                self.err(v.span(), "bad-duration", format!("`{what}` = \"{text}\" is not a duration"), "write a number and a unit: 90d, 14d, 12h, 2w");
+                self.err(
+                    v.span(),
+                    "bad-duration",
+                    format!("`{what}` = \"{text}\" is not a duration"),
+                    "write a number and a unit: 90d, 14d, 12h, 2w",
+                );
                 None
             }
         }
@@ -270,7 +309,12 @@ impl Loader<'_> {
             Ok(t) => t,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                self.err(span, "toml-syntax", format!("invalid TOML: {}", e.message()), "fix the TOML syntax at this position");
+                self.err(
+                    span,
+                    "toml-syntax",
+                    format!("invalid TOML: {}", e.message()),
+                    "fix the TOML syntax at this position",
+                );
                 return None;
             }
         };
@@ -285,9 +329,11 @@ impl Loader<'_> {
             if let Some(p) = Self::get(t, "path").and_then(|p| self.string(p, "state.path")) {
                 state = self.dir.join(p);
             }
-            work_dir = Self::get(t, "work_dir").and_then(|p| self.string(p, "state.work_dir")).map(|p| self.dir.join(p));
+            work_dir =
+                Self::get(t, "work_dir").and_then(|p| self.string(p, "state.work_dir")).map(|p| self.dir.join(p));
         }
-        let work_dir = work_dir.unwrap_or_else(|| state.parent().map(Path::to_path_buf).unwrap_or_else(|| self.dir.join(".amictl")));
+        let work_dir = work_dir
+            .unwrap_or_else(|| state.parent().map(Path::to_path_buf).unwrap_or_else(|| self.dir.join(".amictl")));
         let policy = Self::get(root, "policy").map(|v| self.policy(v)).unwrap_or_default();
         let mut components = BTreeMap::new();
         if let Some(v) = Self::get(root, "components")
@@ -301,7 +347,12 @@ impl Loader<'_> {
         }
         let mut images = BTreeMap::new();
         match Self::get(root, "images") {
-            None => self.err(0..0, "missing-field", "the config defines no [images.<name>]".into(), "add at least one image line"),
+            None => self.err(
+                0..0,
+                "missing-field",
+                "the config defines no [images.<name>]".into(),
+                "add at least one image line",
+            ),
             Some(v) => {
                 if let Some(t) = self.table(v, "images") {
                     for (k, v) in t.iter() {
@@ -312,20 +363,40 @@ impl Loader<'_> {
                 }
             }
         }
-        Some(Config { file: path.to_path_buf(), dir: self.dir.to_path_buf(), state, work_dir, policy, components, images })
+        let cache_dir = std::env::var_os("AMICTL_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("amictl")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/amictl")))
+            .unwrap_or_else(|| work_dir.join("cache"));
+        Some(Config {
+            file: path.to_path_buf(),
+            dir: self.dir.to_path_buf(),
+            state,
+            work_dir,
+            cache_dir,
+            policy,
+            components,
+            images,
+        })
     }
 
     fn policy(&mut self, v: &Spanned<DeValue<'_>>) -> Policy {
         let mut p = Policy::default();
         let Some(t) = self.table(v, "policy") else { return p };
-        self.known(t, &["max_age", "rebuild_on_parent_update", "rebuild_on_severity", "rollout_sla", "keep_versions"], "[policy]");
+        self.known(
+            t,
+            &["max_age", "rebuild_on_parent_update", "rebuild_on_severity", "rollout_sla", "keep_versions"],
+            "[policy]",
+        );
         if let Some(d) = Self::get(t, "max_age").and_then(|v| self.duration(v, "policy.max_age")) {
             p.max_age_seconds = d;
         }
         if let Some(d) = Self::get(t, "rollout_sla").and_then(|v| self.duration(v, "policy.rollout_sla")) {
             p.rollout_sla_seconds = d;
         }
-        if let Some(b) = Self::get(t, "rebuild_on_parent_update").and_then(|v| self.boolean(v, "policy.rebuild_on_parent_update")) {
+        if let Some(b) =
+            Self::get(t, "rebuild_on_parent_update").and_then(|v| self.boolean(v, "policy.rebuild_on_parent_update"))
+        {
             p.rebuild_on_parent_update = b;
         }
         if let Some(v) = Self::get(t, "rebuild_on_severity")
@@ -334,13 +405,25 @@ impl Loader<'_> {
             if ["low", "medium", "important", "critical"].contains(&s.to_ascii_lowercase().as_str()) {
                 p.rebuild_on_severity = s.to_ascii_lowercase();
             } else {
-                self.err(v.span(), "bad-severity", format!("unknown severity `{s}`"), "use low, medium, important or critical");
+                self.err(
+                    v.span(),
+                    "bad-severity",
+                    format!("unknown severity `{s}`"),
+                    "use low, medium, important or critical",
+                );
             }
         }
         if let Some(v) = Self::get(t, "keep_versions") {
             match v.get_ref() {
-                DeValue::Integer(i) if i.as_str().parse::<usize>().is_ok_and(|n| n >= 1) => p.keep_versions = i.as_str().parse().unwrap_or(3),
-                _ => self.err(v.span(), "wrong-type", "`policy.keep_versions` must be a whole number ≥ 1".into(), "e.g. keep_versions = 3"),
+                DeValue::Integer(i) if i.as_str().parse::<usize>().is_ok_and(|n| n >= 1) => {
+                    p.keep_versions = i.as_str().parse().unwrap_or(3)
+                }
+                _ => self.err(
+                    v.span(),
+                    "wrong-type",
+                    "`policy.keep_versions` must be a whole number ≥ 1".into(),
+                    "e.g. keep_versions = 3",
+                ),
             }
         }
         p
@@ -352,14 +435,24 @@ impl Loader<'_> {
         let version = match Self::get(t, "version") {
             Some(v) => self.string(v, "version")?,
             None => {
-                self.err(v.span(), "missing-field", format!("component `{name}` needs `version`"), "e.g. version = \"1.0.0\"");
+                self.err(
+                    v.span(),
+                    "missing-field",
+                    format!("component `{name}` needs `version`"),
+                    "e.g. version = \"1.0.0\"",
+                );
                 return None;
             }
         };
         let (file_value, file_span) = match Self::get(t, "file") {
             Some(f) => (self.string(f, "file")?, f.span()),
             None => {
-                self.err(v.span(), "missing-field", format!("component `{name}` needs `file`"), "the path of its AWSTOE document, relative to the config");
+                self.err(
+                    v.span(),
+                    "missing-field",
+                    format!("component `{name}` needs `file`"),
+                    "the path of its AWSTOE document, relative to the config",
+                );
                 return None;
             }
         };
@@ -378,12 +471,22 @@ impl Loader<'_> {
         for (p, _) in &parameters {
             if !document.parameters.iter().any(|d| &d.name == p) {
                 let span = Self::get(t, "parameters").map(|s| s.span()).unwrap_or(0..0);
-                self.err(span, "unknown-parameter", format!("component `{name}`: its document declares no parameter `{p}`"), "check the document's `parameters:`");
+                self.err(
+                    span,
+                    "unknown-parameter",
+                    format!("component `{name}`: its document declares no parameter `{p}`"),
+                    "check the document's `parameters:`",
+                );
             }
         }
         for d in &document.parameters {
             if d.default.is_none() && !parameters.iter().any(|(p, _)| p == &d.name) {
-                self.err(v.span(), "missing-parameter", format!("component `{name}`: parameter `{}` has no default and no value here", d.name), "set it under parameters = { … }");
+                self.err(
+                    v.span(),
+                    "missing-parameter",
+                    format!("component `{name}`: parameter `{}` has no default and no value here", d.name),
+                    "set it under parameters = { … }",
+                );
             }
         }
         let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
@@ -398,15 +501,27 @@ impl Loader<'_> {
                 let secret = Self::get(t, "secret").and_then(|s| self.boolean(s, "secret")).unwrap_or(false);
                 match (Self::get(t, "env"), Self::get(t, "file")) {
                     (Some(e), None) => self.string(e, "env").map(|var| ParamValue::Env { var, secret }),
-                    (None, Some(f)) => self.string(f, "file").map(|p| ParamValue::File { path: self.dir.join(p), secret }),
+                    (None, Some(f)) => {
+                        self.string(f, "file").map(|p| ParamValue::File { path: self.dir.join(p), secret })
+                    }
                     _ => {
-                        self.err(v.span(), "bad-parameter", format!("parameter `{name}` needs exactly one of `env` and `file`"), "e.g. { env = \"SCAN_AGENT_KEY\", secret = true }");
+                        self.err(
+                            v.span(),
+                            "bad-parameter",
+                            format!("parameter `{name}` needs exactly one of `env` and `file`"),
+                            "e.g. { env = \"SCAN_AGENT_KEY\", secret = true }",
+                        );
                         None
                     }
                 }
             }
             other => {
-                self.err(v.span(), "wrong-type", format!("parameter `{name}` must be a string or {{ env | file }}, found {}", kind(other)), "e.g. Name = \"value\"");
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("parameter `{name}` must be a string or {{ env | file }}, found {}", kind(other)),
+                    "e.g. Name = \"value\"",
+                );
                 None
             }
         }
@@ -414,7 +529,12 @@ impl Loader<'_> {
 
     fn document(&mut self, file: &Path, span: Range<usize>, what: &str) -> Option<Document> {
         if !file.is_file() {
-            self.err(span, "missing-file", format!("{what}: {} does not exist", file.display()), "paths are relative to the config file's folder");
+            self.err(
+                span,
+                "missing-file",
+                format!("{what}: {} does not exist", file.display()),
+                "paths are relative to the config file's folder",
+            );
             return None;
         }
         match Document::load(file) {
@@ -429,29 +549,56 @@ impl Loader<'_> {
         }
     }
 
-    fn image(&mut self, name: &str, name_span: Range<usize>, v: &Spanned<DeValue<'_>>, components: &BTreeMap<String, Component>) -> Option<Image> {
+    fn image(
+        &mut self,
+        name: &str,
+        name_span: Range<usize>,
+        v: &Spanned<DeValue<'_>>,
+        components: &BTreeMap<String, Component>,
+    ) -> Option<Image> {
         let t = self.table(v, &format!("images.{name}"))?;
-        self.known(t, &["description", "parent", "components", "tests", "builder", "distribute", "advisories"], &format!("[images.{name}]"));
+        self.known(
+            t,
+            &["description", "parent", "components", "tests", "builder", "distribute", "advisories"],
+            &format!("[images.{name}]"),
+        );
         let description = Self::get(t, "description").and_then(|d| self.string(d, "description")).unwrap_or_default();
         let parent = match Self::get(t, "parent") {
             None => {
-                self.err(name_span.clone(), "missing-field", format!("image `{name}` needs `parent`"), "e.g. parent = \"debootstrap:stable\" or \"tarball:al2-rootfs.tar\"");
+                self.err(
+                    name_span.clone(),
+                    "missing-field",
+                    format!("image `{name}` needs `parent`"),
+                    "e.g. parent = \"debootstrap:stable\" or \"tarball:al2-rootfs.tar\"",
+                );
                 None
             }
             Some(p) => {
                 let text = self.string(p, "parent");
                 match text.as_deref().and_then(|t| t.split_once(':')) {
-                    Some(("debootstrap", suite)) if !suite.is_empty() => Some(ParentSpec::Debootstrap { suite: suite.to_string() }),
+                    Some(("debootstrap", suite)) if !suite.is_empty() => {
+                        Some(ParentSpec::Debootstrap { suite: suite.to_string() })
+                    }
                     Some(("tarball", path)) if !path.is_empty() => {
                         let path = self.dir.join(path);
                         if !path.is_file() {
-                            self.err(p.span(), "missing-file", format!("parent tarball {} does not exist", path.display()), "paths are relative to the config file's folder");
+                            self.err(
+                                p.span(),
+                                "missing-file",
+                                format!("parent tarball {} does not exist", path.display()),
+                                "paths are relative to the config file's folder",
+                            );
                         }
                         Some(ParentSpec::Tarball { path })
                     }
                     _ => {
                         if text.is_some() {
-                            self.err(p.span(), "bad-parent", format!("image `{name}`: unsupported parent"), "use debootstrap:<suite> or tarball:<path> (AWS parents come with the AWS provider)");
+                            self.err(
+                                p.span(),
+                                "bad-parent",
+                                format!("image `{name}`: unsupported parent"),
+                                "use debootstrap:<suite> or tarball:<path> (AWS parents come with the AWS provider)",
+                            );
                         }
                         None
                     }
@@ -462,10 +609,21 @@ impl Loader<'_> {
         if let Some(c) = Self::get(t, "components") {
             for (c, span) in self.strings(c, "components") {
                 if !components.contains_key(&c) {
-                    let hint = format!("defined components: {}", components.keys().cloned().collect::<Vec<_>>().join(", "));
-                    self.err(span, "unknown-component", format!("image `{name}` uses undefined component `{c}`"), &hint);
+                    let hint =
+                        format!("defined components: {}", components.keys().cloned().collect::<Vec<_>>().join(", "));
+                    self.err(
+                        span,
+                        "unknown-component",
+                        format!("image `{name}` uses undefined component `{c}`"),
+                        &hint,
+                    );
                 } else if names.contains(&c) {
-                    self.err(span, "duplicate-name", format!("component `{c}` is listed twice"), "list each component once");
+                    self.err(
+                        span,
+                        "duplicate-name",
+                        format!("component `{c}` is listed twice"),
+                        "list each component once",
+                    );
                 } else {
                     names.push(c);
                 }
@@ -488,13 +646,23 @@ impl Loader<'_> {
                 self.known(bt, &["kind", "disk_size"], "builder");
                 let kind = Self::get(bt, "kind").and_then(|k| self.string(k, "builder.kind"));
                 if kind.as_deref() != Some("local") {
-                    self.err(b.span(), "bad-builder", format!("image `{name}`: builder kind {:?} is not available", kind.unwrap_or_default()), "kind = \"local\" (the ec2 builder comes with the AWS provider)");
+                    self.err(
+                        b.span(),
+                        "bad-builder",
+                        format!("image `{name}`: builder kind {:?} is not available", kind.unwrap_or_default()),
+                        "kind = \"local\" (the ec2 builder comes with the AWS provider)",
+                    );
                 }
                 let disk = Self::get(bt, "disk_size").and_then(|d| {
                     let s = self.string(d, "disk_size")?;
                     let mb = parse_size_mb(&s);
                     if mb.is_none() {
-                        self.err(d.span(), "bad-size", format!("disk_size \"{s}\" is not a size"), "e.g. \"2G\" or \"1536M\"");
+                        self.err(
+                            d.span(),
+                            "bad-size",
+                            format!("disk_size \"{s}\" is not a size"),
+                            "e.g. \"2G\" or \"1536M\"",
+                        );
                     }
                     mb
                 });
@@ -515,7 +683,15 @@ impl Loader<'_> {
             h.update(format!("test sha256={}\n", t.sha256));
         }
         h.update(format!("builder={builder:?}\n"));
-        Some(Image { name: name.to_string(), description, parent, components: names, tests, builder, recipe_hash: hex(&h.finalize())[..16].to_string() })
+        Some(Image {
+            name: name.to_string(),
+            description,
+            parent,
+            components: names,
+            tests,
+            builder,
+            recipe_hash: hex(&h.finalize())[..16].to_string(),
+        })
     }
 }
 
@@ -578,7 +754,11 @@ mod tests {
     fn a_valid_config_loads_with_a_stable_recipe_hash() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "c.yml", DOC);
-        let cfg = write(d.path(), "amictl.toml", "[policy]\nmax_age = \"30d\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\nparameters = { Key = { env = \"KEY\", secret = true } }\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n");
+        let cfg = write(
+            d.path(),
+            "amictl.toml",
+            "[policy]\nmax_age = \"30d\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\nparameters = { Key = { env = \"KEY\", secret = true } }\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n",
+        );
         let (c, _) = Config::load(&cfg).unwrap();
         assert_eq!(c.policy.max_age_seconds, 30 * DAY);
         assert_eq!(c.policy.keep_versions, 3);
@@ -587,7 +767,11 @@ mod tests {
         unsafe { std::env::set_var("KEY", "whatever") };
         assert_eq!(Config::load(&cfg).unwrap().0.images["host"].recipe_hash, hash);
         std::fs::write(d.path().join("c.yml"), DOC.replace("['true']", "['false']")).unwrap();
-        assert_ne!(Config::load(&cfg).unwrap().0.images["host"].recipe_hash, hash, "a document change changes the recipe");
+        assert_ne!(
+            Config::load(&cfg).unwrap().0.images["host"].recipe_hash,
+            hash,
+            "a document change changes the recipe"
+        );
     }
 
     #[test]
@@ -615,7 +799,11 @@ mod tests {
     fn document_errors_are_reported_in_the_document() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "c.yml", "schemaVersion: 3\nphases: []\n");
-        let cfg = write(d.path(), "amictl.toml", "[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n");
+        let cfg = write(
+            d.path(),
+            "amictl.toml",
+            "[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n",
+        );
         let errs = Config::load(&cfg).unwrap_err();
         assert!(errs.iter().any(|e| e.file.ends_with("c.yml") && e.code == "bad-schema-version"), "{errs:#?}");
     }

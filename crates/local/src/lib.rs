@@ -65,7 +65,6 @@ pub struct TestOutcome {
 
 #[derive(Debug)]
 pub struct BuildOutput {
-    pub rootfs: PathBuf,
     pub packages: Vec<catalog_types::Package>,
     pub artifacts: Vec<Artifact>,
     pub tests: Vec<TestOutcome>,
@@ -142,7 +141,14 @@ impl Factory {
         result
     }
 
-    fn build_stages(&self, req: &BuildRequest<'_>, dir: &Path, logs: &Path, rootfs: &Path, on_stage: &mut impl FnMut(Stage)) -> Result<BuildOutput, FactoryError> {
+    fn build_stages(
+        &self,
+        req: &BuildRequest<'_>,
+        dir: &Path,
+        logs: &Path,
+        rootfs: &Path,
+        on_stage: &mut impl FnMut(Stage),
+    ) -> Result<BuildOutput, FactoryError> {
         on_stage(Stage::Build);
         let build_overlay = Overlay {
             lowers: vec![req.parent.rootfs.clone()],
@@ -161,18 +167,27 @@ impl Factory {
         fs::create_dir_all(rootfs).map_err(stage_err("materialise"))?;
         let target = rootfs.to_path_buf();
         let code = sandbox::with_overlay(&build_overlay, |merged| {
-            let status = std::process::Command::new("cp").arg("-a").arg(format!("{}/.", merged.display())).arg(&target).status();
+            let status =
+                std::process::Command::new("cp").arg("-a").arg(format!("{}/.", merged.display())).arg(&target).status();
             i32::from(!status.is_ok_and(|s| s.success()))
         })
         .map_err(|source| FactoryError::Sandbox { stage: "materialise", source })?;
         if code != 0 {
-            return Err(FactoryError::Stage { stage: "materialise", message: "copying the built root filesystem failed".into() });
+            return Err(FactoryError::Stage {
+                stage: "materialise",
+                message: "copying the built root filesystem failed".into(),
+            });
         }
         remove_dir(&build_overlay.upper);
         remove_dir(&build_overlay.work);
 
         on_stage(Stage::Test);
-        let test_overlay = Overlay { lowers: vec![rootfs.to_path_buf()], upper: dir.join("test-upper"), work: dir.join("test-work"), merged: dir.join("test-merged") };
+        let test_overlay = Overlay {
+            lowers: vec![rootfs.to_path_buf()],
+            upper: dir.join("test-upper"),
+            work: dir.join("test-work"),
+            merged: dir.join("test-merged"),
+        };
         let mut runs: Vec<ComponentRun> = Vec::new();
         for c in &req.components {
             if c.document.phases.iter().any(|p| p.name == "test") {
@@ -184,30 +199,45 @@ impl Factory {
         }
         let out = dir.join("out");
         fs::create_dir_all(&out).map_err(stage_err("test"))?;
-        let test_result = self.run_documents(&test_overlay, &runs, &logs.join("test"), &dir.join("state-test"), Some(&out), "test");
+        let test_result =
+            self.run_documents(&test_overlay, &runs, &logs.join("test"), &dir.join("state-test"), Some(&out), "test");
         let tests: Vec<TestOutcome> = runs.iter().map(|r| r.outcome(&logs.join("test"))).collect();
         if let Err(e) = test_result {
             if tests.iter().all(|t| t.passed) {
                 return Err(e);
             }
-            let failed: Vec<String> = tests.iter().filter(|t| !t.passed).map(|t| format!("{}: {}", t.name, t.detail)).collect();
+            let failed: Vec<String> =
+                tests.iter().filter(|t| !t.passed).map(|t| format!("{}: {}", t.name, t.detail)).collect();
             return Err(FactoryError::Stage { stage: "test", message: format!("tests failed: {}", failed.join("; ")) });
         }
         let manifest_text = fs::read_to_string(out.join("manifest.tsv")).unwrap_or_default();
         let packages = parse_manifest(&manifest_text);
         if packages.is_empty() {
-            return Err(FactoryError::Stage { stage: "test", message: "the image has no readable package database (dpkg or rpm)".into() });
+            return Err(FactoryError::Stage {
+                stage: "test",
+                message: "the image has no readable package database (dpkg or rpm)".into(),
+            });
         }
 
         on_stage(Stage::Artifacts);
         let image_dir = rootfs.parent().unwrap_or(rootfs).to_path_buf();
         fs::write(image_dir.join("manifest.tsv"), &manifest_text).map_err(stage_err("artifacts"))?;
         let artifacts = artifacts::produce(rootfs, &image_dir, req.disk_size_mb)?;
-        Ok(BuildOutput { rootfs: rootfs.to_path_buf(), packages, artifacts, tests })
+        // rootfs.tar.zst and the disk images carry the tree now; keep only those.
+        remove_dir(rootfs);
+        Ok(BuildOutput { packages, artifacts, tests })
     }
 
     /// Runs documents in a sandbox over `overlay`, restarting it on reboot requests.
-    fn run_documents(&self, overlay: &Overlay, runs: &[ComponentRun], logs: &Path, state: &Path, out: Option<&Path>, stage: &'static str) -> Result<(), FactoryError> {
+    fn run_documents(
+        &self,
+        overlay: &Overlay,
+        runs: &[ComponentRun],
+        logs: &Path,
+        state: &Path,
+        out: Option<&Path>,
+        stage: &'static str,
+    ) -> Result<(), FactoryError> {
         fs::create_dir_all(logs).map_err(stage_err(stage))?;
         let mut sb = Sandbox::over(overlay.clone()).map_err(|source| FactoryError::Sandbox { stage, source })?;
         sb = sb.bind(logs, IN_LOGS, true).map_err(|source| FactoryError::Sandbox { stage, source })?;
@@ -270,8 +300,13 @@ impl Factory {
                 194 => continue,
                 _ => {
                     let failed = runs.iter().map(|r| r.outcome(logs)).find(|o| !o.passed);
-                    let message = failed.map(|o| format!("{}: {}", o.name, o.detail)).unwrap_or_else(|| format!("exit status {code}"));
-                    return Err(FactoryError::Stage { stage, message: format!("{message} (logs: {})", logs.display()) });
+                    let message = failed
+                        .map(|o| format!("{}: {}", o.name, o.detail))
+                        .unwrap_or_else(|| format!("exit status {code}"));
+                    return Err(FactoryError::Stage {
+                        stage,
+                        message: format!("{message} (logs: {})", logs.display()),
+                    });
                 }
             }
         }
@@ -334,13 +369,24 @@ impl ComponentRun {
             Some(p) if p == &["test".to_string()] => format!("{} (test phase)", self.label),
             _ => self.label.clone(),
         };
-        let folder = fs::read_dir(logs)
-            .ok()
-            .and_then(|entries| entries.flatten().map(|e| e.path()).find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(&self.label))));
-        let detail: Option<serde_json::Value> = folder.and_then(|f| fs::read_to_string(f.join("detailedoutput.json")).ok()).and_then(|t| serde_json::from_str(&t).ok());
+        let folder = fs::read_dir(logs).ok().and_then(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(&self.label)))
+        });
+        let detail: Option<serde_json::Value> = folder
+            .and_then(|f| fs::read_to_string(f.join("detailedoutput.json")).ok())
+            .and_then(|t| serde_json::from_str(&t).ok());
         match detail {
-            Some(d) if d["status"] == "success" || d["status"] == "successWithIgnoredFailure" => TestOutcome { name, passed: true, detail: String::new() },
-            Some(d) => TestOutcome { name, passed: false, detail: d["failureMessage"].as_str().unwrap_or("failed").to_string() },
+            Some(d) if d["status"] == "success" || d["status"] == "successWithIgnoredFailure" => {
+                TestOutcome { name, passed: true, detail: String::new() }
+            }
+            Some(d) => TestOutcome {
+                name,
+                passed: false,
+                detail: d["failureMessage"].as_str().unwrap_or("failed").to_string(),
+            },
             None => TestOutcome { name, passed: false, detail: "did not run to completion".into() },
         }
     }
@@ -348,9 +394,12 @@ impl ComponentRun {
 
 /// Inside the image: the package manifest from whichever package database it has.
 fn write_manifest(dest: &Path) -> i32 {
-    let dpkg = "dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\t${source:Package}\\t${source:Version}\\n'";
+    let dpkg =
+        "dpkg-query -W -f='${Package}\\t${Version}\\t${Architecture}\\t${source:Package}\\t${source:Version}\\n'";
     let rpm = "rpm -qa --queryformat '%{NAME}\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}\\t\\n'";
-    let script = format!("if command -v dpkg-query >/dev/null; then {dpkg}; elif command -v rpm >/dev/null; then {rpm}; else exit 3; fi");
+    let script = format!(
+        "if command -v dpkg-query >/dev/null; then {dpkg}; elif command -v rpm >/dev/null; then {rpm}; else exit 3; fi"
+    );
     match std::process::Command::new("sh").arg("-c").arg(script).output() {
         Ok(o) if o.status.success() => i32::from(fs::write(dest, o.stdout).is_err()),
         _ => 1,
@@ -366,9 +415,20 @@ pub fn parse_manifest(text: &str) -> Vec<catalog_types::Package> {
             if f.len() < 3 || f[0].is_empty() {
                 return None;
             }
-            let source_name = f.get(3).filter(|s| !s.is_empty()).map(|s| s.trim_end_matches(".src.rpm").to_string()).unwrap_or_else(|| f[0].to_string());
-            let source_version = f.get(4).filter(|s| !s.is_empty()).map(|s| s.to_string()).unwrap_or_else(|| f[1].to_string());
-            Some(catalog_types::Package { name: f[0].into(), version: f[1].trim_start_matches("0:").into(), arch: f[2].into(), source_name, source_version })
+            let source_name = f
+                .get(3)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim_end_matches(".src.rpm").to_string())
+                .unwrap_or_else(|| f[0].to_string());
+            let source_version =
+                f.get(4).filter(|s| !s.is_empty()).map(|s| s.to_string()).unwrap_or_else(|| f[1].to_string());
+            Some(catalog_types::Package {
+                name: f[0].into(),
+                version: f[1].trim_start_matches("0:").into(),
+                arch: f[2].into(),
+                source_name,
+                source_version,
+            })
         })
         .collect();
     out.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));

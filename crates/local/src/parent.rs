@@ -22,7 +22,9 @@ pub struct Parent {
 fn ref_file(work_dir: &Path, spec: &ParentSpec) -> PathBuf {
     let key = match spec {
         ParentSpec::Debootstrap { suite } => format!("debootstrap-{suite}"),
-        ParentSpec::Tarball { path } => format!("tarball-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("rootfs")),
+        ParentSpec::Tarball { path } => {
+            format!("tarball-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("rootfs"))
+        }
     };
     work_dir.join("parents").join(format!("{key}.json"))
 }
@@ -52,7 +54,8 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
         return Ok(p);
     }
     let parents = work_dir.join("parents");
-    fs::create_dir_all(&parents).map_err(|e| FactoryError::Parent(format!("cannot create {}: {e}", parents.display())))?;
+    fs::create_dir_all(&parents)
+        .map_err(|e| FactoryError::Parent(format!("cannot create {}: {e}", parents.display())))?;
     let tmp = parents.join(format!(".incoming-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
     let result = (|| {
@@ -70,12 +73,26 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
                     .stdout(out.try_clone().map_err(|e| FactoryError::Parent(e.to_string()))?)
                     .stderr(out)
                     .status()
-                    .map_err(|e| FactoryError::Parent(format!("cannot run debootstrap ({e}); install it with apt-get install debootstrap")))?;
+                    .map_err(|e| {
+                        FactoryError::Parent(format!(
+                            "cannot run debootstrap ({e}); install it with apt-get install debootstrap"
+                        ))
+                    })?;
                 if !status.success() {
-                    let tail: Vec<String> = fs::read_to_string(&log).unwrap_or_default().lines().rev().take(5).map(str::to_string).collect();
-                    return Err(FactoryError::Parent(format!("debootstrap {suite} failed: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))));
+                    let tail: Vec<String> = fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .lines()
+                        .rev()
+                        .take(5)
+                        .map(str::to_string)
+                        .collect();
+                    return Err(FactoryError::Parent(format!(
+                        "debootstrap {suite} failed: {}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                    )));
                 }
-                let status = fs::read(rootfs.join("var/lib/dpkg/status")).map_err(|e| FactoryError::Parent(format!("debootstrap left no dpkg status: {e}")))?;
+                let status = fs::read(rootfs.join("var/lib/dpkg/status"))
+                    .map_err(|e| FactoryError::Parent(format!("debootstrap left no dpkg status: {e}")))?;
                 config::hex(&Sha256::digest(&status))[..16].to_string()
             }
             ParentSpec::Tarball { path } => {
@@ -98,10 +115,16 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
             let _ = fs::remove_dir_all(&dest);
             fs::rename(&tmp, &dest).map_err(|e| FactoryError::Parent(e.to_string()))?;
         }
-        let parent = Parent { id: id.clone(), name: spec.to_string(), created: jiff::Timestamp::now().to_string(), rootfs: dest.join("rootfs") };
+        let parent = Parent {
+            id: id.clone(),
+            name: spec.to_string(),
+            created: jiff::Timestamp::now().to_string(),
+            rootfs: dest.join("rootfs"),
+        };
         let existing = observe_parent(work_dir, spec).filter(|p| p.id == id);
         let parent = existing.unwrap_or(parent);
-        fs::write(ref_file(work_dir, spec), serde_json::to_string_pretty(&parent).unwrap_or_default()).map_err(|e| FactoryError::Parent(e.to_string()))?;
+        fs::write(ref_file(work_dir, spec), serde_json::to_string_pretty(&parent).unwrap_or_default())
+            .map_err(|e| FactoryError::Parent(e.to_string()))?;
         Ok(parent)
     })();
     let _ = fs::remove_dir_all(&tmp);

@@ -95,7 +95,9 @@ impl std::fmt::Display for Reason {
             Reason::Interrupted { build_id, stage } => write!(f, "build {build_id} was interrupted while {stage}"),
             Reason::NeverBuilt => write!(f, "never built"),
             Reason::MaxAge { age_days, max_days } => write!(f, "age {age_days}d ≥ max {max_days}d"),
-            Reason::ParentMoved { from, to, parent } => write!(f, "parent {parent} moved: {} → {}", short(from), short(to)),
+            Reason::ParentMoved { from, to, parent } => {
+                write!(f, "parent {parent} moved: {} → {}", short(from), short(to))
+            }
             Reason::ComponentChanged { component, from, to } => match (from, to) {
                 (Some(a), Some(b)) => write!(f, "component {component} {a} → {b}"),
                 (None, Some(b)) => write!(f, "component {component} {b} added"),
@@ -156,7 +158,8 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
     let mut images: Vec<&DesiredImage> = desired.iter().collect();
     images.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let mut unfinished: Vec<&ObservedVersion> = observed.versions.iter().filter(|v| v.state == VersionState::Unfinished).collect();
+    let mut unfinished: Vec<&ObservedVersion> =
+        observed.versions.iter().filter(|v| v.state == VersionState::Unfinished).collect();
     unfinished.sort_by(|a, b| (&a.image, &a.version).cmp(&(&b.image, &b.version)));
     for v in unfinished {
         plan.actions.push(Action {
@@ -187,7 +190,11 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
             && !parent.id.is_empty()
             && parent.id != newest.parent_id
         {
-            reasons.push(Reason::ParentMoved { from: newest.parent_id.clone(), to: parent.id.clone(), parent: parent.name.clone() });
+            reasons.push(Reason::ParentMoved {
+                from: newest.parent_id.clone(),
+                to: parent.id.clone(),
+                parent: parent.name.clone(),
+            });
         }
         let names: BTreeSet<&String> = image.components.keys().chain(newest.components.keys()).collect();
         let mut component_changed = false;
@@ -195,7 +202,11 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
             let (from, to) = (newest.components.get(name), image.components.get(name));
             if from != to {
                 component_changed = true;
-                reasons.push(Reason::ComponentChanged { component: name.clone(), from: from.cloned(), to: to.cloned() });
+                reasons.push(Reason::ComponentChanged {
+                    component: name.clone(),
+                    from: from.cloned(),
+                    to: to.cloned(),
+                });
             }
         }
         if !component_changed && newest.recipe_hash != image.recipe_hash {
@@ -244,7 +255,11 @@ mod tests {
     }
 
     fn desired() -> DesiredImage {
-        DesiredImage { name: "host".into(), recipe_hash: "r1".into(), components: [("agent".to_string(), "1.0".to_string())].into() }
+        DesiredImage {
+            name: "host".into(),
+            recipe_hash: "r1".into(),
+            components: [("agent".to_string(), "1.0".to_string())].into(),
+        }
     }
 
     fn version(n: u32, day: i64) -> ObservedVersion {
@@ -264,7 +279,8 @@ mod tests {
     fn observed(versions: Vec<ObservedVersion>) -> Observed {
         Observed {
             versions,
-            parents: [("host".to_string(), ParentObservation { id: "p1".into(), name: "debootstrap:stable".into() })].into(),
+            parents: [("host".to_string(), ParentObservation { id: "p1".into(), name: "debootstrap:stable".into() })]
+                .into(),
             ..Observed::default()
         }
     }
@@ -291,7 +307,11 @@ mod tests {
         let p = plan(&[desired()], &policy(), &observed(vec![version(1, 0)]), t(91));
         assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::MaxAge { age_days: 91, max_days: 90 }]);
         let p = plan(&[desired()], &policy(), &observed(vec![version(1, 0)]), t(90));
-        assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::MaxAge { age_days: 90, max_days: 90 }], "exactly 90 days is due");
+        assert_eq!(
+            reasons(&p, ActionKind::Build),
+            vec![Reason::MaxAge { age_days: 90, max_days: 90 }],
+            "exactly 90 days is due"
+        );
     }
 
     #[test]
@@ -299,7 +319,10 @@ mod tests {
         let mut o = observed(vec![version(1, 0)]);
         o.parents.insert("host".into(), ParentObservation { id: "p2".into(), name: "debootstrap:stable".into() });
         let p = plan(&[desired()], &policy(), &o, t(1));
-        assert_eq!(reasons(&p, ActionKind::Build), vec![Reason::ParentMoved { from: "p1".into(), to: "p2".into(), parent: "debootstrap:stable".into() }]);
+        assert_eq!(
+            reasons(&p, ActionKind::Build),
+            vec![Reason::ParentMoved { from: "p1".into(), to: "p2".into(), parent: "debootstrap:stable".into() }]
+        );
         let lax = PolicyView { rebuild_on_parent_update: false, ..policy() };
         assert!(plan(&[desired()], &lax, &o, t(1)).is_empty());
     }
@@ -314,7 +337,11 @@ mod tests {
         assert_eq!(
             reasons(&p, ActionKind::Build),
             vec![
-                Reason::ComponentChanged { component: "agent".into(), from: Some("1.0".into()), to: Some("1.1".into()) },
+                Reason::ComponentChanged {
+                    component: "agent".into(),
+                    from: Some("1.0".into()),
+                    to: Some("1.1".into())
+                },
                 Reason::ComponentChanged { component: "scanner".into(), from: None, to: Some("2.0".into()) },
             ]
         );
@@ -350,11 +377,13 @@ mod tests {
         let versions: Vec<_> = (1..=5).map(|n| version(n, n as i64)).collect();
         let mut o = observed(versions);
         let p = plan(&[desired()], &policy(), &o, t(6));
-        let retired: Vec<_> = p.actions.iter().filter(|a| a.kind == ActionKind::Retire).map(|a| a.version.clone().unwrap()).collect();
+        let retired: Vec<_> =
+            p.actions.iter().filter(|a| a.kind == ActionKind::Retire).map(|a| a.version.clone().unwrap()).collect();
         assert_eq!(retired, vec!["v2", "v1"]);
         o.in_use.insert(("host".into(), "v1".into()));
         let p = plan(&[desired()], &policy(), &o, t(6));
-        let retired: Vec<_> = p.actions.iter().filter(|a| a.kind == ActionKind::Retire).map(|a| a.version.clone().unwrap()).collect();
+        let retired: Vec<_> =
+            p.actions.iter().filter(|a| a.kind == ActionKind::Retire).map(|a| a.version.clone().unwrap()).collect();
         assert_eq!(retired, vec!["v2"], "a version a consumer runs is never retired");
     }
 

@@ -62,7 +62,8 @@ impl Overlay {
             fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         }
         let lowers: Vec<String> = self.lowers.iter().map(|l| l.display().to_string()).collect();
-        let options = format!("lowerdir={},upperdir={},workdir={}", lowers.join(":"), self.upper.display(), self.work.display());
+        let options =
+            format!("lowerdir={},upperdir={},workdir={}", lowers.join(":"), self.upper.display(), self.work.display());
         mount(Some("overlay"), &self.merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
             .map_err(|e| format!("mount overlay on {}: {e}", self.merged.display()))
     }
@@ -102,10 +103,13 @@ impl Sandbox {
     /// A sandbox whose root is an overlay: changes land in `overlay.upper`, the lower layers
     /// stay untouched. The lowest layer must be a root filesystem.
     pub fn over(overlay: Overlay) -> Result<Sandbox, SandboxError> {
-        let base = overlay.lowers.last().ok_or(SandboxError::NotARootfs(PathBuf::new(), "an overlay needs a lower layer"))?;
+        let base =
+            overlay.lowers.last().ok_or(SandboxError::NotARootfs(PathBuf::new(), "an overlay needs a lower layer"))?;
         Sandbox::new(base)?;
-        fs::create_dir_all(&overlay.merged).map_err(|e| SandboxError::BadBind { host: overlay.merged.clone(), reason: e.to_string() })?;
-        let root = fs::canonicalize(&overlay.merged).map_err(|e| SandboxError::BadBind { host: overlay.merged.clone(), reason: e.to_string() })?;
+        fs::create_dir_all(&overlay.merged)
+            .map_err(|e| SandboxError::BadBind { host: overlay.merged.clone(), reason: e.to_string() })?;
+        let root = fs::canonicalize(&overlay.merged)
+            .map_err(|e| SandboxError::BadBind { host: overlay.merged.clone(), reason: e.to_string() })?;
         Ok(Sandbox { root, overlay: Some(overlay), binds: Vec::new(), hostname: "amictl-sandbox".into() })
     }
 

@@ -1,0 +1,486 @@
+//! observe → decide → act → record, for `plan`, `apply` and `build`.
+//!
+//! The planner (`policy`) is pure; this module gathers what it needs (config, catalog,
+//! parents), hands the plan to the local factory, and records every decision and every
+//! action twice in the audit chain — intent before, outcome after — with the planner's
+//! reason.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use catalog::{BuildState, Catalog, ComponentUse, NewBuild, RunLock};
+use config::Config;
+use indicatif::{ProgressBar, ProgressStyle};
+use jiff::Timestamp;
+use local::{Factory, Stage};
+use policy::{
+    Action, ActionKind, DesiredImage, Observed, ObservedVersion, ParentObservation, Plan, PolicyView, VersionState,
+};
+use serde_json::json;
+
+use crate::cli::{ApplyArgs, BuildArgs, Common, PlanArgs};
+use crate::{UsageError, clock, exit};
+
+/// Loads and validates the config; every problem is printed and nothing changes.
+pub fn load_config(common: &Common) -> Result<Config> {
+    match Config::load(&common.config) {
+        Ok((cfg, warnings)) => {
+            crate::toe_cmd::print_diagnostics(&warnings);
+            Ok(cfg)
+        }
+        Err(diags) => {
+            crate::toe_cmd::print_diagnostics(&diags);
+            let errors = diags.iter().filter(|d| d.severity == toe::Severity::Error).count();
+            Err(UsageError(format!("{} has {errors} error(s); nothing was changed", common.config.display())).into())
+        }
+    }
+}
+
+pub fn validate(common: &Common) -> Result<u8> {
+    let cfg = load_config(common)?;
+    let docs = cfg.components.len() + cfg.images.values().map(|i| i.tests.len()).sum::<usize>();
+    if common.json {
+        println!("{}", json!({"valid": true, "images": cfg.images.keys().collect::<Vec<_>>(), "documents": docs}));
+    } else {
+        eprintln!(
+            "{}: valid — {} image line(s), {} component(s), {docs} document(s) checked",
+            common.config.display(),
+            cfg.images.len(),
+            cfg.components.len()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn desired(cfg: &Config) -> (Vec<DesiredImage>, PolicyView) {
+    let images = cfg
+        .images
+        .values()
+        .map(|i| DesiredImage {
+            name: i.name.clone(),
+            recipe_hash: i.recipe_hash.clone(),
+            components: i.components.iter().map(|c| (c.clone(), cfg.components[c].version.clone())).collect(),
+        })
+        .collect();
+    let p = &cfg.policy;
+    (
+        images,
+        PolicyView {
+            max_age_seconds: p.max_age_seconds,
+            rebuild_on_parent_update: p.rebuild_on_parent_update,
+            keep_versions: p.keep_versions,
+        },
+    )
+}
+
+fn observe(cfg: &Config, cat: &Catalog, forced: BTreeSet<String>) -> Result<Observed> {
+    let mut versions = Vec::new();
+    for v in cat.versions(None)? {
+        let state = match v.state {
+            BuildState::Available => VersionState::Available,
+            BuildState::Failed => VersionState::Failed,
+            BuildState::Retired => VersionState::Retired,
+            _ => VersionState::Unfinished,
+        };
+        let built_at =
+            v.finished_at.as_deref().unwrap_or(&v.started_at).parse::<Timestamp>().unwrap_or(Timestamp::UNIX_EPOCH);
+        versions.push(ObservedVersion {
+            image: v.image.clone(),
+            version: v.version.clone(),
+            build_id: v.build_id.clone(),
+            state,
+            stage: v.state.as_str().to_string(),
+            built_at,
+            recipe_hash: v.recipe_hash.clone(),
+            parent_id: v.parent_id.clone(),
+            components: v.components.iter().map(|c| (c.name.clone(), c.version.clone())).collect(),
+        });
+    }
+    let mut parents = BTreeMap::new();
+    for image in cfg.images.values() {
+        if let Some(p) = local::observe_parent(&cfg.cache_dir, &image.parent) {
+            parents.insert(image.name.clone(), ParentObservation { id: p.id, name: p.name });
+        }
+    }
+    Ok(Observed { versions, parents, forced, in_use: BTreeSet::new() })
+}
+
+fn make_plan(
+    cfg: &Config,
+    cat: &Catalog,
+    now: Timestamp,
+    only: Option<&str>,
+    forced: BTreeSet<String>,
+) -> Result<Plan> {
+    let (mut images, policy) = desired(cfg);
+    if let Some(only) = only {
+        images.retain(|i| i.name == only);
+    }
+    let observed = observe(cfg, cat, forced)?;
+    let mut plan = policy::plan(&images, &policy, &observed, now);
+    if let Some(only) = only {
+        plan.actions.retain(|a| a.image == only);
+    }
+    Ok(plan)
+}
+
+fn reasons_text(a: &Action) -> String {
+    a.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+fn print_plan(plan: &Plan, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(plan)?);
+        return Ok(());
+    }
+    if plan.actions.is_empty() {
+        println!("Nothing to do.");
+    } else {
+        println!("{:<8} {:<36} {:<16} REASON", "ACTION", "IMAGE", "VERSION");
+        for a in &plan.actions {
+            let kind = match a.kind {
+                ActionKind::Recover => "recover",
+                ActionKind::Build => "build",
+                ActionKind::Retire => "retire",
+            };
+            println!("{kind:<8} {:<36} {:<16} {}", a.image, a.version.as_deref().unwrap_or("(new)"), reasons_text(a));
+        }
+    }
+    for n in &plan.notes {
+        println!("  {} {} is current; rebuild due in {} day(s)", n.image, n.version, n.due_in_days);
+    }
+    Ok(())
+}
+
+pub fn plan(common: &Common, args: &PlanArgs) -> Result<u8> {
+    let cfg = load_config(common)?;
+    let now = clock::resolve(args.now.as_deref())?;
+    let cat = Catalog::open(&cfg.state)?;
+    let plan = make_plan(&cfg, &cat, now, None, BTreeSet::new())?;
+    print_plan(&plan, common.json)?;
+    Ok(if plan.is_empty() { exit::OK } else { exit::USAGE })
+}
+
+pub fn apply(common: &Common, args: &ApplyArgs) -> Result<u8> {
+    let now = clock::resolve(args.now.as_deref())?;
+    if args.dry_run {
+        return plan(common, &PlanArgs { now: args.now.clone() });
+    }
+    run(common, now, None, BTreeSet::new(), args.wait, args.refresh_parents)
+}
+
+pub fn build(common: &Common, args: &BuildArgs) -> Result<u8> {
+    let cfg = load_config(common)?;
+    if !cfg.images.contains_key(&args.image) {
+        let known = cfg.images.keys().cloned().collect::<Vec<_>>().join(", ");
+        return Err(UsageError(format!(
+            "no image line `{}` in {} (known: {known})",
+            args.image,
+            common.config.display()
+        ))
+        .into());
+    }
+    let forced = if args.force { BTreeSet::from([args.image.clone()]) } else { BTreeSet::new() };
+    run(common, Timestamp::now(), Some(&args.image), forced, args.wait, args.refresh_parents)
+}
+
+fn actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{} (amictl {})", host.trim(), env!("CARGO_PKG_VERSION"))
+}
+
+/// Progress on a TTY; plain lines elsewhere (CI logs, pipes).
+struct Ui {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Ui {
+    fn new(quiet: bool) -> Ui {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        });
+        Ui { bar, quiet }
+    }
+
+    fn status(&self, msg: String) {
+        match &self.bar {
+            Some(b) => b.set_message(msg),
+            None if !self.quiet => eprintln!("  … {msg}"),
+            None => {}
+        }
+    }
+
+    fn line(&self, msg: String) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None if !self.quiet => eprintln!("{msg}"),
+            None => {}
+        }
+    }
+
+    fn done(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+struct Recorder<'a> {
+    cat: &'a mut Catalog,
+    actor: String,
+}
+
+impl Recorder<'_> {
+    fn event(&mut self, kind: &str, subject: &str, reason: &str, data: serde_json::Value) -> Result<()> {
+        self.cat.append_event(&Timestamp::now().to_string(), &self.actor, kind, subject, reason, &data)?;
+        Ok(())
+    }
+}
+
+fn run(
+    common: &Common,
+    now: Timestamp,
+    only: Option<&str>,
+    forced: BTreeSet<String>,
+    wait: bool,
+    refresh: bool,
+) -> Result<u8> {
+    let cfg = load_config(common)?;
+    let ui = Ui::new(common.json);
+    let _lock = RunLock::acquire(&cfg.state, wait, |holder| {
+        ui.line(format!("waiting for the run holding the state lock (pid {holder}) …"))
+    })?;
+    let mut cat = Catalog::open(&cfg.state)?;
+    let plan = make_plan(&cfg, &cat, now, only, forced)?;
+    let factory = Factory::new(&cfg.work_dir);
+    let mut rec = Recorder { cat: &mut cat, actor: actor() };
+    rec.event(
+        "apply.start",
+        only.unwrap_or("*"),
+        &format!("{} action(s) planned", plan.actions.len()),
+        json!({"now": now.to_string(), "config": cfg.file.display().to_string()}),
+    )?;
+    for a in &plan.actions {
+        let subject = match &a.version {
+            Some(v) => format!("{}@{v}", a.image),
+            None => a.image.clone(),
+        };
+        rec.event("decision", &subject, &reasons_text(a), json!({"action": a.kind, "reasons": a.reasons}))?;
+    }
+    if plan.actions.is_empty() && !common.json {
+        ui.line("Nothing to do.".into());
+    }
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for a in &plan.actions {
+        let outcome = match a.kind {
+            ActionKind::Recover => recover(&factory, &mut rec, a, &ui),
+            ActionKind::Build => build_image(&cfg, &factory, &mut rec, a, now, refresh, &ui),
+            ActionKind::Retire => retire(&factory, &mut rec, a, &ui),
+        };
+        match outcome {
+            Ok(summary) => results.push(json!({"action": a.kind, "image": a.image, "ok": true, "result": summary})),
+            Err(e) => {
+                failed += 1;
+                ui.line(format!("FAIL {:?} {}: {e:#}", a.kind, a.image).to_lowercase().replacen("fail", "FAIL", 1));
+                results.push(json!({"action": a.kind, "image": a.image, "ok": false, "error": format!("{e:#}")}));
+            }
+        }
+    }
+    rec.event(
+        "apply.finish",
+        only.unwrap_or("*"),
+        &format!("{} ok, {failed} failed", plan.actions.len() - failed),
+        json!({}),
+    )?;
+    ui.done();
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"actions": results, "failed": failed}))?);
+    }
+    Ok(if failed == 0 { exit::OK } else { exit::FAILED })
+}
+
+fn recover(factory: &Factory, rec: &mut Recorder<'_>, a: &Action, ui: &Ui) -> Result<serde_json::Value> {
+    let build_id = a.build_id.clone().unwrap_or_default();
+    let version = a.version.clone().unwrap_or_default();
+    let subject = format!("{}@{version}", a.image);
+    rec.event("recover.intent", &subject, &reasons_text(a), json!({"build_id": build_id}))?;
+    ui.status(format!("recovering {subject}: cleaning up the interrupted build"));
+    factory.clean_scratch(&build_id);
+    factory
+        .remove_image(&a.image, &version)
+        .with_context(|| format!("cannot remove the partial image of {subject}"))?;
+    rec.cat.set_state(
+        &build_id,
+        BuildState::Failed,
+        Some(&format!("interrupted: {}", reasons_text(a))),
+        &Timestamp::now().to_string(),
+    )?;
+    rec.event(
+        "recover.outcome",
+        &subject,
+        "cleaned up and marked failed",
+        json!({"build_id": build_id, "state": "failed"}),
+    )?;
+    ui.line(format!("recovered {subject}: {}", reasons_text(a)));
+    Ok(json!({"build_id": build_id}))
+}
+
+fn retire(factory: &Factory, rec: &mut Recorder<'_>, a: &Action, ui: &Ui) -> Result<serde_json::Value> {
+    let build_id = a.build_id.clone().unwrap_or_default();
+    let version = a.version.clone().unwrap_or_default();
+    let subject = format!("{}@{version}", a.image);
+    rec.event("retire.intent", &subject, &reasons_text(a), json!({"build_id": build_id}))?;
+    factory.remove_image(&a.image, &version).with_context(|| format!("cannot remove the files of {subject}"))?;
+    rec.cat.set_state(&build_id, BuildState::Retired, None, &Timestamp::now().to_string())?;
+    rec.event("retire.outcome", &subject, "files removed, version retired", json!({"build_id": build_id}))?;
+    ui.line(format!("retired {subject}: {}", reasons_text(a)));
+    Ok(json!({"build_id": build_id}))
+}
+
+fn build_image(
+    cfg: &Config,
+    factory: &Factory,
+    rec: &mut Recorder<'_>,
+    a: &Action,
+    now: Timestamp,
+    refresh: bool,
+    ui: &Ui,
+) -> Result<serde_json::Value> {
+    let image = &cfg.images[&a.image];
+    let components: Vec<&config::Component> = image.components.iter().map(|c| &cfg.components[c]).collect();
+    let uses: Vec<ComponentUse> = components
+        .iter()
+        .map(|c| ComponentUse { name: c.name.clone(), version: c.version.clone(), sha256: c.sha256.clone() })
+        .collect();
+    let build_id = uuid::Uuid::new_v4().to_string();
+    let version = rec.cat.next_version(&image.name, &clock::version_date(Timestamp::now()))?;
+    let subject = format!("{}@{version}", image.name);
+    let reason = serde_json::to_value(&a.reasons)?;
+    let log_dir = factory.log_dir(&build_id);
+    let started = Timestamp::now().to_string();
+    rec.cat.insert_build(&NewBuild {
+        build_id: &build_id,
+        image: &image.name,
+        version: &version,
+        reason: &reason,
+        recipe_hash: &image.recipe_hash,
+        parent_id: "",
+        parent_name: &image.parent.to_string(),
+        parent_created: "",
+        started_at: &started,
+        log_dir: &log_dir.display().to_string(),
+        components: &uses,
+    })?;
+    rec.event(
+        "build.intent",
+        &subject,
+        &reasons_text(a),
+        json!({"build_id": build_id, "recipe": image.recipe_hash, "parent": image.parent.to_string(), "components": uses, "planned_at": now.to_string()}),
+    )?;
+    let fail = |rec: &mut Recorder<'_>, message: String| -> Result<serde_json::Value> {
+        rec.cat.set_state(&build_id, BuildState::Failed, Some(&message), &Timestamp::now().to_string())?;
+        rec.event(
+            "build.outcome",
+            &subject,
+            "failed",
+            json!({"build_id": build_id, "state": "failed", "error": message, "logs": log_dir.display().to_string()}),
+        )?;
+        Err(anyhow::anyhow!("{message}"))
+    };
+    rec.cat.set_state(&build_id, BuildState::Building, None, &started)?;
+    ui.status(format!("{subject}: preparing parent {}", image.parent));
+    let parent = match local::prepare_parent(&cfg.cache_dir, &image.parent, refresh) {
+        Ok(p) => p,
+        Err(e) => {
+            std::fs::create_dir_all(&log_dir).ok();
+            let _ = std::fs::write(log_dir.join("parent.log"), e.to_string());
+            return fail(rec, format!("parent: {e}"));
+        }
+    };
+    rec.cat.set_parent(&build_id, &parent.id, &parent.name, &parent.created)?;
+    let request = local::BuildRequest {
+        build_id: &build_id,
+        image: &image.name,
+        version: &version,
+        parent: &parent,
+        components,
+        tests: &image.tests,
+        disk_size_mb: match image.builder {
+            config::Builder::Local { disk_size_mb } => disk_size_mb,
+        },
+    };
+    let mut state_error = None;
+    let result = factory.build(&request, |stage| {
+        let msg = match stage {
+            Stage::Build => "running build and validate phases in an overlay",
+            Stage::Materialise => "materialising the new root filesystem",
+            Stage::Test => "testing in a fresh overlay of the output",
+            Stage::Artifacts => "writing rootfs.tar.zst, disk.raw, disk.qcow2",
+        };
+        ui.status(format!("{subject}: {msg}"));
+        if stage == Stage::Test
+            && let Err(e) = rec.cat.set_state(&build_id, BuildState::Testing, None, &Timestamp::now().to_string())
+        {
+            state_error = Some(e);
+        }
+    });
+    if let Some(e) = state_error {
+        return Err(e.into());
+    }
+    let output = match result {
+        Ok(o) => o,
+        Err(e) => return fail(rec, e.to_string()),
+    };
+    let packages: Vec<catalog::Package> = output
+        .packages
+        .iter()
+        .map(|p| catalog::Package {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            arch: p.arch.clone(),
+            source_name: p.source_name.clone(),
+            source_version: p.source_version.clone(),
+        })
+        .collect();
+    let artifacts: Vec<catalog::Artifact> = output
+        .artifacts
+        .iter()
+        .map(|a| catalog::Artifact {
+            kind: a.kind.clone(),
+            path: a.path.clone(),
+            sha256: a.sha256.clone(),
+            size: a.size,
+        })
+        .collect();
+    let tests: Vec<catalog::TestResult> = output
+        .tests
+        .iter()
+        .map(|t| catalog::TestResult { name: t.name.clone(), passed: t.passed, detail: t.detail.clone() })
+        .collect();
+    rec.cat.record_outputs(&build_id, &packages, &artifacts, &tests)?;
+    rec.cat.set_state(&build_id, BuildState::Available, None, &Timestamp::now().to_string())?;
+    rec.event(
+        "build.outcome",
+        &subject,
+        "built and tested",
+        json!({"build_id": build_id, "state": "available", "parent_id": parent.id, "packages": packages.len(), "tests": tests, "artifacts": artifacts}),
+    )?;
+    ui.line(format!(
+        "built {subject}: {} packages, {} test(s) passed ({})",
+        packages.len(),
+        tests.len(),
+        reasons_text(a)
+    ));
+    Ok(json!({"version": version, "build_id": build_id, "packages": packages.len()}))
+}
