@@ -392,3 +392,22 @@ fn interrupting_amictl_kills_the_running_step() {
     let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("gone");
     assert!(state == "gone" || state == "Z", "the step's process outlived amictl (state {state})");
 }
+
+#[test]
+fn an_invalid_config_is_reported_in_full_and_changes_nothing() {
+    let t = Toe::new();
+    t.write("c.yml", "schemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: S\n        action: ExecuteBash\n        inputs:\n          commands: ['true']\n");
+    t.write(
+        "amictl.toml",
+        "[state]\npath = \"s/state.db\"\n[policy]\nmax_age = \"ninety\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\", \"missing\"]\ncolour = \"red\"\n",
+    );
+    for cmd in [&["validate"][..], &["plan"], &["apply"]] {
+        let out = common::amictl().arg("--config").arg(t.path("amictl.toml")).args(cmd).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.contains("amictl.toml:4:11: error[bad-duration]"), "{err}");
+        assert!(err.contains("amictl.toml:10:20: error[unknown-component]"), "{err}");
+        assert!(err.contains("amictl.toml:11:1: error[unknown-key]"), "{err}");
+        assert!(!t.path("s").exists(), "{cmd:?} created state from an invalid config");
+    }
+}

@@ -245,21 +245,25 @@ impl Catalog {
         CatalogError::Sqlite { path: self.path.clone(), source }
     }
 
+    /// Applies pending migrations. Each runs in an IMMEDIATE transaction that re-reads the
+    /// schema version under the write lock, so concurrent openers never apply one twice.
     fn migrate(&mut self) -> Result<()> {
-        let current: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| self.err(e))?;
         let known = SCHEMA.len() as i64;
-        if current > known {
-            return Err(CatalogError::TooNew { path: self.path.clone(), found: current, known });
+        let path = self.path.clone();
+        let e = |source| CatalogError::Sqlite { path: path.clone(), source };
+        loop {
+            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)?;
+            let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(e)?;
+            if current > known {
+                return Err(CatalogError::TooNew { path: path.clone(), found: current, known });
+            }
+            if current == known {
+                return tx.commit().map_err(e);
+            }
+            tx.execute_batch(SCHEMA[current as usize]).map_err(e)?;
+            tx.pragma_update(None, "user_version", current + 1).map_err(e)?;
+            tx.commit().map_err(e)?;
         }
-        for (i, sql) in SCHEMA.iter().enumerate().skip(current as usize) {
-            let tx =
-                self.conn.transaction().map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
-            tx.execute_batch(sql).map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
-            tx.commit().map_err(|e| CatalogError::Sqlite { path: self.path.clone(), source: e })?;
-        }
-        Ok(())
     }
 
     /// The next version name for `image` on `date` (`YYYY.MM.DD`): `YYYY.MM.DD.N`.
@@ -708,6 +712,22 @@ mod tests {
         let broken = c.verify_chain().unwrap().unwrap_err();
         assert_eq!(broken.seq, 3);
         assert!(broken.problem.contains("changed"));
+    }
+
+    #[test]
+    fn concurrent_openers_migrate_once() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || Catalog::open(&p).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        assert_eq!(Catalog::open(&path).unwrap().versions(None).unwrap().len(), 0);
     }
 
     #[test]

@@ -1,0 +1,271 @@
+//! The lifecycle on this machine: config → plan → apply (build in an overlay, test in a
+//! fresh overlay, artifacts) → catalog and audit chain, and the faults around it. Needs
+//! root and network access to a Debian mirror (for the debootstrap parent, prepared once
+//! per machine in AMICTL_TEST_CACHE). Built only with `--features sandbox-tests`.
+#![cfg(feature = "sandbox-tests")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Org {
+    dir: tempfile::TempDir,
+}
+
+const COMPONENT: &str = "name: motd\nschemaVersion: 1.0\nparameters:\n  - Greeting:\n      type: string\n      default: hello\nphases:\n  - name: build\n    steps:\n      - name: Write\n        action: CreateFile\n        inputs:\n          - path: /etc/motd-amictl\n            content: '{{ Greeting }}'\n      - name: Slow\n        action: ExecuteBash\n        inputs:\n          commands: ['if [ -e /etc/amictl-slow ]; then sleep 60; fi; true']\n  - name: validate\n    steps:\n      - name: Present\n        action: Assert\n        inputs:\n          fileExists: /etc/motd-amictl\n  - name: test\n    steps:\n      - name: Content\n        action: ReadFile\n        inputs:\n          - path: /etc/motd-amictl\n      - name: Says\n        action: Assert\n        inputs:\n          stringEquals: '{{ Greeting }}'\n          value: '{{ test.Content.outputs.content }}'\n      - name: TestLeavesATrace\n        action: CreateFile\n        inputs:\n          - path: /etc/written-by-test\n            content: x\n";
+
+impl Org {
+    fn new(parent: &str) -> Org {
+        let org = Org { dir: tempfile::tempdir().unwrap() };
+        org.write("components/motd.yml", COMPONENT);
+        org.write(
+            "amictl.toml",
+            &format!(
+                "[state]\npath = \"state/state.db\"\nwork_dir = \"work\"\n\n[policy]\nmax_age = \"90d\"\nkeep_versions = 2\n\n[components.motd]\nfile = \"components/motd.yml\"\nversion = \"1.0.0\"\n\n[images.host]\nparent = \"{parent}\"\ncomponents = [\"motd\"]\nbuilder = {{ kind = \"local\", disk_size = \"512M\" }}\n"
+            ),
+        );
+        org
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn write(&self, p: &str, text: &str) {
+        let path = self.path(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = common::amictl();
+        c.arg("--config").arg(self.path("amictl.toml")).args(args);
+        c.env("AMICTL_CACHE", cache());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn images(&self) -> Vec<Value> {
+        let out = self.run(&["--json", "images"]);
+        let v: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("images --json: {e}: {}", text(&out)));
+        v.as_array().unwrap().clone()
+    }
+}
+
+fn cache() -> String {
+    std::env::var("AMICTL_TEST_CACHE")
+        .expect("AMICTL_TEST_CACHE must name the shared parent cache (scripts/test sets it)")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn verify(org: &Org) -> Output {
+    org.run(&["audit", "verify"])
+}
+
+fn mounts_mentioning(dir: &Path) -> Vec<String> {
+    let p = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&p))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn apply_builds_tests_records_and_then_plans_nothing() {
+    let org = Org::new("debootstrap:stable");
+    let plan = org.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    assert!(text(&plan).contains("never built"));
+
+    let apply = org.run(&["apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let images = org.images();
+    assert_eq!(images.len(), 1);
+    let v = &images[0];
+    assert_eq!(v["state"], "available");
+    assert!(v["package_count"].as_u64().unwrap() > 50, "the manifest was read from the image");
+    assert_eq!(v["tests_passed"], 1);
+    assert_eq!(v["components"][0]["version"], "1.0.0");
+
+    let show: Value = serde_json::from_slice(&org.run(&["--json", "show", "host"]).stdout).unwrap();
+    let artifacts = show["artifacts"].as_array().unwrap();
+    let kinds: Vec<&str> = artifacts.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["rootfs.tar.zst", "disk.raw", "disk.qcow2", "manifest"]);
+    for a in artifacts {
+        let path = a["path"].as_str().unwrap();
+        let sum = Command::new("sha256sum").arg(path).output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&sum.stdout).starts_with(a["sha256"].as_str().unwrap()),
+            "{path} matches its recorded sha256"
+        );
+    }
+    let tarball = artifacts[0]["path"].as_str().unwrap();
+    let listing = Command::new("tar").args(["--zstd", "-tf", tarball]).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("./etc/motd-amictl"), "the build's change is in the image");
+    assert!(!listing.contains("written-by-test"), "tests ran in a fresh overlay, not in the image");
+    let fsck = Command::new("e2fsck").args(["-fn", artifacts[1]["path"].as_str().unwrap()]).output().unwrap();
+    assert!(fsck.status.success(), "the raw disk is a clean ext4 filesystem: {}", text(&fsck));
+    let parent_rootfs = Path::new(&cache()).join("parents");
+    let touched = Command::new("find").arg(&parent_rootfs).args(["-name", "motd-amictl"]).output().unwrap();
+    assert!(touched.stdout.is_empty(), "the parent was never written");
+
+    let again = org.run(&["plan"]);
+    assert_eq!(again.status.code(), Some(0), "a second plan has nothing to do: {}", text(&again));
+    let later = org.run(&["plan", "--now", "+91d"]);
+    assert_eq!(later.status.code(), Some(2));
+    assert!(text(&later).contains("age 91d ≥ max 90d"), "{}", text(&later));
+
+    // A component version bump plans a rebuild that names it; the new version diffs its manifest.
+    let cfg =
+        std::fs::read_to_string(org.path("amictl.toml")).unwrap().replace("version = \"1.0.0\"", "version = \"1.1.0\"");
+    org.write("amictl.toml", &cfg);
+    let bump = org.run(&["plan"]);
+    assert!(text(&bump).contains("component motd 1.0.0 → 1.1.0"), "{}", text(&bump));
+    assert_eq!(org.run(&["build", "host"]).status.code(), Some(0));
+    let show = text(&org.run(&["show", "host"]));
+    assert!(show.contains("compared with"), "{show}");
+    assert!(show.contains("component  motd 1.1.0"), "{show}");
+
+    assert_eq!(verify(&org).status.code(), Some(0), "{}", text(&verify(&org)));
+    let log = text(&org.run(&["audit", "log", "--image", "host"]));
+    for kind in ["decision", "build.intent", "build.outcome"] {
+        assert!(log.contains(kind), "{kind} missing from\n{log}");
+    }
+
+    // Tamper with one byte of one audit row: verify fails and names it.
+    let db = org.path("state/state.db");
+    let script = format!(
+        "import sqlite3; c = sqlite3.connect('{}'); c.execute('DROP TRIGGER audit_no_update'); c.execute(\"UPDATE audit_events SET reason = reason || '.' WHERE seq = 3\"); c.commit()",
+        db.display()
+    );
+    assert!(Command::new("python3").args(["-c", &script]).status().unwrap().success());
+    let broken = verify(&org);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(text(&broken).contains("BROKEN at event 3"), "{}", text(&broken));
+}
+
+#[test]
+fn a_failing_test_phase_fails_the_build_and_ships_nothing() {
+    let org = Org::new("debootstrap:stable");
+    org.write(
+        "components/motd.yml",
+        &COMPONENT.replace("stringEquals: '{{ Greeting }}'", "stringEquals: 'something else'"),
+    );
+    let apply = org.run(&["apply"]);
+    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));
+    assert!(text(&apply).contains("tests failed"), "{}", text(&apply));
+    let images = org.images();
+    assert_eq!(images[0]["state"], "failed");
+    assert!(images[0]["failure"].as_str().unwrap().contains("motd (test phase)"));
+    assert!(
+        !org.path("work/images/host").join(images[0]["version"].as_str().unwrap()).exists(),
+        "a failed build leaves no image"
+    );
+    let logs = PathBuf::from(images[0]["log_dir"].as_str().unwrap());
+    assert!(logs.join("test").is_dir(), "the failed build keeps its logs");
+    assert_eq!(verify(&org).status.code(), Some(0));
+    assert!(mounts_mentioning(org.dir.path()).is_empty());
+    assert_eq!(org.run(&["plan"]).status.code(), Some(2), "the image is still wanted");
+}
+
+#[test]
+fn a_killed_apply_is_recovered_by_the_next_one() {
+    let org = Org::new("debootstrap:stable");
+    // The component sleeps during its build while this marker exists in the image.
+    org.write("components/motd.yml", &COMPONENT.replace("if [ -e /etc/amictl-slow ]", "if [ ! -e /etc/amictl-fast ]"));
+    let mut child = org.cmd(&["apply"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let states: Vec<String> = org.images().iter().map(|v| v["state"].as_str().unwrap().to_string()).collect();
+        if states == ["building"] && org.path("work/builds").read_dir().is_ok_and(|mut d| d.next().is_some()) {
+            std::thread::sleep(Duration::from_secs(2));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "the build never started: {states:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Command::new("kill").args(["-9", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(mounts_mentioning(org.dir.path()).is_empty(), "mounts outlived the killed run");
+    let sleepers = Command::new("pgrep").args(["-f", "sleep 60"]).output().unwrap();
+    assert!(sleepers.stdout.is_empty(), "the build's processes outlived the killed run");
+
+    org.write("components/motd.yml", COMPONENT);
+    let plan = text(&org.run(&["plan"]));
+    assert!(plan.contains("recover") && plan.contains("interrupted while building"), "{plan}");
+    let apply = org.run(&["apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    assert!(text(&apply).contains("recovered"), "{}", text(&apply));
+    let states: Vec<String> = org.images().iter().map(|v| v["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["failed", "available"]);
+    assert_eq!(verify(&org).status.code(), Some(0));
+    assert_eq!(org.run(&["plan"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_debootstrap_failure_is_a_failed_build_with_its_log() {
+    let org = Org::new("debootstrap:no-such-suite-amictl");
+    let apply = org.run(&["apply"]);
+    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));
+    let v = &org.images()[0];
+    assert_eq!(v["state"], "failed");
+    assert!(v["failure"].as_str().unwrap().contains("debootstrap no-such-suite-amictl failed"), "{v}");
+    assert!(PathBuf::from(v["log_dir"].as_str().unwrap()).join("parent.log").is_file());
+    assert_eq!(verify(&org).status.code(), Some(0));
+}
+
+#[test]
+fn a_full_disk_mid_build_fails_cleanly() {
+    let org = Org::new("debootstrap:stable");
+    let work = org.path("work");
+    std::fs::create_dir_all(&work).unwrap();
+    assert!(
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"]).arg(&work).status().unwrap().success()
+    );
+    let apply = org.run(&["apply"]);
+    let images = org.images();
+    let _ = Command::new("umount").arg(&work).status();
+    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));
+    assert_eq!(images[0]["state"], "failed");
+    assert_eq!(verify(&org).status.code(), Some(0));
+    assert!(mounts_mentioning(org.dir.path()).is_empty());
+}
+
+#[test]
+fn a_second_apply_refuses_while_the_first_holds_the_lock() {
+    let org = Org::new("debootstrap:stable");
+    org.write(
+        "components/motd.yml",
+        &COMPONENT.replace("if [ -e /etc/amictl-slow ]", "if [ ! -e /etc/amictl-fast ]").replace("sleep 60", "sleep 8"),
+    );
+    let mut first = org.cmd(&["apply"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while !org.images().iter().any(|v| v["state"] == "building") {
+        assert!(start.elapsed() < Duration::from_secs(300), "never saw the build: {:?}", org.images());
+        assert!(first.try_wait().unwrap().is_none(), "the first apply ended early: {:?}", org.images());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let second = org.run(&["apply"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(text(&second).contains("holds the lock"), "{}", text(&second));
+    let waiting = org.run(&["apply", "--wait"]);
+    assert_eq!(waiting.status.code(), Some(0), "{}", text(&waiting));
+    assert!(text(&waiting).contains("waiting for the run holding the state lock"));
+    assert!(first.wait().unwrap().success());
+    assert_eq!(org.images().len(), 1, "the waiting run found the image built and did nothing twice");
+}
