@@ -269,3 +269,48 @@ fn a_second_apply_refuses_while_the_first_holds_the_lock() {
     assert!(first.wait().unwrap().success());
     assert_eq!(org.images().len(), 1, "the waiting run found the image built and did nothing twice");
 }
+
+#[test]
+fn a_tarball_parent_builds_and_moves_when_the_tarball_changes() {
+    // An exported root filesystem, as `docker export` of Amazon Linux 2 would give; here the
+    // cached Debian rootfs of the sandbox tests.
+    let rootfs = std::env::var("AMICTL_TEST_ROOTFS").expect("AMICTL_TEST_ROOTFS (scripts/test sets it)");
+    let org = Org::new("tarball:parent.tar");
+    let tar = org.path("parent.tar");
+    assert!(
+        Command::new("tar")
+            .args(["--numeric-owner", "-C", &rootfs, "-cf"])
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let apply = org.run(&["apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let v = &org.images()[0];
+    assert_eq!(v["state"], "available");
+    assert!(v["parent_name"].as_str().unwrap().starts_with("tarball:"));
+    let sum = Command::new("sha256sum").arg(&tar).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sum.stdout).starts_with(v["parent_id"].as_str().unwrap()),
+        "the parent id is the tarball's content hash"
+    );
+    assert_eq!(org.run(&["plan"]).status.code(), Some(0));
+
+    org.write("extra/etc/vendor-update", "1");
+    assert!(
+        Command::new("tar")
+            .args(["--numeric-owner", "-rf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(org.path("extra"))
+            .arg("./etc/vendor-update")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let plan = org.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(text(&plan).contains("parent tarball:") && text(&plan).contains("moved"), "{}", text(&plan));
+}

@@ -36,8 +36,39 @@ pub struct Config {
     /// (`$AMICTL_CACHE`, default `~/.cache/amictl`).
     pub cache_dir: PathBuf,
     pub policy: Policy,
+    pub aws_region: Option<String>,
+    pub accounts: BTreeMap<String, Account>,
     pub components: BTreeMap<String, Component>,
     pub images: BTreeMap<String, Image>,
+    pub consumers: BTreeMap<String, Consumer>,
+}
+
+/// An AWS account amictl works in; `role` is assumed for every account but the one whose
+/// credentials amictl runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub id: String,
+    pub role: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// A team that runs hosts on an image line (used by the fleet and rollout commands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    pub account: String,
+    pub image: String,
+    pub owner: Option<String>,
+}
+
+/// Where an image line is shared (used by the AWS publisher).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Distribution {
+    pub accounts: Vec<String>,
+    pub regions: Vec<String>,
+    pub ssm_parameter: Option<String>,
+    pub copy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +174,7 @@ pub struct Image {
     pub components: Vec<String>,
     pub tests: Vec<TestDocument>,
     pub builder: Builder,
+    pub distribute: Option<Distribution>,
     pub recipe_hash: String,
 }
 
@@ -335,6 +367,23 @@ impl Loader<'_> {
         let work_dir = work_dir
             .unwrap_or_else(|| state.parent().map(Path::to_path_buf).unwrap_or_else(|| self.dir.join(".amictl")));
         let policy = Self::get(root, "policy").map(|v| self.policy(v)).unwrap_or_default();
+        let mut aws_region = None;
+        if let Some(v) = Self::get(root, "aws")
+            && let Some(t) = self.table(v, "aws")
+        {
+            self.known(t, &["region"], "[aws]");
+            aws_region = Self::get(t, "region").and_then(|r| self.string(r, "aws.region"));
+        }
+        let mut accounts = BTreeMap::new();
+        if let Some(v) = Self::get(root, "accounts")
+            && let Some(t) = self.table(v, "accounts")
+        {
+            for (k, v) in t.iter() {
+                if let Some(a) = self.account(k.get_ref(), v) {
+                    accounts.insert(a.name.clone(), a);
+                }
+            }
+        }
         let mut components = BTreeMap::new();
         if let Some(v) = Self::get(root, "components")
             && let Some(t) = self.table(v, "components")
@@ -356,10 +405,20 @@ impl Loader<'_> {
             Some(v) => {
                 if let Some(t) = self.table(v, "images") {
                     for (k, v) in t.iter() {
-                        if let Some(i) = self.image(k.get_ref(), k.span(), v, &components) {
+                        if let Some(i) = self.image(k.get_ref(), k.span(), v, &components, &accounts) {
                             images.insert(i.name.clone(), i);
                         }
                     }
+                }
+            }
+        }
+        let mut consumers = BTreeMap::new();
+        if let Some(v) = Self::get(root, "consumers")
+            && let Some(t) = self.table(v, "consumers")
+        {
+            for (k, v) in t.iter() {
+                if let Some(c) = self.consumer(k.get_ref(), v, &accounts, &images) {
+                    consumers.insert(c.name.clone(), c);
                 }
             }
         }
@@ -375,8 +434,11 @@ impl Loader<'_> {
             work_dir,
             cache_dir,
             policy,
+            aws_region,
+            accounts,
             components,
             images,
+            consumers,
         })
     }
 
@@ -427,6 +489,123 @@ impl Loader<'_> {
             }
         }
         p
+    }
+
+    fn account(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Account> {
+        let t = self.table(v, &format!("accounts.{name}"))?;
+        self.known(t, &["id", "role", "external_id"], &format!("[accounts.{name}]"));
+        let Some(idv) = Self::get(t, "id") else {
+            self.err(
+                v.span(),
+                "missing-field",
+                format!("account `{name}` needs `id`"),
+                "the 12-digit AWS account id, quoted",
+            );
+            return None;
+        };
+        let id = self.string(idv, "id")?;
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            self.err(
+                idv.span(),
+                "bad-account-id",
+                format!("account `{name}`: `{id}` is not a 12-digit account id"),
+                "e.g. id = \"111111111111\"",
+            );
+        }
+        let role = Self::get(t, "role").and_then(|r| {
+            let arn = self.string(r, "role")?;
+            let ok = arn
+                .strip_prefix("arn:aws:iam::")
+                .and_then(|rest| rest.split_once(":role/"))
+                .is_some_and(|(acct, role)| acct == id && !role.is_empty());
+            if !ok {
+                self.err(
+                    r.span(),
+                    "bad-role",
+                    format!("account `{name}`: `{arn}` is not a role ARN in account {id}"),
+                    "arn:aws:iam::<account id>:role/<name>",
+                );
+            }
+            Some(arn)
+        });
+        let external_id = Self::get(t, "external_id").and_then(|e| self.string(e, "external_id"));
+        Some(Account { name: name.to_string(), id, role, external_id })
+    }
+
+    fn consumer(
+        &mut self,
+        name: &str,
+        v: &Spanned<DeValue<'_>>,
+        accounts: &BTreeMap<String, Account>,
+        images: &BTreeMap<String, Image>,
+    ) -> Option<Consumer> {
+        let t = self.table(v, &format!("consumers.{name}"))?;
+        self.known(
+            t,
+            &["account", "image", "select", "rollout", "owner", "exemptions"],
+            &format!("[consumers.{name}]"),
+        );
+        let reference = |key: &str, known: Vec<String>, this: &mut Self| -> Option<String> {
+            let Some(r) = Self::get(t, key) else {
+                this.err(
+                    v.span(),
+                    "missing-field",
+                    format!("consumer `{name}` needs `{key}`"),
+                    "see the README's config section",
+                );
+                return None;
+            };
+            let value = this.string(r, key)?;
+            if !known.contains(&value) {
+                this.err(
+                    r.span(),
+                    "unknown-reference",
+                    format!("consumer `{name}`: no {key} `{value}`"),
+                    &format!("defined: {}", known.join(", ")),
+                );
+            }
+            Some(value)
+        };
+        let account = reference("account", accounts.keys().cloned().collect(), self);
+        let image = reference("image", images.keys().cloned().collect(), self);
+        let owner = Self::get(t, "owner").and_then(|o| self.string(o, "owner"));
+        Some(Consumer { name: name.to_string(), account: account?, image: image?, owner })
+    }
+
+    fn distribution(&mut self, v: &Spanned<DeValue<'_>>, accounts: &BTreeMap<String, Account>) -> Option<Distribution> {
+        let t = self.table(v, "distribute")?;
+        self.known(t, &["accounts", "regions", "ssm_parameter", "copy"], "distribute");
+        let mut d = Distribution::default();
+        if let Some(a) = Self::get(t, "accounts") {
+            for (name, span) in self.strings(a, "distribute.accounts") {
+                if !accounts.contains_key(&name) {
+                    self.err(
+                        span,
+                        "unknown-reference",
+                        format!("distribute: no account `{name}`"),
+                        "define it under [accounts.<name>]",
+                    );
+                }
+                d.accounts.push(name);
+            }
+        }
+        if let Some(r) = Self::get(t, "regions") {
+            d.regions = self.strings(r, "distribute.regions").into_iter().map(|(s, _)| s).collect();
+        }
+        d.ssm_parameter = Self::get(t, "ssm_parameter").and_then(|p| self.string(p, "ssm_parameter"));
+        if let Some(p) = &d.ssm_parameter
+            && !p.starts_with('/')
+        {
+            let span = Self::get(t, "ssm_parameter").map(|s| s.span()).unwrap_or(0..0);
+            self.err(
+                span,
+                "bad-parameter-name",
+                format!("ssm_parameter `{p}` must start with /"),
+                "e.g. \"/platform/base-ami/host\"",
+            );
+        }
+        d.copy = Self::get(t, "copy").and_then(|c| self.boolean(c, "copy")).unwrap_or(false);
+        Some(d)
     }
 
     fn component(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Component> {
@@ -555,6 +734,7 @@ impl Loader<'_> {
         name_span: Range<usize>,
         v: &Spanned<DeValue<'_>>,
         components: &BTreeMap<String, Component>,
+        accounts: &BTreeMap<String, Account>,
     ) -> Option<Image> {
         let t = self.table(v, &format!("images.{name}"))?;
         self.known(
@@ -669,6 +849,7 @@ impl Loader<'_> {
                 Builder::Local { disk_size_mb: disk }
             }
         };
+        let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(d, accounts));
         let parent = parent?;
         let mut h = Sha256::new();
         h.update(format!("parent={parent}\n"));
@@ -690,6 +871,7 @@ impl Loader<'_> {
             components: names,
             tests,
             builder,
+            distribute,
             recipe_hash: hex(&h.finalize())[..16].to_string(),
         })
     }
@@ -793,6 +975,33 @@ mod tests {
         assert_eq!(find("bad-parent").line, 11);
         assert_eq!(find("unknown-component").line, 12);
         assert_eq!(find("unknown-component").column, 20);
+    }
+
+    #[test]
+    fn accounts_consumers_and_distribution_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "c.yml",
+            &DOC.replace("  - Key:\n      type: string\n", "  - Key:\n      type: string\n      default: k\n"),
+        );
+        let cfg = write(
+            d.path(),
+            "amictl.toml",
+            "[accounts.platform]\nid = \"111111111111\"\n[accounts.workflow]\nid = \"2222\"\nrole = \"arn:aws:iam::333333333333:role/x\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\ndistribute = { accounts = [\"workflow\", \"nobody\"], regions = [\"eu-west-1\"], ssm_parameter = \"platform/x\" }\n[consumers.goobi]\naccount = \"workflow\"\nimage = \"hots\"\nrolout = \"notify\"\n",
+        );
+        let errs = Config::load(&cfg).unwrap_err();
+        let codes: Vec<(&str, usize)> = errs.iter().map(|e| (e.code, e.line)).collect();
+        for expected in [
+            ("bad-account-id", 4),
+            ("bad-role", 5),
+            ("unknown-reference", 12),
+            ("bad-parameter-name", 12),
+            ("unknown-reference", 15),
+            ("unknown-key", 16),
+        ] {
+            assert!(codes.contains(&expected), "{expected:?} not in {codes:?}");
+        }
     }
 
     #[test]
