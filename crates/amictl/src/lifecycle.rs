@@ -442,17 +442,7 @@ fn build_image(
         Ok(o) => o,
         Err(e) => return fail(rec, e.to_string()),
     };
-    let packages: Vec<catalog::Package> = output
-        .packages
-        .iter()
-        .map(|p| catalog::Package {
-            name: p.name.clone(),
-            version: p.version.clone(),
-            arch: p.arch.clone(),
-            source_name: p.source_name.clone(),
-            source_version: p.source_version.clone(),
-        })
-        .collect();
+    let packages = output.packages;
     let artifacts: Vec<catalog::Artifact> = output
         .artifacts
         .iter()

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 use common::{Toe, build_doc, read};
@@ -271,29 +270,10 @@ fn s3_transfers_use_the_object_store_and_need_existing_folders() {
     );
 }
 
-/// Serves `body` for `/agent.tgz` and 404 for anything else, on 127.0.0.1.
-fn serve(body: &'static [u8], requests: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests) {
-            let mut s = stream.unwrap();
-            let mut buf = [0u8; 2048];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, payload): (&str, &[u8]) =
-                if req.starts_with("GET /agent.tgz ") { ("200 OK", body) } else { ("404 Not Found", b"nope") };
-            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len());
-            let _ = s.write_all(payload);
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[test]
 fn web_download_verifies_checksums_and_reports_http_errors() {
     let t = Toe::new();
-    let base = serve(b"agent-bits", 3);
+    let base = common::serve("/agent.tgz", b"agent-bits".to_vec(), 3);
     // sha256("agent-bits")
     let good = sha256_hex(b"agent-bits");
     let doc = |sum: &str, path: &str| {

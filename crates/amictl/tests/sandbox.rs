@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -122,23 +120,6 @@ fn update_os_upgrades_a_debian_root_with_apt() {
     assert!(held.stdout.is_empty(), "excluded packages are unheld again");
 }
 
-/// Serves one file over HTTP on loopback for `requests` requests.
-fn serve_file(path: PathBuf, requests: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests) {
-            let mut s = stream.unwrap();
-            let mut buf = [0u8; 2048];
-            let _ = s.read(&mut buf);
-            let body = std::fs::read(&path).unwrap();
-            let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-            let _ = s.write_all(&body);
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[test]
 fn the_example_agent_components_install_and_pass_their_tests() {
     let t = Toe::new();
@@ -148,7 +129,10 @@ fn the_example_agent_components_install_and_pass_their_tests() {
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     let (tarball, sha) = line.trim().split_once(' ').unwrap();
-    let url = format!("{}/scan-agent-1.2.0.tar.gz", serve_file(PathBuf::from(tarball), 1));
+    let url = format!(
+        "{}/scan-agent-1.2.0.tar.gz",
+        common::serve("/scan-agent-1.2.0.tar.gz", std::fs::read(tarball).unwrap(), 1)
+    );
     std::fs::write(root.join("etc/scan-key"), "k-3f9a-secret").unwrap();
     for doc in ["audit-agent.yml", "scan-agent.yml"] {
         std::fs::copy(repo.join("examples/components").join(doc), t.path(doc)).unwrap();

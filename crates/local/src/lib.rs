@@ -24,6 +24,7 @@ mod parent;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use catalog::Package;
 use config::{Component, ParamValue, TestDocument};
 use sandbox::{Overlay, Sandbox};
 use toe::{Document, RunOptions, RunOutcome};
@@ -65,21 +66,9 @@ pub struct TestOutcome {
 
 #[derive(Debug)]
 pub struct BuildOutput {
-    pub packages: Vec<catalog_types::Package>,
+    pub packages: Vec<Package>,
     pub artifacts: Vec<Artifact>,
     pub tests: Vec<TestOutcome>,
-}
-
-/// Package rows as the catalog stores them; kept here so `local` does not depend on SQLite.
-pub mod catalog_types {
-    #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-    pub struct Package {
-        pub name: String,
-        pub version: String,
-        pub arch: String,
-        pub source_name: String,
-        pub source_version: String,
-    }
 }
 
 /// Build stages, for progress and the audit trail.
@@ -407,8 +396,8 @@ fn write_manifest(dest: &Path) -> i32 {
 }
 
 /// Parses the manifest written by [`write_manifest`].
-pub fn parse_manifest(text: &str) -> Vec<catalog_types::Package> {
-    let mut out: Vec<catalog_types::Package> = text
+pub fn parse_manifest(text: &str) -> Vec<Package> {
+    let mut out: Vec<Package> = text
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split('\t').collect();
@@ -422,7 +411,7 @@ pub fn parse_manifest(text: &str) -> Vec<catalog_types::Package> {
                 .unwrap_or_else(|| f[0].to_string());
             let source_version =
                 f.get(4).filter(|s| !s.is_empty()).map(|s| s.to_string()).unwrap_or_else(|| f[1].to_string());
-            Some(catalog_types::Package {
+            Some(Package {
                 name: f[0].into(),
                 version: f[1].trim_start_matches("0:").into(),
                 arch: f[2].into(),

@@ -140,29 +140,7 @@ impl Sandbox {
 
     /// Runs `f` inside the sandbox and returns its exit code.
     pub fn run(&self, f: impl FnOnce() -> i32) -> Result<i32, SandboxError> {
-        if !nix::unistd::geteuid().is_root() {
-            return Err(SandboxError::NotRoot);
-        }
-        // SAFETY: the caller guarantees the process is single-threaded (crate docs); the
-        // child only performs syscalls and then runs `f`, as a freshly started process would.
-        match unsafe { fork() }.map_err(SandboxError::Fork)? {
-            ForkResult::Parent { child } => match wait_for(child) {
-                SETUP_FAILED => Err(SandboxError::Setup),
-                code => Ok(code),
-            },
-            ForkResult::Child => {
-                // If amictl dies (even by SIGKILL), the sandbox and everything in it dies too.
-                let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-                let code = match self.enter() {
-                    Ok(()) => init(f),
-                    Err(message) => {
-                        eprintln!("amictl sandbox: {message}");
-                        SETUP_FAILED
-                    }
-                };
-                exit_now(code)
-            }
-        }
+        in_child(|| self.enter(), || init(f))
     }
 
     /// In the forked child: new namespaces, mounts, chroot.
@@ -262,26 +240,27 @@ impl Sandbox {
 /// Runs `f` in a child process with `overlay` mounted in a private mount namespace (no
 /// chroot), for host tools that need the merged view. The mount vanishes with the child.
 pub fn with_overlay(overlay: &Overlay, f: impl FnOnce(&Path) -> i32) -> Result<i32, SandboxError> {
+    in_child(|| private_namespaces(CloneFlags::empty()).and_then(|_| overlay.mount()), || f(&overlay.merged))
+}
+
+/// Forks; the child (which dies with its parent) runs `setup`, then `body`, and exits with
+/// `body`'s code — or with [`SETUP_FAILED`] after printing why setup failed.
+fn in_child(setup: impl FnOnce() -> Result<(), String>, body: impl FnOnce() -> i32) -> Result<i32, SandboxError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(SandboxError::NotRoot);
     }
-    // SAFETY: as in `Sandbox::run`, the caller is single-threaded.
+    // SAFETY: the caller guarantees the process is single-threaded (crate docs); the child
+    // only performs syscalls and then runs `body`, as a freshly started process would.
     match unsafe { fork() }.map_err(SandboxError::Fork)? {
         ForkResult::Parent { child } => match wait_for(child) {
             SETUP_FAILED => Err(SandboxError::Setup),
             code => Ok(code),
         },
         ForkResult::Child => {
+            // If amictl dies (even by SIGKILL), the child and everything under it dies too.
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            let setup = unshare(CloneFlags::CLONE_NEWNS)
-                .map_err(|e| format!("unshare: {e}"))
-                .and_then(|_| {
-                    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-                        .map_err(|e| format!("make / private: {e}"))
-                })
-                .and_then(|_| overlay.mount());
-            match setup {
-                Ok(()) => exit_now(f(&overlay.merged)),
+            match setup() {
+                Ok(()) => exit_now(body()),
                 Err(message) => {
                     eprintln!("amictl sandbox: {message}");
                     exit_now(SETUP_FAILED)
@@ -289,6 +268,13 @@ pub fn with_overlay(overlay: &Overlay, f: impl FnOnce(&Path) -> i32) -> Result<i
             }
         }
     }
+}
+
+/// A new mount namespace (plus `extra` namespaces) whose mounts never propagate to the host.
+fn private_namespaces(extra: CloneFlags) -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS | extra).map_err(|e| format!("unshare: {e}"))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("make / private: {e}"))
 }
 
 fn normalize(p: &Path) -> PathBuf {

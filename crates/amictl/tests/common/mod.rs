@@ -2,6 +2,8 @@
 //! them, and reads back the summary and `detailedoutput.json`.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -148,4 +150,24 @@ pub fn indent(text: &str, n: usize) -> String {
 
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// Serves `body` at `path` (404 elsewhere) on 127.0.0.1 for `requests` requests and
+/// returns the base URL.
+pub fn serve(path: &'static str, body: Vec<u8>, requests: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let mut s = stream.unwrap();
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let found = req.starts_with(&format!("GET {path} "));
+            let (status, payload): (&str, &[u8]) = if found { ("200 OK", &body) } else { ("404 Not Found", b"nope") };
+            let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", payload.len());
+            let _ = s.write_all(payload);
+        }
+    });
+    format!("http://{addr}")
 }
