@@ -33,6 +33,8 @@ pub enum Command {
     /// The audit trail: verify, export, read.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print the least-privilege IAM policies the config needs (platform and consumer roles).
+    IamPolicy,
     /// Validate and run AWSTOE component documents (awstoe-compatible).
     #[command(subcommand)]
     Toe(ToeCommand),

@@ -399,6 +399,11 @@ fn build_image(
         Err(anyhow::anyhow!("{message}"))
     };
     rec.cat.set_state(&build_id, BuildState::Building, None, &started)?;
+    if matches!(image.builder, config::Builder::Ec2 { .. })
+        || matches!(image.parent, config::ParentSpec::SsmParameter { .. })
+    {
+        return fail(rec, "the EC2 builder (and AMI parents) are not available in this version of amictl; use builder = { kind = \"local\" } with a debootstrap: or tarball: parent".into());
+    }
     ui.status(format!("{subject}: preparing parent {}", image.parent));
     let parent = match local::prepare_parent(&cfg.cache_dir, &image.parent, refresh) {
         Ok(p) => p,
@@ -418,6 +423,7 @@ fn build_image(
         tests: &image.tests,
         disk_size_mb: match image.builder {
             config::Builder::Local { disk_size_mb } => disk_size_mb,
+            config::Builder::Ec2 { .. } => None,
         },
     };
     let mut state_error = None;

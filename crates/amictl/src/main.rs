@@ -6,6 +6,7 @@
 
 mod cli;
 mod clock;
+mod iam_cmd;
 mod images_cmd;
 mod lifecycle;
 mod progress;
@@ -33,6 +34,11 @@ pub mod exit {
 pub struct UsageError(pub String);
 
 fn main() -> ExitCode {
+    // `amictl images | head` must end quietly when head exits, not panic on a closed pipe:
+    // take back the default SIGPIPE action that the Rust runtime replaces with "ignore".
+    // SAFETY: no other thread exists yet; SIG_DFL installs no Rust code as a handler.
+    let _ =
+        unsafe { nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
     let cli = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         cli::Command::Images(a) => images_cmd::images(common, &a),
         cli::Command::Show(a) => images_cmd::show(common, &a),
         cli::Command::Audit(a) => images_cmd::audit(common, &a),
+        cli::Command::IamPolicy => iam_cmd::iam_policy(common),
         cli::Command::Toe(t) => toe_cmd::run(t, common.json),
     };
     match result {

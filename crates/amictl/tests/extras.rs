@@ -391,3 +391,56 @@ fn an_invalid_config_is_reported_in_full_and_changes_nothing() {
         assert!(!t.path("s").exists(), "{cmd:?} created state from an invalid config");
     }
 }
+
+#[test]
+fn a_closed_output_pipe_ends_amictl_quietly() {
+    let t = Toe::new();
+    let steps: String =
+        (0..400).map(|i| format!("- name: S{i}\n  action: ExecuteBash\n  inputs:\n    commands: ['true']\n")).collect();
+    t.write("d.yml", &build_doc(&steps));
+    let mut child = common::amictl()
+        .args(["--json", "toe", "validate", "--documents"])
+        .arg(t.path("d.yml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "amictl panicked on a closed pipe: {err}");
+}
+
+#[test]
+fn iam_policy_covers_the_reference_organisation_with_least_privilege() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = common::amictl()
+        .args(["--json", "--config"])
+        .arg(repo.join("examples/reference-org/amictl.toml"))
+        .arg("iam-policy")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["platform"]["account"], "111111111111");
+    let statements = v["platform"]["policy"]["Statement"].as_array().unwrap();
+    let assume = statements.iter().find(|s| s["Sid"] == "ReachConsumerAccounts").unwrap();
+    assert_eq!(assume["Resource"].as_array().unwrap().len(), 2, "exactly the two consumer roles");
+    let workflow = &v["consumers"]["workflow"];
+    let resources: Vec<&str> = workflow["policy"]["Statement"][0]["Resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        resources
+            .contains(&"arn:aws:ssm:eu-west-2:222222222222:parameter/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/*"),
+        "{resources:?}"
+    );
+    assert!(
+        resources.iter().all(|r| r.contains(":222222222222:parameter/platform/base-ami/")),
+        "nothing beyond the pointers"
+    );
+    assert_eq!(workflow["trust_policy"]["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::111111111111:root");
+}

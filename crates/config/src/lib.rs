@@ -143,6 +143,8 @@ pub enum ParentSpec {
     Debootstrap { suite: String },
     /// A root filesystem tarball, e.g. an exported Amazon Linux 2 container.
     Tarball { path: PathBuf },
+    /// An AMI named by an SSM parameter, e.g. AWS's "latest Amazon Linux 2" public one.
+    SsmParameter { name: String },
 }
 
 impl std::fmt::Display for ParentSpec {
@@ -150,13 +152,23 @@ impl std::fmt::Display for ParentSpec {
         match self {
             ParentSpec::Debootstrap { suite } => write!(f, "debootstrap:{suite}"),
             ParentSpec::Tarball { path } => write!(f, "tarball:{}", path.display()),
+            ParentSpec::SsmParameter { name } => write!(f, "ssm:{name}"),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Builder {
-    Local { disk_size_mb: Option<u64> },
+    Local {
+        disk_size_mb: Option<u64>,
+    },
+    /// Build and test on EC2 instances (the AWS provider).
+    Ec2 {
+        instance_type: String,
+        subnet: Option<String>,
+        security_groups: Vec<String>,
+        instance_profile: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -759,6 +771,9 @@ impl Loader<'_> {
                     Some(("debootstrap", suite)) if !suite.is_empty() => {
                         Some(ParentSpec::Debootstrap { suite: suite.to_string() })
                     }
+                    Some(("ssm", name)) if name.starts_with('/') => {
+                        Some(ParentSpec::SsmParameter { name: name.to_string() })
+                    }
                     Some(("tarball", path)) if !path.is_empty() => {
                         let path = self.dir.join(path);
                         if !path.is_file() {
@@ -777,7 +792,7 @@ impl Loader<'_> {
                                 p.span(),
                                 "bad-parent",
                                 format!("image `{name}`: unsupported parent"),
-                                "use debootstrap:<suite> or tarball:<path> (AWS parents come with the AWS provider)",
+                                "use debootstrap:<suite>, tarball:<path> or ssm:/aws/service/…",
                             );
                         }
                         None
@@ -823,30 +838,50 @@ impl Loader<'_> {
             None => Builder::Local { disk_size_mb: None },
             Some(b) => {
                 let bt = self.table(b, "builder")?;
-                self.known(bt, &["kind", "disk_size"], "builder");
+                self.known(
+                    bt,
+                    &["kind", "disk_size", "instance_type", "subnet", "security_groups", "instance_profile"],
+                    "builder",
+                );
                 let kind = Self::get(bt, "kind").and_then(|k| self.string(k, "builder.kind"));
-                if kind.as_deref() != Some("local") {
-                    self.err(
-                        b.span(),
-                        "bad-builder",
-                        format!("image `{name}`: builder kind {:?} is not available", kind.unwrap_or_default()),
-                        "kind = \"local\" (the ec2 builder comes with the AWS provider)",
-                    );
-                }
-                let disk = Self::get(bt, "disk_size").and_then(|d| {
-                    let s = self.string(d, "disk_size")?;
-                    let mb = parse_size_mb(&s);
-                    if mb.is_none() {
-                        self.err(
-                            d.span(),
-                            "bad-size",
-                            format!("disk_size \"{s}\" is not a size"),
-                            "e.g. \"2G\" or \"1536M\"",
-                        );
+                match kind.as_deref() {
+                    Some("local") => {
+                        let disk = Self::get(bt, "disk_size").and_then(|d| {
+                            let s = self.string(d, "disk_size")?;
+                            let mb = parse_size_mb(&s);
+                            if mb.is_none() {
+                                self.err(
+                                    d.span(),
+                                    "bad-size",
+                                    format!("disk_size \"{s}\" is not a size"),
+                                    "e.g. \"2G\" or \"1536M\"",
+                                );
+                            }
+                            mb
+                        });
+                        Builder::Local { disk_size_mb: disk }
                     }
-                    mb
-                });
-                Builder::Local { disk_size_mb: disk }
+                    Some("ec2") => Builder::Ec2 {
+                        instance_type: Self::get(bt, "instance_type")
+                            .and_then(|v| self.string(v, "instance_type"))
+                            .unwrap_or_else(|| "t3.medium".into()),
+                        subnet: Self::get(bt, "subnet").and_then(|v| self.string(v, "subnet")),
+                        security_groups: Self::get(bt, "security_groups")
+                            .map(|v| self.strings(v, "security_groups").into_iter().map(|(s, _)| s).collect())
+                            .unwrap_or_default(),
+                        instance_profile: Self::get(bt, "instance_profile")
+                            .and_then(|v| self.string(v, "instance_profile")),
+                    },
+                    other => {
+                        self.err(
+                            b.span(),
+                            "bad-builder",
+                            format!("image `{name}`: unknown builder kind {:?}", other.unwrap_or_default()),
+                            "kind = \"local\" or \"ec2\"",
+                        );
+                        Builder::Local { disk_size_mb: None }
+                    }
+                }
             }
         };
         let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(d, accounts));

@@ -25,6 +25,7 @@ fn ref_file(work_dir: &Path, spec: &ParentSpec) -> PathBuf {
         ParentSpec::Tarball { path } => {
             format!("tarball-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("rootfs"))
         }
+        ParentSpec::SsmParameter { name } => format!("ssm{}", name.replace('/', "-")),
     };
     work_dir.join("parents").join(format!("{key}.json"))
 }
@@ -94,6 +95,11 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
                 let status = fs::read(rootfs.join("var/lib/dpkg/status"))
                     .map_err(|e| FactoryError::Parent(format!("debootstrap left no dpkg status: {e}")))?;
                 config::hex(&Sha256::digest(&status))[..16].to_string()
+            }
+            ParentSpec::SsmParameter { name } => {
+                return Err(FactoryError::Parent(format!(
+                    "ssm:{name} is an AMI; the local builder needs debootstrap: or tarball: parents"
+                )));
             }
             ParentSpec::Tarball { path } => {
                 fs::create_dir_all(&rootfs).map_err(|e| FactoryError::Parent(e.to_string()))?;

@@ -773,12 +773,9 @@ impl Runner<'_> {
         scope: &mut Scope<'_>,
         deadline: Option<Instant>,
         doc_index: usize,
-    ) -> Result<AttemptOk, AttemptFail> {
-        let fail = |message: String, inputs: Vec<Value>, loop_info: Option<Value>| AttemptFail {
-            message,
-            reboot: None,
-            inputs,
-            loop_info,
+    ) -> Result<AttemptOk, Box<AttemptFail>> {
+        let fail = |message: String, inputs: Vec<Value>, loop_info: Option<Value>| {
+            Box::new(AttemptFail { message, reboot: None, inputs, loop_info })
         };
         let Some(looping) = &step.looping else {
             let inputs = match step.inputs.iter().map(|i| scope.resolve_value(i)).collect::<Result<Vec<_>, _>>() {
@@ -790,7 +787,7 @@ impl Runner<'_> {
             return match self.execute(doc, phase, step, scope, &inputs, deadline, doc_index, None) {
                 Ok(outputs) => Ok(AttemptOk { inputs, outputs, loop_info: None }),
                 Err(ActionError::Reboot { rerun }) => {
-                    Err(AttemptFail { message: String::new(), reboot: Some(rerun), inputs, loop_info: None })
+                    Err(Box::new(AttemptFail { message: String::new(), reboot: Some(rerun), inputs, loop_info: None }))
                 }
                 Err(e) => Err(fail(e.to_string(), inputs, None)),
             };

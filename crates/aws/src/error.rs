@@ -1,0 +1,33 @@
+//! Errors that name the operation, account and region, so a message is actionable
+//! without a backtrace.
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("{op} in account {account} ({region}): {message}")]
+    Api { op: &'static str, account: String, region: String, message: String },
+    #[error("cannot assume {role} for account {account}: {message} (check the role's trust policy and external id)")]
+    AssumeRole { account: String, role: String, message: String },
+    #[error("no account `{0}` in the config")]
+    UnknownAccount(String),
+    #[error("{what} not found in account {account} ({region})")]
+    NotFound { what: String, account: String, region: String },
+    #[error("{what} in {region}: {message}")]
+    Failed { what: String, region: String, message: String },
+    #[error("timed out after {seconds}s waiting for {what} in {region}")]
+    Timeout { what: String, region: String, seconds: u64 },
+}
+
+/// The message of an SDK error with its full context (service code, message, cause).
+pub fn sdk_message<E: std::error::Error>(e: &E) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

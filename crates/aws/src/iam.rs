@@ -1,0 +1,98 @@
+//! Least-privilege IAM policies for the config, derived from what the provider calls.
+//!
+//! Every AWS call in this crate reports errors under its IAM action name (`ec2:CopyImage`,
+//! `ssm:PutParameter` …); the lists below are those names, and a test fails when the code
+//! calls an action that no policy grants.
+
+use serde_json::{Value, json};
+
+/// Actions the platform account's role needs (find, copy, tag and share images).
+pub const PLATFORM_ACTIONS: &[&str] = &[
+    "ec2:DescribeImages",
+    "ec2:DescribeImageAttribute",
+    "ec2:CopyImage",
+    "ec2:CreateTags",
+    "ec2:ModifyImageAttribute",
+    "ec2:ModifySnapshotAttribute",
+    "ec2:EnableImageDeprecation",
+];
+
+/// Reading public parameters such as the latest Amazon Linux 2 AMI.
+pub const PUBLIC_PARAMETER_ACTIONS: &[&str] = &["ssm:GetParameter"];
+
+/// Actions a consumer account's role needs (the versioned SSM pointers).
+pub const CONSUMER_ACTIONS: &[&str] = &["ssm:GetParameter", "ssm:PutParameter"];
+
+/// The platform role's policy: image actions in the configured regions, public parameters,
+/// and assuming the consumer roles.
+pub fn platform_policy(platform_account: &str, regions: &[String], consumer_roles: &[String]) -> Value {
+    let images: Vec<String> = regions
+        .iter()
+        .flat_map(|r| [format!("arn:aws:ec2:{r}::image/*"), format!("arn:aws:ec2:{r}:{platform_account}:snapshot/*")])
+        .collect();
+    let public: Vec<String> = regions.iter().map(|r| format!("arn:aws:ssm:{r}::parameter/aws/service/*")).collect();
+    let mut statements = vec![
+        json!({"Sid": "DescribeImages", "Effect": "Allow", "Action": ["ec2:DescribeImages", "ec2:DescribeImageAttribute"], "Resource": "*"}),
+        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": PLATFORM_ACTIONS.iter().filter(|a| !a.starts_with("ec2:Describe")).collect::<Vec<_>>(), "Resource": images}),
+        json!({"Sid": "ReadPublicParameters", "Effect": "Allow", "Action": PUBLIC_PARAMETER_ACTIONS, "Resource": public}),
+    ];
+    if !consumer_roles.is_empty() {
+        statements.push(json!({"Sid": "ReachConsumerAccounts", "Effect": "Allow", "Action": ["sts:AssumeRole"], "Resource": consumer_roles}));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// A consumer role's policy: the parameters under `prefix` in its account, nothing else.
+pub fn consumer_policy(account: &str, regions: &[String], prefixes: &[String]) -> Value {
+    let resources: Vec<String> = regions
+        .iter()
+        .flat_map(|r| {
+            prefixes.iter().map(move |p| format!("arn:aws:ssm:{r}:{account}:parameter{}/*", p.trim_end_matches('/')))
+        })
+        .collect();
+    json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "BaseImagePointers", "Effect": "Allow", "Action": CONSUMER_ACTIONS, "Resource": resources}
+    ]})
+}
+
+/// The trust policy a consumer role needs so the platform account can assume it.
+pub fn consumer_trust_policy(platform_account: &str, external_id: Option<&str>) -> Value {
+    let mut statement = json!({"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{platform_account}:root")}, "Action": "sts:AssumeRole"});
+    if let Some(ext) = external_id {
+        statement["Condition"] = json!({"StringEquals": {"sts:ExternalId": ext}});
+    }
+    json!({"Version": "2012-10-17", "Statement": [statement]})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `"ec2:…"`/`"ssm:…"` action named in this crate's code is granted somewhere.
+    #[test]
+    fn every_action_the_code_calls_is_in_a_policy() {
+        let granted: Vec<&str> =
+            PLATFORM_ACTIONS.iter().chain(PUBLIC_PARAMETER_ACTIONS).chain(CONSUMER_ACTIONS).copied().collect();
+        for source in [include_str!("publish.rs"), include_str!("parent.rs")] {
+            for piece in source.split('"').skip(1).step_by(2) {
+                let is_action = (piece.starts_with("ec2:") || piece.starts_with("ssm:"))
+                    && piece[4..].chars().all(|c| c.is_ascii_alphanumeric())
+                    && piece.len() > 4;
+                if is_action {
+                    assert!(granted.contains(&piece), "{piece} is called but no policy grants it");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn consumer_policies_are_scoped_to_the_prefix() {
+        let p = consumer_policy("222222222222", &["eu-west-1".into()], &["/platform/base-ami/host".into()]);
+        assert_eq!(
+            p["Statement"][0]["Resource"][0],
+            "arn:aws:ssm:eu-west-1:222222222222:parameter/platform/base-ami/host/*"
+        );
+        let t = consumer_trust_policy("111111111111", Some("x"));
+        assert_eq!(t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "x");
+    }
+}

@@ -1,0 +1,23 @@
+//! # aws — amictl's AWS provider
+//!
+//! Built on aws-sdk-rust with aws-config's standard credential chain (environment,
+//! profiles, SSO, IMDS) and the standard `AWS_ENDPOINT_URL` override, so the same code talks
+//! to AWS or to a local emulator.
+//!
+//! - [`Aws`] hands out clients per account and region; accounts with a role are reached
+//!   through STS AssumeRole (credentials cached and refreshed by aws-config).
+//! - [`parent`] resolves the newest parent AMI (an SSM public parameter, or a name filter),
+//!   with the name and creation date recorded as lineage.
+//! - [`publish`] copies an AMI to regions, shares it with consumer accounts, tags it and
+//!   moves versioned SSM pointers — every step find-before-create, so a re-run adopts what
+//!   exists instead of making a duplicate (the Bottlerocket `pubsys` way).
+
+pub mod clients;
+pub mod error;
+pub mod iam;
+pub mod limits;
+pub mod parent;
+pub mod publish;
+
+pub use clients::{AccountAccess, Aws};
+pub use error::AwsError;

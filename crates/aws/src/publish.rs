@@ -1,0 +1,373 @@
+//! Distribution: copy to every region, share with every consumer account, tag, and move
+//! the versioned SSM pointers — idempotently.
+//!
+//! Every step looks before it creates: the AMI is found by name before `CopyImage`, a
+//! launch permission already granted is not granted again, a versioned parameter that
+//! already holds the right AMI is left alone. A re-run after a crash therefore adopts what
+//! exists and never makes a second AMI for the same version. The `latest` pointer moves
+//! only after the AMI is verified available and shared in that region, and is read back.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{
+    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ImageAttributeName, ImageState,
+    LaunchPermission, LaunchPermissionModifications, Tag,
+};
+use aws_sdk_ssm::types::ParameterType;
+use futures::StreamExt;
+
+use crate::Aws;
+use crate::error::{AwsError, sdk_message};
+
+/// What to publish, and where.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub image: String,
+    pub version: String,
+    pub build_id: String,
+    /// The account that owns the images (the platform account).
+    pub owner: String,
+    pub source_region: String,
+    pub source_image_id: String,
+    pub regions: Vec<String>,
+    /// Consumer account names; each gets launch permission and SSM pointers.
+    pub consumers: Vec<String>,
+    /// e.g. `/platform/base-ami/weco-amzn2-hvm-x86_64-gp2`: `<prefix>/<version>` and `<prefix>/latest`.
+    pub ssm_prefix: Option<String>,
+    pub wait: Waiter,
+}
+
+/// How to wait for an AMI: several *consecutive* sightings of `available` (EC2 is
+/// eventually consistent), failing at once on a terminal state.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter {
+    pub interval: Duration,
+    pub sightings: u32,
+    pub timeout: Duration,
+}
+
+impl Default for Waiter {
+    fn default() -> Waiter {
+        Waiter { interval: Duration::from_secs(10), sightings: 3, timeout: Duration::from_secs(3600) }
+    }
+}
+
+/// The outcome in one region.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RegionReport {
+    pub region: String,
+    pub image_id: String,
+    /// False when an existing AMI of this name was adopted.
+    pub copied: bool,
+    pub shared_with: Vec<String>,
+    pub parameters: Vec<String>,
+}
+
+/// Every region's result: the operator learns what exists even when one region failed.
+#[derive(Debug)]
+pub struct PublishReport {
+    pub done: Vec<RegionReport>,
+    pub failed: Vec<(String, AwsError)>,
+}
+
+pub fn ami_name(image: &str, version: &str) -> String {
+    format!("{image}-{version}")
+}
+
+pub async fn publish(aws: &Aws, req: &PublishRequest) -> PublishReport {
+    let results: Vec<(String, Result<RegionReport, AwsError>)> = futures::stream::iter(req.regions.clone())
+        .map(|region| async move { (region.clone(), publish_region(aws, req, &region).await) })
+        .buffer_unordered(2)
+        .collect()
+        .await;
+    let mut report = PublishReport { done: Vec::new(), failed: Vec::new() };
+    for (region, r) in results {
+        match r {
+            Ok(done) => report.done.push(done),
+            Err(e) => report.failed.push((region, e)),
+        }
+    }
+    report.done.sort_by(|a, b| a.region.cmp(&b.region));
+    report
+}
+
+fn api(op: &'static str, account: &str, region: &str) -> impl Fn(String) -> AwsError {
+    let (account, region) = (account.to_string(), region.to_string());
+    move |message| AwsError::Api { op, account: account.clone(), region: region.clone(), message }
+}
+
+async fn publish_region(aws: &Aws, req: &PublishRequest, region: &str) -> Result<RegionReport, AwsError> {
+    let owner = &req.owner;
+    let ec2 = aws.ec2(owner, region).await?;
+    let name = ami_name(&req.image, &req.version);
+
+    // 1. Find before create.
+    let (image_id, copied) = match find_by_name(aws, &ec2, owner, region, &name).await? {
+        Some(id) => (id, false),
+        None if region == req.source_region => (req.source_image_id.clone(), false),
+        None => {
+            aws.limits.copy_image.take().await;
+            let out = ec2
+                .copy_image()
+                .source_region(&req.source_region)
+                .source_image_id(&req.source_image_id)
+                .name(&name)
+                .description(format!("{} {} (amictl build {})", req.image, req.version, req.build_id))
+                .copy_image_tags(true)
+                .send()
+                .await
+                .map_err(|e| api("ec2:CopyImage", owner, region)(sdk_message(&e)))?;
+            (out.image_id().unwrap_or_default().to_string(), true)
+        }
+    };
+    let snapshots = wait_available(aws, &ec2, owner, region, &image_id, req.wait).await?;
+
+    // 2. Tags (CopyImage does not always carry them).
+    aws.limits.mutate.take().await;
+    let tags = [
+        ("Name", name.clone()),
+        ("amictl:image", req.image.clone()),
+        ("amictl:version", req.version.clone()),
+        ("amictl:build-id", req.build_id.clone()),
+        ("amictl:source-ami", req.source_image_id.clone()),
+    ];
+    let mut create_tags = ec2.create_tags().resources(&image_id);
+    for s in &snapshots {
+        create_tags = create_tags.resources(s);
+    }
+    for (k, v) in &tags {
+        create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
+    }
+    create_tags.send().await.map_err(|e| api("ec2:CreateTags", owner, region)(sdk_message(&e)))?;
+
+    // 3. Share with every consumer account not yet allowed.
+    let mut ids = Vec::new();
+    for c in &req.consumers {
+        ids.push(aws.account(c)?.id.clone());
+    }
+    let granted = launch_permissions(aws, &ec2, owner, region, &image_id).await?;
+    let missing: Vec<&String> = ids.iter().filter(|id| !granted.contains(id)).collect();
+    if !missing.is_empty() {
+        aws.limits.mutate.take().await;
+        let mut perms = LaunchPermissionModifications::builder();
+        for id in &missing {
+            perms = perms.add(LaunchPermission::builder().user_id(id.as_str()).build());
+        }
+        ec2.modify_image_attribute()
+            .image_id(&image_id)
+            .launch_permission(perms.build())
+            .send()
+            .await
+            .map_err(|e| api("ec2:ModifyImageAttribute", owner, region)(sdk_message(&e)))?;
+        for snapshot in &snapshots {
+            aws.limits.mutate.take().await;
+            let mut perms = CreateVolumePermissionModifications::builder();
+            for id in &missing {
+                perms = perms.add(CreateVolumePermission::builder().user_id(id.as_str()).build());
+            }
+            ec2.modify_snapshot_attribute()
+                .snapshot_id(snapshot)
+                .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                .create_volume_permission(perms.build())
+                .send()
+                .await
+                .map_err(|e| api("ec2:ModifySnapshotAttribute", owner, region)(sdk_message(&e)))?;
+        }
+    }
+    // Verify before any pointer moves.
+    let granted = launch_permissions(aws, &ec2, owner, region, &image_id).await?;
+    if let Some(absent) = ids.iter().find(|id| !granted.contains(id)) {
+        return Err(AwsError::Failed {
+            what: format!("launch permission for {absent} on {image_id}"),
+            region: region.into(),
+            message: "not present after granting it".into(),
+        });
+    }
+
+    // 4. SSM pointers in every consumer account.
+    let mut parameters = Vec::new();
+    if let Some(prefix) = &req.ssm_prefix {
+        for consumer in &req.consumers {
+            let ssm = aws.ssm(consumer, region).await?;
+            let versioned = format!("{}/{}", prefix.trim_end_matches('/'), req.version);
+            put_once(&ssm, consumer, region, &versioned, &image_id).await?;
+            let latest = format!("{}/latest", prefix.trim_end_matches('/'));
+            ssm.put_parameter()
+                .name(&latest)
+                .value(&image_id)
+                .r#type(ParameterType::String)
+                .data_type("aws:ec2:image")
+                .overwrite(true)
+                .send()
+                .await
+                .map_err(|e| api("ssm:PutParameter", consumer, region)(sdk_message(&e)))?;
+            let read = get(&ssm, consumer, region, &latest).await?;
+            if read.as_deref() != Some(image_id.as_str()) {
+                return Err(AwsError::Failed {
+                    what: format!("SSM parameter {latest} in {consumer}"),
+                    region: region.into(),
+                    message: format!("reads back {read:?}, expected {image_id}"),
+                });
+            }
+            parameters.push(format!("{consumer}:{versioned}"));
+            parameters.push(format!("{consumer}:{latest}"));
+        }
+    }
+    Ok(RegionReport { region: region.into(), image_id, copied, shared_with: req.consumers.clone(), parameters })
+}
+
+async fn find_by_name(
+    aws: &Aws,
+    ec2: &aws_sdk_ec2::Client,
+    owner: &str,
+    region: &str,
+    name: &str,
+) -> Result<Option<String>, AwsError> {
+    aws.limits.describe.take().await;
+    let out = ec2
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| api("ec2:DescribeImages", owner, region)(sdk_message(&e)))?;
+    Ok(out.images().iter().find(|i| i.name() == Some(name)).and_then(|i| i.image_id()).map(str::to_string))
+}
+
+/// Waits for `available`; returns the AMI's snapshot ids.
+async fn wait_available(
+    aws: &Aws,
+    ec2: &aws_sdk_ec2::Client,
+    owner: &str,
+    region: &str,
+    image_id: &str,
+    w: Waiter,
+) -> Result<Vec<String>, AwsError> {
+    let start = tokio::time::Instant::now();
+    let mut seen = 0;
+    let mut polls = 0u32;
+    loop {
+        aws.limits.describe.take().await;
+        let out = ec2
+            .describe_images()
+            .image_ids(image_id)
+            .send()
+            .await
+            .map_err(|e| api("ec2:DescribeImages", owner, region)(sdk_message(&e)))?;
+        let image = out.images().first();
+        match image.and_then(|i| i.state()) {
+            Some(ImageState::Available) => {
+                seen += 1;
+                if seen >= w.sightings {
+                    let snaps = image
+                        .map(|i| {
+                            i.block_device_mappings()
+                                .iter()
+                                .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    return Ok(snaps);
+                }
+            }
+            Some(s @ (ImageState::Failed | ImageState::Deregistered | ImageState::Invalid | ImageState::Error)) => {
+                return Err(AwsError::Failed {
+                    what: format!("AMI {image_id}"),
+                    region: region.into(),
+                    message: format!("reached state {s:?}"),
+                });
+            }
+            _ => seen = 0,
+        }
+        polls += 1;
+        if polls.is_multiple_of(6) {
+            tracing::info!("still waiting for {image_id} in {region} ({}s)", start.elapsed().as_secs());
+        }
+        if start.elapsed() >= w.timeout {
+            return Err(AwsError::Timeout {
+                what: format!("AMI {image_id} to become available"),
+                region: region.into(),
+                seconds: w.timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(w.interval).await;
+    }
+}
+
+async fn launch_permissions(
+    aws: &Aws,
+    ec2: &aws_sdk_ec2::Client,
+    owner: &str,
+    region: &str,
+    image_id: &str,
+) -> Result<Vec<String>, AwsError> {
+    aws.limits.describe.take().await;
+    let out = ec2
+        .describe_image_attribute()
+        .image_id(image_id)
+        .attribute(ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .map_err(|e| api("ec2:DescribeImageAttribute", owner, region)(sdk_message(&e)))?;
+    Ok(out.launch_permissions().iter().filter_map(|p| p.user_id()).map(str::to_string).collect())
+}
+
+async fn get(ssm: &aws_sdk_ssm::Client, account: &str, region: &str, name: &str) -> Result<Option<String>, AwsError> {
+    match ssm.get_parameter().name(name).send().await {
+        Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
+        Err(e) => Err(api("ssm:GetParameter", account, region)(sdk_message(&e))),
+    }
+}
+
+/// A versioned parameter is written once; a re-run that finds the same value is a no-op,
+/// a different value is an error (a version must never change its AMI).
+async fn put_once(
+    ssm: &aws_sdk_ssm::Client,
+    account: &str,
+    region: &str,
+    name: &str,
+    value: &str,
+) -> Result<(), AwsError> {
+    match get(ssm, account, region, name).await? {
+        Some(existing) if existing == value => return Ok(()),
+        Some(existing) => {
+            return Err(AwsError::Failed {
+                what: format!("SSM parameter {name} in {account}"),
+                region: region.into(),
+                message: format!(
+                    "already points at {existing}, not {value}; a published version never changes its AMI"
+                ),
+            });
+        }
+        None => {}
+    }
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(ParameterType::String)
+        .data_type("aws:ec2:image")
+        .overwrite(false)
+        .send()
+        .await
+        .map_err(|e| api("ssm:PutParameter", account, region)(sdk_message(&e)))?;
+    Ok(())
+}
+
+/// Marks superseded AMIs deprecated at `at`, so launch wizards and `describe_images` steer
+/// people to the newest version.
+pub async fn deprecate(
+    ec2: &aws_sdk_ec2::Client,
+    owner: &str,
+    region: &str,
+    image_id: &str,
+    at: std::time::SystemTime,
+) -> Result<(), AwsError> {
+    ec2.enable_image_deprecation()
+        .image_id(image_id)
+        .deprecate_at(aws_sdk_ec2::primitives::DateTime::from(at))
+        .send()
+        .await
+        .map_err(|e| api("ec2:EnableImageDeprecation", owner, region)(sdk_message(&e)))?;
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The AWS provider against a real `moto` server on 127.0.0.1 (PyPI `moto[server]`), for
+//! the reference organisation: platform 111111111111 owns the images, consumers workflow
+//! (222222222222) and digirati (333333333333), regions eu-west-1 and eu-west-2.
+//!
+//! The server comes from `AMICTL_MOTO_SERVER` (scripts/test installs it in a venv) or
+//! `moto_server` on PATH; a test fails with that message when neither exists.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws::publish::{PublishRequest, Waiter, ami_name, publish};
+use aws::{AccountAccess, Aws, AwsError};
+use aws_config::retry::RetryConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::types::{Filter, ImageAttributeName, InstanceType};
+
+const AL2: &str = "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2";
+
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto() -> Moto {
+    let server = std::env::var("AMICTL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(&server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("MOTO_ENABLE_AMI_VALIDATION", "true")
+        .env_remove("MOTO_ACCOUNT_ID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {server} ({e}); set AMICTL_MOTO_SERVER or run scripts/test, which installs moto[server]"
+            )
+        });
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(30), "moto did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto { child, url: format!("http://127.0.0.1:{port}") }
+}
+
+fn account(name: &str, id: &str) -> AccountAccess {
+    AccountAccess {
+        name: name.into(),
+        id: id.into(),
+        role: Some(format!("arn:aws:iam::{id}:role/amictl")),
+        external_id: None,
+    }
+}
+
+async fn reference_org(m: &Moto) -> Aws {
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .endpoint_url(&m.url)
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "moto"))
+        .retry_config(RetryConfig::disabled())
+        .load()
+        .await;
+    Aws::with_config(
+        base,
+        vec![
+            account("platform", "111111111111"),
+            account("workflow", "222222222222"),
+            account("digirati", "333333333333"),
+        ],
+    )
+}
+
+/// A finished build: an instance launched from the current Amazon Linux 2 and imaged.
+async fn built_ami(aws: &Aws, name: &str) -> String {
+    let parent = aws::parent::from_ssm_parameter(aws, "platform", "eu-west-1", AL2).await.unwrap();
+    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
+    let run = ec2
+        .run_instances()
+        .image_id(&parent.image_id)
+        .instance_type(InstanceType::T3Medium)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let instance = run.instances()[0].instance_id().unwrap().to_string();
+    ec2.create_image().instance_id(instance).name(name).send().await.unwrap().image_id().unwrap().to_string()
+}
+
+fn request(source: &str) -> PublishRequest {
+    PublishRequest {
+        image: "weco-amzn2-hvm-x86_64-gp2".into(),
+        version: "2026.11.27.1".into(),
+        build_id: "b-1".into(),
+        owner: "platform".into(),
+        source_region: "eu-west-1".into(),
+        source_image_id: source.into(),
+        regions: vec!["eu-west-1".into(), "eu-west-2".into()],
+        consumers: vec!["workflow".into(), "digirati".into()],
+        ssm_prefix: Some("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2".into()),
+        wait: Waiter { interval: Duration::from_millis(20), sightings: 3, timeout: Duration::from_secs(30) },
+    }
+}
+
+#[tokio::test]
+async fn the_parent_resolves_from_the_ssm_public_parameter_with_its_lineage() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let p = aws::parent::from_ssm_parameter(&aws, "platform", "eu-west-1", AL2).await.unwrap();
+    assert!(p.image_id.starts_with("ami-"));
+    assert!(p.name.starts_with("amzn2-ami-hvm-"), "{p:?}");
+    assert!(!p.created.is_empty());
+    let by_name = aws::parent::from_name_filter(
+        &aws,
+        "platform",
+        "eu-west-1",
+        &["amazon".into()],
+        "amzn2-ami-hvm-2.0.*-x86_64-gp2",
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_name.image_id, p.image_id, "the newest by name is what the parameter points at");
+    match aws::parent::from_ssm_parameter(&aws, "platform", "eu-west-1", "/aws/service/no/such/parameter").await {
+        Err(AwsError::NotFound { what, account, region }) => {
+            assert!(what.contains("/aws/service/no/such/parameter"));
+            assert_eq!((account.as_str(), region.as_str()), ("platform", "eu-west-1"));
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn publishing_copies_shares_tags_and_points_ssm_in_every_consumer_account_and_region() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let name = ami_name("weco-amzn2-hvm-x86_64-gp2", "2026.11.27.1");
+    let source = built_ami(&aws, &name).await;
+    let report = publish(&aws, &request(&source)).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.done.len(), 2);
+    let west2 = &report.done[1];
+    assert_eq!(west2.region, "eu-west-2");
+    assert!(west2.copied);
+    assert_ne!(west2.image_id, source);
+    assert_eq!(report.done[0].image_id, source, "the build region keeps the built AMI");
+
+    for r in &report.done {
+        let ec2 = aws.ec2("platform", &r.region).await.unwrap();
+        let image = ec2.describe_images().image_ids(&r.image_id).send().await.unwrap();
+        let image = &image.images()[0];
+        assert_eq!(image.name(), Some(name.as_str()));
+        let tags: Vec<(String, String)> =
+            image.tags().iter().map(|t| (t.key().unwrap().into(), t.value().unwrap().into())).collect();
+        assert!(tags.contains(&("amictl:version".into(), "2026.11.27.1".into())), "{tags:?}");
+        assert!(tags.contains(&("amictl:build-id".into(), "b-1".into())));
+        let perms = ec2
+            .describe_image_attribute()
+            .image_id(&r.image_id)
+            .attribute(ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .unwrap();
+        let mut users: Vec<&str> = perms.launch_permissions().iter().filter_map(|p| p.user_id()).collect();
+        users.sort();
+        assert_eq!(users, ["222222222222", "333333333333"]);
+        for consumer in ["workflow", "digirati"] {
+            let ssm = aws.ssm(consumer, &r.region).await.unwrap();
+            for name in [
+                "/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/2026.11.27.1",
+                "/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/latest",
+            ] {
+                let v = ssm.get_parameter().name(name).send().await.unwrap();
+                assert_eq!(
+                    v.parameter().and_then(|p| p.value()),
+                    Some(r.image_id.as_str()),
+                    "{consumer} {} {name}",
+                    r.region
+                );
+            }
+        }
+        // Consumers' parameters live in the consumers' accounts, not the platform's.
+        let platform_ssm = aws.ssm("platform", &r.region).await.unwrap();
+        assert!(
+            platform_ssm
+                .get_parameter()
+                .name("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/latest")
+                .send()
+                .await
+                .is_err()
+        );
+    }
+}
+
+#[tokio::test]
+async fn publishing_again_adopts_what_exists_and_never_duplicates_an_ami() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let name = ami_name("weco-amzn2-hvm-x86_64-gp2", "2026.11.27.1");
+    let source = built_ami(&aws, &name).await;
+    let first = publish(&aws, &request(&source)).await;
+    assert!(first.failed.is_empty(), "{:?}", first.failed);
+    let second = publish(&aws, &request(&source)).await;
+    assert!(second.failed.is_empty(), "{:?}", second.failed);
+    assert!(second.done.iter().all(|r| !r.copied), "nothing is copied twice");
+    assert_eq!(
+        first.done,
+        second
+            .done
+            .iter()
+            .map(|r| aws::publish::RegionReport {
+                copied: first.done.iter().find(|f| f.region == r.region).unwrap().copied,
+                ..r.clone()
+            })
+            .collect::<Vec<_>>()
+    );
+    let ec2 = aws.ec2("platform", "eu-west-2").await.unwrap();
+    let named = ec2
+        .describe_images()
+        .owners("self")
+        .filters(Filter::builder().name("name").values(&name).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.images().len(), 1, "exactly one AMI of this version in eu-west-2");
+}
+
+#[tokio::test]
+async fn a_version_that_would_change_its_ami_is_refused_and_latest_stays() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let source = built_ami(&aws, &ami_name("weco-amzn2-hvm-x86_64-gp2", "2026.11.27.1")).await;
+    let mut req = request(&source);
+    req.regions = vec!["eu-west-1".into()];
+    assert!(publish(&aws, &req).await.failed.is_empty());
+    // Someone points the versioned parameter elsewhere: the next publish must not move `latest`.
+    let ssm = aws.ssm("workflow", "eu-west-1").await.unwrap();
+    ssm.put_parameter()
+        .name("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/2026.11.27.1")
+        .value("ami-00000000000000000")
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    ssm.put_parameter()
+        .name("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/latest")
+        .value("ami-11111111111111111")
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap();
+    let report = publish(&aws, &req).await;
+    assert_eq!(report.failed.len(), 1);
+    let message = report.failed[0].1.to_string();
+    assert!(message.contains("never changes its AMI"), "{message}");
+    let latest = ssm.get_parameter().name("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/latest").send().await.unwrap();
+    assert_eq!(latest.parameter().and_then(|p| p.value()), Some("ami-11111111111111111"), "latest did not move");
+}
+
+#[tokio::test]
+async fn a_region_that_fails_is_reported_while_the_others_complete() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let source = built_ami(&aws, &ami_name("weco-amzn2-hvm-x86_64-gp2", "2026.11.27.1")).await;
+    let mut req = request(&source);
+    req.regions = vec!["eu-west-1".into(), "xx-nowhere-1".into()];
+    let report = publish(&aws, &req).await;
+    assert_eq!(report.done.len(), 1);
+    assert_eq!(report.done[0].region, "eu-west-1");
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].0, "xx-nowhere-1");
+    assert!(
+        report.failed[0].1.to_string().contains("xx-nowhere-1"),
+        "the error names the region: {}",
+        report.failed[0].1
+    );
+}
