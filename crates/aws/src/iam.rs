@@ -9,6 +9,14 @@ use serde_json::{Value, json};
 /// Actions the platform account's role needs (find, copy, tag and share images).
 pub const PLATFORM_ACTIONS: &[&str] = &[
     "ec2:DescribeImages",
+    "ec2:DescribeInstances",
+    "ec2:RunInstances",
+    "ec2:TerminateInstances",
+    "ec2:CreateImage",
+    "ec2:DeregisterImage",
+    "ssm:SendCommand",
+    "ssm:GetCommandInvocation",
+    "ssm:DescribeInstanceInformation",
     "ec2:DescribeImageAttribute",
     "ec2:CopyImage",
     "ec2:CreateTags",
@@ -32,8 +40,10 @@ pub fn platform_policy(platform_account: &str, regions: &[String], consumer_role
         .collect();
     let public: Vec<String> = regions.iter().map(|r| format!("arn:aws:ssm:{r}::parameter/aws/service/*")).collect();
     let mut statements = vec![
-        json!({"Sid": "DescribeImages", "Effect": "Allow", "Action": ["ec2:DescribeImages", "ec2:DescribeImageAttribute"], "Resource": "*"}),
-        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": PLATFORM_ACTIONS.iter().filter(|a| !a.starts_with("ec2:Describe")).collect::<Vec<_>>(), "Resource": images}),
+        json!({"Sid": "Describe", "Effect": "Allow", "Action": PLATFORM_ACTIONS.iter().filter(|a| a.contains(":Describe") || a.starts_with("ssm:GetCommand")).collect::<Vec<_>>(), "Resource": "*"}),
+        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DeregisterImage"], "Resource": images}),
+        json!({"Sid": "BuildAndTestInstances", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateImage", "ec2:CreateTags", "ssm:SendCommand"], "Resource": "*",
+               "Condition": {"StringEqualsIfExists": {"aws:RequestedRegion": regions}}}),
         json!({"Sid": "ReadPublicParameters", "Effect": "Allow", "Action": PUBLIC_PARAMETER_ACTIONS, "Resource": public}),
     ];
     if !consumer_roles.is_empty() {
@@ -73,7 +83,7 @@ mod tests {
     fn every_action_the_code_calls_is_in_a_policy() {
         let granted: Vec<&str> =
             PLATFORM_ACTIONS.iter().chain(PUBLIC_PARAMETER_ACTIONS).chain(CONSUMER_ACTIONS).copied().collect();
-        for source in [include_str!("publish.rs"), include_str!("parent.rs")] {
+        for source in [include_str!("publish.rs"), include_str!("parent.rs"), include_str!("builder.rs")] {
             for piece in source.split('"').skip(1).step_by(2) {
                 let is_action = (piece.starts_with("ec2:") || piece.starts_with("ssm:"))
                     && piece[4..].chars().all(|c| c.is_ascii_alphanumeric())

@@ -12,6 +12,7 @@
 //!   moves versioned SSM pointers — every step find-before-create, so a re-run adopts what
 //!   exists instead of making a duplicate (the Bottlerocket `pubsys` way).
 
+pub mod builder;
 pub mod clients;
 pub mod error;
 pub mod iam;

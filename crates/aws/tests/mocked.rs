@@ -40,3 +40,72 @@ async fn a_refused_deprecation_names_the_operation_account_and_region_mocked_bec
     );
     assert!(text.contains("UnauthorizedOperation") || text.contains("not allowed"), "{text}");
 }
+
+use aws_sdk_ssm::operation::describe_instance_information::DescribeInstanceInformationOutput;
+use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+use aws_sdk_ssm::operation::send_command::SendCommandOutput;
+use aws_sdk_ssm::types::{Command, CommandInvocationStatus, InstanceInformation, PingStatus};
+use aws_smithy_mocks::RuleMode;
+
+const FAST: aws::builder::Polling =
+    aws::builder::Polling { interval: Duration::from_millis(1), timeout: Duration::from_millis(300) };
+
+fn info(status: PingStatus) -> DescribeInstanceInformationOutput {
+    DescribeInstanceInformationOutput::builder()
+        .instance_information_list(InstanceInformation::builder().instance_id("i-0abc").ping_status(status).build())
+        .build()
+}
+
+#[tokio::test]
+async fn waiting_for_ssm_returns_once_the_agent_is_online_mocked_because_moto_lacks_describe_instance_information() {
+    let rule = mock!(aws_sdk_ssm::Client::describe_instance_information)
+        .sequence()
+        .output(|| DescribeInstanceInformationOutput::builder().build())
+        .output(|| info(PingStatus::ConnectionLost))
+        .output(|| info(PingStatus::Online))
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::Sequential, [&rule]);
+    aws::builder::wait_online(&ssm, "platform", "eu-west-1", "i-0abc", FAST).await.unwrap();
+    assert_eq!(rule.num_calls(), 3);
+}
+
+#[tokio::test]
+async fn an_instance_that_never_registers_is_a_bounded_wait_naming_the_causes_mocked_because_moto_lacks_describe_instance_information()
+ {
+    let rule = mock!(aws_sdk_ssm::Client::describe_instance_information)
+        .sequence()
+        .output(|| DescribeInstanceInformationOutput::builder().build())
+        .repeatedly()
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, [&rule]);
+    let start = std::time::Instant::now();
+    let err = aws::builder::wait_online(&ssm, "platform", "eu-west-1", "i-0abc", FAST).await.unwrap_err().to_string();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    for cause in ["instance profile", "route to the SSM endpoints", "SSM agent"] {
+        assert!(err.contains(cause), "{cause} missing: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_failed_command_reports_its_status_and_output_tail_mocked_because_moto_reports_every_command_as_success() {
+    let send = mock!(aws_sdk_ssm::Client::send_command)
+        .then_output(|| SendCommandOutput::builder().command(Command::builder().command_id("cmd-1").build()).build());
+    let get = mock!(aws_sdk_ssm::Client::get_command_invocation)
+        .sequence()
+        .output(|| GetCommandInvocationOutput::builder().status(CommandInvocationStatus::InProgress).build())
+        .output(|| {
+            GetCommandInvocationOutput::builder()
+                .status(CommandInvocationStatus::Failed)
+                .response_code(3)
+                .standard_output_content("installing agent\n")
+                .standard_error_content("rpm: package corrupt\n")
+                .build()
+        })
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &get]);
+    let err = aws::builder::run_command(&ssm, "platform", "eu-west-1", "i-0abc", &["install".into()], FAST)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Failed") && err.contains("exit 3") && err.contains("rpm: package corrupt"), "{err}");
+}

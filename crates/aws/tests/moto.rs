@@ -283,3 +283,92 @@ async fn a_region_that_fails_is_reported_while_the_others_complete() {
         report.failed[0].1
     );
 }
+
+fn launch_spec(aws_parent: &str, build_id: &str, role: &str) -> aws::builder::LaunchSpec {
+    aws::builder::LaunchSpec {
+        build_id: build_id.into(),
+        role: role.into(),
+        image_id: aws_parent.into(),
+        instance_type: "t3.medium".into(),
+        subnet: None,
+        security_groups: vec![],
+        instance_profile: None,
+        name: format!("amictl {role} {build_id}"),
+    }
+}
+
+const FAST: aws::builder::Polling =
+    aws::builder::Polling { interval: Duration::from_millis(20), timeout: Duration::from_secs(20) };
+
+#[tokio::test]
+async fn a_builder_instance_requires_imdsv2_and_carries_the_build_id() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let parent = aws::parent::from_ssm_parameter(&aws, "platform", "eu-west-1", AL2).await.unwrap();
+    let id = aws::builder::launch(&aws, "platform", "eu-west-1", &launch_spec(&parent.image_id, "b-42", "builder"))
+        .await
+        .unwrap();
+    aws::builder::wait_running(&aws, "platform", "eu-west-1", &id, FAST).await.unwrap();
+    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
+    let out = ec2.describe_instances().instance_ids(&id).send().await.unwrap();
+    let instance = &out.reservations()[0].instances()[0];
+    assert_eq!(instance.metadata_options().and_then(|m| m.http_tokens()).map(|t| t.as_str()), Some("required"));
+    let tags: Vec<(&str, &str)> = instance.tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert!(tags.contains(&("amictl:build-id", "b-42")) && tags.contains(&("amictl:role", "builder")), "{tags:?}");
+
+    // Run Command plumbing: moto executes nothing but returns the invocation.
+    let ssm = aws.ssm("platform", "eu-west-1").await.unwrap();
+    let out = aws::builder::run_command(&ssm, "platform", "eu-west-1", &id, &["rpm -qa".into()], FAST).await.unwrap();
+    assert!(!out.command_id.is_empty());
+
+    let ami =
+        aws::builder::create_image(&aws, "platform", "eu-west-1", &id, "host-2026.11.27.1", "b-42").await.unwrap();
+    let found = aws::builder::find_image(&aws, "platform", "eu-west-1", "host-2026.11.27.1").await.unwrap();
+    assert_eq!(
+        found,
+        Some((ami, Some("b-42".to_string()))),
+        "a resumed build finds the AMI it made, by name and build id"
+    );
+}
+
+#[tokio::test]
+async fn cleanup_removes_everything_a_build_left_and_nothing_else() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let parent = aws::parent::from_ssm_parameter(&aws, "platform", "eu-west-1", AL2).await.unwrap();
+    let builder =
+        aws::builder::launch(&aws, "platform", "eu-west-1", &launch_spec(&parent.image_id, "b-dead", "builder"))
+            .await
+            .unwrap();
+    let tester =
+        aws::builder::launch(&aws, "platform", "eu-west-1", &launch_spec(&parent.image_id, "b-dead", "tester"))
+            .await
+            .unwrap();
+    let other =
+        aws::builder::launch(&aws, "platform", "eu-west-1", &launch_spec(&parent.image_id, "b-other", "builder"))
+            .await
+            .unwrap();
+    let half_made = aws::builder::create_image(&aws, "platform", "eu-west-1", &builder, "host-2026.11.27.2", "b-dead")
+        .await
+        .unwrap();
+
+    let report = aws::builder::cleanup(&aws, "platform", "eu-west-1", "b-dead", None).await.unwrap();
+    let mut expected = vec![builder.clone(), tester.clone()];
+    expected.sort();
+    assert_eq!(report.terminated, expected);
+    assert_eq!(report.deregistered, vec![half_made.clone()]);
+
+    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
+    let state = |id: String| {
+        let ec2 = ec2.clone();
+        async move {
+            let out = ec2.describe_instances().instance_ids(id).send().await.unwrap();
+            out.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
+        }
+    };
+    assert_eq!(state(builder).await, "terminated");
+    assert_eq!(state(other).await, "running", "another build's instance is untouched");
+    assert!(aws::builder::find_image(&aws, "platform", "eu-west-1", "host-2026.11.27.2").await.unwrap().is_none());
+    let again = aws::builder::cleanup(&aws, "platform", "eu-west-1", "b-dead", None).await.unwrap();
+    assert_eq!(again, aws::builder::Cleanup::default(), "a second cleanup finds nothing to do");
+}
