@@ -15,7 +15,7 @@ use aws_sdk_ec2::types::{
 use aws_sdk_ssm::types::{CommandInvocationStatus, InstanceInformationStringFilter, PingStatus};
 
 use crate::Aws;
-use crate::error::{AwsError, sdk_message};
+use crate::error::{AwsError, api, sdk_message};
 
 pub const BUILD_ID_TAG: &str = "amictl:build-id";
 pub const ROLE_TAG: &str = "amictl:role";
@@ -38,11 +38,6 @@ pub struct LaunchSpec {
 pub struct Polling {
     pub interval: Duration,
     pub timeout: Duration,
-}
-
-fn api(op: &'static str, account: &str, region: &str) -> impl Fn(String) -> AwsError {
-    let (account, region) = (account.to_string(), region.to_string());
-    move |message| AwsError::Api { op, account: account.clone(), region: region.clone(), message }
 }
 
 fn tags(spec: &LaunchSpec, resource: ResourceType) -> TagSpecification {

@@ -31,3 +31,9 @@ pub fn sdk_message<E: std::error::Error>(e: &E) -> String {
     }
     out
 }
+
+/// Maps an SDK error message to [`AwsError::Api`] for one operation in one place.
+pub(crate) fn api(op: &'static str, account: &str, region: &str) -> impl Fn(String) -> AwsError {
+    let (account, region) = (account.to_string(), region.to_string());
+    move |message| AwsError::Api { op, account: account.clone(), region: region.clone(), message }
+}

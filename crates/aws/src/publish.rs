@@ -17,7 +17,7 @@ use aws_sdk_ssm::types::ParameterType;
 use futures::StreamExt;
 
 use crate::Aws;
-use crate::error::{AwsError, sdk_message};
+use crate::error::{AwsError, api, sdk_message};
 
 /// What to publish, and where.
 #[derive(Debug, Clone)]
@@ -89,11 +89,6 @@ pub async fn publish(aws: &Aws, req: &PublishRequest) -> PublishReport {
     }
     report.done.sort_by(|a, b| a.region.cmp(&b.region));
     report
-}
-
-fn api(op: &'static str, account: &str, region: &str) -> impl Fn(String) -> AwsError {
-    let (account, region) = (account.to_string(), region.to_string());
-    move |message| AwsError::Api { op, account: account.clone(), region: region.clone(), message }
 }
 
 async fn publish_region(aws: &Aws, req: &PublishRequest, region: &str) -> Result<RegionReport, AwsError> {

@@ -170,7 +170,6 @@ fn wait_for(
             _ => Exit::Code(-1),
         }
     };
-    reap(child);
     Ok(Finished { exit, stdout })
 }
 
@@ -181,10 +180,6 @@ fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
             other => return other,
         }
     }
-}
-
-fn reap(child: &mut Child) {
-    let _ = child.try_wait();
 }
 
 #[cfg(test)]
