@@ -228,12 +228,29 @@ impl Catalog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io { path: path.into(), message: e.to_string() })?;
         }
+        // Setting up a connection (switching a new file to WAL, migrating) upgrades locks in
+        // a way SQLite resolves by failing one side at once rather than waiting, so openers
+        // take turns on a small file lock for that part. Ordinary reads and writes later
+        // wait on SQLite's own busy timeout.
+        let setup_lock = path.with_extension("setup-lock");
+        let guard = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&setup_lock)
+            .map_err(|e| CatalogError::Io { path: setup_lock.clone(), message: e.to_string() })?;
+        rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| CatalogError::Io { path: setup_lock.clone(), message: e.to_string() })?;
         let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite { path: path.into(), source })?;
         let mut cat = Catalog { conn, path: path.to_path_buf() };
+        // The busy timeout first: switching a new file to WAL takes a lock another opener
+        // may hold at this very moment, and that must mean "wait", not "fail".
+        cat.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| cat.err(e))?;
         cat.conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| cat.err(e))?;
         cat.conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| cat.err(e))?;
-        cat.conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| cat.err(e))?;
         cat.migrate()?;
+        drop(guard);
         Ok(cat)
     }
 
@@ -715,19 +732,38 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_openers_migrate_once() {
+    fn opening_waits_for_a_writer_instead_of_failing() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("state.db");
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let p = path.clone();
-                std::thread::spawn(move || Catalog::open(&p).map(|_| ()))
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap().unwrap();
+        drop(Catalog::open(&path).unwrap());
+        // A writer holds the database for a moment, as `apply` does while recording.
+        let writer = Connection::open(&path).unwrap();
+        writer.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let p = path.clone();
+        let opener = std::thread::spawn(move || Catalog::open(&p).and_then(|c| c.versions(None)).map(|v| v.len()));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        writer.execute_batch("COMMIT").unwrap();
+        assert_eq!(opener.join().unwrap().unwrap(), 0, "the second opener waited for the lock");
+    }
+
+    #[test]
+    fn concurrent_openers_of_a_fresh_database_wait_and_migrate_once() {
+        // `apply` and `images` started together both open a new file: the one that loses
+        // the race to switch it to WAL and migrate must wait, not fail with "locked".
+        for _ in 0..20 {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("state.db");
+            let handles: Vec<_> = (0..6)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || Catalog::open(&p).map(|_| ()))
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+            assert_eq!(Catalog::open(&path).unwrap().versions(None).unwrap().len(), 0);
         }
-        assert_eq!(Catalog::open(&path).unwrap().versions(None).unwrap().len(), 0);
     }
 
     #[test]
