@@ -267,7 +267,8 @@ pub async fn create_image(
     })
 }
 
-/// The AMI a build already made under `name`, if any (so a resumed build adopts it).
+/// The AMI this account owns under `name`, if any: a resumed build adopts it, and the
+/// publisher finds a region's copy before making one.
 pub async fn find_image(
     aws: &Aws,
     account: &str,
@@ -275,6 +276,7 @@ pub async fn find_image(
     name: &str,
 ) -> Result<Option<(String, Option<String>)>, AwsError> {
     let ec2 = aws.ec2(account, region).await?;
+    aws.limits.describe.take().await;
     let out = ec2
         .describe_images()
         .owners("self")

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    CreateVolumePermission, CreateVolumePermissionModifications, Filter, ImageAttributeName, ImageState,
-    LaunchPermission, LaunchPermissionModifications, Tag,
+    CreateVolumePermission, CreateVolumePermissionModifications, ImageAttributeName, ImageState, LaunchPermission,
+    LaunchPermissionModifications, Tag,
 };
 use aws_sdk_ssm::types::ParameterType;
 use futures::StreamExt;
@@ -97,8 +97,8 @@ async fn publish_region(aws: &Aws, req: &PublishRequest, region: &str) -> Result
     let name = ami_name(&req.image, &req.version);
 
     // 1. Find before create.
-    let (image_id, copied) = match find_by_name(aws, &ec2, owner, region, &name).await? {
-        Some(id) => (id, false),
+    let (image_id, copied) = match crate::builder::find_image(aws, owner, region, &name).await? {
+        Some((id, _)) => (id, false),
         None if region == req.source_region => (req.source_image_id.clone(), false),
         None => {
             aws.limits.copy_image.take().await;
@@ -209,24 +209,6 @@ async fn publish_region(aws: &Aws, req: &PublishRequest, region: &str) -> Result
         }
     }
     Ok(RegionReport { region: region.into(), image_id, copied, shared_with: req.consumers.clone(), parameters })
-}
-
-async fn find_by_name(
-    aws: &Aws,
-    ec2: &aws_sdk_ec2::Client,
-    owner: &str,
-    region: &str,
-    name: &str,
-) -> Result<Option<String>, AwsError> {
-    aws.limits.describe.take().await;
-    let out = ec2
-        .describe_images()
-        .owners("self")
-        .filters(Filter::builder().name("name").values(name).build())
-        .send()
-        .await
-        .map_err(|e| api("ec2:DescribeImages", owner, region)(sdk_message(&e)))?;
-    Ok(out.images().iter().find(|i| i.name() == Some(name)).and_then(|i| i.image_id()).map(str::to_string))
 }
 
 /// Waits for `available`; returns the AMI's snapshot ids.

@@ -30,15 +30,27 @@ fn ref_file(work_dir: &Path, spec: &ParentSpec) -> PathBuf {
     work_dir.join("parents").join(format!("{key}.json"))
 }
 
-/// The parent as last prepared, without doing any work (for `plan`).
-pub fn observe_parent(work_dir: &Path, spec: &ParentSpec) -> Option<Parent> {
+/// The parent recorded by the last preparation (the ref file only).
+fn stored(work_dir: &Path, spec: &ParentSpec) -> Option<Parent> {
     let text = fs::read_to_string(ref_file(work_dir, spec)).ok()?;
-    let parent: Parent = serde_json::from_str(&text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// A tarball parent's content id.
+fn tarball_id(path: &Path) -> Result<String, FactoryError> {
+    crate::sha256_file(path)
+        .map(|h| h[..16].to_string())
+        .map_err(|e| FactoryError::Parent(format!("cannot read {}: {e}", path.display())))
+}
+
+/// The parent as last prepared, without doing any work (for `plan`). A tarball parent
+/// moves when the file changes; hashing it is cheap next to a build.
+pub fn observe_parent(work_dir: &Path, spec: &ParentSpec) -> Option<Parent> {
+    let parent = stored(work_dir, spec)?;
     if let ParentSpec::Tarball { path } = spec {
-        // A tarball parent moves when the file changes; hashing it is cheap next to a build.
-        let id = crate::sha256_file(path).ok()?;
-        if id[..16] != parent.id {
-            return Some(Parent { id: id[..16].to_string(), ..parent });
+        let id = tarball_id(path).ok()?;
+        if id != parent.id {
+            return Some(Parent { id, ..parent });
         }
     }
     parent.rootfs.is_dir().then_some(parent)
@@ -47,12 +59,17 @@ pub fn observe_parent(work_dir: &Path, spec: &ParentSpec) -> Option<Parent> {
 /// Makes sure the parent's root filesystem exists, preparing it (debootstrap, extract)
 /// when needed or when `refresh` asks for a new one.
 pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Result<Parent, FactoryError> {
+    let stored = stored(work_dir, spec).filter(|p| p.rootfs.is_dir());
+    // Hashed once here and reused below.
+    let tarball = match spec {
+        ParentSpec::Tarball { path } => Some(tarball_id(path)?),
+        _ => None,
+    };
     if !refresh
-        && let Some(p) = observe_parent(work_dir, spec)
-        && p.rootfs.is_dir()
-        && !matches!(spec, ParentSpec::Tarball { path } if crate::sha256_file(path).map(|h| h[..16] != p.id).unwrap_or(true))
+        && let Some(p) = &stored
+        && tarball.as_ref().is_none_or(|id| *id == p.id)
     {
-        return Ok(p);
+        return Ok(p.clone());
     }
     let parents = work_dir.join("parents");
     fs::create_dir_all(&parents)
@@ -113,7 +130,7 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
                 if !status.success() {
                     return Err(FactoryError::Parent(format!("cannot extract {}", path.display())));
                 }
-                crate::sha256_file(path).map_err(|e| FactoryError::Parent(e.to_string()))?[..16].to_string()
+                tarball.clone().unwrap_or_default()
             }
         };
         let dest = parents.join(&id);
@@ -127,8 +144,8 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
             created: jiff::Timestamp::now().to_string(),
             rootfs: dest.join("rootfs"),
         };
-        let existing = observe_parent(work_dir, spec).filter(|p| p.id == id);
-        let parent = existing.unwrap_or(parent);
+        // Same content as before: keep its original preparation time.
+        let parent = stored.filter(|p| p.id == id).unwrap_or(parent);
         fs::write(ref_file(work_dir, spec), serde_json::to_string_pretty(&parent).unwrap_or_default())
             .map_err(|e| FactoryError::Parent(e.to_string()))?;
         Ok(parent)
