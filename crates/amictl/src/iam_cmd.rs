@@ -16,6 +16,7 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
     })?;
     let mut regions: BTreeSet<String> = cfg.aws_region.iter().cloned().collect();
     let mut prefixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut copies: BTreeSet<String> = BTreeSet::new();
     for image in cfg.images.values() {
         if let Some(d) = &image.distribute {
             regions.extend(d.regions.iter().cloned());
@@ -23,6 +24,9 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
                 let entry = prefixes.entry(account.clone()).or_default();
                 if let Some(p) = &d.ssm_parameter {
                     entry.insert(p.clone());
+                }
+                if d.copy {
+                    copies.insert(account.clone());
                 }
             }
         }
@@ -39,13 +43,17 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
             json!({
                 "account": account.id,
                 "role": account.role,
-                "policy": aws::iam::consumer_policy(&account.id, &regions, &p),
+                "policy": aws::iam::consumer_policy(&account.id, &regions, &p, copies.contains(name)),
                 "trust_policy": aws::iam::consumer_trust_policy(&platform.id, account.external_id.as_deref()),
             }),
         );
     }
     let out = json!({
         "platform": {"account": platform.id, "policy": aws::iam::platform_policy(&platform.id, &regions, &roles)},
+        "builder_instance_profile": {
+            "managed_policies": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"],
+            "policy": aws::iam::builder_instance_policy(&platform.id, &regions),
+        },
         "consumers": consumers,
     });
     if common.json {
@@ -53,6 +61,8 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
     } else {
         println!("# Platform account {} — attach to the identity amictl runs as", platform.id);
         println!("{}", serde_json::to_string_pretty(&out["platform"]["policy"])?);
+        println!("\n# Builder/test instance profile role — attach AmazonSSMManagedInstanceCore and");
+        println!("{}", serde_json::to_string_pretty(&out["builder_instance_profile"]["policy"])?);
         for (name, c) in &consumers {
             println!(
                 "\n# Consumer `{name}` ({}) — role {}",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use catalog::{BuildState, Catalog, ComponentUse, NewBuild, RunLock};
-use config::Config;
+use config::{Config, ParentSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use local::{Factory, Stage};
@@ -21,6 +21,7 @@ use policy::{
 use serde_json::json;
 
 use crate::cli::{ApplyArgs, BuildArgs, Common, PlanArgs};
+use crate::cloud::{self, Cloud};
 use crate::{UsageError, clock, exit};
 
 /// Loads and validates the config; every problem is printed and nothing changes.
@@ -54,7 +55,8 @@ pub fn validate(common: &Common) -> Result<u8> {
     Ok(exit::OK)
 }
 
-fn desired(cfg: &Config) -> (Vec<DesiredImage>, PolicyView) {
+fn desired(cfg: &Config, cloud: Option<&Cloud>) -> (Vec<DesiredImage>, PolicyView) {
+    let platform = cloud.map(|c| c.platform.as_str());
     let images = cfg
         .images
         .values()
@@ -62,6 +64,7 @@ fn desired(cfg: &Config) -> (Vec<DesiredImage>, PolicyView) {
             name: i.name.clone(),
             recipe_hash: i.recipe_hash.clone(),
             components: i.components.iter().map(|c| (c.clone(), cfg.components[c].version.clone())).collect(),
+            targets: if cloud.is_some() { cloud::targets(i, platform) } else { BTreeSet::new() },
         })
         .collect();
     let p = &cfg.policy;
@@ -75,7 +78,7 @@ fn desired(cfg: &Config) -> (Vec<DesiredImage>, PolicyView) {
     )
 }
 
-fn observe(cfg: &Config, cat: &Catalog, forced: BTreeSet<String>) -> Result<Observed> {
+fn observe(cfg: &Config, cat: &Catalog, forced: BTreeSet<String>, cloud: Option<&Cloud>) -> Result<Observed> {
     let mut versions = Vec::new();
     for v in cat.versions(None)? {
         let state = match v.state {
@@ -96,11 +99,19 @@ fn observe(cfg: &Config, cat: &Catalog, forced: BTreeSet<String>) -> Result<Obse
             recipe_hash: v.recipe_hash.clone(),
             parent_id: v.parent_id.clone(),
             components: v.components.iter().map(|c| (c.name.clone(), c.version.clone())).collect(),
+            distributed: cat
+                .distributions(&v.build_id)?
+                .into_iter()
+                .map(|d| format!("{}/{}", d.account, d.region))
+                .collect(),
         });
     }
     let mut parents = BTreeMap::new();
     for image in cfg.images.values() {
-        if let Some(p) = local::observe_parent(&cfg.cache_dir, &image.parent) {
+        if let (ParentSpec::SsmParameter { .. }, Some(cloud)) = (&image.parent, cloud) {
+            let p = cloud.parent(&image.parent)?;
+            parents.insert(image.name.clone(), ParentObservation { id: p.image_id, name: image.parent.to_string() });
+        } else if let Some(p) = local::observe_parent(&cfg.cache_dir, &image.parent) {
             parents.insert(image.name.clone(), ParentObservation { id: p.id, name: p.name });
         }
     }
@@ -113,12 +124,13 @@ fn make_plan(
     now: Timestamp,
     only: Option<&str>,
     forced: BTreeSet<String>,
+    cloud: Option<&Cloud>,
 ) -> Result<Plan> {
-    let (mut images, policy) = desired(cfg);
+    let (mut images, policy) = desired(cfg, cloud);
     if let Some(only) = only {
         images.retain(|i| i.name == only);
     }
-    let observed = observe(cfg, cat, forced)?;
+    let observed = observe(cfg, cat, forced, cloud)?;
     let mut plan = policy::plan(&images, &policy, &observed, now);
     if let Some(only) = only {
         plan.actions.retain(|a| a.image == only);
@@ -143,6 +155,7 @@ fn print_plan(plan: &Plan, json: bool) -> Result<()> {
             let kind = match a.kind {
                 ActionKind::Recover => "recover",
                 ActionKind::Build => "build",
+                ActionKind::Distribute => "publish",
                 ActionKind::Retire => "retire",
             };
             println!("{kind:<8} {:<36} {:<16} {}", a.image, a.version.as_deref().unwrap_or("(new)"), reasons_text(a));
@@ -158,7 +171,8 @@ pub fn plan(common: &Common, args: &PlanArgs) -> Result<u8> {
     let cfg = load_config(common)?;
     let now = clock::resolve(args.now.as_deref())?;
     let cat = Catalog::open(&cfg.state)?;
-    let plan = make_plan(&cfg, &cat, now, None, BTreeSet::new())?;
+    let cloud = if cloud::needed(&cfg) { Some(Cloud::new(&cfg)?) } else { None };
+    let plan = make_plan(&cfg, &cat, now, None, BTreeSet::new(), cloud.as_ref())?;
     print_plan(&plan, common.json)?;
     Ok(if plan.is_empty() { exit::OK } else { exit::USAGE })
 }
@@ -261,7 +275,9 @@ fn run(
         ui.line(format!("waiting for the run holding the state lock (pid {holder}) …"))
     })?;
     let mut cat = Catalog::open(&cfg.state)?;
-    let plan = make_plan(&cfg, &cat, now, only, forced)?;
+    let cloud = if cloud::needed(&cfg) { Some(Cloud::new(&cfg)?) } else { None };
+    let cloud = cloud.as_ref();
+    let plan = make_plan(&cfg, &cat, now, only, forced, cloud)?;
     let factory = Factory::new(&cfg.work_dir);
     let mut rec = Recorder { cat: &mut cat, actor: actor() };
     rec.event(
@@ -284,8 +300,12 @@ fn run(
     let mut failed = 0;
     for a in &plan.actions {
         let outcome = match a.kind {
-            ActionKind::Recover => recover(&factory, &mut rec, a, &ui),
-            ActionKind::Build => build_image(&cfg, &factory, &mut rec, a, now, refresh, &ui),
+            ActionKind::Recover => recover(&factory, cloud, &mut rec, a, &ui),
+            ActionKind::Build => build_image(&cfg, &factory, cloud, &mut rec, a, now, refresh, &ui),
+            ActionKind::Distribute => match cloud {
+                Some(cloud) => distribute(&cfg, cloud, &mut rec, a, now, &ui),
+                None => Err(anyhow::anyhow!("publishing {} needs the AWS provider", a.image)),
+            },
             ActionKind::Retire => retire(&factory, &mut rec, a, &ui),
         };
         match outcome {
@@ -310,12 +330,23 @@ fn run(
     Ok(if failed == 0 { exit::OK } else { exit::FAILED })
 }
 
-fn recover(factory: &Factory, rec: &mut Recorder<'_>, a: &Action, ui: &Ui) -> Result<serde_json::Value> {
+fn recover(
+    factory: &Factory,
+    cloud: Option<&Cloud>,
+    rec: &mut Recorder<'_>,
+    a: &Action,
+    ui: &Ui,
+) -> Result<serde_json::Value> {
     let build_id = a.build_id.clone().unwrap_or_default();
     let version = a.version.clone().unwrap_or_default();
     let subject = format!("{}@{version}", a.image);
     rec.event("recover.intent", &subject, &reasons_text(a), json!({"build_id": build_id}))?;
     ui.status(format!("recovering {subject}: cleaning up the interrupted build"));
+    if let Some(cloud) = cloud {
+        // Everything the build made carries its id: instances, a half-made AMI, secrets.
+        let cleaned = cloud.cleanup(&build_id).with_context(|| format!("cannot clean up {subject} in AWS"))?;
+        rec.event("recover.cloud", &subject, "removed what the interrupted build left in AWS", json!(cleaned))?;
+    }
     factory.clean_scratch(&build_id);
     factory
         .remove_image(&a.image, &version)
@@ -348,9 +379,153 @@ fn retire(factory: &Factory, rec: &mut Recorder<'_>, a: &Action, ui: &Ui) -> Res
     Ok(json!({"build_id": build_id}))
 }
 
+fn step_text(step: &aws::build::Step) -> String {
+    use aws::build::Step;
+    match step {
+        Step::Launching(role) => format!("launching the {role} instance"),
+        Step::WaitingForSsm(role) => format!("waiting for the {role}'s SSM agent"),
+        Step::Component(name) => format!("running component {name}"),
+        Step::Manifest => "collecting the package manifest".into(),
+        Step::Imaging => "creating the AMI".into(),
+        Step::Test(name) => format!("testing: {name}"),
+        Step::Rebooting => "testing: reboot".into(),
+        Step::CleaningUp => "cleaning up instances".into(),
+    }
+}
+
+/// One log file per Run Command step, in order, for `show` and the operator.
+fn write_cloud_logs(dir: &std::path::Path, journal: &aws::build::Journal) {
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    for (i, log) in journal.logs.iter().enumerate() {
+        let file: String =
+            log.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let text = format!("# {} (command {})\n{}\n# stderr\n{}\n", log.name, log.command_id, log.stdout, log.stderr);
+        let _ = std::fs::write(dir.join(format!("{:02}-{file}.log", i + 1)), text);
+    }
+}
+
+/// Publishes a version everywhere it is configured to go, records each region, and then
+/// deprecates the versions it supersedes (after the rollout SLA, so fleets have time).
+#[allow(clippy::too_many_arguments)]
+fn publish(
+    cfg: &Config,
+    cloud: &Cloud,
+    rec: &mut Recorder<'_>,
+    image: &config::Image,
+    version: &str,
+    build_id: &str,
+    image_id: &str,
+    now: Timestamp,
+    ui: &Ui,
+) -> Result<serde_json::Value> {
+    let subject = format!("{}@{version}", image.name);
+    let targets: Vec<String> = cloud::targets(image, Some(&cloud.platform)).into_iter().collect();
+    rec.event(
+        "publish.intent",
+        &subject,
+        "publish a tested version",
+        json!({"build_id": build_id, "source": image_id, "targets": targets}),
+    )?;
+    ui.status(format!("{subject}: publishing to {} target(s)", targets.len()));
+    let report = cloud.publish(image, version, build_id, image_id);
+    let at = Timestamp::now().to_string();
+    for r in &report.done {
+        for row in cloud::distribution_rows(&cloud.platform, r, &at) {
+            rec.cat.record_distribution(build_id, &row)?;
+        }
+        rec.event("publish.region", &subject, "available, shared and pointed to", json!(r))?;
+        ui.line(format!(
+            "published {subject} in {}: {} → {}",
+            r.region,
+            r.image_id,
+            r.consumers.iter().map(|c| format!("{} ({})", c.account, c.how)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for (region, e) in &report.failed {
+        rec.event("publish.region.failed", &subject, &e.to_string(), json!({"region": region}))?;
+        ui.line(format!("FAIL publishing {subject} in {region}: {e}"));
+    }
+    rec.event(
+        "publish.outcome",
+        &subject,
+        &format!("{} region(s) done, {} failed", report.done.len(), report.failed.len()),
+        json!({"build_id": build_id}),
+    )?;
+    if !report.failed.is_empty() {
+        let list: Vec<String> = report.failed.iter().map(|(r, e)| format!("{r}: {e}")).collect();
+        return Err(anyhow::anyhow!("publishing failed in {}", list.join("; ")));
+    }
+    deprecate_superseded(cfg, cloud, rec, &image.name, build_id, now)?;
+    Ok(json!(report.done))
+}
+
+/// Older available versions of the line are deprecated `rollout_sla` from now. Failures are
+/// recorded, not fatal: deprecation steers launches, it does not change what runs.
+fn deprecate_superseded(
+    cfg: &Config,
+    cloud: &Cloud,
+    rec: &mut Recorder<'_>,
+    image: &str,
+    build_id: &str,
+    now: Timestamp,
+) -> Result<()> {
+    let at = now.as_second().saturating_add(cfg.policy.rollout_sla_seconds);
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(at).unwrap_or(0));
+    let older: Vec<catalog::Version> = rec
+        .cat
+        .versions(Some(image))?
+        .into_iter()
+        .filter(|v| v.build_id != build_id && v.state == BuildState::Available)
+        .collect();
+    for v in older {
+        let subject = format!("{image}@{}", v.version);
+        for d in rec.cat.distributions(&v.build_id)?.into_iter().filter(|d| d.how != "shared") {
+            let outcome = cloud.deprecate(&d.account, &d.region, &d.image_id, when);
+            let (reason, error) = match &outcome {
+                Ok(()) => ("superseded".to_string(), None),
+                Err(e) => ("superseded; deprecation failed".to_string(), Some(format!("{e:#}"))),
+            };
+            rec.event(
+                "deprecate",
+                &subject,
+                &reason,
+                json!({"account": d.account, "region": d.region, "image_id": d.image_id, "at": Timestamp::from_second(at).map(|t| t.to_string()).unwrap_or_default(), "error": error}),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Publishes an existing version to the targets it has not reached.
+fn distribute(
+    cfg: &Config,
+    cloud: &Cloud,
+    rec: &mut Recorder<'_>,
+    a: &Action,
+    now: Timestamp,
+    ui: &Ui,
+) -> Result<serde_json::Value> {
+    let build_id = a.build_id.clone().unwrap_or_default();
+    let version = a.version.clone().unwrap_or_default();
+    let image = cfg.images.get(&a.image).ok_or_else(|| anyhow::anyhow!("no image line {}", a.image))?;
+    let source = rec
+        .cat
+        .artifacts(&build_id)?
+        .into_iter()
+        .find(|x| x.kind == "ami")
+        .and_then(|x| x.path.rsplit(':').next().map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("{}@{version} has no AMI recorded", a.image))?;
+    rec.event("decision.publish", &format!("{}@{version}", a.image), &reasons_text(a), json!({"build_id": build_id}))?;
+    publish(cfg, cloud, rec, image, &version, &build_id, &source, now, ui)
+}
+
+#[allow(clippy::too_many_arguments)]
 fn build_image(
     cfg: &Config,
     factory: &Factory,
+    cloud: Option<&Cloud>,
     rec: &mut Recorder<'_>,
     a: &Action,
     now: Timestamp,
@@ -399,10 +574,79 @@ fn build_image(
         Err(anyhow::anyhow!("{message}"))
     };
     rec.cat.set_state(&build_id, BuildState::Building, None, &started)?;
-    if matches!(image.builder, config::Builder::Ec2 { .. })
-        || matches!(image.parent, config::ParentSpec::SsmParameter { .. })
-    {
-        return fail(rec, "the EC2 builder (and AMI parents) are not available in this version of amictl; use builder = { kind = \"local\" } with a debootstrap: or tarball: parent".into());
+    if let config::Builder::Ec2 { .. } = image.builder {
+        let Some(cloud) = cloud else { return fail(rec, "the EC2 builder needs the AWS provider".into()) };
+        let parent = match cloud.parent(&image.parent) {
+            Ok(p) => p,
+            Err(e) => return fail(rec, format!("parent: {e:#}")),
+        };
+        rec.cat.set_parent(&build_id, &parent.image_id, &parent.name, &parent.created)?;
+        let mut journal = aws::build::Journal::default();
+        let testing: std::cell::RefCell<Option<Result<(), catalog::CatalogError>>> = Default::default();
+        let result = cloud.build(cfg, image, &build_id, &version, &parent.image_id, &mut journal, &|step| {
+            ui.status(format!("{subject}: {}", step_text(&step)));
+            if matches!(step, aws::build::Step::Launching("tester")) {
+                *testing.borrow_mut() =
+                    Some(rec.cat.set_state(&build_id, BuildState::Testing, None, &Timestamp::now().to_string()));
+            }
+        });
+        if let Some(Err(e)) = testing.into_inner() {
+            return Err(e.into());
+        }
+        write_cloud_logs(&log_dir, &journal);
+        let tests: Vec<catalog::TestResult> = journal
+            .tests
+            .iter()
+            .map(|t| catalog::TestResult { name: t.name.clone(), passed: t.passed, detail: t.detail.clone() })
+            .collect();
+        let image_id = match result {
+            Ok(id) => id,
+            Err(e) => {
+                rec.cat.record_outputs(&build_id, &[], &[], &tests)?;
+                return fail(rec, format!("{e:#}"));
+            }
+        };
+        let packages: Vec<catalog::Package> = journal
+            .packages
+            .iter()
+            .map(|p| catalog::Package {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                source_name: p.source_name.clone(),
+                source_version: p.source_version.clone(),
+            })
+            .collect();
+        let account_id = cfg.accounts.get(&cloud.platform).map(|a| a.id.clone()).unwrap_or_default();
+        let artifacts = vec![catalog::Artifact {
+            kind: "ami".into(),
+            path: format!("{account_id}:{}:{image_id}", cloud.region),
+            sha256: String::new(),
+            size: 0,
+        }];
+        rec.cat.record_outputs(&build_id, &packages, &artifacts, &tests)?;
+        rec.cat.set_state(&build_id, BuildState::Available, None, &Timestamp::now().to_string())?;
+        rec.event(
+            "build.outcome",
+            &subject,
+            "built and tested on EC2",
+            json!({"build_id": build_id, "state": "available", "image_id": image_id, "region": cloud.region,
+                   "parent": parent, "packages": packages.len(), "tests": tests, "cleanup": journal.cleanup}),
+        )?;
+        ui.line(format!(
+            "built {subject}: {image_id} in {}, {} packages, {} test(s) passed ({})",
+            cloud.region,
+            packages.len(),
+            tests.len(),
+            reasons_text(a)
+        ));
+        let published = publish(cfg, cloud, rec, image, &version, &build_id, &image_id, now, ui);
+        return match published {
+            Ok(p) => Ok(json!({"version": version, "build_id": build_id, "image_id": image_id, "published": p})),
+            Err(e) => Err(e.context(format!(
+                "{subject} is built and tested ({image_id}) but not fully published; the next apply retries"
+            ))),
+        };
     }
     ui.status(format!("{subject}: preparing parent {}", image.parent));
     let parent = match local::prepare_parent(&cfg.cache_dir, &image.parent, refresh) {

@@ -6,6 +6,7 @@
 
 mod cli;
 mod clock;
+mod cloud;
 mod iam_cmd;
 mod images_cmd;
 mod lifecycle;

@@ -175,19 +175,21 @@ pub struct CommandOutput {
     pub stderr: String,
 }
 
-/// Runs shell commands on the instance with AWS-RunShellScript and waits for the result.
-/// A non-success status is an error carrying the output's tail.
+/// Runs a shell script on the instance with AWS-RunShellScript and waits for the result.
+/// Anything but success is [`AwsError::Command`] with the exit code and the output's tail.
 pub async fn run_command(
     ssm: &aws_sdk_ssm::Client,
     account: &str,
     region: &str,
     instance: &str,
+    what: &str,
     commands: &[String],
     p: Polling,
 ) -> Result<CommandOutput, AwsError> {
     let sent = ssm
         .send_command()
         .document_name("AWS-RunShellScript")
+        .comment(what.chars().take(100).collect::<String>())
         .instance_ids(instance)
         .parameters("commands", commands.to_vec())
         .timeout_seconds(p.timeout.as_secs().clamp(30, 2_592_000) as i32)
@@ -214,26 +216,63 @@ pub async fn run_command(
                 | CommandInvocationStatus::TimedOut),
             ) => {
                 let tail: Vec<&str> = stderr.lines().chain(stdout.lines()).rev().take(8).collect();
-                return Err(AwsError::Failed {
-                    what: format!("command {command_id} on {instance}"),
+                return Err(AwsError::Command {
+                    what: format!("{what} (command {command_id})"),
+                    instance: instance.into(),
                     region: region.into(),
-                    message: format!(
-                        "{s:?} (exit {}): {}",
-                        inv.response_code(),
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    ),
+                    status: format!("{s:?}"),
+                    exit_code: inv.response_code(),
+                    tail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
                 });
             }
             _ => {}
         }
         if start.elapsed() >= p.timeout {
             return Err(AwsError::Timeout {
-                what: format!("command {command_id} on {instance}"),
+                what: format!("{what} (command {command_id} on {instance})"),
                 region: region.into(),
                 seconds: p.timeout.as_secs(),
             });
         }
     }
+}
+
+/// Reboots the instance (the test instance's "survives a reboot" check).
+pub async fn reboot(aws: &Aws, account: &str, region: &str, instance: &str) -> Result<(), AwsError> {
+    let ec2 = aws.ec2(account, region).await?;
+    ec2.reboot_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .map_err(|e| api("ec2:RebootInstances", account, region)(sdk_message(&e)))?;
+    Ok(())
+}
+
+/// Where a build's secret parameter values live while it runs.
+pub fn secret_path(build_id: &str) -> String {
+    format!("/amictl/build/{build_id}")
+}
+
+/// Stores a build's secrets as SecureString parameters under [`secret_path`]; the
+/// instance reads them, and [`cleanup`] deletes them.
+pub async fn put_secrets(
+    ssm: &aws_sdk_ssm::Client,
+    account: &str,
+    region: &str,
+    secrets: &[(String, String)],
+) -> Result<(), AwsError> {
+    for (name, value) in secrets {
+        ssm.put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            // The SDK's message never includes the value; say which parameter.
+            .map_err(|e| api("ssm:PutParameter", account, region)(format!("{name}: {}", sdk_message(&e))))?;
+    }
+    Ok(())
 }
 
 /// Images the instance, tagging the AMI with the build id; returns the AMI id.
@@ -295,10 +334,13 @@ pub async fn find_image(
 pub struct Cleanup {
     pub terminated: Vec<String>,
     pub deregistered: Vec<String>,
+    pub snapshots_deleted: Vec<String>,
+    pub secrets_deleted: usize,
 }
 
-/// Terminates every instance tagged with the build id and deregisters its AMIs unless
-/// `keep_image` names one (the build's finished product). Safe to run again.
+/// Terminates every instance tagged with the build id, deregisters its AMIs (and deletes
+/// their snapshots, which EC2 keeps otherwise) unless `keep_image` names one (the build's
+/// finished product), and deletes the build's secret parameters. Safe to run again.
 pub async fn cleanup(
     aws: &Aws,
     account: &str,
@@ -348,13 +390,41 @@ pub async fn cleanup(
         if Some(id) == keep_image {
             continue;
         }
+        let snapshots: Vec<String> = image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect();
         ec2.deregister_image()
             .image_id(id)
             .send()
             .await
             .map_err(|e| api("ec2:DeregisterImage", account, region)(sdk_message(&e)))?;
         report.deregistered.push(id.to_string());
+        for snapshot in snapshots {
+            ec2.delete_snapshot()
+                .snapshot_id(&snapshot)
+                .send()
+                .await
+                .map_err(|e| api("ec2:DeleteSnapshot", account, region)(sdk_message(&e)))?;
+            report.snapshots_deleted.push(snapshot);
+        }
     }
     report.terminated.sort();
+    let ssm = aws.ssm(account, region).await?;
+    let mut names = Vec::new();
+    let mut pages = ssm.get_parameters_by_path().path(secret_path(build_id)).recursive(true).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| api("ssm:GetParametersByPath", account, region)(sdk_message(&e)))?;
+        names.extend(page.parameters().iter().filter_map(|p| p.name()).map(str::to_string));
+    }
+    for chunk in names.chunks(10) {
+        ssm.delete_parameters()
+            .set_names(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api("ssm:DeleteParameters", account, region)(sdk_message(&e)))?;
+    }
+    report.secrets_deleted = names.len();
     Ok(report)
 }

@@ -13,6 +13,9 @@ pub enum AwsError {
     NotFound { what: String, account: String, region: String },
     #[error("{what} in {region}: {message}")]
     Failed { what: String, region: String, message: String },
+    /// A Run Command invocation that ended other than in success; `tail` is its last lines.
+    #[error("{what} on {instance} ({region}) ended {status} with exit code {exit_code}: {tail}")]
+    Command { what: String, instance: String, region: String, status: String, exit_code: i32, tail: String },
     #[error("timed out after {seconds}s waiting for {what} in {region}")]
     Timeout { what: String, region: String, seconds: u64 },
 }

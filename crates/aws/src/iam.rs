@@ -23,6 +23,11 @@ pub const PLATFORM_ACTIONS: &[&str] = &[
     "ec2:ModifyImageAttribute",
     "ec2:ModifySnapshotAttribute",
     "ec2:EnableImageDeprecation",
+    "ec2:RebootInstances",
+    "ec2:DeleteSnapshot",
+    "ssm:PutParameter",
+    "ssm:GetParametersByPath",
+    "ssm:DeleteParameters",
 ];
 
 /// Reading public parameters such as the latest Amazon Linux 2 AMI.
@@ -30,6 +35,10 @@ pub const PUBLIC_PARAMETER_ACTIONS: &[&str] = &["ssm:GetParameter"];
 
 /// Actions a consumer account's role needs (the versioned SSM pointers).
 pub const CONSUMER_ACTIONS: &[&str] = &["ssm:GetParameter", "ssm:PutParameter"];
+
+/// What a consumer role also needs when it receives owned copies (`copy = true`).
+pub const CONSUMER_COPY_ACTIONS: &[&str] =
+    &["ec2:DescribeImages", "ec2:CopyImage", "ec2:CreateTags", "ec2:EnableImageDeprecation"];
 
 /// The platform role's policy: image actions in the configured regions, public parameters,
 /// and assuming the consumer roles.
@@ -41,9 +50,12 @@ pub fn platform_policy(platform_account: &str, regions: &[String], consumer_role
     let public: Vec<String> = regions.iter().map(|r| format!("arn:aws:ssm:{r}::parameter/aws/service/*")).collect();
     let mut statements = vec![
         json!({"Sid": "Describe", "Effect": "Allow", "Action": PLATFORM_ACTIONS.iter().filter(|a| a.contains(":Describe") || a.starts_with("ssm:GetCommand")).collect::<Vec<_>>(), "Resource": "*"}),
-        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DeregisterImage"], "Resource": images}),
-        json!({"Sid": "BuildAndTestInstances", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:CreateImage", "ec2:CreateTags", "ssm:SendCommand"], "Resource": "*",
+        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DeregisterImage", "ec2:DeleteSnapshot"], "Resource": images}),
+        json!({"Sid": "BuildAndTestInstances", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:RebootInstances", "ec2:CreateImage", "ec2:CreateTags", "ssm:SendCommand"], "Resource": "*",
                "Condition": {"StringEqualsIfExists": {"aws:RequestedRegion": regions}}}),
+        json!({"Sid": "PassBuilderInstanceProfile", "Effect": "Allow", "Action": "iam:PassRole", "Resource": format!("arn:aws:iam::{platform_account}:role/*"),
+               "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}}),
+        json!({"Sid": "BuildSecrets", "Effect": "Allow", "Action": ["ssm:PutParameter", "ssm:GetParametersByPath", "ssm:DeleteParameters"], "Resource": build_secrets(platform_account, regions)}),
         json!({"Sid": "ReadPublicParameters", "Effect": "Allow", "Action": PUBLIC_PARAMETER_ACTIONS, "Resource": public}),
     ];
     if !consumer_roles.is_empty() {
@@ -52,17 +64,35 @@ pub fn platform_policy(platform_account: &str, regions: &[String], consumer_role
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
-/// A consumer role's policy: the parameters under `prefix` in its account, nothing else.
-pub fn consumer_policy(account: &str, regions: &[String], prefixes: &[String]) -> Value {
+fn build_secrets(account: &str, regions: &[String]) -> Vec<String> {
+    regions.iter().map(|r| format!("arn:aws:ssm:{r}:{account}:parameter/amictl/build/*")).collect()
+}
+
+/// The role of the builder/test instances' profile: the SSM agent's managed policy
+/// (attach `AmazonSSMManagedInstanceCore`) plus reading this build's secrets.
+pub fn builder_instance_policy(platform_account: &str, regions: &[String]) -> Value {
+    json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadBuildSecrets", "Effect": "Allow", "Action": ["ssm:GetParameter"], "Resource": build_secrets(platform_account, regions)}
+    ]})
+}
+
+/// A consumer role's policy: the parameters under `prefix` in its account and, for owned
+/// copies, copying and tagging images there; nothing else.
+pub fn consumer_policy(account: &str, regions: &[String], prefixes: &[String], copy: bool) -> Value {
     let resources: Vec<String> = regions
         .iter()
         .flat_map(|r| {
             prefixes.iter().map(move |p| format!("arn:aws:ssm:{r}:{account}:parameter{}/*", p.trim_end_matches('/')))
         })
         .collect();
-    json!({"Version": "2012-10-17", "Statement": [
-        {"Sid": "BaseImagePointers", "Effect": "Allow", "Action": CONSUMER_ACTIONS, "Resource": resources}
-    ]})
+    let mut statements =
+        vec![json!({"Sid": "BaseImagePointers", "Effect": "Allow", "Action": CONSUMER_ACTIONS, "Resource": resources})];
+    if copy {
+        statements
+            .push(json!({"Sid": "OwnedCopies", "Effect": "Allow", "Action": CONSUMER_COPY_ACTIONS, "Resource": "*",
+                               "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}));
+    }
+    json!({"Version": "2012-10-17", "Statement": statements})
 }
 
 /// The trust policy a consumer role needs so the platform account can assume it.
@@ -83,7 +113,13 @@ mod tests {
     fn every_action_the_code_calls_is_in_a_policy() {
         let granted: Vec<&str> =
             PLATFORM_ACTIONS.iter().chain(PUBLIC_PARAMETER_ACTIONS).chain(CONSUMER_ACTIONS).copied().collect();
-        for source in [include_str!("publish.rs"), include_str!("parent.rs"), include_str!("builder.rs")] {
+        let sources = [
+            include_str!("publish.rs"),
+            include_str!("parent.rs"),
+            include_str!("builder.rs"),
+            include_str!("build.rs"),
+        ];
+        for source in sources {
             for piece in source.split('"').skip(1).step_by(2) {
                 let is_action = (piece.starts_with("ec2:") || piece.starts_with("ssm:"))
                     && piece[4..].chars().all(|c| c.is_ascii_alphanumeric())
@@ -97,12 +133,15 @@ mod tests {
 
     #[test]
     fn consumer_policies_are_scoped_to_the_prefix() {
-        let p = consumer_policy("222222222222", &["eu-west-1".into()], &["/platform/base-ami/host".into()]);
+        let p = consumer_policy("222222222222", &["eu-west-1".into()], &["/platform/base-ami/host".into()], false);
         assert_eq!(
             p["Statement"][0]["Resource"][0],
             "arn:aws:ssm:eu-west-1:222222222222:parameter/platform/base-ami/host/*"
         );
         let t = consumer_trust_policy("111111111111", Some("x"));
         assert_eq!(t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "x");
+        assert_eq!(p["Statement"].as_array().unwrap().len(), 1, "no image actions without copies");
+        let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true);
+        assert_eq!(c["Statement"][1]["Action"][1], "ec2:CopyImage");
     }
 }

@@ -12,6 +12,7 @@
 //!   moves versioned SSM pointers — every step find-before-create, so a re-run adopts what
 //!   exists instead of making a duplicate (the Bottlerocket `pubsys` way).
 
+pub mod build;
 pub mod builder;
 pub mod clients;
 pub mod error;
@@ -19,6 +20,7 @@ pub mod iam;
 pub mod limits;
 pub mod parent;
 pub mod publish;
+pub mod remote;
 
 pub use clients::{AccountAccess, Aws};
 pub use error::AwsError;

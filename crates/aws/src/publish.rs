@@ -32,6 +32,8 @@ pub struct PublishRequest {
     pub regions: Vec<String>,
     /// Consumer account names; each gets launch permission and SSM pointers.
     pub consumers: Vec<String>,
+    /// Consumers get their own copy (made through their role) instead of a shared AMI.
+    pub copy: bool,
     /// e.g. `/platform/base-ami/weco-amzn2-hvm-x86_64-gp2`: `<prefix>/<version>` and `<prefix>/latest`.
     pub ssm_prefix: Option<String>,
     pub wait: Waiter,
@@ -59,7 +61,18 @@ pub struct RegionReport {
     pub image_id: String,
     /// False when an existing AMI of this name was adopted.
     pub copied: bool,
-    pub shared_with: Vec<String>,
+    pub consumers: Vec<ConsumerReport>,
+}
+
+/// What one consumer account launches in one region.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerReport {
+    pub account: String,
+    /// The platform's shared AMI, or the consumer's own copy.
+    pub image_id: String,
+    /// `shared` or `copy`.
+    pub how: String,
+    /// SSM parameters written in the consumer's account.
     pub parameters: Vec<String>,
 }
 
@@ -179,40 +192,95 @@ async fn publish_region(aws: &Aws, req: &PublishRequest, region: &str) -> Result
         });
     }
 
-    // 4. SSM pointers in every consumer account.
-    let mut parameters = Vec::new();
-    if let Some(prefix) = &req.ssm_prefix {
-        for consumer in &req.consumers {
-            let ssm = aws.ssm(consumer, region).await?;
-            let versioned = format!("{}/{}", prefix.trim_end_matches('/'), req.version);
-            put_once(&ssm, consumer, region, &versioned, &image_id).await?;
-            let latest = format!("{}/latest", prefix.trim_end_matches('/'));
-            ssm.put_parameter()
-                .name(&latest)
-                .value(&image_id)
-                .r#type(ParameterType::String)
-                .data_type("aws:ec2:image")
-                .overwrite(true)
+    // 4. Per consumer: the AMI it launches (shared, or its own copy), then its pointers.
+    let mut consumers = Vec::new();
+    for consumer in &req.consumers {
+        let (id, how) = if req.copy {
+            (owned_copy(aws, req, region, consumer, &image_id, &tags).await?, "copy")
+        } else {
+            (image_id.clone(), "shared")
+        };
+        let parameters = match &req.ssm_prefix {
+            Some(prefix) => pointers(aws, req, prefix, region, consumer, &id).await?,
+            None => Vec::new(),
+        };
+        consumers.push(ConsumerReport { account: consumer.clone(), image_id: id, how: how.into(), parameters });
+    }
+    Ok(RegionReport { region: region.into(), image_id, copied, consumers })
+}
+
+/// The consumer's own copy of the shared AMI, found by name before it is made.
+async fn owned_copy(
+    aws: &Aws,
+    req: &PublishRequest,
+    region: &str,
+    consumer: &str,
+    shared: &str,
+    tags: &[(&str, String)],
+) -> Result<String, AwsError> {
+    let name = ami_name(&req.image, &req.version);
+    let ec2 = aws.ec2(consumer, region).await?;
+    let id = match crate::builder::find_image(aws, consumer, region, &name).await? {
+        Some((id, _)) => id,
+        None => {
+            aws.limits.copy_image.take().await;
+            let out = ec2
+                .copy_image()
+                .source_region(region)
+                .source_image_id(shared)
+                .name(&name)
+                .description(format!("{} {} (amictl build {}, copy of {shared})", req.image, req.version, req.build_id))
                 .send()
                 .await
-                .map_err(|e| api("ssm:PutParameter", consumer, region)(sdk_message(&e)))?;
-            let read = get(&ssm, consumer, region, &latest).await?;
-            if read.as_deref() != Some(image_id.as_str()) {
-                return Err(AwsError::Failed {
-                    what: format!("SSM parameter {latest} in {consumer}"),
-                    region: region.into(),
-                    message: format!("reads back {read:?}, expected {image_id}"),
-                });
-            }
-            parameters.push(format!("{consumer}:{versioned}"));
-            parameters.push(format!("{consumer}:{latest}"));
+                .map_err(|e| api("ec2:CopyImage", consumer, region)(sdk_message(&e)))?;
+            out.image_id().unwrap_or_default().to_string()
         }
+    };
+    wait_available(aws, &ec2, consumer, region, &id, req.wait).await?;
+    aws.limits.mutate.take().await;
+    let mut create_tags = ec2.create_tags().resources(&id);
+    for (k, v) in tags {
+        create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
     }
-    Ok(RegionReport { region: region.into(), image_id, copied, shared_with: req.consumers.clone(), parameters })
+    create_tags.send().await.map_err(|e| api("ec2:CreateTags", consumer, region)(sdk_message(&e)))?;
+    Ok(id)
+}
+
+/// Writes `<prefix>/<version>` once, then moves `<prefix>/latest` and reads it back.
+async fn pointers(
+    aws: &Aws,
+    req: &PublishRequest,
+    prefix: &str,
+    region: &str,
+    consumer: &str,
+    image_id: &str,
+) -> Result<Vec<String>, AwsError> {
+    let ssm = aws.ssm(consumer, region).await?;
+    let versioned = format!("{}/{}", prefix.trim_end_matches('/'), req.version);
+    put_once(&ssm, consumer, region, &versioned, image_id).await?;
+    let latest = format!("{}/latest", prefix.trim_end_matches('/'));
+    ssm.put_parameter()
+        .name(&latest)
+        .value(image_id)
+        .r#type(ParameterType::String)
+        .data_type("aws:ec2:image")
+        .overwrite(true)
+        .send()
+        .await
+        .map_err(|e| api("ssm:PutParameter", consumer, region)(sdk_message(&e)))?;
+    let read = get(&ssm, consumer, region, &latest).await?;
+    if read.as_deref() != Some(image_id) {
+        return Err(AwsError::Failed {
+            what: format!("SSM parameter {latest} in {consumer}"),
+            region: region.into(),
+            message: format!("reads back {read:?}, expected {image_id}"),
+        });
+    }
+    Ok(vec![versioned, latest])
 }
 
 /// Waits for `available`; returns the AMI's snapshot ids.
-async fn wait_available(
+pub(crate) async fn wait_available(
     aws: &Aws,
     ec2: &aws_sdk_ec2::Client,
     owner: &str,

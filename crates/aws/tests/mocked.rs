@@ -103,9 +103,9 @@ async fn a_failed_command_reports_its_status_and_output_tail_mocked_because_moto
         })
         .build();
     let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &get]);
-    let err = aws::builder::run_command(&ssm, "platform", "eu-west-1", "i-0abc", &["install".into()], FAST)
+    let err = aws::builder::run_command(&ssm, "platform", "eu-west-1", "i-0abc", "install", &["install".into()], FAST)
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("Failed") && err.contains("exit 3") && err.contains("rpm: package corrupt"), "{err}");
+    assert!(err.contains("Failed") && err.contains("exit code 3") && err.contains("rpm: package corrupt"), "{err}");
 }

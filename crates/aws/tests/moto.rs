@@ -5,9 +5,7 @@
 //! The server comes from `AMICTL_MOTO_SERVER` (scripts/test installs it in a venv) or
 //! `moto_server` on PATH; a test fails with that message when neither exists.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws::publish::{PublishRequest, Waiter, ami_name, publish};
 use aws::{AccountAccess, Aws, AwsError};
@@ -17,39 +15,10 @@ use aws_sdk_ec2::types::{Filter, ImageAttributeName, InstanceType};
 
 const AL2: &str = "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2";
 
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use motogap::Moto;
 
 fn moto() -> Moto {
-    let server = std::env::var("AMICTL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(&server)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("MOTO_ENABLE_AMI_VALIDATION", "true")
-        .env_remove("MOTO_ACCOUNT_ID")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {server} ({e}); set AMICTL_MOTO_SERVER or run scripts/test, which installs moto[server]"
-            )
-        });
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "moto did not start on port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Moto { child, url: format!("http://127.0.0.1:{port}") }
+    Moto::start()
 }
 
 fn account(name: &str, id: &str) -> AccountAccess {
@@ -64,7 +33,7 @@ fn account(name: &str, id: &str) -> AccountAccess {
 async fn reference_org(m: &Moto) -> Aws {
     let base = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new("eu-west-1"))
-        .endpoint_url(&m.url)
+        .endpoint_url(m.url())
         .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "moto"))
         .retry_config(RetryConfig::disabled())
         .load()
@@ -106,6 +75,7 @@ fn request(source: &str) -> PublishRequest {
         source_image_id: source.into(),
         regions: vec!["eu-west-1".into(), "eu-west-2".into()],
         consumers: vec!["workflow".into(), "digirati".into()],
+        copy: false,
         ssm_prefix: Some("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2".into()),
         wait: Waiter { interval: Duration::from_millis(20), sightings: 3, timeout: Duration::from_secs(30) },
     }
@@ -318,7 +288,9 @@ async fn a_builder_instance_requires_imdsv2_and_carries_the_build_id() {
 
     // Run Command plumbing: moto executes nothing but returns the invocation.
     let ssm = aws.ssm("platform", "eu-west-1").await.unwrap();
-    let out = aws::builder::run_command(&ssm, "platform", "eu-west-1", &id, &["rpm -qa".into()], FAST).await.unwrap();
+    let out = aws::builder::run_command(&ssm, "platform", "eu-west-1", &id, "manifest", &["rpm -qa".into()], FAST)
+        .await
+        .unwrap();
     assert!(!out.command_id.is_empty());
 
     let ami =

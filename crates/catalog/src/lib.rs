@@ -143,6 +143,21 @@ pub struct TestResult {
     pub detail: String,
 }
 
+/// One version published in one account and region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Distribution {
+    /// Account name from the config.
+    pub account: String,
+    pub region: String,
+    /// The AMI consumers launch there.
+    pub image_id: String,
+    /// `owner` (the platform's own copy), `shared` (launch permission) or `copy` (owned by the consumer).
+    pub how: String,
+    /// SSM parameters written for it, comma-separated.
+    pub parameters: String,
+    pub at: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewBuild<'a> {
     pub build_id: &'a str,
@@ -215,6 +230,18 @@ const SCHEMA: &[&str] = &[
      );
      CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
      CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    // v2: where each version was published. One row per (build, account, region); a
+    // re-publish replaces it, so the row always says what was last verified.
+    "CREATE TABLE distributions (
+        build_id TEXT NOT NULL REFERENCES builds,
+        account TEXT NOT NULL,
+        region TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        how TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        at TEXT NOT NULL,
+        PRIMARY KEY (build_id, account, region)
+     );",
 ];
 
 pub struct Catalog {
@@ -474,6 +501,37 @@ impl Catalog {
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Records (or replaces) where a version was published.
+    pub fn record_distribution(&self, build_id: &str, d: &Distribution) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![build_id, d.account, d.region, d.image_id, d.how, d.parameters, d.at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn distributions(&self, build_id: &str) -> Result<Vec<Distribution>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT account, region, image_id, how, parameters, at FROM distributions WHERE build_id = ?1 ORDER BY account, region")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([build_id], |r| {
+                Ok(Distribution {
+                    account: r.get(0)?,
+                    region: r.get(1)?,
+                    image_id: r.get(2)?,
+                    how: r.get(3)?,
+                    parameters: r.get(4)?,
+                    at: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     pub fn tests(&self, build_id: &str) -> Result<Vec<TestResult>> {
         let mut stmt = self
             .conn
@@ -698,6 +756,26 @@ mod tests {
         assert_eq!(v.state, BuildState::Available);
         assert_eq!(v.finished_at.as_deref(), Some("t2"));
         assert_eq!(c.next_version("host", "2026.11.27").unwrap(), "2026.11.27.2");
+    }
+
+    #[test]
+    fn a_republished_distribution_replaces_its_row() {
+        let (_d, mut c) = catalog();
+        let reason = serde_json::json!({"kind": "never_built"});
+        c.insert_build(&build("b1", "2026.11.27.1", &reason)).unwrap();
+        let mut d = Distribution {
+            account: "workflow".into(),
+            region: "eu-west-2".into(),
+            image_id: "ami-1".into(),
+            how: "shared".into(),
+            parameters: "/p/latest".into(),
+            at: "t1".into(),
+        };
+        c.record_distribution("b1", &d).unwrap();
+        d.image_id = "ami-2".into();
+        c.record_distribution("b1", &d).unwrap();
+        assert_eq!(c.distributions("b1").unwrap(), vec![d]);
+        assert!(c.distributions("b2").unwrap().is_empty());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Config {
     pub cache_dir: PathBuf,
     pub policy: Policy,
     pub aws_region: Option<String>,
+    /// How often the AWS provider polls while it waits (instances, commands, AMIs).
+    pub aws_poll_ms: u64,
     pub accounts: BTreeMap<String, Account>,
     pub components: BTreeMap<String, Component>,
     pub images: BTreeMap<String, Image>,
@@ -100,6 +102,10 @@ pub struct Component {
     pub parameters: Vec<(String, ParamValue)>,
     pub document: Document,
     pub sha256: String,
+    /// systemd units this component installs; tests check them active (on EC2 test
+    /// instances, before and after a reboot). Not part of the recipe hash: it changes what
+    /// is checked, not what is built.
+    pub services: Vec<String>,
 }
 
 /// Where a parameter's value comes from at build time.
@@ -380,11 +386,25 @@ impl Loader<'_> {
             .unwrap_or_else(|| state.parent().map(Path::to_path_buf).unwrap_or_else(|| self.dir.join(".amictl")));
         let policy = Self::get(root, "policy").map(|v| self.policy(v)).unwrap_or_default();
         let mut aws_region = None;
+        let mut aws_poll_ms = 10_000;
         if let Some(v) = Self::get(root, "aws")
             && let Some(t) = self.table(v, "aws")
         {
-            self.known(t, &["region"], "[aws]");
+            self.known(t, &["region", "poll_interval"], "[aws]");
             aws_region = Self::get(t, "region").and_then(|r| self.string(r, "aws.region"));
+            if let Some(p) = Self::get(t, "poll_interval")
+                && let Some(text) = self.string(p, "aws.poll_interval")
+            {
+                match parse_millis(&text) {
+                    Some(ms) if ms > 0 => aws_poll_ms = ms,
+                    _ => self.err(
+                        p.span(),
+                        "bad-duration",
+                        format!("poll_interval \"{text}\" is not a positive duration"),
+                        "e.g. \"10s\" or \"200ms\"",
+                    ),
+                }
+            }
         }
         let mut accounts = BTreeMap::new();
         if let Some(v) = Self::get(root, "accounts")
@@ -447,6 +467,7 @@ impl Loader<'_> {
             cache_dir,
             policy,
             aws_region,
+            aws_poll_ms,
             accounts,
             components,
             images,
@@ -622,7 +643,9 @@ impl Loader<'_> {
 
     fn component(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Component> {
         let t = self.table(v, &format!("components.{name}"))?;
-        self.known(t, &["file", "version", "parameters"], &format!("[components.{name}]"));
+        self.known(t, &["file", "version", "parameters", "services"], &format!("[components.{name}]"));
+        let services = Self::get(t, "services").map(|v| self.strings(v, "services")).unwrap_or_default();
+        let services = services.into_iter().map(|(s, _)| s).collect();
         let version = match Self::get(t, "version") {
             Some(v) => self.string(v, "version")?,
             None => {
@@ -681,7 +704,7 @@ impl Loader<'_> {
             }
         }
         let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
-        Some(Component { name: name.to_string(), file, version, parameters, document, sha256 })
+        Some(Component { name: name.to_string(), file, version, parameters, document, sha256, services })
     }
 
     fn param(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<ParamValue> {
@@ -886,6 +909,24 @@ impl Loader<'_> {
         };
         let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(d, accounts));
         let parent = parent?;
+        let ami_parent = matches!(parent, ParentSpec::SsmParameter { .. });
+        if ami_parent != matches!(builder, Builder::Ec2 { .. }) {
+            let span =
+                Self::get(t, "builder").or_else(|| Self::get(t, "parent")).map(|v| v.span()).unwrap_or(name_span);
+            let (message, hint) = if ami_parent {
+                (
+                    format!("image `{name}`: an AMI parent ({parent}) needs the EC2 builder"),
+                    "add builder = { kind = \"ec2\" }",
+                )
+            } else {
+                (
+                    format!("image `{name}`: the EC2 builder needs an AMI parent, not {parent}"),
+                    "use parent = \"ssm:/aws/service/ami-amazon-linux-latest/…\", or builder = { kind = \"local\" }",
+                )
+            };
+            self.err(span, "builder-parent-mismatch", message, hint);
+            return None;
+        }
         let mut h = Sha256::new();
         h.update(format!("parent={parent}\n"));
         for c in &names {
@@ -913,6 +954,14 @@ impl Loader<'_> {
 }
 
 /// `90d`, `14d`, `12h`, `30m`, `45s`, `2w` → seconds.
+/// `"200ms"` or any [`parse_duration`] value, in milliseconds.
+pub fn parse_millis(s: &str) -> Option<u64> {
+    match s.trim().strip_suffix("ms") {
+        Some(n) => n.parse().ok(),
+        None => parse_duration(s).and_then(|secs| u64::try_from(secs).ok()?.checked_mul(1000)),
+    }
+}
+
 pub fn parse_duration(s: &str) -> Option<i64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
@@ -965,6 +1014,31 @@ mod tests {
         assert_eq!(parse_duration("90"), None);
         assert_eq!(parse_duration("d"), None);
         assert_eq!(parse_duration("5y"), None);
+        assert_eq!(parse_millis("250ms"), Some(250));
+        assert_eq!(parse_millis("10s"), Some(10_000));
+        assert_eq!(parse_millis("fast"), None);
+    }
+
+    #[test]
+    fn builders_and_parents_must_match_and_aws_settings_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "c.yml", DOC);
+        let cfg = write(
+            d.path(),
+            "amictl.toml",
+            "[aws]\nregion = \"eu-west-1\"\npoll_interval = \"soon\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\nparameters = { Key = \"k\" }\nservices = [\"auditd\"]\n[images.a]\nparent = \"ssm:/aws/service/x\"\ncomponents = [\"c\"]\n[images.b]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\nbuilder = { kind = \"ec2\" }\n",
+        );
+        let errs = Config::load(&cfg).unwrap_err();
+        let lines: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.code)).collect();
+        assert!(lines.contains(&(3, "bad-duration")), "{errs:#?}");
+        assert!(lines.contains(&(10, "builder-parent-mismatch")), "{errs:#?}");
+        assert!(lines.contains(&(15, "builder-parent-mismatch")), "{errs:#?}");
+        let fixed = "[aws]\nregion = \"eu-west-1\"\npoll_interval = \"250ms\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\nparameters = { Key = \"k\" }\nservices = [\"auditd\"]\n[images.a]\nparent = \"ssm:/aws/service/x\"\ncomponents = [\"c\"]\nbuilder = { kind = \"ec2\" }\n";
+        let std::result::Result::Ok((c, _)) = Config::load(&write(d.path(), "ok.toml", fixed)) else {
+            panic!("{fixed}")
+        };
+        assert_eq!(c.aws_poll_ms, 250);
+        assert_eq!(c.components["c"].services, ["auditd"]);
     }
 
     #[test]

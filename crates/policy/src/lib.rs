@@ -13,7 +13,10 @@
 //!    its parent moved (when `rebuild_on_parent_update`), a component's version or the
 //!    recipe changed, or a rebuild is forced — all applicable reasons are listed;
 //!    when none applies the plan notes when it falls due;
-//! 4. available versions beyond `keep_versions` are **retired**, never the newest and
+//! 4. when no rebuild is due, the newest available version is **distributed** to every
+//!    configured `account/region` target it has not reached (a new consumer account, a
+//!    region that failed last time);
+//! 5. available versions beyond `keep_versions` are **retired**, never the newest and
 //!    never one a consumer is recorded as using.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,6 +39,8 @@ pub struct DesiredImage {
     pub recipe_hash: String,
     /// Component name → version, as configured.
     pub components: BTreeMap<String, String>,
+    /// Where its versions must be published: `account/region`.
+    pub targets: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +63,8 @@ pub struct ObservedVersion {
     pub recipe_hash: String,
     pub parent_id: String,
     pub components: BTreeMap<String, String>,
+    /// `account/region` targets this version is verified published to.
+    pub distributed: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +94,7 @@ pub enum Reason {
     RecipeChanged { from: String, to: String },
     Forced,
     BeyondKeep { keep: usize, newer: usize },
+    NotDistributed { missing: Vec<String> },
 }
 
 impl std::fmt::Display for Reason {
@@ -107,6 +115,7 @@ impl std::fmt::Display for Reason {
             Reason::RecipeChanged { from, to } => write!(f, "recipe changed: {} → {}", short(from), short(to)),
             Reason::Forced => write!(f, "forced"),
             Reason::BeyondKeep { keep, newer } => write!(f, "{newer} newer versions exist; keep {keep}"),
+            Reason::NotDistributed { missing } => write!(f, "not yet published to {}", missing.join(", ")),
         }
     }
 }
@@ -120,6 +129,7 @@ fn short(s: &str) -> &str {
 pub enum ActionKind {
     Recover,
     Build,
+    Distribute,
     Retire,
 }
 
@@ -218,6 +228,16 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
         if reasons.is_empty() {
             let due = (policy.max_age_seconds - age + DAY - 1).div_euclid(DAY);
             plan.notes.push(Note { image: image.name.clone(), version: newest.version.clone(), due_in_days: due });
+            let missing: Vec<String> = image.targets.difference(&newest.distributed).cloned().collect();
+            if !missing.is_empty() {
+                plan.actions.push(Action {
+                    kind: ActionKind::Distribute,
+                    image: image.name.clone(),
+                    version: Some(newest.version.clone()),
+                    build_id: Some(newest.build_id.clone()),
+                    reasons: vec![Reason::NotDistributed { missing }],
+                });
+            }
         } else {
             plan.actions.push(build(image, reasons));
         }
@@ -259,6 +279,7 @@ mod tests {
             name: "host".into(),
             recipe_hash: "r1".into(),
             components: [("agent".to_string(), "1.0".to_string())].into(),
+            targets: BTreeSet::new(),
         }
     }
 
@@ -273,6 +294,7 @@ mod tests {
             recipe_hash: "r1".into(),
             parent_id: "p1".into(),
             components: [("agent".to_string(), "1.0".to_string())].into(),
+            distributed: BTreeSet::new(),
         }
     }
 
@@ -385,6 +407,26 @@ mod tests {
         let retired: Vec<_> =
             p.actions.iter().filter(|a| a.kind == ActionKind::Retire).map(|a| a.version.clone().unwrap()).collect();
         assert_eq!(retired, vec!["v2"], "a version a consumer runs is never retired");
+    }
+
+    #[test]
+    fn a_current_version_missing_targets_is_distributed_and_a_rebuild_supersedes_that() {
+        let mut d = desired();
+        d.targets = ["workflow/eu-west-1".to_string(), "workflow/eu-west-2".to_string()].into();
+        let mut v = version(1, 0);
+        v.distributed = ["workflow/eu-west-1".to_string()].into();
+        let p = plan(std::slice::from_ref(&d), &policy(), &observed(vec![v.clone()]), t(5));
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(p.actions[0].kind, ActionKind::Distribute);
+        assert_eq!(p.actions[0].version.as_deref(), Some("v1"));
+        assert_eq!(p.actions[0].reasons, vec![Reason::NotDistributed { missing: vec!["workflow/eu-west-2".into()] }]);
+        // Everything reached: nothing to do.
+        v.distributed = d.targets.clone();
+        assert!(plan(std::slice::from_ref(&d), &policy(), &observed(vec![v.clone()]), t(5)).is_empty());
+        // Due for a rebuild: the new version gets distributed instead.
+        v.distributed.clear();
+        let p = plan(&[d], &policy(), &observed(vec![v]), t(95));
+        assert_eq!(p.actions.iter().map(|a| a.kind).collect::<Vec<_>>(), vec![ActionKind::Build]);
     }
 
     fn arb_versions() -> impl Strategy<Value = Vec<ObservedVersion>> {

@@ -1,0 +1,381 @@
+//! One image build on EC2, start to finish: builder instance → components (awstoe via Run
+//! Command) → package manifest → AMI → test instance from that AMI → built-in and
+//! document tests → cleanup.
+//!
+//! Whatever happens, [`build`] ends by removing everything tagged with the build id except
+//! a finished, tested AMI; a run killed before that point leaves tagged resources that
+//! the next `apply` removes with [`crate::builder::cleanup`]. The [`Journal`] is filled as
+//! the build goes, so the caller can record logs and test results of a failed build too.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::Tag;
+
+use crate::Aws;
+use crate::builder::{self, BUILD_ID_TAG, Cleanup, LaunchSpec, Polling};
+use crate::error::{AwsError, api, sdk_message};
+use crate::publish::{Waiter, ami_name};
+use crate::remote::{self, RemoteDocument, RpmPackage};
+
+/// How long to wait for what. Production defaults; tests against an emulator shorten
+/// only `poll`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub poll: Duration,
+    pub running: Duration,
+    pub online: Duration,
+    pub command: Duration,
+    pub image: Duration,
+}
+
+impl Timing {
+    pub fn with_poll(poll: Duration) -> Timing {
+        Timing {
+            poll,
+            running: Duration::from_secs(600),
+            online: Duration::from_secs(900),
+            command: Duration::from_secs(7200),
+            image: Duration::from_secs(7200),
+        }
+    }
+
+    fn command(&self) -> Polling {
+        Polling { interval: self.poll, timeout: self.command }
+    }
+
+    pub fn waiter(&self) -> Waiter {
+        Waiter { interval: self.poll, sightings: 3, timeout: self.image }
+    }
+}
+
+/// What to build, and where.
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    pub build_id: String,
+    pub image: String,
+    pub version: String,
+    /// The platform account's name.
+    pub account: String,
+    pub region: String,
+    pub parent_ami: String,
+    pub instance_type: String,
+    pub subnet: Option<String>,
+    pub security_groups: Vec<String>,
+    pub instance_profile: Option<String>,
+    /// Run with phases `build,validate` on the builder.
+    pub components: Vec<RemoteDocument>,
+    /// Run with phase `test` on the test instance.
+    pub tests: Vec<RemoteDocument>,
+    /// Services that must be active on the test instance, before and after a reboot.
+    pub services: Vec<String>,
+    /// (SecureString name, value) for the documents' secret parameters.
+    pub secrets: Vec<(String, String)>,
+    pub timing: Timing,
+}
+
+/// Progress, for the operator.
+#[derive(Debug, Clone)]
+pub enum Step {
+    Launching(&'static str),
+    WaitingForSsm(&'static str),
+    Component(String),
+    Manifest,
+    Imaging,
+    Test(String),
+    Rebooting,
+    CleaningUp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StepLog {
+    pub name: String,
+    pub command_id: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TestOutcome {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// What the build did so far; complete on success, partial on failure.
+#[derive(Debug, Clone, Default)]
+pub struct Journal {
+    pub builder: Option<String>,
+    pub tester: Option<String>,
+    pub image_id: Option<String>,
+    pub snapshots: Vec<String>,
+    pub packages: Vec<RpmPackage>,
+    pub tests: Vec<TestOutcome>,
+    pub logs: Vec<StepLog>,
+    pub cleanup: Option<Cleanup>,
+}
+
+/// Builds and tests; returns the tested AMI's id. Cleans up either way.
+pub async fn build(
+    aws: &Aws,
+    spec: &BuildSpec,
+    journal: &mut Journal,
+    step: &dyn Fn(Step),
+) -> Result<String, AwsError> {
+    let result = run(aws, spec, journal, step).await;
+    step(Step::CleaningUp);
+    let keep = result.as_ref().ok().map(String::as_str);
+    match (builder::cleanup(aws, &spec.account, &spec.region, &spec.build_id, keep).await, result) {
+        (Ok(c), result) => {
+            journal.cleanup = Some(c);
+            result
+        }
+        // The AMI is fine but instances may be left: fail, so the next run cleans up.
+        (Err(c), Ok(_)) => Err(c),
+        (Err(c), Err(e)) => Err(AwsError::Failed {
+            what: format!("build {}", spec.build_id),
+            region: spec.region.clone(),
+            message: format!("{e}; cleaning up also failed ({c}), the next apply retries it"),
+        }),
+    }
+}
+
+fn launch_spec(spec: &BuildSpec, role: &str, image_id: &str) -> LaunchSpec {
+    LaunchSpec {
+        build_id: spec.build_id.clone(),
+        role: role.into(),
+        image_id: image_id.into(),
+        instance_type: spec.instance_type.clone(),
+        subnet: spec.subnet.clone(),
+        security_groups: spec.security_groups.clone(),
+        instance_profile: spec.instance_profile.clone(),
+        name: format!("amictl {role} {} {}", spec.image, spec.version),
+    }
+}
+
+async fn run(aws: &Aws, spec: &BuildSpec, journal: &mut Journal, step: &dyn Fn(Step)) -> Result<String, AwsError> {
+    let (account, region) = (spec.account.as_str(), spec.region.as_str());
+    let ssm = aws.ssm(account, region).await?;
+    let script_error = |e: remote::ScriptError| AwsError::Failed {
+        what: "component".into(),
+        region: region.into(),
+        message: e.to_string(),
+    };
+    // Refuse before launching anything.
+    let mut scripts = Vec::new();
+    for doc in &spec.components {
+        scripts.push((
+            doc.name.clone(),
+            remote::run_document(&spec.build_id, doc, "build,validate", region).map_err(script_error)?,
+        ));
+    }
+    let mut test_scripts = Vec::new();
+    for doc in &spec.tests {
+        test_scripts
+            .push((doc.name.clone(), remote::run_document(&spec.build_id, doc, "test", region).map_err(script_error)?));
+    }
+    builder::put_secrets(&ssm, account, region, &spec.secrets).await?;
+
+    // Builder.
+    step(Step::Launching("builder"));
+    let instance = builder::launch(aws, account, region, &launch_spec(spec, "builder", &spec.parent_ami)).await?;
+    journal.builder = Some(instance.clone());
+    builder::wait_running(
+        aws,
+        account,
+        region,
+        &instance,
+        Polling { interval: spec.timing.poll, timeout: spec.timing.running },
+    )
+    .await?;
+    step(Step::WaitingForSsm("builder"));
+    builder::wait_online(
+        &ssm,
+        account,
+        region,
+        &instance,
+        Polling { interval: spec.timing.poll, timeout: spec.timing.online },
+    )
+    .await?;
+    for (name, script) in &scripts {
+        step(Step::Component(name.clone()));
+        let what = format!("component {name} (build, validate)");
+        command(&ssm, account, region, &instance, &what, script, spec.timing, journal).await?;
+    }
+    step(Step::Manifest);
+    let out =
+        command(&ssm, account, region, &instance, "package manifest", &remote::manifest_script(), spec.timing, journal)
+            .await?;
+    journal.packages = remote::parse_manifest(&out).map_err(|message| AwsError::Failed {
+        what: format!("the package manifest of {instance}"),
+        region: region.into(),
+        message,
+    })?;
+
+    // Image.
+    step(Step::Imaging);
+    let name = ami_name(&spec.image, &spec.version);
+    let image_id = match builder::find_image(aws, account, region, &name).await? {
+        Some((id, Some(b))) if b == spec.build_id => id,
+        Some((id, other)) => {
+            return Err(AwsError::Failed {
+                what: format!("AMI name {name}"),
+                region: region.into(),
+                message: format!(
+                    "already used by {id} (build {}); a version is never imaged twice",
+                    other.unwrap_or_default()
+                ),
+            });
+        }
+        None => builder::create_image(aws, account, region, &instance, &name, &spec.build_id).await?,
+    };
+    journal.image_id = Some(image_id.clone());
+    let ec2 = aws.ec2(account, region).await?;
+    journal.snapshots =
+        crate::publish::wait_available(aws, &ec2, account, region, &image_id, spec.timing.waiter()).await?;
+    if !journal.snapshots.is_empty() {
+        // CreateImage can tag snapshots itself, but not everywhere (and not in emulators).
+        ec2.create_tags()
+            .set_resources(Some(journal.snapshots.clone()))
+            .tags(Tag::builder().key(BUILD_ID_TAG).value(&spec.build_id).build())
+            .tags(Tag::builder().key("Name").value(&name).build())
+            .send()
+            .await
+            .map_err(|e| api("ec2:CreateTags", account, region)(sdk_message(&e)))?;
+    }
+
+    // Test instance from the new AMI.
+    step(Step::Launching("tester"));
+    let tester = builder::launch(aws, account, region, &launch_spec(spec, "tester", &image_id)).await?;
+    journal.tester = Some(tester.clone());
+    builder::wait_running(
+        aws,
+        account,
+        region,
+        &tester,
+        Polling { interval: spec.timing.poll, timeout: spec.timing.running },
+    )
+    .await?;
+    step(Step::WaitingForSsm("tester"));
+    let online = builder::wait_online(
+        &ssm,
+        account,
+        region,
+        &tester,
+        Polling { interval: spec.timing.poll, timeout: spec.timing.online },
+    )
+    .await;
+    let ok = online.is_ok();
+    journal
+        .tests
+        .push(outcome("ssm-agent-online", online.map(|_| "the SSM agent registered and reports Online".into())));
+    if !ok {
+        return Err(failed_tests(journal, region));
+    }
+    step(Step::Test("services-active".into()));
+    let r = command(
+        &ssm,
+        account,
+        region,
+        &tester,
+        "services active",
+        &remote::services_script(&spec.services),
+        spec.timing,
+        journal,
+    )
+    .await;
+    journal.tests.push(outcome("services-active", r.map(|o| o.trim().to_string())));
+    for (name, script) in &test_scripts {
+        step(Step::Test(name.clone()));
+        let r = command(&ssm, account, region, &tester, &format!("test {name}"), script, spec.timing, journal).await;
+        journal.tests.push(outcome(&format!("test:{name}"), r.map(|_| "test phase passed".into())));
+    }
+    step(Step::Rebooting);
+    let r = survives_reboot(aws, &ssm, spec, &tester, journal).await;
+    journal.tests.push(outcome("survives-reboot", r.map(|_| "rebooted; SSM Online and services active again".into())));
+    if journal.tests.iter().any(|t| !t.passed) {
+        return Err(failed_tests(journal, region));
+    }
+    Ok(image_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn command(
+    ssm: &aws_sdk_ssm::Client,
+    account: &str,
+    region: &str,
+    instance: &str,
+    what: &str,
+    script: &str,
+    timing: Timing,
+    journal: &mut Journal,
+) -> Result<String, AwsError> {
+    let r = builder::run_command(ssm, account, region, instance, what, &[script.to_string()], timing.command()).await;
+    journal.logs.push(match &r {
+        Ok(o) => StepLog {
+            name: what.into(),
+            command_id: o.command_id.clone(),
+            stdout: o.stdout.clone(),
+            stderr: o.stderr.clone(),
+        },
+        Err(e) => {
+            StepLog { name: what.into(), command_id: String::new(), stdout: String::new(), stderr: e.to_string() }
+        }
+    });
+    r.map(|o| o.stdout)
+}
+
+async fn survives_reboot(
+    aws: &Aws,
+    ssm: &aws_sdk_ssm::Client,
+    spec: &BuildSpec,
+    tester: &str,
+    journal: &mut Journal,
+) -> Result<(), AwsError> {
+    let (account, region) = (spec.account.as_str(), spec.region.as_str());
+    command(
+        ssm,
+        account,
+        region,
+        tester,
+        "record boot id",
+        &remote::save_boot_id(&spec.build_id),
+        spec.timing,
+        journal,
+    )
+    .await?;
+    builder::reboot(aws, account, region, tester).await?;
+    let start = tokio::time::Instant::now();
+    let script = remote::rebooted_script(&spec.build_id, &spec.services);
+    loop {
+        tokio::time::sleep(spec.timing.poll).await;
+        builder::wait_online(
+            ssm,
+            account,
+            region,
+            tester,
+            Polling { interval: spec.timing.poll, timeout: spec.timing.online },
+        )
+        .await?;
+        match command(ssm, account, region, tester, "after reboot", &script, spec.timing, journal).await {
+            Err(AwsError::Command { exit_code, .. })
+                if exit_code == remote::NOT_YET_REBOOTED && start.elapsed() < spec.timing.online => {}
+            other => return other.map(|_| ()),
+        }
+    }
+}
+
+fn outcome(name: &str, r: Result<String, AwsError>) -> TestOutcome {
+    match r {
+        Ok(detail) => TestOutcome { name: name.into(), passed: true, detail },
+        Err(e) => TestOutcome { name: name.into(), passed: false, detail: e.to_string() },
+    }
+}
+
+fn failed_tests(journal: &Journal, region: &str) -> AwsError {
+    let failed: Vec<&str> = journal.tests.iter().filter(|t| !t.passed).map(|t| t.name.as_str()).collect();
+    AwsError::Failed {
+        what: "the new AMI's tests".into(),
+        region: region.into(),
+        message: format!("{} of {} failed: {}", failed.len(), journal.tests.len(), failed.join(", ")),
+    }
+}

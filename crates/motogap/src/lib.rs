@@ -1,0 +1,405 @@
+//! # motogap — what moto cannot do, on loopback, for tests and the demo
+//!
+//! moto emulates EC2, SSM and STS well enough to drive amictl's AWS provider, with gaps
+//! (see the README's "Testing against moto"): it has no `ssm:DescribeInstanceInformation`
+//! (no instance ever registers with SSM), never throttles, and maps every static key to
+//! account 123456789012. `Gap` is a small HTTP proxy in front of a moto server that:
+//!
+//! - answers `DescribeInstanceInformation` as the SSM service would for instances whose
+//!   agent is online (all of them, or none: [`Gap::set_ssm_online`]);
+//! - maps a static access key to an account (`x-moto-account-id`), so the identity amictl
+//!   runs as can be the reference organisation's platform account;
+//! - injects faults per operation and region (throttling, 5xx, delays), so retries and
+//!   partial failures are tested against the real SDK stack;
+//! - counts every call by `service:Operation`, which is how the notes measure the number of
+//!   AWS calls one build and distribution makes (`GET /motogap/calls`).
+//!
+//! It is deliberately dumb: one request per connection (`Connection: close`), bodies by
+//! `Content-Length`. Everything else goes to moto untouched.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use std::time::Instant;
+
+/// A `moto_server` on a free loopback port, killed on drop. The executable comes from
+/// `AMICTL_MOTO_SERVER` (scripts/test installs moto[server] in a venv) or `moto_server` on
+/// PATH. AMI validation is on, so launching a nonexistent AMI fails as on AWS.
+pub struct Moto {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Moto {
+    /// Starts the server and waits until it accepts connections. Panics with a message
+    /// that says how to get moto: this is test-harness code.
+    pub fn start() -> Moto {
+        let server = std::env::var("AMICTL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        let child = Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ENABLE_AMI_VALIDATION", "true")
+            .env_remove("MOTO_ACCOUNT_ID")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {server} ({e}); set AMICTL_MOTO_SERVER or run scripts/test, which installs moto[server]")
+            });
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let start = Instant::now();
+        while TcpStream::connect(addr).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "moto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, addr }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One injected fault.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    /// `service:Operation`, e.g. `ec2:CopyImage`, `ssm:PutParameter`.
+    pub op: String,
+    /// Only in this region; `None` for every region.
+    pub region: Option<String>,
+    /// How many calls it affects; `None` for all of them.
+    pub times: Option<u32>,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `RequestLimitExceeded` (EC2) or `ThrottlingException` (JSON services).
+    Throttle,
+    /// HTTP 500 `InternalError`.
+    ServerError,
+    /// Holds the request this long, then forwards it.
+    Delay(Duration),
+}
+
+#[derive(Default)]
+struct Inner {
+    upstream: Option<SocketAddr>,
+    calls: Mutex<BTreeMap<String, u64>>,
+    faults: Mutex<Vec<Fault>>,
+    keys: Mutex<BTreeMap<String, String>>,
+    offline: AtomicBool,
+}
+
+/// A running proxy; it serves until the process exits.
+#[derive(Clone)]
+pub struct Gap {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl Gap {
+    /// Listens on `127.0.0.1:port` (0 picks one) in front of the moto server at `upstream`.
+    pub fn start(upstream: SocketAddr, port: u16) -> io::Result<Gap> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner { upstream: Some(upstream), ..Inner::default() });
+        let shared = inner.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let inner = shared.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(&inner, conn);
+                });
+            }
+        });
+        Ok(Gap { addr, inner })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests signed with `access_key` go to `account` (moto's `x-moto-account-id`).
+    pub fn map_key(&self, access_key: &str, account: &str) {
+        lock(&self.inner.keys).insert(access_key.into(), account.into());
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        lock(&self.inner.faults).push(fault);
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.inner.faults).clear();
+    }
+
+    /// Whether SSM reports instances Online (true at start).
+    pub fn set_ssm_online(&self, online: bool) {
+        self.inner.offline.store(!online, Ordering::SeqCst);
+    }
+
+    /// Calls seen so far by `service:Operation`, including those a fault answered.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        lock(&self.inner.calls).clone()
+    }
+
+    pub fn reset_calls(&self) {
+        lock(&self.inner.calls).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Request {
+    head: Vec<String>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.iter().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// (access key, region, service) from the SigV4 credential scope.
+    fn scope(&self) -> (String, String, String) {
+        let auth = self.header("authorization").unwrap_or_default();
+        let cred = auth.split("Credential=").nth(1).unwrap_or_default();
+        let cred = cred.split([',', ' ']).next().unwrap_or_default();
+        let mut parts = cred.split('/');
+        let key = parts.next().unwrap_or_default().to_string();
+        let _date = parts.next();
+        let region = parts.next().unwrap_or_default().to_string();
+        let service = parts.next().unwrap_or_default().to_string();
+        (key, region, service)
+    }
+
+    fn operation(&self) -> String {
+        if let Some(target) = self.header("x-amz-target") {
+            return target.rsplit('.').next().unwrap_or(target).to_string();
+        }
+        let body = String::from_utf8_lossy(&self.body);
+        let query = self.head[0].split_whitespace().nth(1).and_then(|p| p.split_once('?')).map(|(_, q)| q);
+        body.split('&')
+            .chain(query.into_iter().flat_map(|q| q.split('&')))
+            .find_map(|kv| kv.strip_prefix("Action="))
+            .unwrap_or("unknown")
+            .to_string()
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> io::Result<Option<Request>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end_matches(['\r', '\n']).to_string();
+        if line.is_empty() {
+            break;
+        }
+        head.push(line);
+    }
+    let mut req = Request { head, body: Vec::new() };
+    let len = req.header("content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    req.body.resize(len, 0);
+    reader.read_exact(&mut req.body)?;
+    Ok(Some(req))
+}
+
+fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let Some(req) = read_request(&mut reader)? else { return Ok(()) };
+    let mut out = conn;
+    if req.head[0].starts_with("GET /motogap/calls") {
+        let body = serde_json::to_vec(&*lock(&inner.calls)).unwrap_or_default();
+        return out.write_all(&response(200, "application/json", &body));
+    }
+    let (key, region, service) = req.scope();
+    let op = format!("{service}:{}", req.operation());
+    *lock(&inner.calls).entry(op.clone()).or_default() += 1;
+
+    let fault = {
+        let mut faults = lock(&inner.faults);
+        let hit = faults
+            .iter_mut()
+            .find(|f| f.op == op && f.region.as_deref().is_none_or(|r| r == region) && f.times.is_none_or(|t| t > 0));
+        hit.map(|f| {
+            if let Some(t) = &mut f.times {
+                *t -= 1;
+            }
+            f.kind
+        })
+    };
+    let json = req.header("x-amz-target").is_some();
+    match fault {
+        Some(FaultKind::Throttle) if json => {
+            let body = br#"{"__type":"ThrottlingException","message":"Rate exceeded (injected by motogap)"}"#;
+            return out.write_all(&response(400, "application/x-amz-json-1.1", body));
+        }
+        Some(FaultKind::Throttle) => {
+            let body = ec2_error("RequestLimitExceeded", "Request limit exceeded (injected by motogap).");
+            return out.write_all(&response(503, "text/xml", body.as_bytes()));
+        }
+        Some(FaultKind::ServerError) if json => {
+            let body = br#"{"__type":"InternalServerError","message":"injected by motogap"}"#;
+            return out.write_all(&response(500, "application/x-amz-json-1.1", body));
+        }
+        Some(FaultKind::ServerError) => {
+            let body = ec2_error("InternalError", "An internal error has occurred (injected by motogap).");
+            return out.write_all(&response(500, "text/xml", body.as_bytes()));
+        }
+        Some(FaultKind::Delay(d)) => std::thread::sleep(d),
+        None => {}
+    }
+    if op == "ssm:DescribeInstanceInformation" {
+        let body = instance_information(&req.body, !inner.offline.load(Ordering::SeqCst));
+        return out.write_all(&response(200, "application/x-amz-json-1.1", &body));
+    }
+    let account = lock(&inner.keys).get(&key).cloned();
+    let upstream = inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
+    let answer = forward(upstream, &req, account.as_deref())?;
+    out.write_all(&answer)
+}
+
+fn forward(upstream: SocketAddr, req: &Request, account: Option<&str>) -> io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect(upstream)?;
+    up.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let mut head = String::new();
+    for line in &req.head {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        if name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        head.push_str(line);
+        head.push_str("\r\n");
+    }
+    head.push_str("Connection: close\r\n");
+    if let Some(account) = account {
+        head.push_str(&format!("x-moto-account-id: {account}\r\n"));
+    }
+    head.push_str("\r\n");
+    up.write_all(head.as_bytes())?;
+    up.write_all(&req.body)?;
+    let mut raw = Vec::new();
+    up.read_to_end(&mut raw)?;
+    // Tell the client this connection ends here.
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        if line.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("connection")) {
+            continue;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Connection: close\r\n\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&raw[split + 4..]);
+    Ok(bytes)
+}
+
+fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nx-amzn-RequestId: motogap\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+fn ec2_error(code: &str, message: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>motogap</RequestID></Response>"
+    )
+}
+
+/// The instances a DescribeInstanceInformation request names, reported Online.
+fn instance_information(body: &[u8], online: bool) -> Vec<u8> {
+    let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut ids = Vec::new();
+    for list in ["Filters", "InstanceInformationFilterList"] {
+        for f in req[list].as_array().into_iter().flatten() {
+            let key = f["Key"].as_str().or(f["key"].as_str()).unwrap_or_default();
+            if key == "InstanceIds" || key == "InstanceIds".to_lowercase() {
+                let values = f["Values"].as_array().or(f["valueSet"].as_array());
+                ids.extend(values.into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)));
+            }
+        }
+    }
+    let list: Vec<serde_json::Value> = if online {
+        ids.iter()
+            .map(|id| {
+                serde_json::json!({
+                    "InstanceId": id, "PingStatus": "Online", "PlatformType": "Linux",
+                    "PlatformName": "Amazon Linux", "ResourceType": "EC2Instance", "AgentVersion": "3.3.1142.0"
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    serde_json::to_vec(&serde_json::json!({ "InstanceInformationList": list })).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_information_reports_the_requested_instances_online_or_none() {
+        let body = br#"{"Filters":[{"Key":"InstanceIds","Values":["i-1","i-2"]}]}"#;
+        let v: serde_json::Value = serde_json::from_slice(&instance_information(body, true)).unwrap();
+        let ids: Vec<&str> = v["InstanceInformationList"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["InstanceId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["i-1", "i-2"]);
+        let v: serde_json::Value = serde_json::from_slice(&instance_information(body, false)).unwrap();
+        assert!(v["InstanceInformationList"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_operation_comes_from_the_target_header_or_the_query_body() {
+        let json = Request {
+            head: vec![
+                "POST / HTTP/1.1".into(),
+                "X-Amz-Target: AmazonSSM.GetParameter".into(),
+                "Authorization: AWS4-HMAC-SHA256 Credential=testing/20261127/eu-west-2/ssm/aws4_request, SignedHeaders=x".into(),
+            ],
+            body: b"{}".to_vec(),
+        };
+        assert_eq!(json.operation(), "GetParameter");
+        assert_eq!(json.scope(), ("testing".into(), "eu-west-2".into(), "ssm".into()));
+        let query =
+            Request { head: vec!["POST / HTTP/1.1".into()], body: b"Action=CopyImage&Version=2016-11-15".to_vec() };
+        assert_eq!(query.operation(), "CopyImage");
+    }
+}
