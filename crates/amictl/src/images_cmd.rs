@@ -15,8 +15,18 @@ pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
     let cfg = load_config(common)?;
     let cat = Catalog::open(&cfg.state)?;
     let versions = cat.versions(args.image.as_deref())?;
+    let mut published = Vec::new();
+    for v in &versions {
+        published.push(cat.distributions(&v.build_id)?);
+    }
     if common.json {
-        println!("{}", serde_json::to_string_pretty(&versions)?);
+        let mut out = Vec::new();
+        for (v, d) in versions.iter().zip(&published) {
+            let mut value = serde_json::to_value(v)?;
+            value["distributions"] = serde_json::to_value(d)?;
+            out.push(value);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit::OK);
     }
     if versions.is_empty() {
@@ -24,34 +34,49 @@ pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
         return Ok(exit::OK);
     }
     let now = Timestamp::now();
-    println!(
-        "{:<36} {:<14} {:<10} {:>5} {:<28} {:>8} {:<7}",
-        "IMAGE", "VERSION", "STATUS", "AGE", "PARENT", "PACKAGES", "TESTS"
-    );
-    for v in versions.iter().rev() {
+    let mut rows = vec![["IMAGE", "VERSION", "STATUS", "AGE", "PARENT", "PACKAGES", "TESTS", "PUBLISHED"].map(String::from)];
+    for (v, d) in versions.iter().zip(&published).rev() {
         let age = clock::days_between(v.finished_at.as_deref().unwrap_or(&v.started_at), now)
             .map(|d| format!("{d}d"))
             .unwrap_or_default();
         let parent = if v.parent_id.is_empty() {
             v.parent_name.clone()
         } else {
-            format!("{} {}", v.parent_name, &v.parent_id[..v.parent_id.len().min(8)])
+            format!("{} ({})", v.parent_name, v.parent_id)
         };
         let tests = if v.tests_passed + v.tests_failed == 0 {
             "-".to_string()
         } else {
             format!("{}/{}", v.tests_passed, v.tests_passed + v.tests_failed)
         };
-        println!(
-            "{:<36} {:<14} {:<10} {:>5} {:<28} {:>8} {:<7}",
-            v.image,
-            v.version,
-            v.state.as_str(),
+        let regions: std::collections::BTreeSet<&str> = d.iter().map(|x| x.region.as_str()).collect();
+        let accounts: std::collections::BTreeSet<&str> =
+            d.iter().filter(|x| x.how != "owner").map(|x| x.account.as_str()).collect();
+        let published = if d.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} region(s), {} account(s)", regions.len(), accounts.len())
+        };
+        rows.push([
+            v.image.clone(),
+            v.version.clone(),
+            v.state.as_str().to_string(),
             age,
             parent,
-            v.package_count,
-            tests
-        );
+            v.package_count.to_string(),
+            tests,
+            published,
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for r in &rows {
+        let cells: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| if i == 3 || i == 5 { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
     }
     Ok(exit::OK)
 }
@@ -79,12 +104,13 @@ pub fn show(common: &Common, args: &ShowArgs) -> Result<u8> {
     };
     let artifacts = cat.artifacts(&v.build_id)?;
     let tests = cat.tests(&v.build_id)?;
+    let distributions = cat.distributions(&v.build_id)?;
     if common.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "version": v, "previous": previous.map(|p| &p.version), "artifacts": artifacts, "tests": tests,
-                "manifest_diff": diff, "packages": packages,
+                "distributions": distributions, "manifest_diff": diff, "packages": packages,
             }))?
         );
         return Ok(exit::OK);
@@ -116,6 +142,16 @@ pub fn show(common: &Common, args: &ShowArgs) -> Result<u8> {
     }
     for a in &artifacts {
         println!("  artifact   {:<15} {:>12} bytes  sha256 {}  {}", a.kind, a.size, a.sha256, a.path);
+    }
+    for d in &distributions {
+        println!(
+            "  published  {:<10} {:<10} {} ({}) {}",
+            d.account,
+            d.region,
+            d.image_id,
+            d.how,
+            if d.parameters.is_empty() { String::new() } else { format!("→ {}", d.parameters) }
+        );
     }
     println!("  packages   {}", packages.len());
     match previous {

@@ -28,6 +28,10 @@ pub const PLATFORM_ACTIONS: &[&str] = &[
     "ssm:PutParameter",
     "ssm:GetParametersByPath",
     "ssm:DeleteParameters",
+    "ec2:DescribeSnapshots",
+    "kms:DescribeKey",
+    "kms:GetKeyPolicy",
+    "kms:ListGrants",
 ];
 
 /// Reading public parameters such as the latest Amazon Linux 2 AMI.
@@ -50,6 +54,7 @@ pub fn platform_policy(platform_account: &str, regions: &[String], consumer_role
     let public: Vec<String> = regions.iter().map(|r| format!("arn:aws:ssm:{r}::parameter/aws/service/*")).collect();
     let mut statements = vec![
         json!({"Sid": "Describe", "Effect": "Allow", "Action": PLATFORM_ACTIONS.iter().filter(|a| a.contains(":Describe") || a.starts_with("ssm:GetCommand")).collect::<Vec<_>>(), "Resource": "*"}),
+        json!({"Sid": "CheckImageKeys", "Effect": "Allow", "Action": ["kms:GetKeyPolicy", "kms:ListGrants"], "Resource": format!("arn:aws:kms:*:{platform_account}:key/*")}),
         json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DeregisterImage", "ec2:DeleteSnapshot"], "Resource": images}),
         json!({"Sid": "BuildAndTestInstances", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:RebootInstances", "ec2:CreateImage", "ec2:CreateTags", "ssm:SendCommand"], "Resource": "*",
                "Condition": {"StringEqualsIfExists": {"aws:RequestedRegion": regions}}}),
@@ -121,7 +126,7 @@ mod tests {
         ];
         for source in sources {
             for piece in source.split('"').skip(1).step_by(2) {
-                let is_action = (piece.starts_with("ec2:") || piece.starts_with("ssm:"))
+                let is_action = (piece.starts_with("ec2:") || piece.starts_with("ssm:") || piece.starts_with("kms:"))
                     && piece[4..].chars().all(|c| c.is_ascii_alphanumeric())
                     && piece.len() > 4;
                 if is_action {

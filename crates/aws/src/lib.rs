@@ -17,6 +17,7 @@ pub mod builder;
 pub mod clients;
 pub mod error;
 pub mod iam;
+pub mod kms;
 pub mod limits;
 pub mod parent;
 pub mod publish;

@@ -88,8 +88,14 @@ pub fn ami_name(image: &str, version: &str) -> String {
 }
 
 pub async fn publish(aws: &Aws, req: &PublishRequest) -> PublishReport {
+    // An encrypted AMI the consumers could not use is refused before anything is copied.
+    let key = match encryption(aws, req).await {
+        Ok(key) => key,
+        Err(e) => return PublishReport { done: Vec::new(), failed: vec![(req.source_region.clone(), e)] },
+    };
+    let key = key.as_deref();
     let results: Vec<(String, Result<RegionReport, AwsError>)> = futures::stream::iter(req.regions.clone())
-        .map(|region| async move { (region.clone(), publish_region(aws, req, &region).await) })
+        .map(|region| async move { (region.clone(), publish_region(aws, req, &region, key).await) })
         .buffer_unordered(2)
         .collect()
         .await;
@@ -104,7 +110,34 @@ pub async fn publish(aws: &Aws, req: &PublishRequest) -> PublishReport {
     report
 }
 
-async fn publish_region(aws: &Aws, req: &PublishRequest, region: &str) -> Result<RegionReport, AwsError> {
+/// The source AMI's KMS key when it is encrypted, after checking that every consumer may
+/// use it and that it can follow the copies to the other regions.
+async fn encryption(aws: &Aws, req: &PublishRequest) -> Result<Option<String>, AwsError> {
+    let keys = crate::kms::image_keys(aws, &req.owner, &req.source_region, &req.source_image_id).await?;
+    let mut consumers = Vec::new();
+    for c in &req.consumers {
+        consumers.push((c.clone(), aws.account(c)?.id.clone()));
+    }
+    let crosses = req.regions.iter().any(|r| r != &req.source_region);
+    let mut arn = None;
+    for key in &keys {
+        let facts = crate::kms::facts(aws, &req.owner, &req.source_region, key).await?;
+        crate::kms::judge(&facts, &consumers, crosses).map_err(|message| AwsError::Failed {
+            what: format!("AMI {}", req.source_image_id),
+            region: req.source_region.clone(),
+            message,
+        })?;
+        arn = Some(facts.arn);
+    }
+    Ok(arn)
+}
+
+async fn publish_region(
+    aws: &Aws,
+    req: &PublishRequest,
+    region: &str,
+    key: Option<&str>,
+) -> Result<RegionReport, AwsError> {
     let owner = &req.owner;
     let ec2 = aws.ec2(owner, region).await?;
     let name = ami_name(&req.image, &req.version);
@@ -122,6 +155,8 @@ async fn publish_region(aws: &Aws, req: &PublishRequest, region: &str) -> Result
                 .name(&name)
                 .description(format!("{} {} (amictl build {})", req.image, req.version, req.build_id))
                 .copy_image_tags(true)
+                .set_encrypted(key.map(|_| true))
+                .set_kms_key_id(key.map(|k| crate::kms::replica_arn(k, region)))
                 .send()
                 .await
                 .map_err(|e| api("ec2:CopyImage", owner, region)(sdk_message(&e)))?;

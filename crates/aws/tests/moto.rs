@@ -344,3 +344,34 @@ async fn cleanup_removes_everything_a_build_left_and_nothing_else() {
     let again = aws::builder::cleanup(&aws, "platform", "eu-west-1", "b-dead", None).await.unwrap();
     assert_eq!(again, aws::builder::Cleanup::default(), "a second cleanup finds nothing to do");
 }
+
+#[tokio::test]
+async fn key_facts_come_from_the_key_policy_and_grants() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let kms = aws_sdk_kms::Client::new(&aws.config("platform", "eu-west-1").await.unwrap());
+    let policy = r#"{"Version":"2012-10-17","Statement":[
+        {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111111111111:root"},"Action":"kms:*","Resource":"*"},
+        {"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::222222222222:root"},"Action":["kms:Decrypt","kms:CreateGrant"],"Resource":"*"}]}"#;
+    let key = kms.create_key().policy(policy).multi_region(true).send().await.unwrap();
+    let key_id = key.key_metadata().unwrap().key_id().to_string();
+    let facts = aws::kms::facts(&aws, "platform", "eu-west-1", &key_id).await.unwrap();
+    assert!(facts.multi_region && !facts.aws_managed, "{facts:?}");
+    assert_eq!(facts.accounts.iter().map(String::as_str).collect::<Vec<_>>(), ["111111111111", "222222222222"]);
+    let consumers = [("workflow".to_string(), "222222222222".to_string()), ("digirati".into(), "333333333333".into())];
+    let refused = aws::kms::judge(&facts, &consumers, true).unwrap_err();
+    assert!(refused.contains("digirati (333333333333)"), "{refused}");
+
+    kms.create_grant()
+        .key_id(&key_id)
+        .grantee_principal("arn:aws:iam::333333333333:root")
+        .operations(aws_sdk_kms::types::GrantOperation::Decrypt)
+        .send()
+        .await
+        .unwrap();
+    let facts = aws::kms::facts(&aws, "platform", "eu-west-1", &key_id).await.unwrap();
+    assert!(aws::kms::judge(&facts, &consumers, true).is_ok(), "the grant lets digirati decrypt: {facts:?}");
+    // moto makes no encrypted AMIs, so an unencrypted one has no keys to check.
+    let image = aws::parent::from_ssm_parameter(&aws, "platform", "eu-west-1", AL2).await.unwrap();
+    assert!(aws::kms::image_keys(&aws, "platform", "eu-west-1", &image.image_id).await.unwrap().is_empty());
+}

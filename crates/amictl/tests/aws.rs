@@ -1,0 +1,337 @@
+//! The cloud path end to end: the real `amictl` binary against a real `moto` server on
+//! 127.0.0.1, for the reference organisation (examples/reference-org: platform
+//! 111111111111 builds two Amazon Linux 2 lines, consumers workflow 222222222222 and
+//! digirati 333333333333, regions eu-west-1 and eu-west-2).
+//!
+//! moto runs nothing on instances (every Run Command succeeds with empty output) and has
+//! no SSM registration; `motogap` in front of it answers DescribeInstanceInformation,
+//! maps the static test key to the platform account, injects faults and counts calls.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use aws::{AccountAccess, Aws};
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::types::Filter;
+use motogap::{Fault, FaultKind, Gap, Moto};
+use serde_json::Value;
+
+const SECRET: &str = "act-7f3c9e1d-never-in-any-log";
+const BASTION: &str = "weco-amzn2-hvm-x86_64-gp2";
+const ECS: &str = "weco-amzn2-ecs-optimised-hvm-x86_64";
+const CONSUMERS: [(&str, &str); 2] = [("workflow", "222222222222"), ("digirati", "333333333333")];
+const REGIONS: [&str; 2] = ["eu-west-1", "eu-west-2"];
+
+struct Org {
+    _moto: Moto,
+    gap: Gap,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Org {
+    /// moto + motogap + the reference organisation's config, polling fast.
+    fn new() -> Org {
+        let moto = Moto::start();
+        let gap = Gap::start(moto.addr, 0).unwrap();
+        gap.map_key("testing", "111111111111");
+        let dir = tempfile::tempdir().unwrap();
+        let components = repo().join("examples/components");
+        let text = std::fs::read_to_string(repo().join("examples/reference-org/amictl.toml"))
+            .unwrap()
+            .replace("../components/", &format!("{}/", components.display()))
+            .replace("[aws]\nregion = \"eu-west-1\"\n", "[aws]\nregion = \"eu-west-1\"\npoll_interval = \"50ms\"\n");
+        assert!(text.contains("poll_interval"), "the reference config changed shape");
+        let config = dir.path().join("amictl.toml");
+        std::fs::write(&config, text).unwrap();
+        Org { _moto: moto, gap, dir, config }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_amictl"));
+        c.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("AWS_ENDPOINT_URL", self.gap.url())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("SCAN_AGENT_URL", "https://artifacts.example.invalid/scan-agent-1.2.0.tar.gz")
+            .env("SCAN_AGENT_SHA256", "0".repeat(64))
+            .env("SCAN_AGENT_ACTIVATION_KEY", SECRET)
+            .env("AMICTL_CACHE", self.dir.path().join("cache"));
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, Value, String) {
+        let out: Output = self.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), json, stderr)
+    }
+
+    async fn aws(&self) -> Aws {
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .endpoint_url(self.gap.url())
+            .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
+            .load()
+            .await;
+        let mut accounts =
+            vec![AccountAccess { name: "platform".into(), id: "111111111111".into(), role: None, external_id: None }];
+        for (name, id) in CONSUMERS {
+            accounts.push(AccountAccess {
+                name: name.into(),
+                id: id.into(),
+                role: Some(format!("arn:aws:iam::{id}:role/amictl-consumer")),
+                external_id: None,
+            });
+        }
+        Aws::with_config(base, accounts)
+    }
+
+    fn catalog(&self) -> catalog::Catalog {
+        catalog::Catalog::open(&self.dir.path().join(".amictl/state.db")).unwrap()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Instances carrying a build id that are not terminated.
+async fn live_build_instances(aws: &Aws) -> Vec<(String, String)> {
+    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
+    let out = ec2
+        .describe_instances()
+        .filters(Filter::builder().name("tag-key").values("amictl:build-id").build())
+        .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
+        .send()
+        .await
+        .unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            let role = i.tags().iter().find(|t| t.key() == Some("amictl:role")).and_then(|t| t.value());
+            (i.instance_id().unwrap_or_default().to_string(), role.unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// The platform's own AMIs in a region: name → ids.
+async fn own_images(aws: &Aws, region: &str) -> BTreeMap<String, Vec<String>> {
+    let ec2 = aws.ec2("platform", region).await.unwrap();
+    let out = ec2.describe_images().owners("self").send().await.unwrap();
+    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for i in out.images() {
+        names.entry(i.name().unwrap_or_default().into()).or_default().push(i.image_id().unwrap_or_default().into());
+    }
+    names
+}
+
+fn actions(plan: &Value) -> Vec<(String, String)> {
+    plan["actions"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|a| (a["kind"].as_str().unwrap_or_default().into(), a["image"].as_str().unwrap_or_default().into()))
+        .collect()
+}
+
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            hits.extend(files_containing(&p, needle));
+        } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+            hits.push(p);
+        }
+    }
+    hits
+}
+
+#[test]
+fn apply_builds_tests_and_publishes_the_reference_organisation_through_moto() {
+    let org = Org::new();
+    let (code, plan, stderr) = org.run(&["--json", "plan"]);
+    assert_eq!(code, 2, "a plan with changes exits 2: {stderr}");
+    assert_eq!(actions(&plan), [("build".to_string(), ECS.to_string()), ("build".into(), BASTION.into())]);
+
+    org.gap.reset_calls();
+    let started = Instant::now();
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    let wall = started.elapsed();
+    assert_eq!(code, 0, "apply failed: {stderr}\n{out:#}");
+    let calls = org.gap.calls();
+    let total: u64 = calls.values().sum();
+    eprintln!("apply for the reference organisation: {total} AWS calls in {wall:.1?}: {calls:#?}");
+    assert_eq!(calls.get("ec2:CopyImage"), Some(&2), "one copy per image line into eu-west-2");
+    assert_eq!(calls.get("ec2:RunInstances"), Some(&4), "a builder and a tester per image line");
+
+    let cat = org.catalog();
+    let versions = cat.versions(None).unwrap();
+    assert_eq!(versions.len(), 2);
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    for v in &versions {
+        assert_eq!(v.state, catalog::BuildState::Available, "{v:?}");
+        assert!(v.parent_id.starts_with("ami-") && v.parent_name.starts_with("amzn2-ami-"), "lineage: {v:?}");
+        let tests: Vec<String> = cat.tests(&v.build_id).unwrap().into_iter().map(|t| t.name).collect();
+        for t in ["ssm-agent-online", "services-active", "survives-reboot"] {
+            assert!(tests.contains(&t.to_string()), "{t} missing from {tests:?}");
+        }
+        let rows = cat.distributions(&v.build_id).unwrap();
+        assert_eq!(rows.len(), 6, "platform + two consumers in two regions: {rows:#?}");
+        let name = format!("{}-{}", v.image, v.version);
+        for region in REGIONS {
+            let images = rt.block_on(own_images(&aws, region));
+            let ids = images.get(&name).unwrap_or_else(|| panic!("no {name} in {region}: {images:?}"));
+            assert_eq!(ids.len(), 1, "exactly one {name} in {region}");
+            let ec2 = rt.block_on(aws.ec2("platform", region)).unwrap();
+            let perms = rt
+                .block_on(
+                    ec2.describe_image_attribute()
+                        .image_id(&ids[0])
+                        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                        .send(),
+                )
+                .unwrap();
+            let mut users: Vec<&str> = perms.launch_permissions().iter().filter_map(|p| p.user_id()).collect();
+            users.sort();
+            assert_eq!(users, ["222222222222", "333333333333"]);
+            for (consumer, _) in CONSUMERS {
+                let ssm = rt.block_on(aws.ssm(consumer, region)).unwrap();
+                for p in ["latest".to_string(), v.version.clone()] {
+                    let name = format!("/platform/base-ami/{}/{p}", v.image);
+                    let got = rt.block_on(ssm.get_parameter().name(&name).send()).unwrap();
+                    assert_eq!(got.parameter().and_then(|p| p.value()), Some(ids[0].as_str()), "{consumer} {region} {name}");
+                }
+            }
+        }
+    }
+    assert!(rt.block_on(live_build_instances(&aws)).is_empty(), "builder and test instances are terminated");
+    let ssm = rt.block_on(aws.ssm("platform", "eu-west-1")).unwrap();
+    let left = rt.block_on(ssm.get_parameters_by_path().path("/amictl/build").recursive(true).send()).unwrap();
+    assert!(left.parameters().is_empty(), "build secrets are deleted after the build");
+    assert!(files_containing(org.dir.path(), SECRET.as_bytes()).is_empty(), "the secret reached a file");
+
+    let (code, plan, stderr) = org.run(&["--json", "plan"]);
+    assert_eq!(code, 0, "nothing left to do: {stderr} {plan:#}");
+    let (code, _, stderr) = org.run(&["audit", "verify"]);
+    assert_eq!(code, 0, "{stderr}");
+    let events: Vec<String> =
+        cat.events(None).unwrap().into_iter().map(|e| format!("{} {}", e.kind, e.subject)).collect();
+    assert!(events.iter().any(|e| e.starts_with("publish.region ")), "{events:#?}");
+}
+
+#[test]
+fn an_apply_killed_mid_build_is_cleaned_up_by_the_next_one_and_no_ami_is_made_twice() {
+    let org = Org::new();
+    // Slow Run Command down so the kill lands while the test instance runs.
+    org.gap.inject(Fault {
+        op: "ssm:GetCommandInvocation".into(),
+        region: None,
+        times: None,
+        kind: FaultKind::Delay(Duration::from_millis(700)),
+    });
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let mut child = org.command(&["build", BASTION]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let live = rt.block_on(live_build_instances(&aws));
+        let imaged = rt.block_on(own_images(&aws, "eu-west-1")).keys().any(|n| n.starts_with(BASTION));
+        if imaged && live.iter().any(|(_, role)| role == "tester") {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the build ended before it could be killed");
+        assert!(start.elapsed() < Duration::from_secs(120), "no test instance appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = org.catalog().versions(Some(BASTION)).unwrap().remove(0);
+    assert_eq!(killed.state, catalog::BuildState::Testing, "killed while testing");
+    assert!(!rt.block_on(live_build_instances(&aws)).is_empty(), "the kill left instances behind");
+
+    org.gap.clear_faults();
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    assert_eq!(out["actions"][0]["action"], "recover", "{out:#}");
+    assert!(rt.block_on(live_build_instances(&aws)).is_empty(), "no tagged instance is left running");
+    let ec2 = rt.block_on(aws.ec2("platform", "eu-west-1")).unwrap();
+    let of_killed = rt
+        .block_on(
+            ec2.describe_images()
+                .owners("self")
+                .filters(Filter::builder().name("tag:amictl:build-id").values(&killed.build_id).build())
+                .send(),
+        )
+        .unwrap();
+    assert!(of_killed.images().is_empty(), "the interrupted build's AMI is deregistered");
+    for region in REGIONS {
+        for (name, ids) in rt.block_on(own_images(&aws, region)) {
+            assert_eq!(ids.len(), 1, "{name} exists {} times in {region}", ids.len());
+        }
+    }
+    let versions = org.catalog().versions(Some(BASTION)).unwrap();
+    assert_eq!(versions[0].state, catalog::BuildState::Failed);
+    assert_eq!(versions.last().unwrap().state, catalog::BuildState::Available);
+}
+
+#[test]
+fn throttling_is_retried_and_a_region_that_fails_is_published_by_the_next_apply() {
+    let org = Org::new();
+    for (op, times) in [("ec2:RunInstances", 1), ("ssm:PutParameter", 2), ("ec2:DescribeImages", 2)] {
+        org.gap.inject(Fault { op: op.into(), region: None, times: Some(times), kind: FaultKind::Throttle });
+    }
+    org.gap.inject(Fault {
+        op: "ec2:CopyImage".into(),
+        region: Some("eu-west-2".into()),
+        times: None,
+        kind: FaultKind::ServerError,
+    });
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    assert_eq!(code, 1, "a failed region fails the run: {stderr}\n{out:#}");
+    let errors: Vec<&str> = out["actions"].as_array().unwrap().iter().filter_map(|a| a["error"].as_str()).collect();
+    assert_eq!(errors.len(), 2, "{out:#}");
+    assert!(errors.iter().all(|e| e.contains("eu-west-2") && e.contains("not fully published")), "{errors:#?}");
+    assert_eq!(org.gap.calls().get("ec2:RunInstances"), Some(&5), "4 launches and one throttled retry");
+
+    let cat = org.catalog();
+    for v in cat.versions(None).unwrap() {
+        assert_eq!(v.state, catalog::BuildState::Available, "built and tested; only publishing failed");
+        let regions: Vec<String> = cat.distributions(&v.build_id).unwrap().into_iter().map(|d| d.region).collect();
+        assert!(regions.iter().all(|r| r == "eu-west-1"), "{regions:?}");
+    }
+
+    org.gap.clear_faults();
+    let (code, plan, _) = org.run(&["--json", "plan"]);
+    assert_eq!(code, 2);
+    assert_eq!(actions(&plan), [("distribute".to_string(), ECS.to_string()), ("distribute".into(), BASTION.into())]);
+    assert_eq!(plan["actions"][0]["reasons"][0]["missing"], serde_json::json!(["digirati/eu-west-2", "workflow/eu-west-2"]));
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    for v in cat.versions(None).unwrap() {
+        assert_eq!(cat.distributions(&v.build_id).unwrap().len(), 6);
+    }
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let ssm = rt.block_on(aws.ssm("workflow", "eu-west-2")).unwrap();
+    let latest = rt.block_on(ssm.get_parameter().name(format!("/platform/base-ami/{BASTION}/latest")).send()).unwrap();
+    assert!(latest.parameter().and_then(|p| p.value()).is_some_and(|v| v.starts_with("ami-")));
+    let (code, _, _) = org.run(&["--json", "plan"]);
+    assert_eq!(code, 0, "everything is published");
+}
