@@ -73,6 +73,9 @@ impl Cloud {
             ParentSpec::SsmParameter { name } => Ok(self
                 .block_on(aws::parent::from_ssm_parameter(&self.aws, &self.platform, &self.region, name))
                 .with_context(|| format!("resolving the parent {spec}"))?),
+            ParentSpec::AmiName { owners, pattern } => Ok(self
+                .block_on(aws::parent::from_name_filter(&self.aws, &self.platform, &self.region, owners, pattern))
+                .with_context(|| format!("resolving the parent {spec}"))?),
             other => Err(anyhow!("{other} is not an AMI parent")),
         }
     }

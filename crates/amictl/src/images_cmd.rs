@@ -34,16 +34,14 @@ pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
         return Ok(exit::OK);
     }
     let now = Timestamp::now();
-    let mut rows = vec![["IMAGE", "VERSION", "STATUS", "AGE", "PARENT", "PACKAGES", "TESTS", "PUBLISHED"].map(String::from)];
+    let mut rows =
+        vec![["IMAGE", "VERSION", "STATUS", "AGE", "PARENT", "PACKAGES", "TESTS", "PUBLISHED"].map(String::from)];
     for (v, d) in versions.iter().zip(&published).rev() {
         let age = clock::days_between(v.finished_at.as_deref().unwrap_or(&v.started_at), now)
             .map(|d| format!("{d}d"))
             .unwrap_or_default();
-        let parent = if v.parent_id.is_empty() {
-            v.parent_name.clone()
-        } else {
-            format!("{} ({})", v.parent_name, v.parent_id)
-        };
+        let parent =
+            if v.parent_id.is_empty() { v.parent_name.clone() } else { format!("{} ({})", v.parent_name, v.parent_id) };
         let tests = if v.tests_passed + v.tests_failed == 0 {
             "-".to_string()
         } else {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use catalog::{BuildState, Catalog, ComponentUse, NewBuild, RunLock};
-use config::{Config, ParentSpec};
+use config::Config;
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::Timestamp;
 use local::{Factory, Stage};
@@ -108,7 +108,7 @@ fn observe(cfg: &Config, cat: &Catalog, forced: BTreeSet<String>, cloud: Option<
     }
     let mut parents = BTreeMap::new();
     for image in cfg.images.values() {
-        if let (ParentSpec::SsmParameter { .. }, Some(cloud)) = (&image.parent, cloud) {
+        if let (true, Some(cloud)) = (image.parent.is_ami(), cloud) {
             let p = cloud.parent(&image.parent)?;
             parents.insert(image.name.clone(), ParentObservation { id: p.image_id, name: image.parent.to_string() });
         } else if let Some(p) = local::observe_parent(&cfg.cache_dir, &image.parent) {

@@ -216,7 +216,11 @@ fn apply_builds_tests_and_publishes_the_reference_organisation_through_moto() {
                 for p in ["latest".to_string(), v.version.clone()] {
                     let name = format!("/platform/base-ami/{}/{p}", v.image);
                     let got = rt.block_on(ssm.get_parameter().name(&name).send()).unwrap();
-                    assert_eq!(got.parameter().and_then(|p| p.value()), Some(ids[0].as_str()), "{consumer} {region} {name}");
+                    assert_eq!(
+                        got.parameter().and_then(|p| p.value()),
+                        Some(ids[0].as_str()),
+                        "{consumer} {region} {name}"
+                    );
                 }
             }
         }
@@ -226,6 +230,17 @@ fn apply_builds_tests_and_publishes_the_reference_organisation_through_moto() {
     let left = rt.block_on(ssm.get_parameters_by_path().path("/amictl/build").recursive(true).send()).unwrap();
     assert!(left.parameters().is_empty(), "build secrets are deleted after the build");
     assert!(files_containing(org.dir.path(), SECRET.as_bytes()).is_empty(), "the secret reached a file");
+    // Run Command keeps every command's text: the services are checked, the secret never sent.
+    let mut scripts = Vec::new();
+    let mut pages = ssm.list_commands().into_paginator().send();
+    while let Some(page) = rt.block_on(pages.next()) {
+        for c in page.unwrap().commands() {
+            scripts.extend(c.parameters().and_then(|p| p.get("commands")).into_iter().flatten().cloned());
+        }
+    }
+    assert!(scripts.iter().any(|s| s.contains("'amazon-ssm-agent' 'auditd' 'scan-agent'")), "{scripts:#?}");
+    assert!(scripts.iter().any(|s| s.contains("--phases 'build,validate'") && s.contains("/ActivationKey'")));
+    assert!(!scripts.iter().any(|s| s.contains(SECRET)), "a secret travelled in a command");
 
     let (code, plan, stderr) = org.run(&["--json", "plan"]);
     assert_eq!(code, 0, "nothing left to do: {stderr} {plan:#}");
@@ -321,7 +336,10 @@ fn throttling_is_retried_and_a_region_that_fails_is_published_by_the_next_apply(
     let (code, plan, _) = org.run(&["--json", "plan"]);
     assert_eq!(code, 2);
     assert_eq!(actions(&plan), [("distribute".to_string(), ECS.to_string()), ("distribute".into(), BASTION.into())]);
-    assert_eq!(plan["actions"][0]["reasons"][0]["missing"], serde_json::json!(["digirati/eu-west-2", "workflow/eu-west-2"]));
+    assert_eq!(
+        plan["actions"][0]["reasons"][0]["missing"],
+        serde_json::json!(["digirati/eu-west-2", "workflow/eu-west-2"])
+    );
     let (code, out, stderr) = org.run(&["--json", "apply"]);
     assert_eq!(code, 0, "{stderr}\n{out:#}");
     for v in cat.versions(None).unwrap() {

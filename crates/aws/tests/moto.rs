@@ -50,8 +50,12 @@ async fn reference_org(m: &Moto) -> Aws {
 
 /// A finished build: an instance launched from the current Amazon Linux 2 and imaged.
 async fn built_ami(aws: &Aws, name: &str) -> String {
-    let parent = aws::parent::from_ssm_parameter(aws, "platform", "eu-west-1", AL2).await.unwrap();
-    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
+    built_ami_in(aws, "platform", "eu-west-1", name).await
+}
+
+async fn built_ami_in(aws: &Aws, account: &str, region: &str, name: &str) -> String {
+    let parent = aws::parent::from_ssm_parameter(aws, account, region, AL2).await.unwrap();
+    let ec2 = aws.ec2(account, region).await.unwrap();
     let run = ec2
         .run_instances()
         .image_id(&parent.image_id)
@@ -374,4 +378,38 @@ async fn key_facts_come_from_the_key_policy_and_grants() {
     // moto makes no encrypted AMIs, so an unencrypted one has no keys to check.
     let image = aws::parent::from_ssm_parameter(&aws, "platform", "eu-west-1", AL2).await.unwrap();
     assert!(aws::kms::image_keys(&aws, "platform", "eu-west-1", &image.image_id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn owned_copies_are_found_by_name_in_the_consumer_account_and_pointed_to() {
+    let m = moto();
+    let aws = reference_org(&m).await;
+    let name = ami_name("weco-amzn2-hvm-x86_64-gp2", "2026.11.27.1");
+    let source = built_ami(&aws, &name).await;
+    let mut req = request(&source);
+    req.regions = vec!["eu-west-1".into()];
+    req.consumers = vec!["workflow".into()];
+    req.copy = true;
+    // moto does not let one account see another's AMI, so CopyImage from the consumer
+    // account fails there; the error names the operation, account and region.
+    let report = publish(&aws, &req).await;
+    let (region, err) = &report.failed[0];
+    assert_eq!(region, "eu-west-1");
+    let err = err.to_string();
+    assert!(err.contains("ec2:CopyImage in account workflow (eu-west-1)") && err.contains("InvalidAMIID"), "{err}");
+
+    // The consumer's copy exists (a previous run made it): it is adopted, tagged and pointed to.
+    let copy = built_ami_in(&aws, "workflow", "eu-west-1", &name).await;
+    let report = publish(&aws, &req).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let c = &report.done[0].consumers[0];
+    assert_eq!((c.account.as_str(), c.image_id.as_str(), c.how.as_str()), ("workflow", copy.as_str(), "copy"));
+    let ssm = aws.ssm("workflow", "eu-west-1").await.unwrap();
+    let latest = ssm.get_parameter().name("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2/latest").send().await.unwrap();
+    assert_eq!(latest.parameter().and_then(|p| p.value()), Some(copy.as_str()));
+    let ec2 = aws.ec2("workflow", "eu-west-1").await.unwrap();
+    let image = ec2.describe_images().image_ids(&copy).send().await.unwrap();
+    let tags: Vec<(&str, &str)> =
+        image.images()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert!(tags.contains(&("amictl:source-ami", source.as_str())), "{tags:?}");
 }

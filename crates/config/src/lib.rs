@@ -151,6 +151,16 @@ pub enum ParentSpec {
     Tarball { path: PathBuf },
     /// An AMI named by an SSM parameter, e.g. AWS's "latest Amazon Linux 2" public one.
     SsmParameter { name: String },
+    /// The newest AMI named like `pattern` (EC2 wildcards) owned by `owners`, e.g.
+    /// `ami:amazon/amzn2-ami-ecs-hvm-*-x86_64-ebs`.
+    AmiName { owners: Vec<String>, pattern: String },
+}
+
+impl ParentSpec {
+    /// An AMI (built on EC2) rather than a root filesystem (built locally).
+    pub fn is_ami(&self) -> bool {
+        matches!(self, ParentSpec::SsmParameter { .. } | ParentSpec::AmiName { .. })
+    }
 }
 
 impl std::fmt::Display for ParentSpec {
@@ -159,6 +169,7 @@ impl std::fmt::Display for ParentSpec {
             ParentSpec::Debootstrap { suite } => write!(f, "debootstrap:{suite}"),
             ParentSpec::Tarball { path } => write!(f, "tarball:{}", path.display()),
             ParentSpec::SsmParameter { name } => write!(f, "ssm:{name}"),
+            ParentSpec::AmiName { owners, pattern } => write!(f, "ami:{}/{pattern}", owners.join(",")),
         }
     }
 }
@@ -797,6 +808,15 @@ impl Loader<'_> {
                     Some(("ssm", name)) if name.starts_with('/') => {
                         Some(ParentSpec::SsmParameter { name: name.to_string() })
                     }
+                    Some(("ami", spec))
+                        if spec.split_once('/').is_some_and(|(o, p)| !o.is_empty() && !p.is_empty()) =>
+                    {
+                        let (owners, pattern) = spec.split_once('/').unwrap_or_default();
+                        Some(ParentSpec::AmiName {
+                            owners: owners.split(',').map(str::to_string).collect(),
+                            pattern: pattern.to_string(),
+                        })
+                    }
                     Some(("tarball", path)) if !path.is_empty() => {
                         let path = self.dir.join(path);
                         if !path.is_file() {
@@ -815,7 +835,7 @@ impl Loader<'_> {
                                 p.span(),
                                 "bad-parent",
                                 format!("image `{name}`: unsupported parent"),
-                                "use debootstrap:<suite>, tarball:<path> or ssm:/aws/service/…",
+                                "use debootstrap:<suite>, tarball:<path>, ssm:/aws/service/… or ami:<owners>/<name pattern>",
                             );
                         }
                         None
@@ -909,7 +929,7 @@ impl Loader<'_> {
         };
         let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(d, accounts));
         let parent = parent?;
-        let ami_parent = matches!(parent, ParentSpec::SsmParameter { .. });
+        let ami_parent = parent.is_ami();
         if ami_parent != matches!(builder, Builder::Ec2 { .. }) {
             let span =
                 Self::get(t, "builder").or_else(|| Self::get(t, "parent")).map(|v| v.span()).unwrap_or(name_span);
@@ -1033,11 +1053,19 @@ mod tests {
         assert!(lines.contains(&(3, "bad-duration")), "{errs:#?}");
         assert!(lines.contains(&(10, "builder-parent-mismatch")), "{errs:#?}");
         assert!(lines.contains(&(15, "builder-parent-mismatch")), "{errs:#?}");
-        let fixed = "[aws]\nregion = \"eu-west-1\"\npoll_interval = \"250ms\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\nparameters = { Key = \"k\" }\nservices = [\"auditd\"]\n[images.a]\nparent = \"ssm:/aws/service/x\"\ncomponents = [\"c\"]\nbuilder = { kind = \"ec2\" }\n";
+        let fixed = "[aws]\nregion = \"eu-west-1\"\npoll_interval = \"250ms\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1.0\"\nparameters = { Key = \"k\" }\nservices = [\"auditd\"]\n[images.a]\nparent = \"ssm:/aws/service/x\"\ncomponents = [\"c\"]\nbuilder = { kind = \"ec2\" }\n[images.ecs]\nparent = \"ami:amazon,591542846629/amzn2-ami-ecs-hvm-*-x86_64-ebs\"\ncomponents = [\"c\"]\nbuilder = { kind = \"ec2\" }\n";
         let std::result::Result::Ok((c, _)) = Config::load(&write(d.path(), "ok.toml", fixed)) else {
             panic!("{fixed}")
         };
         assert_eq!(c.aws_poll_ms, 250);
+        assert_eq!(
+            c.images["ecs"].parent,
+            ParentSpec::AmiName {
+                owners: vec!["amazon".into(), "591542846629".into()],
+                pattern: "amzn2-ami-ecs-hvm-*-x86_64-ebs".into()
+            }
+        );
+        assert_eq!(c.images["ecs"].parent.to_string(), "ami:amazon,591542846629/amzn2-ami-ecs-hvm-*-x86_64-ebs");
         assert_eq!(c.components["c"].services, ["auditd"]);
     }
 

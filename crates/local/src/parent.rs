@@ -25,7 +25,7 @@ fn ref_file(work_dir: &Path, spec: &ParentSpec) -> PathBuf {
         ParentSpec::Tarball { path } => {
             format!("tarball-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("rootfs"))
         }
-        ParentSpec::SsmParameter { name } => format!("ssm{}", name.replace('/', "-")),
+        ami => format!("ami-{}", config::hex(&Sha256::digest(ami.to_string()))),
     };
     work_dir.join("parents").join(format!("{key}.json"))
 }
@@ -113,9 +113,9 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
                     .map_err(|e| FactoryError::Parent(format!("debootstrap left no dpkg status: {e}")))?;
                 config::hex(&Sha256::digest(&status))[..16].to_string()
             }
-            ParentSpec::SsmParameter { name } => {
+            ami @ (ParentSpec::SsmParameter { .. } | ParentSpec::AmiName { .. }) => {
                 return Err(FactoryError::Parent(format!(
-                    "ssm:{name} is an AMI; the local builder needs debootstrap: or tarball: parents"
+                    "{ami} is an AMI; the local builder needs debootstrap: or tarball: parents"
                 )));
             }
             ParentSpec::Tarball { path } => {
