@@ -59,7 +59,8 @@ impl Cloud {
             .build()
             .context("cannot start the async runtime")?;
         let aws = rt.block_on(Aws::from_env(&region, accounts));
-        let timing = Timing::with_poll(Duration::from_millis(cfg.aws_poll_ms));
+        let mut timing = Timing::with_poll(Duration::from_millis(cfg.aws_poll_ms));
+        timing.online = Duration::from_millis(cfg.aws_ssm_timeout_ms);
         Ok(Cloud { rt, aws, platform, region, timing })
     }
 

@@ -312,7 +312,9 @@ fn run(
             Ok(summary) => results.push(json!({"action": a.kind, "image": a.image, "ok": true, "result": summary})),
             Err(e) => {
                 failed += 1;
-                ui.line(format!("FAIL {:?} {}: {e:#}", a.kind, a.image).to_lowercase().replacen("fail", "FAIL", 1));
+                let kind =
+                    serde_json::to_value(a.kind).ok().and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
+                ui.line(format!("FAIL {kind} {}: {e:#}", a.image));
                 results.push(json!({"action": a.kind, "image": a.image, "ok": false, "error": format!("{e:#}")}));
             }
         }

@@ -53,6 +53,13 @@ impl Org {
         Org { _moto: moto, gap, dir, config }
     }
 
+    /// Rewrites the config (a bad parent, shorter waits).
+    fn edit(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "{from} is not in the config");
+        std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_amictl"));
         c.arg("--config")
@@ -352,4 +359,48 @@ fn throttling_is_retried_and_a_region_that_fails_is_published_by_the_next_apply(
     assert!(latest.parameter().and_then(|p| p.value()).is_some_and(|v| v.starts_with("ami-")));
     let (code, _, _) = org.run(&["--json", "plan"]);
     assert_eq!(code, 0, "everything is published");
+}
+
+#[test]
+fn bad_parents_silent_instances_and_denied_roles_get_precise_errors_and_leave_nothing_running() {
+    let org = Org::new();
+    let rt = runtime();
+    let parent = "ssm:/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2";
+    org.edit(parent, "ssm:/aws/service/no/such/parameter");
+    let (code, _, stderr) = org.run(&["plan"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("/aws/service/no/such/parameter") && stderr.contains("not found"), "{stderr}");
+    assert!(org.catalog().versions(None).unwrap().is_empty(), "a failed plan changes nothing");
+    org.edit("ssm:/aws/service/no/such/parameter", parent);
+
+    // An instance whose SSM agent never reports Online: a bounded wait naming the causes.
+    org.edit("poll_interval = \"50ms\"\n", "poll_interval = \"50ms\"\nssm_timeout = \"1s\"\n");
+    org.gap.set_ssm_online(false);
+    let (code, _, stderr) = org.run(&["build", BASTION]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("did not report Online within 1s") && stderr.contains("instance profile"), "{stderr}");
+    let failed = org.catalog().versions(Some(BASTION)).unwrap().remove(0);
+    assert_eq!(failed.state, catalog::BuildState::Failed);
+    assert!(failed.failure.as_deref().is_some_and(|f| f.contains("Online")), "{failed:?}");
+    let aws = rt.block_on(org.aws());
+    assert!(rt.block_on(live_build_instances(&aws)).is_empty(), "the builder is terminated");
+    org.gap.set_ssm_online(true);
+
+    // A consumer role that cannot be assumed: built and tested, not published, and said why.
+    org.gap.inject(Fault { op: "sts:AssumeRole".into(), region: None, times: None, kind: FaultKind::Denied });
+    let (code, _, stderr) = org.run(&["build", BASTION]);
+    org.gap.clear_faults();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot assume arn:aws:iam::")
+            && stderr.contains("AccessDenied")
+            && stderr.contains("trust policy"),
+        "{stderr}"
+    );
+    let built = org.catalog().versions(Some(BASTION)).unwrap().pop().unwrap();
+    assert_eq!(built.state, catalog::BuildState::Available);
+    assert!(rt.block_on(live_build_instances(&aws)).is_empty());
+    let (code, plan, _) = org.run(&["--json", "plan"]);
+    assert_eq!(code, 2);
+    assert!(actions(&plan).contains(&("distribute".to_string(), BASTION.to_string())), "{plan:#}");
 }

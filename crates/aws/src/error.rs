@@ -25,7 +25,7 @@ pub fn sdk_message<E: std::error::Error>(e: &E) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        let text = s.to_string();
+        let text = readable(&s.to_string());
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
@@ -35,8 +35,38 @@ pub fn sdk_message<E: std::error::Error>(e: &E) -> String {
     out
 }
 
+/// The SDK shows unmodelled errors as `Error { code: "X", message: "Y", … }`; say `X: Y`.
+fn readable(text: &str) -> String {
+    let field = |name: &str| {
+        let start = text.find(&format!("{name}: \""))? + name.len() + 3;
+        let end = text[start..].find('"')?;
+        Some(text[start..start + end].to_string())
+    };
+    match (text.contains("Error {"), field("code"), field("message")) {
+        (true, Some(code), Some(message)) => {
+            let prefix = &text[..text.find("Error {").unwrap_or(0)];
+            format!("{prefix}{code}: {message}")
+        }
+        _ => text.to_string(),
+    }
+}
+
 /// Maps an SDK error message to [`AwsError::Api`] for one operation in one place.
 pub(crate) fn api(op: &'static str, account: &str, region: &str) -> impl Fn(String) -> AwsError {
     let (account, region) = (account.to_string(), region.to_string());
     move |message| AwsError::Api { op, account: account.clone(), region: region.clone(), message }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unmodelled_errors_read_as_code_and_message() {
+        assert_eq!(
+            super::readable(
+                r#"unhandled error (AccessDenied): Error { code: "AccessDenied", message: "not allowed", aws_request_id: "1" }"#
+            ),
+            "unhandled error (AccessDenied): AccessDenied: not allowed"
+        );
+        assert_eq!(super::readable("plain"), "plain");
+    }
 }

@@ -39,6 +39,8 @@ pub struct Config {
     pub aws_region: Option<String>,
     /// How often the AWS provider polls while it waits (instances, commands, AMIs).
     pub aws_poll_ms: u64,
+    /// How long a new instance may take to report Online to SSM.
+    pub aws_ssm_timeout_ms: u64,
     pub accounts: BTreeMap<String, Account>,
     pub components: BTreeMap<String, Component>,
     pub images: BTreeMap<String, Image>,
@@ -398,10 +400,24 @@ impl Loader<'_> {
         let policy = Self::get(root, "policy").map(|v| self.policy(v)).unwrap_or_default();
         let mut aws_region = None;
         let mut aws_poll_ms = 10_000;
+        let mut aws_ssm_timeout_ms = 15 * 60 * 1000;
         if let Some(v) = Self::get(root, "aws")
             && let Some(t) = self.table(v, "aws")
         {
-            self.known(t, &["region", "poll_interval"], "[aws]");
+            self.known(t, &["region", "poll_interval", "ssm_timeout"], "[aws]");
+            if let Some(p) = Self::get(t, "ssm_timeout")
+                && let Some(text) = self.string(p, "aws.ssm_timeout")
+            {
+                match parse_millis(&text) {
+                    Some(ms) if ms > 0 => aws_ssm_timeout_ms = ms,
+                    _ => self.err(
+                        p.span(),
+                        "bad-duration",
+                        format!("ssm_timeout \"{text}\" is not a positive duration"),
+                        "e.g. \"15m\"",
+                    ),
+                }
+            }
             aws_region = Self::get(t, "region").and_then(|r| self.string(r, "aws.region"));
             if let Some(p) = Self::get(t, "poll_interval")
                 && let Some(text) = self.string(p, "aws.poll_interval")
@@ -479,6 +495,7 @@ impl Loader<'_> {
             policy,
             aws_region,
             aws_poll_ms,
+            aws_ssm_timeout_ms,
             accounts,
             components,
             images,

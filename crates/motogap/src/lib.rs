@@ -89,6 +89,8 @@ pub enum FaultKind {
     Throttle,
     /// HTTP 500 `InternalError`.
     ServerError,
+    /// HTTP 403 `AccessDenied`, as IAM answers a call the policy does not allow.
+    Denied,
     /// Holds the request this long, then forwards it.
     Delay(Duration),
 }
@@ -265,6 +267,16 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
             let body = ec2_error("InternalError", "An internal error has occurred (injected by motogap).");
             return out.write_all(&response(500, "text/xml", body.as_bytes()));
         }
+        Some(FaultKind::Denied) if json => {
+            let body = br#"{"__type":"AccessDeniedException","message":"not authorized (injected by motogap)"}"#;
+            return out.write_all(&response(403, "application/x-amz-json-1.1", body));
+        }
+        Some(FaultKind::Denied) => {
+            let body = format!(
+                "<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform: {op} (injected by motogap)</Message></Error><RequestId>motogap</RequestId></ErrorResponse>"
+            );
+            return out.write_all(&response(403, "text/xml", body.as_bytes()));
+        }
         Some(FaultKind::Delay(d)) => std::thread::sleep(d),
         None => {}
     }
@@ -320,6 +332,7 @@ fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
+        403 => "Forbidden",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
