@@ -404,3 +404,48 @@ fn bad_parents_silent_instances_and_denied_roles_get_precise_errors_and_leave_no
     assert_eq!(code, 2);
     assert!(actions(&plan).contains(&("distribute".to_string(), BASTION.to_string())), "{plan:#}");
 }
+
+/// An AMI in the platform account named like `pattern`, made from Amazon Linux 2.
+async fn parent_ami(aws: &Aws, name: &str) -> String {
+    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
+    let al2 = aws::parent::from_ssm_parameter(
+        aws,
+        "platform",
+        "eu-west-1",
+        "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2",
+    )
+    .await
+    .unwrap();
+    let run = ec2.run_instances().image_id(al2.image_id).min_count(1).max_count(1).send().await.unwrap();
+    let instance = run.instances()[0].instance_id().unwrap().to_string();
+    let id = ec2.create_image().instance_id(&instance).name(name).send().await.unwrap().image_id().unwrap().to_string();
+    ec2.terminate_instances().instance_ids(instance).send().await.unwrap();
+    id
+}
+
+#[test]
+fn a_parent_that_moves_is_a_rebuild_reason_naming_both_amis() {
+    let org = Org::new();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    org.edit("ssm:/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2", "ami:self/golden-parent-*");
+    let first = rt.block_on(parent_ami(&aws, "golden-parent-2026.10.01"));
+    let (code, _, stderr) = org.run(&["build", BASTION]);
+    assert_eq!(code, 0, "{stderr}");
+    let built = org.catalog().versions(Some(BASTION)).unwrap().remove(0);
+    assert_eq!((built.parent_id.as_str(), built.parent_name.as_str()), (first.as_str(), "golden-parent-2026.10.01"));
+    let bastion = |plan: &Value| -> Vec<Value> {
+        plan["actions"].as_array().unwrap().iter().filter(|a| a["image"] == BASTION).cloned().collect()
+    };
+    let (_, plan, _) = org.run(&["--json", "plan"]);
+    assert!(bastion(&plan).is_empty(), "{plan:#}");
+
+    let second = rt.block_on(parent_ami(&aws, "golden-parent-2026.11.01"));
+    let (code, plan, _) = org.run(&["--json", "plan"]);
+    assert_eq!(code, 2);
+    let actions = bastion(&plan);
+    assert_eq!(actions.len(), 1, "{plan:#}");
+    let reason = &actions[0]["reasons"][0];
+    assert_eq!(reason["kind"], "parent_moved");
+    assert_eq!((reason["from"].as_str(), reason["to"].as_str()), (Some(first.as_str()), Some(second.as_str())));
+}

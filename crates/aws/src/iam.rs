@@ -40,6 +40,9 @@ pub const PUBLIC_PARAMETER_ACTIONS: &[&str] = &["ssm:GetParameter"];
 /// Actions a consumer account's role needs (the versioned SSM pointers).
 pub const CONSUMER_ACTIONS: &[&str] = &["ssm:GetParameter", "ssm:PutParameter"];
 
+/// What a consumer role needs so the fleet scan can read its hosts and their agents.
+pub const CONSUMER_SCAN_ACTIONS: &[&str] = &["ec2:DescribeInstances", "ssm:DescribeInstanceInformation"];
+
 /// What a consumer role also needs when it receives owned copies (`copy = true`).
 pub const CONSUMER_COPY_ACTIONS: &[&str] =
     &["ec2:DescribeImages", "ec2:CopyImage", "ec2:CreateTags", "ec2:EnableImageDeprecation"];
@@ -116,8 +119,13 @@ mod tests {
     /// Every `"ec2:…"`/`"ssm:…"` action named in this crate's code is granted somewhere.
     #[test]
     fn every_action_the_code_calls_is_in_a_policy() {
-        let granted: Vec<&str> =
-            PLATFORM_ACTIONS.iter().chain(PUBLIC_PARAMETER_ACTIONS).chain(CONSUMER_ACTIONS).copied().collect();
+        let granted: Vec<&str> = PLATFORM_ACTIONS
+            .iter()
+            .chain(PUBLIC_PARAMETER_ACTIONS)
+            .chain(CONSUMER_ACTIONS)
+            .chain(CONSUMER_SCAN_ACTIONS)
+            .copied()
+            .collect();
         let sources = [
             include_str!("publish.rs"),
             include_str!("parent.rs"),
@@ -145,8 +153,8 @@ mod tests {
         );
         let t = consumer_trust_policy("111111111111", Some("x"));
         assert_eq!(t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "x");
-        assert_eq!(p["Statement"].as_array().unwrap().len(), 1, "no image actions without copies");
+        assert_eq!(p["Statement"].as_array().unwrap().len(), 2, "no image actions without copies");
         let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true);
-        assert_eq!(c["Statement"][1]["Action"][1], "ec2:CopyImage");
+        assert_eq!(c["Statement"][2]["Action"][1], "ec2:CopyImage");
     }
 }

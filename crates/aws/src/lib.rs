@@ -16,6 +16,7 @@ pub mod build;
 pub mod builder;
 pub mod clients;
 pub mod error;
+pub mod fleet;
 pub mod iam;
 pub mod kms;
 pub mod limits;

@@ -64,6 +64,40 @@ pub struct Consumer {
     pub account: String,
     pub image: String,
     pub owner: Option<String>,
+    pub select: Select,
+    pub rollout: Rollout,
+    pub exemptions: Vec<Exemption>,
+}
+
+/// How a consumer's hosts are found in its account: instances carrying all `tags`, and
+/// every instance of the named auto scaling groups.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Select {
+    pub tags: Vec<(String, String)>,
+    pub asgs: Vec<String>,
+}
+
+/// How a consumer's hosts move to a new version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rollout {
+    /// Tell the owner (SNS topic, when given); the team replaces its own hosts.
+    Notify { sns_topic: Option<String> },
+    /// A new launch template version with the new AMI becomes the ASG's default.
+    LaunchTemplate,
+    /// The launch template update, then amictl replaces ASG instances `batch` at a time,
+    /// waiting for each replacement to be InService with its SSM agent Online.
+    RollingReplace { batch: usize },
+    /// The launch template update, then an ASG instance refresh.
+    InstanceRefresh { min_healthy_percent: u8 },
+}
+
+/// An instance allowed to lag until a date, with a reason (both shown in every report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exemption {
+    pub instance: String,
+    /// `YYYY-MM-DD`, inclusive.
+    pub until: String,
+    pub reason: String,
 }
 
 /// Where an image line is shared (used by the AWS publisher).
@@ -630,7 +664,125 @@ impl Loader<'_> {
         let account = reference("account", accounts.keys().cloned().collect(), self);
         let image = reference("image", images.keys().cloned().collect(), self);
         let owner = Self::get(t, "owner").and_then(|o| self.string(o, "owner"));
-        Some(Consumer { name: name.to_string(), account: account?, image: image?, owner })
+        let mut select = Select::default();
+        match Self::get(t, "select") {
+            None => self.err(
+                v.span(),
+                "missing-field",
+                format!("consumer `{name}` needs `select`"),
+                "e.g. select = { tags = { Service = \"goobi\" } } or { asgs = [\"goobi-container-hosts\"] }",
+            ),
+            Some(sv) => {
+                if let Some(st) = self.table(sv, "select") {
+                    self.known(st, &["tags", "asgs"], "select");
+                    if let Some(tv) = Self::get(st, "tags")
+                        && let Some(tt) = self.table(tv, "select.tags")
+                    {
+                        for (k, v) in tt.iter() {
+                            if let Some(value) = self.string(v, "tag value") {
+                                select.tags.push((k.get_ref().to_string(), value));
+                            }
+                        }
+                    }
+                    if let Some(a) = Self::get(st, "asgs") {
+                        select.asgs = self.strings(a, "select.asgs").into_iter().map(|(s, _)| s).collect();
+                    }
+                    if select.tags.is_empty() && select.asgs.is_empty() {
+                        self.err(
+                            sv.span(),
+                            "empty-select",
+                            format!("consumer `{name}`: `select` finds nothing"),
+                            "give tags, asgs or both",
+                        );
+                    }
+                }
+            }
+        }
+        let rollout =
+            Self::get(t, "rollout").map(|r| self.rollout(name, r)).unwrap_or(Rollout::Notify { sns_topic: None });
+        if !matches!(rollout, Rollout::Notify { .. }) && select.asgs.is_empty() {
+            let span = Self::get(t, "rollout").map(|r| r.span()).unwrap_or(v.span());
+            self.err(
+                span,
+                "rollout-needs-asg",
+                format!(
+                    "consumer `{name}`: this rollout replaces auto scaling group instances, but `select` names no asgs"
+                ),
+                "add select.asgs, or use rollout = { kind = \"notify\" }",
+            );
+        }
+        let mut exemptions = Vec::new();
+        if let Some(ev) = Self::get(t, "exemptions") {
+            match ev.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items {
+                        let Some(et) = self.table(item, "exemption") else { continue };
+                        self.known(et, &["instance", "until", "reason"], "exemption");
+                        let instance = Self::get(et, "instance").and_then(|x| self.string(x, "instance"));
+                        let until = Self::get(et, "until").and_then(|x| self.string(x, "until"));
+                        let reason = Self::get(et, "reason").and_then(|x| self.string(x, "reason"));
+                        let date_ok = until.as_deref().is_some_and(|u| u.parse::<jiff::civil::Date>().is_ok());
+                        match (instance, until, reason) {
+                            (Some(instance), Some(until), Some(reason)) if date_ok && !reason.trim().is_empty() => {
+                                exemptions.push(Exemption { instance, until, reason })
+                            }
+                            _ => self.err(item.span(), "bad-exemption", format!("consumer `{name}`: an exemption needs `instance`, `until` (YYYY-MM-DD) and a `reason`"), "e.g. { instance = \"i-0abc…\", until = \"2027-01-31\", reason = \"vendor certification\" }"),
+                        }
+                    }
+                }
+                _ => self.err(
+                    ev.span(),
+                    "wrong-type",
+                    "`exemptions` must be an array of tables".into(),
+                    "exemptions = [{ instance = …, until = …, reason = … }]",
+                ),
+            }
+        }
+        Some(Consumer { name: name.to_string(), account: account?, image: image?, owner, select, rollout, exemptions })
+    }
+
+    fn rollout(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Rollout {
+        let fallback = Rollout::Notify { sns_topic: None };
+        let Some(t) = self.table(v, "rollout") else { return fallback };
+        self.known(t, &["kind", "sns_topic", "batch", "min_healthy_percent"], "rollout");
+        let number = |this: &mut Self, key: &str, default: u64, max: u64| -> u64 {
+            match Self::get(t, key) {
+                None => default,
+                Some(n) => match n.get_ref() {
+                    DeValue::Integer(i) if i.as_str().parse::<u64>().is_ok_and(|x| (1..=max).contains(&x)) => {
+                        i.as_str().parse().unwrap_or(default)
+                    }
+                    _ => {
+                        this.err(
+                            n.span(),
+                            "wrong-type",
+                            format!("`rollout.{key}` must be a whole number from 1 to {max}"),
+                            "",
+                        );
+                        default
+                    }
+                },
+            }
+        };
+        match Self::get(t, "kind").and_then(|k| self.string(k, "rollout.kind")).as_deref() {
+            Some("notify") => {
+                Rollout::Notify { sns_topic: Self::get(t, "sns_topic").and_then(|s| self.string(s, "sns_topic")) }
+            }
+            Some("launch-template") => Rollout::LaunchTemplate,
+            Some("rolling-replace") => Rollout::RollingReplace { batch: number(self, "batch", 1, 1000) as usize },
+            Some("instance-refresh") => {
+                Rollout::InstanceRefresh { min_healthy_percent: number(self, "min_healthy_percent", 90, 100) as u8 }
+            }
+            other => {
+                self.err(
+                    v.span(),
+                    "bad-rollout",
+                    format!("consumer `{name}`: unknown rollout kind {:?}", other.unwrap_or_default()),
+                    "kind = \"notify\", \"launch-template\", \"rolling-replace\" or \"instance-refresh\"",
+                );
+                fallback
+            }
+        }
     }
 
     fn distribution(&mut self, v: &Spanned<DeValue<'_>>, accounts: &BTreeMap<String, Account>) -> Option<Distribution> {
