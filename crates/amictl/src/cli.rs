@@ -30,6 +30,9 @@ pub enum Command {
     Images(ImagesArgs),
     /// One version in detail: lineage, components, artifacts, tests, manifest diff.
     Show(ShowArgs),
+    /// Scan every consumer's hosts: version, deadline, agent health. Exit 3 when a consumer
+    /// is overdue or could not be read.
+    Fleet(FleetArgs),
     /// The audit trail: verify, export, read.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -105,6 +108,13 @@ pub struct Common {
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     /// Plan as if it were this time: 2027-03-01, an RFC 3339 time, or +91d from now.
+    #[arg(long, value_name = "WHEN")]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Judge deadlines as if it were this time: 2027-03-01, an RFC 3339 time, or +15d.
     #[arg(long, value_name = "WHEN")]
     pub now: Option<String>,
 }

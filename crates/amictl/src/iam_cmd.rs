@@ -31,7 +31,19 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
             }
         }
     }
+    let mut rollouts: BTreeSet<String> = BTreeSet::new();
+    let mut topics: BTreeSet<String> = BTreeSet::new();
+    for c in cfg.consumers.values() {
+        prefixes.entry(c.account.clone()).or_default();
+        match &c.rollout {
+            config::Rollout::Notify { sns_topic } => topics.extend(sns_topic.iter().cloned()),
+            _ => {
+                rollouts.insert(c.account.clone());
+            }
+        }
+    }
     let regions: Vec<String> = regions.into_iter().collect();
+    let topics: Vec<String> = topics.into_iter().collect();
     let roles: Vec<String> =
         prefixes.keys().filter_map(|a| cfg.accounts.get(a)).filter_map(|a| a.role.clone()).collect();
     let mut consumers = serde_json::Map::new();
@@ -43,13 +55,13 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
             json!({
                 "account": account.id,
                 "role": account.role,
-                "policy": aws::iam::consumer_policy(&account.id, &regions, &p, copies.contains(name)),
+                "policy": aws::iam::consumer_policy(&account.id, &regions, &p, copies.contains(name), rollouts.contains(name)),
                 "trust_policy": aws::iam::consumer_trust_policy(&platform.id, account.external_id.as_deref()),
             }),
         );
     }
     let out = json!({
-        "platform": {"account": platform.id, "policy": aws::iam::platform_policy(&platform.id, &regions, &roles)},
+        "platform": {"account": platform.id, "policy": aws::iam::platform_policy(&platform.id, &regions, &roles, &topics)},
         "builder_instance_profile": {
             "managed_policies": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"],
             "policy": aws::iam::builder_instance_policy(&platform.id, &regions),

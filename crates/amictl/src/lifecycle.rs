@@ -78,7 +78,13 @@ fn desired(cfg: &Config, cloud: Option<&Cloud>) -> (Vec<DesiredImage>, PolicyVie
     )
 }
 
-fn observe(cfg: &Config, cat: &Catalog, forced: BTreeSet<String>, cloud: Option<&Cloud>) -> Result<Observed> {
+fn observe(
+    cfg: &Config,
+    cat: &mut Catalog,
+    forced: BTreeSet<String>,
+    cloud: Option<&Cloud>,
+    now: Timestamp,
+) -> Result<Observed> {
     let mut versions = Vec::new();
     for v in cat.versions(None)? {
         let state = match v.state {
@@ -115,12 +121,21 @@ fn observe(cfg: &Config, cat: &Catalog, forced: BTreeSet<String>, cloud: Option<
             parents.insert(image.name.clone(), ParentObservation { id: p.id, name: p.name });
         }
     }
-    Ok(Observed { versions, parents, forced, in_use: BTreeSet::new() })
+    // Which versions run where: a fresh scan when consumers are configured, else the last one.
+    let mut lagging = Vec::new();
+    if let Some(cloud) = cloud
+        && !cfg.consumers.is_empty()
+    {
+        let scans = crate::fleet_cmd::scan(cfg, cloud, cat, now)?;
+        lagging = crate::fleet_cmd::lagging(&scans);
+    }
+    let in_use = cat.versions_in_use()?;
+    Ok(Observed { versions, parents, forced, in_use, lagging })
 }
 
 fn make_plan(
     cfg: &Config,
-    cat: &Catalog,
+    cat: &mut Catalog,
     now: Timestamp,
     only: Option<&str>,
     forced: BTreeSet<String>,
@@ -130,7 +145,7 @@ fn make_plan(
     if let Some(only) = only {
         images.retain(|i| i.name == only);
     }
-    let observed = observe(cfg, cat, forced, cloud)?;
+    let observed = observe(cfg, cat, forced, cloud, now)?;
     let mut plan = policy::plan(&images, &policy, &observed, now);
     if let Some(only) = only {
         plan.actions.retain(|a| a.image == only);
@@ -138,7 +153,7 @@ fn make_plan(
     Ok(plan)
 }
 
-fn reasons_text(a: &Action) -> String {
+pub(crate) fn reasons_text(a: &Action) -> String {
     a.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
@@ -156,6 +171,7 @@ fn print_plan(plan: &Plan, json: bool) -> Result<()> {
                 ActionKind::Recover => "recover",
                 ActionKind::Build => "build",
                 ActionKind::Distribute => "publish",
+                ActionKind::Rollout => "rollout",
                 ActionKind::Retire => "retire",
             };
             println!("{kind:<8} {:<36} {:<16} {}", a.image, a.version.as_deref().unwrap_or("(new)"), reasons_text(a));
@@ -170,9 +186,9 @@ fn print_plan(plan: &Plan, json: bool) -> Result<()> {
 pub fn plan(common: &Common, args: &PlanArgs) -> Result<u8> {
     let cfg = load_config(common)?;
     let now = clock::resolve(args.now.as_deref())?;
-    let cat = Catalog::open(&cfg.state)?;
+    let mut cat = Catalog::open(&cfg.state)?;
     let cloud = if cloud::needed(&cfg) { Some(Cloud::new(&cfg)?) } else { None };
-    let plan = make_plan(&cfg, &cat, now, None, BTreeSet::new(), cloud.as_ref())?;
+    let plan = make_plan(&cfg, &mut cat, now, None, BTreeSet::new(), cloud.as_ref())?;
     print_plan(&plan, common.json)?;
     Ok(if plan.is_empty() { exit::OK } else { exit::USAGE })
 }
@@ -207,7 +223,7 @@ fn actor() -> String {
 }
 
 /// Progress on a TTY; plain lines elsewhere (CI logs, pipes).
-struct Ui {
+pub(crate) struct Ui {
     bar: Option<ProgressBar>,
     quiet: bool,
 }
@@ -226,7 +242,7 @@ impl Ui {
         Ui { bar, quiet }
     }
 
-    fn status(&self, msg: String) {
+    pub(crate) fn status(&self, msg: String) {
         match &self.bar {
             Some(b) => b.set_message(msg),
             None if !self.quiet => eprintln!("  … {msg}"),
@@ -234,7 +250,7 @@ impl Ui {
         }
     }
 
-    fn line(&self, msg: String) {
+    pub(crate) fn line(&self, msg: String) {
         match &self.bar {
             Some(b) => b.println(msg),
             None if !self.quiet => eprintln!("{msg}"),
@@ -249,13 +265,13 @@ impl Ui {
     }
 }
 
-struct Recorder<'a> {
-    cat: &'a mut Catalog,
+pub(crate) struct Recorder<'a> {
+    pub(crate) cat: &'a mut Catalog,
     actor: String,
 }
 
 impl Recorder<'_> {
-    fn event(&mut self, kind: &str, subject: &str, reason: &str, data: serde_json::Value) -> Result<()> {
+    pub(crate) fn event(&mut self, kind: &str, subject: &str, reason: &str, data: serde_json::Value) -> Result<()> {
         self.cat.append_event(&Timestamp::now().to_string(), &self.actor, kind, subject, reason, &data)?;
         Ok(())
     }
@@ -277,7 +293,7 @@ fn run(
     let mut cat = Catalog::open(&cfg.state)?;
     let cloud = if cloud::needed(&cfg) { Some(Cloud::new(&cfg)?) } else { None };
     let cloud = cloud.as_ref();
-    let plan = make_plan(&cfg, &cat, now, only, forced, cloud)?;
+    let plan = make_plan(&cfg, &mut cat, now, only, forced, cloud)?;
     let factory = Factory::new(&cfg.work_dir);
     let mut rec = Recorder { cat: &mut cat, actor: actor() };
     rec.event(
@@ -305,6 +321,10 @@ fn run(
             ActionKind::Distribute => match cloud {
                 Some(cloud) => distribute(&cfg, cloud, &mut rec, a, now, &ui),
                 None => Err(anyhow::anyhow!("publishing {} needs the AWS provider", a.image)),
+            },
+            ActionKind::Rollout => match cloud {
+                Some(cloud) => crate::rollout::rollout(&cfg, cloud, &mut rec, a, now, &ui),
+                None => Err(anyhow::anyhow!("rollouts need the AWS provider")),
             },
             ActionKind::Retire => retire(&factory, &mut rec, a, &ui),
         };

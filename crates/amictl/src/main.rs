@@ -7,10 +7,12 @@
 mod cli;
 mod clock;
 mod cloud;
+mod fleet_cmd;
 mod iam_cmd;
 mod images_cmd;
 mod lifecycle;
 mod progress;
+mod rollout;
 mod toe_cmd;
 
 use std::process::ExitCode;
@@ -25,6 +27,8 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// Bad usage or invalid input; nothing was changed.
     pub const USAGE: u8 = 2;
+    /// `fleet`: some consumer is overdue or could not be read.
+    pub const NONCOMPLIANT: u8 = 3;
     /// A component asked for a reboot (awstoe's SSM hand-off); run the same command again.
     pub const REBOOT: u8 = 194;
 }
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         cli::Command::Apply(a) => lifecycle::apply(common, &a),
         cli::Command::Build(a) => lifecycle::build(common, &a),
         cli::Command::Images(a) => images_cmd::images(common, &a),
+        cli::Command::Fleet(a) => fleet_cmd::fleet(common, &a),
         cli::Command::Show(a) => images_cmd::show(common, &a),
         cli::Command::Audit(a) => images_cmd::audit(common, &a),
         cli::Command::IamPolicy => iam_cmd::iam_policy(common),

@@ -38,7 +38,10 @@ fn repo() -> PathBuf {
 impl Org {
     /// moto + motogap + the reference organisation's config, polling fast.
     fn new() -> Org {
-        let moto = Moto::start();
+        Org::with_moto(Moto::start())
+    }
+
+    fn with_moto(moto: Moto) -> Org {
         let gap = Gap::start(moto.addr, 0).unwrap();
         gap.map_key("testing", "111111111111");
         let dir = tempfile::tempdir().unwrap();
@@ -448,4 +451,200 @@ fn a_parent_that_moves_is_a_rebuild_reason_naming_both_amis() {
     let reason = &actions[0]["reasons"][0];
     assert_eq!(reason["kind"], "parent_moved");
     assert_eq!((reason["from"].as_str(), reason["to"].as_str()), (Some(first.as_str()), Some(second.as_str())));
+}
+
+/// A consumer's auto scaling group on `ami` (launch template + group of `size`).
+async fn seed_group(aws: &Aws, account: &str, name: &str, ami: &str, size: i32) {
+    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id(ami)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+        .build();
+    let lt = ec2.create_launch_template().launch_template_name(name).launch_template_data(data).send().await.unwrap();
+    let lt_id = lt.launch_template().unwrap().launch_template_id().unwrap().to_string();
+    let asc = aws_sdk_autoscaling::Client::new(&aws.config(account, "eu-west-1").await.unwrap());
+    asc.create_auto_scaling_group()
+        .auto_scaling_group_name(name)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(lt_id)
+                .version("$Default")
+                .build(),
+        )
+        .min_size(size)
+        .max_size(size + 2)
+        .desired_capacity(size)
+        .availability_zones("eu-west-1a")
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn seed_bastion(aws: &Aws, account: &str, name: &str, ami: &str) {
+    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
+    ec2.run_instances()
+        .image_id(ami)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .tags(aws_sdk_ec2::types::Tag::builder().key("Name").value(name).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// The AMI `account` launches for the newest version of `image` in eu-west-1.
+fn published_ami(org: &Org, image: &str, account: &str) -> String {
+    let cat = org.catalog();
+    let v =
+        cat.versions(Some(image)).unwrap().into_iter().rfind(|v| v.state == catalog::BuildState::Available).unwrap();
+    cat.distributions(&v.build_id)
+        .unwrap()
+        .into_iter()
+        .find(|d| d.account == account && d.region == "eu-west-1")
+        .unwrap()
+        .image_id
+}
+
+fn consumer<'a>(fleet: &'a Value, name: &str) -> &'a Value {
+    fleet["consumers"].as_array().unwrap().iter().find(|c| c["consumer"] == name).unwrap()
+}
+
+#[test]
+fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_deadline() {
+    // moto lets no account see another's AMI; without validation consumers can launch the
+    // shared AMI ids, as they can on AWS.
+    let org = Org::with_moto(Moto::start_with_ami_validation(false));
+    org.edit("consumers.archivematica]\naccount = \"workflow\"\nimage = \"weco-amzn2-ecs-optimised-hvm-x86_64\"\nowner = \"archivematica-team\"\nselect = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+             "consumers.archivematica]\naccount = \"workflow\"\nimage = \"weco-amzn2-ecs-optimised-hvm-x86_64\"\nowner = \"archivematica-team\"\nselect = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 1 }");
+    org.edit("select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+             "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"launch-template\" }");
+    org.edit("select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+             "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 2 }");
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    // The bastions' owners listen on an SNS topic; a queue stands in for their mailboxes.
+    let platform = rt.block_on(aws.config("platform", "eu-west-1")).unwrap();
+    let sns = aws_sdk_sns::Client::new(&platform);
+    let sqs = aws_sdk_sqs::Client::new(&platform);
+    let topic =
+        rt.block_on(sns.create_topic().name("amictl-rollouts").send()).unwrap().topic_arn().unwrap().to_string();
+    assert_eq!(topic, "arn:aws:sns:eu-west-1:111111111111:amictl-rollouts");
+    let queue = rt.block_on(sqs.create_queue().queue_name("owners").send()).unwrap().queue_url().unwrap().to_string();
+    let attrs = rt
+        .block_on(
+            sqs.get_queue_attributes()
+                .queue_url(&queue)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .unwrap();
+    let queue_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    rt.block_on(sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send()).unwrap();
+
+    let (code, _, stderr) = org.run(&["apply"]);
+    assert_eq!(code, 0, "{stderr}");
+    let ecs_v1 = published_ami(&org, ECS, "workflow");
+    let bastion_v1 = published_ami(&org, BASTION, "workflow");
+    for (account, consumer, size) in
+        [("workflow", "archivematica", 2), ("workflow", "goobi", 2), ("digirati", "digirati", 2)]
+    {
+        rt.block_on(seed_group(&aws, account, &format!("{consumer}-container-hosts"), &ecs_v1, size));
+        rt.block_on(seed_bastion(&aws, account, &format!("{consumer}-bastion"), &bastion_v1));
+    }
+    let (code, fleet, stderr) = org.run(&["--json", "fleet"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(fleet["compliant"], true);
+    assert_eq!(consumer(&fleet, "goobi")["summary"]["current"], 2);
+    assert_eq!(consumer(&fleet, "digirati-bastion")["summary"]["current"], 1);
+
+    // Version 2 of both lines: every host is now behind, with 14 days to move.
+    for image in [ECS, BASTION] {
+        let (code, _, stderr) = org.run(&["build", "--force", image]);
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let ecs_v2 = published_ami(&org, ECS, "workflow");
+    assert_ne!(ecs_v1, ecs_v2);
+    let (code, fleet, _) = org.run(&["--json", "fleet"]);
+    assert_eq!(code, 0, "behind but within the SLA is compliant");
+    assert_eq!(consumer(&fleet, "archivematica")["summary"]["within_sla"], 2);
+    let (code, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
+    assert_eq!(code, 3, "overdue is not compliant");
+    assert_eq!(consumer(&fleet, "goobi")["summary"]["overdue"], 2);
+    assert_eq!(consumer(&fleet, "goobi")["hosts"][0]["standing"]["state"], "overdue");
+
+    let (code, plan, _) = org.run(&["--json", "plan", "--now", "+15d"]);
+    assert_eq!(code, 2);
+    let rollouts: Vec<&Value> = plan["actions"].as_array().unwrap().iter().filter(|a| a["kind"] == "rollout").collect();
+    assert_eq!(rollouts.len(), 6, "{plan:#}");
+    let goobi = rollouts.iter().find(|a| a["consumer"] == "goobi").unwrap();
+    assert_eq!(goobi["reasons"][0]["kind"], "consumer_behind");
+    assert_eq!(goobi["reasons"][0]["behind"], 2);
+    assert_eq!(goobi["reasons"][1]["kind"], "deadline_passed");
+
+    let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+15d"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    // rolling-replace: every group instance runs version 2.
+    let asc = |account: &str| aws_sdk_autoscaling::Client::new(&rt.block_on(aws.config(account, "eu-west-1")).unwrap());
+    for (account, group) in [("workflow", "archivematica-container-hosts"), ("digirati", "digirati-container-hosts")] {
+        let g =
+            rt.block_on(asc(account).describe_auto_scaling_groups().auto_scaling_group_names(group).send()).unwrap();
+        let ids: Vec<String> =
+            g.auto_scaling_groups()[0].instances().iter().map(|i| i.instance_id().unwrap().to_string()).collect();
+        assert_eq!(ids.len(), 2);
+        let ec2 = rt.block_on(aws.ec2(account, "eu-west-1")).unwrap();
+        let out = rt.block_on(ec2.describe_instances().set_instance_ids(Some(ids)).send()).unwrap();
+        let amis: Vec<&str> =
+            out.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.image_id()).collect();
+        let want = published_ami(&org, ECS, account);
+        assert!(amis.iter().all(|a| *a == want), "{group}: {amis:?} should all be {want}");
+    }
+    // launch-template: goobi's template launches version 2; its hosts stay until goobi moves them.
+    let ec2 = rt.block_on(aws.ec2("workflow", "eu-west-1")).unwrap();
+    let lt = rt
+        .block_on(
+            ec2.describe_launch_template_versions()
+                .launch_template_name("goobi-container-hosts")
+                .versions("$Default")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(lt.launch_template_versions()[0].launch_template_data().unwrap().image_id(), Some(ecs_v2.as_str()));
+    // notify: each bastion owner got a message naming the deadline.
+    let mut bodies = Vec::new();
+    for _ in 0..5 {
+        let got = rt.block_on(sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send()).unwrap();
+        bodies.extend(got.messages().iter().filter_map(|m| m.body()).map(str::to_string));
+        if bodies.len() >= 3 {
+            break;
+        }
+    }
+    assert_eq!(bodies.len(), 3, "{bodies:#?}");
+    assert!(bodies.iter().any(|b| b.contains("goobi-bastion") && b.contains("deadline passed")), "{bodies:#?}");
+
+    let (code, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
+    assert_eq!(code, 3, "goobi and the bastions still lag");
+    assert_eq!(consumer(&fleet, "archivematica")["summary"]["current"], 2);
+    assert_eq!(consumer(&fleet, "digirati")["summary"]["current"], 2);
+    assert_eq!(consumer(&fleet, "goobi")["summary"]["overdue"], 2);
+    // A version a consumer still runs is never retired.
+    let used = org.catalog().versions_in_use().unwrap();
+    assert!(used.iter().any(|(i, _)| i == ECS), "{used:?}");
+
+    // Agents that stop reporting are flagged; an account that cannot be read is unknown.
+    org.gap.set_ssm_online(false);
+    let (_, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
+    assert_eq!(consumer(&fleet, "archivematica")["summary"]["agents_unhealthy"], 2);
+    org.gap.set_ssm_online(true);
+    org.gap.inject(Fault { op: "sts:AssumeRole".into(), region: None, times: None, kind: FaultKind::Denied });
+    let (code, fleet, _) = org.run(&["--json", "fleet"]);
+    org.gap.clear_faults();
+    assert_eq!(code, 3);
+    let unknown = consumer(&fleet, "digirati")["summary"]["unknown"].as_str().unwrap_or_default().to_string();
+    assert!(unknown.contains("AccessDenied"), "{fleet:#}");
+    assert_eq!(fleet["compliant"], false);
 }

@@ -40,6 +40,22 @@ pub const PUBLIC_PARAMETER_ACTIONS: &[&str] = &["ssm:GetParameter"];
 /// Actions a consumer account's role needs (the versioned SSM pointers).
 pub const CONSUMER_ACTIONS: &[&str] = &["ssm:GetParameter", "ssm:PutParameter"];
 
+/// What a consumer role needs when amictl rolls out to its auto scaling groups.
+pub const CONSUMER_ROLLOUT_ACTIONS: &[&str] = &[
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:UpdateAutoScalingGroup",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "autoscaling:StartInstanceRefresh",
+    "autoscaling:DescribeInstanceRefreshes",
+    "autoscaling:RollbackInstanceRefresh",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ec2:CreateLaunchTemplateVersion",
+    "ec2:ModifyLaunchTemplate",
+];
+
+/// What the platform role needs to tell owners (SNS topics named in `rollout.sns_topic`).
+pub const NOTIFY_ACTIONS: &[&str] = &["sns:Publish"];
+
 /// What a consumer role needs so the fleet scan can read its hosts and their agents.
 pub const CONSUMER_SCAN_ACTIONS: &[&str] = &["ec2:DescribeInstances", "ssm:DescribeInstanceInformation"];
 
@@ -49,7 +65,12 @@ pub const CONSUMER_COPY_ACTIONS: &[&str] =
 
 /// The platform role's policy: image actions in the configured regions, public parameters,
 /// and assuming the consumer roles.
-pub fn platform_policy(platform_account: &str, regions: &[String], consumer_roles: &[String]) -> Value {
+pub fn platform_policy(
+    platform_account: &str,
+    regions: &[String],
+    consumer_roles: &[String],
+    topics: &[String],
+) -> Value {
     let images: Vec<String> = regions
         .iter()
         .flat_map(|r| [format!("arn:aws:ec2:{r}::image/*"), format!("arn:aws:ec2:{r}:{platform_account}:snapshot/*")])
@@ -66,6 +87,10 @@ pub fn platform_policy(platform_account: &str, regions: &[String], consumer_role
         json!({"Sid": "BuildSecrets", "Effect": "Allow", "Action": ["ssm:PutParameter", "ssm:GetParametersByPath", "ssm:DeleteParameters"], "Resource": build_secrets(platform_account, regions)}),
         json!({"Sid": "ReadPublicParameters", "Effect": "Allow", "Action": PUBLIC_PARAMETER_ACTIONS, "Resource": public}),
     ];
+    if !topics.is_empty() {
+        statements
+            .push(json!({"Sid": "NotifyOwners", "Effect": "Allow", "Action": NOTIFY_ACTIONS, "Resource": topics}));
+    }
     if !consumer_roles.is_empty() {
         statements.push(json!({"Sid": "ReachConsumerAccounts", "Effect": "Allow", "Action": ["sts:AssumeRole"], "Resource": consumer_roles}));
     }
@@ -84,21 +109,25 @@ pub fn builder_instance_policy(platform_account: &str, regions: &[String]) -> Va
     ]})
 }
 
-/// A consumer role's policy: the parameters under `prefix` in its account and, for owned
-/// copies, copying and tagging images there; nothing else.
-pub fn consumer_policy(account: &str, regions: &[String], prefixes: &[String], copy: bool) -> Value {
+/// A consumer role's policy: the parameters under `prefix` in its account, reading its
+/// hosts, and — only when configured — rollouts to its groups and owned copies.
+pub fn consumer_policy(account: &str, regions: &[String], prefixes: &[String], copy: bool, rollouts: bool) -> Value {
     let resources: Vec<String> = regions
         .iter()
         .flat_map(|r| {
             prefixes.iter().map(move |p| format!("arn:aws:ssm:{r}:{account}:parameter{}/*", p.trim_end_matches('/')))
         })
         .collect();
-    let mut statements =
-        vec![json!({"Sid": "BaseImagePointers", "Effect": "Allow", "Action": CONSUMER_ACTIONS, "Resource": resources})];
+    let mut statements = vec![
+        json!({"Sid": "BaseImagePointers", "Effect": "Allow", "Action": CONSUMER_ACTIONS, "Resource": resources}),
+        json!({"Sid": "FleetScan", "Effect": "Allow", "Action": CONSUMER_SCAN_ACTIONS, "Resource": "*"}),
+    ];
+    let in_regions = json!({"StringEquals": {"aws:RequestedRegion": regions}});
+    if rollouts {
+        statements.push(json!({"Sid": "Rollouts", "Effect": "Allow", "Action": CONSUMER_ROLLOUT_ACTIONS, "Resource": "*", "Condition": in_regions}));
+    }
     if copy {
-        statements
-            .push(json!({"Sid": "OwnedCopies", "Effect": "Allow", "Action": CONSUMER_COPY_ACTIONS, "Resource": "*",
-                               "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}));
+        statements.push(json!({"Sid": "OwnedCopies", "Effect": "Allow", "Action": CONSUMER_COPY_ACTIONS, "Resource": "*", "Condition": in_regions}));
     }
     json!({"Version": "2012-10-17", "Statement": statements})
 }
@@ -134,9 +163,11 @@ mod tests {
         ];
         for source in sources {
             for piece in source.split('"').skip(1).step_by(2) {
-                let is_action = (piece.starts_with("ec2:") || piece.starts_with("ssm:") || piece.starts_with("kms:"))
-                    && piece[4..].chars().all(|c| c.is_ascii_alphanumeric())
-                    && piece.len() > 4;
+                let action = ["ec2:", "ssm:", "kms:", "sns:", "autoscaling:"]
+                    .iter()
+                    .find_map(|p| piece.strip_prefix(p))
+                    .filter(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()));
+                let is_action = action.is_some();
                 if is_action {
                     assert!(granted.contains(&piece), "{piece} is called but no policy grants it");
                 }
@@ -146,7 +177,8 @@ mod tests {
 
     #[test]
     fn consumer_policies_are_scoped_to_the_prefix() {
-        let p = consumer_policy("222222222222", &["eu-west-1".into()], &["/platform/base-ami/host".into()], false);
+        let p =
+            consumer_policy("222222222222", &["eu-west-1".into()], &["/platform/base-ami/host".into()], false, false);
         assert_eq!(
             p["Statement"][0]["Resource"][0],
             "arn:aws:ssm:eu-west-1:222222222222:parameter/platform/base-ami/host/*"
@@ -154,7 +186,8 @@ mod tests {
         let t = consumer_trust_policy("111111111111", Some("x"));
         assert_eq!(t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "x");
         assert_eq!(p["Statement"].as_array().unwrap().len(), 2, "no image actions without copies");
-        let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true);
-        assert_eq!(c["Statement"][2]["Action"][1], "ec2:CopyImage");
+        let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true, true);
+        assert_eq!(c["Statement"][2]["Sid"], "Rollouts");
+        assert_eq!(c["Statement"][3]["Action"][1], "ec2:CopyImage");
     }
 }

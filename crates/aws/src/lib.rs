@@ -23,6 +23,7 @@ pub mod limits;
 pub mod parent;
 pub mod publish;
 pub mod remote;
+pub mod rollout;
 
 pub use clients::{AccountAccess, Aws};
 pub use error::AwsError;

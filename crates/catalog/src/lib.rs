@@ -158,6 +158,21 @@ pub struct Distribution {
     pub at: String,
 }
 
+/// One host as a fleet scan judged it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScanHost {
+    pub account: String,
+    pub region: String,
+    pub instance_id: String,
+    pub image_id: String,
+    pub image: Option<String>,
+    pub version: Option<String>,
+    /// `current`, `within-sla`, `overdue`, `exempt`, `unmanaged`.
+    pub standing: String,
+    /// The full assessment, as JSON.
+    pub detail: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewBuild<'a> {
     pub build_id: &'a str,
@@ -242,6 +257,25 @@ const SCHEMA: &[&str] = &[
         at TEXT NOT NULL,
         PRIMARY KEY (build_id, account, region)
      );",
+    // v3: fleet scans. A consumer's latest scan says what it runs; older scans are history.
+    "CREATE TABLE scans (
+        scan_id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        consumer TEXT NOT NULL,
+        unknown TEXT
+     );
+     CREATE TABLE scan_hosts (
+        scan_id INTEGER NOT NULL REFERENCES scans,
+        account TEXT NOT NULL,
+        region TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        image TEXT,
+        version TEXT,
+        standing TEXT NOT NULL,
+        detail TEXT NOT NULL
+     );
+     CREATE INDEX scan_hosts_scan ON scan_hosts (scan_id);",
 ];
 
 pub struct Catalog {
@@ -532,6 +566,57 @@ impl Catalog {
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// Records one consumer's scan: its hosts, or why it could not be read.
+    pub fn record_scan(
+        &mut self,
+        at: &str,
+        consumer: &str,
+        hosts: std::result::Result<&[ScanHost], &str>,
+    ) -> Result<i64> {
+        let path = self.path.clone();
+        let e = |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(e)?;
+        tx.execute("INSERT INTO scans (at, consumer, unknown) VALUES (?1, ?2, ?3)", params![at, consumer, hosts.err()])
+            .map_err(e)?;
+        let scan_id = tx.last_insert_rowid();
+        if let Ok(hosts) = hosts {
+            let mut stmt = tx
+                .prepare("INSERT INTO scan_hosts (scan_id, account, region, instance_id, image_id, image, version, standing, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+                .map_err(e)?;
+            for h in hosts {
+                stmt.execute(params![
+                    scan_id,
+                    h.account,
+                    h.region,
+                    h.instance_id,
+                    h.image_id,
+                    h.image,
+                    h.version,
+                    h.standing,
+                    h.detail
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(scan_id)
+    }
+
+    /// The `(image, version)` pairs some consumer's latest scan found running. A consumer
+    /// whose latest scan is unknown keeps what its last good scan found.
+    pub fn versions_in_use(&self) -> Result<std::collections::BTreeSet<(String, String)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT h.image, h.version FROM scan_hosts h
+                 WHERE h.image IS NOT NULL AND h.version IS NOT NULL AND h.scan_id IN (
+                    SELECT MAX(scan_id) FROM scans WHERE unknown IS NULL GROUP BY consumer)",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     pub fn tests(&self, build_id: &str) -> Result<Vec<TestResult>> {
         let mut stmt = self
             .conn
@@ -756,6 +841,27 @@ mod tests {
         assert_eq!(v.state, BuildState::Available);
         assert_eq!(v.finished_at.as_deref(), Some("t2"));
         assert_eq!(c.next_version("host", "2026.11.27").unwrap(), "2026.11.27.2");
+    }
+
+    #[test]
+    fn versions_in_use_come_from_each_consumers_latest_good_scan() {
+        let (_d, mut c) = catalog();
+        let host = |v: &str| ScanHost {
+            account: "workflow".into(),
+            region: "eu-west-1".into(),
+            instance_id: "i-1".into(),
+            image_id: "ami-1".into(),
+            image: Some("host".into()),
+            version: Some(v.into()),
+            standing: "current".into(),
+            detail: "{}".into(),
+        };
+        c.record_scan("t1", "goobi", Ok(&[host("v1")])).unwrap();
+        c.record_scan("t2", "goobi", Ok(&[host("v2")])).unwrap();
+        c.record_scan("t1", "digirati", Ok(&[host("v1")])).unwrap();
+        c.record_scan("t2", "digirati", Err("access denied")).unwrap();
+        let used: Vec<(String, String)> = c.versions_in_use().unwrap().into_iter().collect();
+        assert_eq!(used, [("host".to_string(), "v1".to_string()), ("host".into(), "v2".into())]);
     }
 
     #[test]

@@ -38,11 +38,23 @@ impl Moto {
     /// Starts the server and waits until it accepts connections. Panics with a message
     /// that says how to get moto: this is test-harness code.
     pub fn start() -> Moto {
+        Moto::start_with_ami_validation(true)
+    }
+
+    /// Without AMI validation any id launches — the only way for a consumer account to
+    /// launch a shared AMI, since moto does not emulate cross-account AMI visibility.
+    pub fn start_with_ami_validation(validate: bool) -> Moto {
         let server = std::env::var("AMICTL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
-        let child = Command::new(&server)
+        let mut command = Command::new(&server);
+        // moto treats any value, "false" included, as "on".
+        if validate {
+            command.env("MOTO_ENABLE_AMI_VALIDATION", "true");
+        } else {
+            command.env_remove("MOTO_ENABLE_AMI_VALIDATION");
+        }
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("MOTO_ENABLE_AMI_VALIDATION", "true")
             .env_remove("MOTO_ACCOUNT_ID")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -16,7 +16,10 @@
 //! 4. when no rebuild is due, the newest available version is **distributed** to every
 //!    configured `account/region` target it has not reached (a new consumer account, a
 //!    region that failed last time);
-//! 5. available versions beyond `keep_versions` are **retired**, never the newest and
+//! 5. a consumer with hosts behind the newest version of its line gets a **rollout**
+//!    (its method is the consumer's), with how far behind it is and, once the rollout SLA
+//!    has passed, an escalation reason;
+//! 6. available versions beyond `keep_versions` are **retired**, never the newest and
 //!    never one a consumer is recorded as using.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -81,6 +84,23 @@ pub struct Observed {
     pub forced: BTreeSet<String>,
     /// `(image, version)` pairs some consumer runs.
     pub in_use: BTreeSet<(String, String)>,
+    /// Consumers with hosts behind, from the latest fleet scan.
+    pub lagging: Vec<ConsumerLag>,
+}
+
+/// A consumer whose hosts run older versions than the newest of their line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerLag {
+    pub consumer: String,
+    pub image: String,
+    pub newest: String,
+    pub behind: usize,
+    pub total: usize,
+    pub overdue: usize,
+    pub most_days_over: i64,
+    /// Days since the oldest release a host missed.
+    pub released_days_ago: i64,
+    pub behind_versions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,6 +115,8 @@ pub enum Reason {
     Forced,
     BeyondKeep { keep: usize, newer: usize },
     NotDistributed { missing: Vec<String> },
+    ConsumerBehind { consumer: String, behind: usize, total: usize, versions: Vec<String>, released_days_ago: i64 },
+    DeadlinePassed { consumer: String, overdue: usize, days_over: i64 },
 }
 
 impl std::fmt::Display for Reason {
@@ -116,6 +138,14 @@ impl std::fmt::Display for Reason {
             Reason::Forced => write!(f, "forced"),
             Reason::BeyondKeep { keep, newer } => write!(f, "{newer} newer versions exist; keep {keep}"),
             Reason::NotDistributed { missing } => write!(f, "not yet published to {}", missing.join(", ")),
+            Reason::ConsumerBehind { consumer, behind, total, versions, released_days_ago } => write!(
+                f,
+                "{consumer}: {behind} of {total} instances on {}, successor released {released_days_ago} day(s) ago",
+                versions.join(", ")
+            ),
+            Reason::DeadlinePassed { consumer, overdue, days_over } => {
+                write!(f, "{consumer}: deadline passed {days_over} day(s) ago for {overdue} instance(s) — escalate")
+            }
         }
     }
 }
@@ -130,6 +160,7 @@ pub enum ActionKind {
     Recover,
     Build,
     Distribute,
+    Rollout,
     Retire,
 }
 
@@ -140,6 +171,9 @@ pub struct Action {
     /// The version acted on (recover, retire); builds get theirs when they start.
     pub version: Option<String>,
     pub build_id: Option<String>,
+    /// The consumer a rollout is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
     pub reasons: Vec<Reason>,
 }
 
@@ -177,6 +211,7 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
             image: v.image.clone(),
             version: Some(v.version.clone()),
             build_id: Some(v.build_id.clone()),
+            consumer: None,
             reasons: vec![Reason::Interrupted { build_id: v.build_id.clone(), stage: v.stage.clone() }],
         });
     }
@@ -235,6 +270,7 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
                     image: image.name.clone(),
                     version: Some(newest.version.clone()),
                     build_id: Some(newest.build_id.clone()),
+                    consumer: None,
                     reasons: vec![Reason::NotDistributed { missing }],
                 });
             }
@@ -250,15 +286,54 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
                 image: image.name.clone(),
                 version: Some(old.version.clone()),
                 build_id: Some(old.build_id.clone()),
+                consumer: None,
                 reasons: vec![Reason::BeyondKeep { keep: policy.keep_versions, newer: i }],
             });
         }
+    }
+    let mut lagging: Vec<&ConsumerLag> = observed.lagging.iter().filter(|l| l.behind > 0).collect();
+    lagging.sort_by(|a, b| a.consumer.cmp(&b.consumer));
+    for l in lagging {
+        let newest = observed
+            .versions
+            .iter()
+            .find(|v| v.image == l.image && v.version == l.newest && v.state == VersionState::Available);
+        let Some(newest) = newest else { continue };
+        let mut reasons = vec![Reason::ConsumerBehind {
+            consumer: l.consumer.clone(),
+            behind: l.behind,
+            total: l.total,
+            versions: l.behind_versions.clone(),
+            released_days_ago: l.released_days_ago,
+        }];
+        if l.overdue > 0 {
+            reasons.push(Reason::DeadlinePassed {
+                consumer: l.consumer.clone(),
+                overdue: l.overdue,
+                days_over: l.most_days_over,
+            });
+        }
+        plan.actions.push(Action {
+            kind: ActionKind::Rollout,
+            image: l.image.clone(),
+            version: Some(newest.version.clone()),
+            build_id: Some(newest.build_id.clone()),
+            consumer: Some(l.consumer.clone()),
+            reasons,
+        });
     }
     plan
 }
 
 fn build(image: &DesiredImage, reasons: Vec<Reason>) -> Action {
-    Action { kind: ActionKind::Build, image: image.name.clone(), version: None, build_id: None, reasons }
+    Action {
+        kind: ActionKind::Build,
+        image: image.name.clone(),
+        version: None,
+        build_id: None,
+        consumer: None,
+        reasons,
+    }
 }
 
 #[cfg(test)]
@@ -427,6 +502,37 @@ mod tests {
         v.distributed.clear();
         let p = plan(&[d], &policy(), &observed(vec![v]), t(95));
         assert_eq!(p.actions.iter().map(|a| a.kind).collect::<Vec<_>>(), vec![ActionKind::Build]);
+    }
+
+    #[test]
+    fn lagging_consumers_get_a_rollout_and_an_escalation_once_overdue() {
+        let lag = |consumer: &str, behind: usize, overdue: usize| ConsumerLag {
+            consumer: consumer.into(),
+            image: "host".into(),
+            newest: "v2".into(),
+            behind,
+            total: 4,
+            overdue,
+            most_days_over: if overdue > 0 { 2 } else { 0 },
+            released_days_ago: 16,
+            behind_versions: vec!["v1".into()],
+        };
+        let mut o = observed(vec![version(1, 0), version(2, 2)]);
+        o.lagging = vec![lag("goobi", 3, 3), lag("digirati", 1, 0), lag("archivematica", 0, 0)];
+        let p = plan(&[desired()], &policy(), &o, t(4));
+        let rollouts: Vec<&Action> = p.actions.iter().filter(|a| a.kind == ActionKind::Rollout).collect();
+        assert_eq!(rollouts.len(), 2, "nothing for a consumer that is current");
+        assert_eq!(rollouts[0].consumer.as_deref(), Some("digirati"));
+        assert_eq!(rollouts[0].reasons.len(), 1);
+        assert_eq!(rollouts[1].version.as_deref(), Some("v2"));
+        assert_eq!(
+            rollouts[1].reasons[0].to_string(),
+            "goobi: 3 of 4 instances on v1, successor released 16 day(s) ago"
+        );
+        assert_eq!(
+            rollouts[1].reasons[1],
+            Reason::DeadlinePassed { consumer: "goobi".into(), overdue: 3, days_over: 2 }
+        );
     }
 
     fn arb_versions() -> impl Strategy<Value = Vec<ObservedVersion>> {
