@@ -33,6 +33,12 @@ pub enum Command {
     /// Scan every consumer's hosts: version, deadline, agent health. Exit 3 when a consumer
     /// is overdue or could not be read.
     Fleet(FleetArgs),
+    /// One self-contained HTML page (or --json) for people: compliance per consumer,
+    /// overdue hosts, deadlines, image ages, agent health — from the last scans.
+    Report(ReportArgs),
+    /// Prometheus text exposition: image ages, instances per state, days to deadline,
+    /// agent health — from the last scans.
+    Metrics(MetricsArgs),
     /// The audit trail: verify, export, read.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -115,6 +121,21 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct FleetArgs {
     /// Judge deadlines as if it were this time: 2027-03-01, an RFC 3339 time, or +15d.
+    #[arg(long, value_name = "WHEN")]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write the HTML page here (without it, the page goes to stdout).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "WHEN")]
+    pub now: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
     #[arg(long, value_name = "WHEN")]
     pub now: Option<String>,
 }

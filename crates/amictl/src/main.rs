@@ -12,6 +12,7 @@ mod iam_cmd;
 mod images_cmd;
 mod lifecycle;
 mod progress;
+mod report_cmd;
 mod rollout;
 mod toe_cmd;
 
@@ -61,6 +62,8 @@ fn main() -> ExitCode {
         cli::Command::Build(a) => lifecycle::build(common, &a),
         cli::Command::Images(a) => images_cmd::images(common, &a),
         cli::Command::Fleet(a) => fleet_cmd::fleet(common, &a),
+        cli::Command::Report(a) => report_cmd::report(common, &a),
+        cli::Command::Metrics(a) => report_cmd::metrics(common, &a),
         cli::Command::Show(a) => images_cmd::show(common, &a),
         cli::Command::Audit(a) => images_cmd::audit(common, &a),
         cli::Command::IamPolicy => iam_cmd::iam_policy(common),

@@ -635,6 +635,18 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     let used = org.catalog().versions_in_use().unwrap();
     assert!(used.iter().any(|(i, _)| i == ECS), "{used:?}");
 
+    // The manager's page and the metrics, from the scans just made.
+    let page = org.dir.path().join("report.html");
+    let (code, _, stderr) = org.run(&["report", "--html", page.to_str().unwrap(), "--now", "+15d"]);
+    assert_eq!(code, 3, "{stderr}");
+    let dom = rendered(&page);
+    assert!(dom.contains("consumers compliant") && dom.contains("Overdue instances"), "{dom}");
+    assert!(dom.contains("goobi-container-hosts") && dom.contains("goobi-bastion"), "{dom}");
+    let metrics = org.command(&["metrics", "--now", "+15d"]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.contains("amictl_fleet_instances{consumer=\"goobi\",state=\"overdue\"} 2"), "{metrics}");
+    assert!(metrics.contains("amictl_fleet_instances{consumer=\"archivematica\",state=\"current\"} 2"), "{metrics}");
+
     // Agents that stop reporting are flagged; an account that cannot be read is unknown.
     org.gap.set_ssm_online(false);
     let (_, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
@@ -647,4 +659,26 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     let unknown = consumer(&fleet, "digirati")["summary"]["unknown"].as_str().unwrap_or_default().to_string();
     assert!(unknown.contains("AccessDenied"), "{fleet:#}");
     assert_eq!(fleet["compliant"], false);
+}
+
+/// The page as headless Chromium renders it (its DOM after parsing), so the report is
+/// checked in a real browser. scripts/install-deps installs Chromium.
+#[cfg(feature = "browser-tests")]
+fn rendered(page: &Path) -> String {
+    let chromium = std::env::var("AMICTL_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {chromium} ({e}); scripts/install-deps installs it"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Without a browser the page is read as written.
+#[cfg(not(feature = "browser-tests"))]
+fn rendered(page: &Path) -> String {
+    std::fs::read_to_string(page).unwrap()
 }

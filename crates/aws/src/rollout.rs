@@ -256,8 +256,19 @@ async fn instances_not_on(ec2: &aws_sdk_ec2::Client, t: &Target, ids: &[String])
 /// Starts an instance refresh that skips instances already on the new template, follows it
 /// to the end, and rolls it back if it fails.
 pub async fn instance_refresh(aws: &Aws, t: &Target, min_healthy_percent: u8, p: Polling) -> Result<String, AwsError> {
+    let asc = autoscaling(aws, &t.account, &t.region).await?;
+    follow_instance_refresh(&asc, t, min_healthy_percent, p).await
+}
+
+/// [`instance_refresh`] on a given client (tests hand in a mocked one: moto has no
+/// instance refresh).
+pub async fn follow_instance_refresh(
+    asc: &aws_sdk_autoscaling::Client,
+    t: &Target,
+    min_healthy_percent: u8,
+    p: Polling,
+) -> Result<String, AwsError> {
     let (account, region) = (t.account.as_str(), t.region.as_str());
-    let asc = autoscaling(aws, account, region).await?;
     let started = asc
         .start_instance_refresh()
         .auto_scaling_group_name(&t.asg)

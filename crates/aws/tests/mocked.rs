@@ -109,3 +109,71 @@ async fn a_failed_command_reports_its_status_and_output_tail_mocked_because_moto
         .to_string();
     assert!(err.contains("Failed") && err.contains("exit code 3") && err.contains("rpm: package corrupt"), "{err}");
 }
+
+mod instance_refresh {
+    use std::time::Duration;
+
+    use aws::builder::Polling;
+    use aws::rollout::{Target, follow_instance_refresh};
+    use aws_sdk_autoscaling::Client;
+    use aws_sdk_autoscaling::operation::describe_instance_refreshes::DescribeInstanceRefreshesOutput;
+    use aws_sdk_autoscaling::operation::rollback_instance_refresh::RollbackInstanceRefreshOutput;
+    use aws_sdk_autoscaling::operation::start_instance_refresh::StartInstanceRefreshOutput;
+    use aws_sdk_autoscaling::types::{InstanceRefresh, InstanceRefreshStatus};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    const FAST: Polling = Polling { interval: Duration::from_millis(1), timeout: Duration::from_secs(5) };
+
+    fn target() -> Target {
+        Target {
+            account: "workflow".into(),
+            region: "eu-west-1".into(),
+            asg: "goobi-container-hosts".into(),
+            image_id: "ami-0new".into(),
+        }
+    }
+
+    fn status(s: InstanceRefreshStatus, reason: &str) -> DescribeInstanceRefreshesOutput {
+        DescribeInstanceRefreshesOutput::builder()
+            .instance_refreshes(
+                InstanceRefresh::builder().instance_refresh_id("r-1").status(s).status_reason(reason).build(),
+            )
+            .build()
+    }
+
+    #[tokio::test]
+    async fn a_refresh_skips_matching_instances_and_is_followed_to_success_mocked_because_moto_lacks_instance_refresh()
+    {
+        let start = mock!(Client::start_instance_refresh)
+            .match_requests(|r| {
+                let p = r.preferences().unwrap();
+                r.auto_scaling_group_name() == Some("goobi-container-hosts")
+                    && p.min_healthy_percentage() == Some(90)
+                    && p.skip_matching() == Some(true)
+            })
+            .then_output(|| StartInstanceRefreshOutput::builder().instance_refresh_id("r-1").build());
+        let describe = mock!(Client::describe_instance_refreshes)
+            .sequence()
+            .output(|| status(InstanceRefreshStatus::InProgress, ""))
+            .output(|| status(InstanceRefreshStatus::Successful, ""))
+            .build();
+        let asc = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&start, &describe]);
+        assert_eq!(follow_instance_refresh(&asc, &target(), 90, FAST).await.unwrap(), "r-1");
+        assert_eq!((start.num_calls(), describe.num_calls()), (1, 2));
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_is_rolled_back_and_reported_mocked_because_moto_lacks_instance_refresh() {
+        let start = mock!(Client::start_instance_refresh)
+            .then_output(|| StartInstanceRefreshOutput::builder().instance_refresh_id("r-1").build());
+        let describe = mock!(Client::describe_instance_refreshes)
+            .then_output(|| status(InstanceRefreshStatus::Failed, "instances failed ELB health checks"));
+        let rollback = mock!(Client::rollback_instance_refresh)
+            .match_requests(|r| r.auto_scaling_group_name() == Some("goobi-container-hosts"))
+            .then_output(|| RollbackInstanceRefreshOutput::builder().instance_refresh_id("r-2").build());
+        let asc = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&start, &describe, &rollback]);
+        let err = follow_instance_refresh(&asc, &target(), 90, FAST).await.unwrap_err().to_string();
+        assert!(err.contains("ELB health checks") && err.contains("rolled back"), "{err}");
+        assert_eq!(rollback.num_calls(), 1);
+    }
+}

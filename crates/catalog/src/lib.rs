@@ -173,6 +173,16 @@ pub struct ScanHost {
     pub detail: String,
 }
 
+/// One consumer's scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Scan {
+    pub consumer: String,
+    pub at: String,
+    /// Why the consumer could not be read; then `hosts` is empty and means nothing.
+    pub unknown: Option<String>,
+    pub hosts: Vec<ScanHost>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewBuild<'a> {
     pub build_id: &'a str,
@@ -602,6 +612,44 @@ impl Catalog {
         Ok(scan_id)
     }
 
+    /// Each consumer's latest scan.
+    pub fn latest_scans(&self) -> Result<Vec<Scan>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT scan_id, consumer, at, unknown FROM scans WHERE scan_id IN (SELECT MAX(scan_id) FROM scans GROUP BY consumer) ORDER BY consumer")
+            .map_err(|e| self.err(e))?;
+        let scans: Vec<(i64, String, String, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .map_err(|e| self.err(e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| self.err(e))?;
+        let mut hosts = self
+            .conn
+            .prepare("SELECT account, region, instance_id, image_id, image, version, standing, detail FROM scan_hosts WHERE scan_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for (id, consumer, at, unknown) in scans {
+            let rows = hosts
+                .query_map([id], |r| {
+                    Ok(ScanHost {
+                        account: r.get(0)?,
+                        region: r.get(1)?,
+                        instance_id: r.get(2)?,
+                        image_id: r.get(3)?,
+                        image: r.get(4)?,
+                        version: r.get(5)?,
+                        standing: r.get(6)?,
+                        detail: r.get(7)?,
+                    })
+                })
+                .map_err(|e| self.err(e))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| self.err(e))?;
+            out.push(Scan { consumer, at, unknown, hosts: rows });
+        }
+        Ok(out)
+    }
+
     /// The `(image, version)` pairs some consumer's latest scan found running. A consumer
     /// whose latest scan is unknown keeps what its last good scan found.
     pub fn versions_in_use(&self) -> Result<std::collections::BTreeSet<(String, String)>> {
@@ -862,6 +910,10 @@ mod tests {
         c.record_scan("t2", "digirati", Err("access denied")).unwrap();
         let used: Vec<(String, String)> = c.versions_in_use().unwrap().into_iter().collect();
         assert_eq!(used, [("host".to_string(), "v1".to_string()), ("host".into(), "v2".into())]);
+        let latest = c.latest_scans().unwrap();
+        assert_eq!(latest.len(), 2);
+        assert_eq!((latest[0].consumer.as_str(), latest[0].unknown.as_deref()), ("digirati", Some("access denied")));
+        assert_eq!(latest[1].hosts[0].version.as_deref(), Some("v2"));
     }
 
     #[test]

@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const DAY: i64 = 86_400;
 
 /// One instance as a scan saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Host {
     pub consumer: String,
     pub account: String,
@@ -31,7 +31,7 @@ pub struct Host {
 }
 
 /// What SSM says about the host's agent; `None` on [`Host`] means it is not registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     /// `Online`, `ConnectionLost`, `Inactive`.
     pub ping: String,
@@ -56,7 +56,7 @@ pub struct Exemption {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Standing {
     /// On the newest version of its line.
@@ -83,7 +83,7 @@ impl Standing {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assessment {
     pub host: Host,
     pub image: Option<String>,
