@@ -123,6 +123,10 @@ pub struct FleetArgs {
     /// Judge deadlines as if it were this time: 2027-03-01, an RFC 3339 time, or +15d.
     #[arg(long, value_name = "WHEN")]
     pub now: Option<String>,
+    /// Offline audit: saved `aws ec2 describe-instances` JSON for an account (repeatable);
+    /// no AWS calls are made, and agent health is not judged.
+    #[arg(long, value_name = "ACCOUNT=FILE")]
+    pub inventory: Vec<String>,
 }
 
 #[derive(Debug, Args)]

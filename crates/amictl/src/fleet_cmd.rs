@@ -1,7 +1,8 @@
 //! `amictl fleet`, and the fleet scan `plan`/`apply` observe: which version every consumer
 //! host runs, how it stands against the rollout SLA, and whether its agent is healthy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use catalog::{BuildState, Catalog, ScanHost};
@@ -59,18 +60,25 @@ pub fn releases(cat: &Catalog) -> Result<Vec<fleet::Release>> {
     Ok(out)
 }
 
+/// Where hosts come from: the consumers' accounts, or saved `describe-instances` output
+/// per account (offline audits).
+pub enum Source<'a> {
+    Live(&'a Cloud),
+    Inventory(&'a BTreeMap<String, (PathBuf, String)>),
+}
+
 /// Scans every consumer in every region its image line is published to, judges each host
 /// and records the scan. A consumer that cannot be read is recorded as unknown.
 pub fn scan(cfg: &Config, cloud: &Cloud, cat: &mut Catalog, now: Timestamp) -> Result<Vec<ConsumerScan>> {
+    scan_from(cfg, Source::Live(cloud), cat, now)
+}
+
+pub fn scan_from(cfg: &Config, source: Source<'_>, cat: &mut Catalog, now: Timestamp) -> Result<Vec<ConsumerScan>> {
     let index = fleet::Catalog::new(releases(cat)?);
     let at = Timestamp::now().to_string();
     let mut out = Vec::new();
     for c in cfg.consumers.values() {
         let image = &cfg.images[&c.image];
-        let regions = match &image.distribute {
-            Some(d) if !d.regions.is_empty() => d.regions.clone(),
-            _ => vec![cloud.region.clone()],
-        };
         let exemptions: Vec<fleet::Exemption> = c
             .exemptions
             .iter()
@@ -82,27 +90,17 @@ pub fn scan(cfg: &Config, cloud: &Cloud, cat: &mut Catalog, now: Timestamp) -> R
                 })
             })
             .collect();
-        let mut hosts = Vec::new();
-        let mut failure = None;
-        for region in &regions {
-            let sel = aws::fleet::Selector {
-                consumer: c.name.clone(),
-                account: c.account.clone(),
-                region: region.clone(),
-                tags: c.select.tags.clone(),
-                asgs: c.select.asgs.clone(),
-            };
-            match cloud.block_on(aws::fleet::scan(&cloud.aws, &sel)) {
-                Ok(found) => hosts.extend(found),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        let hosts = match failure {
-            Some(e) => Err(e),
-            None => Ok(hosts
+        let found = match &source {
+            Source::Live(cloud) => live_hosts(cloud, c, image),
+            Source::Inventory(files) => match files.get(&c.account) {
+                None => Err(format!("no --inventory for account {}", c.account)),
+                Some((path, text)) => fleet::inventory_hosts(text, &c.name, &c.account, &c.select.tags, &c.select.asgs)
+                    .map_err(|e| format!("{}: {e}", path.display())),
+            },
+        };
+        let hosts = match found {
+            Err(e) => Err(e),
+            Ok(hosts) => Ok(hosts
                 .into_iter()
                 .map(|h| fleet::assess(h, &index, &exemptions, cfg.policy.rollout_sla_seconds, now))
                 .collect::<Vec<_>>()),
@@ -118,6 +116,26 @@ pub fn scan(cfg: &Config, cloud: &Cloud, cat: &mut Catalog, now: Timestamp) -> R
         out.push(ConsumerScan { consumer: c.clone(), hosts });
     }
     Ok(out)
+}
+
+/// One consumer's hosts in every region its line is published to.
+fn live_hosts(cloud: &Cloud, c: &config::Consumer, image: &config::Image) -> Result<Vec<fleet::Host>, String> {
+    let regions = match &image.distribute {
+        Some(d) if !d.regions.is_empty() => d.regions.clone(),
+        _ => vec![cloud.region.clone()],
+    };
+    let mut hosts = Vec::new();
+    for region in regions {
+        let sel = aws::fleet::Selector {
+            consumer: c.name.clone(),
+            account: c.account.clone(),
+            region,
+            tags: c.select.tags.clone(),
+            asgs: c.select.asgs.clone(),
+        };
+        hosts.extend(cloud.block_on(aws::fleet::scan(&cloud.aws, &sel)).map_err(|e| e.to_string())?);
+    }
+    Ok(hosts)
 }
 
 fn scan_row(a: &Assessment) -> ScanHost {
@@ -160,9 +178,30 @@ pub fn fleet(common: &Common, args: &FleetArgs) -> Result<u8> {
         return Err(UsageError(format!("{} defines no [consumers.*]", cfg.file.display())).into());
     }
     let now = clock::resolve(args.now.as_deref())?;
-    let cloud = Cloud::new(&cfg)?;
+    let mut inventories = BTreeMap::new();
+    for spec in &args.inventory {
+        let (account, file) = spec.split_once('=').ok_or_else(|| {
+            UsageError(format!("--inventory {spec}: expected ACCOUNT=FILE (saved `aws ec2 describe-instances` output)"))
+        })?;
+        if !cfg.accounts.contains_key(account) {
+            return Err(UsageError(format!("--inventory {spec}: no account `{account}` in the config")).into());
+        }
+        let path = PathBuf::from(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| UsageError(format!("--inventory {spec}: cannot read {}: {e}", path.display())))?;
+        // Bad JSON is an input error: say where, change nothing.
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+            return Err(UsageError(format!("{}: line {}, column {}: {e}", path.display(), e.line(), e.column())).into());
+        }
+        inventories.insert(account.to_string(), (path, text));
+    }
     let mut cat = Catalog::open(&cfg.state)?;
-    let scans = scan(&cfg, &cloud, &mut cat, now)?;
+    let scans = if inventories.is_empty() {
+        let cloud = Cloud::new(&cfg)?;
+        scan(&cfg, &cloud, &mut cat, now)?
+    } else {
+        scan_from(&cfg, Source::Inventory(&inventories), &mut cat, now)?
+    };
     let summaries: Vec<Summary> = scans.iter().map(ConsumerScan::summary).collect();
     let compliant = summaries.iter().all(Summary::compliant);
     if common.json {

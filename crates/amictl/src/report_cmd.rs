@@ -385,6 +385,7 @@ mod tests {
             name: Some("goobi <bastion>".into()),
             asg: None,
             agent: None,
+            agent_checked: true,
         };
         let a = Assessment {
             host,

@@ -661,6 +661,27 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     assert!(metrics.contains("amictl_fleet_instances{consumer=\"goobi\",state=\"overdue\"} 2"), "{metrics}");
     assert!(metrics.contains("amictl_fleet_instances{consumer=\"archivematica\",state=\"current\"} 2"), "{metrics}");
 
+    // Offline audit from saved `aws ec2 describe-instances` output: same verdicts, no AWS call.
+    let mut args = vec!["--json".to_string(), "fleet".into(), "--now".into(), "+15d".into()];
+    for account in ["workflow", "digirati"] {
+        let file = org.dir.path().join(format!("{account}.json"));
+        std::fs::write(&file, rt.block_on(inventory(&aws, account)).to_string()).unwrap();
+        args.push("--inventory".into());
+        args.push(format!("{account}={}", file.display()));
+    }
+    org.gap.reset_calls();
+    let (code, offline, stderr) = org.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 3, "{stderr}");
+    assert!(org.gap.calls().is_empty(), "an inventory audit calls nothing: {:?}", org.gap.calls());
+    assert_eq!(consumer(&offline, "archivematica")["summary"]["current"], 2);
+    assert_eq!(consumer(&offline, "goobi")["summary"]["overdue"], 2);
+    assert_eq!(consumer(&offline, "goobi")["summary"]["agents_unhealthy"], 0, "no agent verdict offline");
+    let bad = org.dir.path().join("bad.json");
+    std::fs::write(&bad, "{\n  \"Reservations\": [\n").unwrap();
+    let (code, _, stderr) = org.run(&["fleet", "--inventory", &format!("workflow={}", bad.display())]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("bad.json: line 3"), "{stderr}");
+
     // Agents that stop reporting are flagged; an account that cannot be read is unknown.
     org.gap.set_ssm_online(false);
     let (_, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
@@ -695,4 +716,24 @@ fn rendered(page: &Path) -> String {
 #[cfg(not(feature = "browser-tests"))]
 fn rendered(page: &Path) -> String {
     std::fs::read_to_string(page).unwrap()
+}
+
+/// What `aws ec2 describe-instances` would have saved for an account (the fields amictl reads).
+async fn inventory(aws: &Aws, account: &str) -> Value {
+    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
+    let out = ec2.describe_instances().send().await.unwrap();
+    let instances: Vec<Value> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            serde_json::json!({
+                "InstanceId": i.instance_id(), "ImageId": i.image_id(),
+                "State": {"Name": i.state().and_then(|s| s.name()).map(|n| n.as_str())},
+                "Placement": {"AvailabilityZone": i.placement().and_then(|p| p.availability_zone())},
+                "Tags": i.tags().iter().map(|t| serde_json::json!({"Key": t.key(), "Value": t.value()})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({"Reservations": [{"Instances": instances}]})
 }

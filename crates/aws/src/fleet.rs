@@ -66,6 +66,7 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
                     name: tag("Name"),
                     asg: tag(ASG_TAG),
                     agent: None,
+                    agent_checked: true,
                 });
             }
         }

@@ -28,6 +28,13 @@ pub struct Host {
     pub name: Option<String>,
     pub asg: Option<String>,
     pub agent: Option<Agent>,
+    /// False when the scan could not ask SSM (an offline inventory): no agent verdict.
+    #[serde(default = "yes")]
+    pub agent_checked: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// What SSM says about the host's agent; `None` on [`Host`] means it is not registered.
@@ -189,7 +196,7 @@ pub fn utc_date(t: Timestamp) -> Option<Date> {
 }
 
 fn agent_problem(host: &Host) -> Option<String> {
-    if host.state != "running" {
+    if host.state != "running" || !host.agent_checked {
         return None;
     }
     match &host.agent {
@@ -197,6 +204,84 @@ fn agent_problem(host: &Host) -> Option<String> {
         Some(a) if a.ping != "Online" => Some(format!("SSM agent {}", a.ping)),
         Some(_) => None,
     }
+}
+
+/// The hosts a saved `aws ec2 describe-instances` output holds for one consumer: instances
+/// carrying all `tags`, or in one of `asgs` (by the `aws:autoscaling:groupName` tag).
+/// Terminated instances are skipped. Errors say where the JSON is wrong.
+pub fn inventory_hosts(
+    json: &str,
+    consumer: &str,
+    account: &str,
+    tags: &[(String, String)],
+    asgs: &[String],
+) -> Result<Vec<Host>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Output {
+        reservations: Vec<Reservation>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Reservation {
+        instances: Vec<Instance>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Instance {
+        instance_id: String,
+        image_id: String,
+        state: State,
+        #[serde(default)]
+        tags: Vec<TagKv>,
+        placement: Option<Placement>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct State {
+        name: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct TagKv {
+        key: String,
+        value: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Placement {
+        availability_zone: Option<String>,
+    }
+    let out: Output =
+        serde_json::from_str(json).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()))?;
+    let mut hosts = Vec::new();
+    for i in out.reservations.into_iter().flat_map(|r| r.instances) {
+        if matches!(i.state.name.as_str(), "terminated" | "shutting-down") {
+            continue;
+        }
+        let tag = |k: &str| i.tags.iter().find(|t| t.key == k).map(|t| t.value.clone());
+        let asg = tag("aws:autoscaling:groupName");
+        let by_tags = !tags.is_empty() && tags.iter().all(|(k, v)| tag(k).as_deref() == Some(v));
+        let by_asg = asg.as_ref().is_some_and(|a| asgs.contains(a));
+        if !(by_tags || by_asg) {
+            continue;
+        }
+        let zone = i.placement.and_then(|p| p.availability_zone).unwrap_or_default();
+        let region = zone.trim_end_matches(|c: char| c.is_ascii_lowercase()).to_string();
+        hosts.push(Host {
+            consumer: consumer.into(),
+            account: account.into(),
+            region: if region.is_empty() { zone } else { region },
+            name: tag("Name"),
+            asg,
+            instance_id: i.instance_id,
+            image_id: i.image_id,
+            state: i.state.name,
+            agent: None,
+            agent_checked: false,
+        });
+    }
+    Ok(hosts)
 }
 
 /// A consumer's totals, as reports and the planner use them.
@@ -300,7 +385,28 @@ mod tests {
             name: None,
             asg: Some("goobi-container-hosts".into()),
             agent: Some(Agent { ping: "Online".into(), version: "3.3".into(), last_ping: None }),
+            agent_checked: true,
         }
+    }
+
+    #[test]
+    fn an_inventory_yields_the_consumers_live_hosts_without_an_agent_verdict() {
+        let json = r#"{"Reservations":[{"Instances":[
+            {"InstanceId":"i-1","ImageId":"ami-1a","State":{"Name":"running"},"Placement":{"AvailabilityZone":"eu-west-1a"},
+             "Tags":[{"Key":"aws:autoscaling:groupName","Value":"goobi-container-hosts"}]},
+            {"InstanceId":"i-2","ImageId":"ami-1a","State":{"Name":"terminated"},
+             "Tags":[{"Key":"aws:autoscaling:groupName","Value":"goobi-container-hosts"}]},
+            {"InstanceId":"i-3","ImageId":"ami-1a","State":{"Name":"running"},"Tags":[{"Key":"Name","Value":"goobi-bastion"}]},
+            {"InstanceId":"i-4","ImageId":"ami-1a","State":{"Name":"running"}}]}]}"#;
+        let hosts = inventory_hosts(json, "goobi", "workflow", &[], &["goobi-container-hosts".into()]).unwrap();
+        assert_eq!(hosts.iter().map(|h| h.instance_id.as_str()).collect::<Vec<_>>(), ["i-1"]);
+        assert_eq!(hosts[0].region, "eu-west-1");
+        assert_eq!(assess(hosts[0].clone(), &catalog(), &[], SLA, t(46)).agent_problem, None);
+        let tagged =
+            inventory_hosts(json, "goobi", "workflow", &[("Name".into(), "goobi-bastion".into())], &[]).unwrap();
+        assert_eq!(tagged[0].instance_id, "i-3");
+        let err = inventory_hosts("{\n  \"Reservations\": 7 }", "g", "w", &[], &[]).unwrap_err();
+        assert!(err.starts_with("line 2, column"), "{err}");
     }
 
     const SLA: i64 = 14 * DAY;
