@@ -86,7 +86,7 @@ pub async fn wait_running(aws: &Aws, account: &str, region: &str, instance: &str
     let ec2 = aws.ec2(account, region).await?;
     let start = tokio::time::Instant::now();
     loop {
-        aws.limits.describe.take().await;
+        aws.limits(account, region).await.describe.take().await;
         let out = ec2
             .describe_instances()
             .instance_ids(instance)
@@ -315,7 +315,7 @@ pub async fn find_image(
     name: &str,
 ) -> Result<Option<(String, Option<String>)>, AwsError> {
     let ec2 = aws.ec2(account, region).await?;
-    aws.limits.describe.take().await;
+    aws.limits(account, region).await.describe.take().await;
     let out = ec2
         .describe_images()
         .owners("self")

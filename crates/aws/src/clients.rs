@@ -25,7 +25,7 @@ pub struct Aws {
     base: SdkConfig,
     accounts: Arc<BTreeMap<String, AccountAccess>>,
     configs: Arc<Mutex<HashMap<(String, String), SdkConfig>>>,
-    pub limits: Limits,
+    limits: Arc<Mutex<HashMap<(String, String), Limits>>>,
 }
 
 impl Aws {
@@ -42,8 +42,14 @@ impl Aws {
             base,
             accounts: Arc::new(accounts.into_iter().map(|a| (a.name.clone(), a)).collect()),
             configs: Arc::new(Mutex::new(HashMap::new())),
-            limits: Limits::default(),
+            limits: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The rate limits of one account in one region: AWS throttles each account and
+    /// region separately, so a scan of ten of them is not paced like one.
+    pub async fn limits(&self, account: &str, region: &str) -> Limits {
+        self.limits.lock().await.entry((account.to_string(), region.to_string())).or_default().clone()
     }
 
     pub fn account(&self, name: &str) -> Result<&AccountAccess, AwsError> {

@@ -50,7 +50,7 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
     for filters in queries {
         let mut pages = ec2.describe_instances().set_filters(Some(filters)).max_results(1000).into_paginator().send();
         while let Some(page) = pages.next().await {
-            aws.limits.describe.take().await;
+            aws.limits(&sel.account, &sel.region).await.describe.take().await;
             let page = page.map_err(|e| api("ec2:DescribeInstances", &sel.account, &sel.region)(sdk_message(&e)))?;
             for i in page.reservations().iter().flat_map(|r| r.instances()) {
                 let Some(id) = i.instance_id() else { continue };
@@ -98,7 +98,7 @@ pub async fn agents(
             .map_err(|e| api("ssm:DescribeInstanceInformation", account, region)(e.to_string()))?;
         let mut pages = ssm.describe_instance_information().filters(filter).into_paginator().send();
         while let Some(page) = pages.next().await {
-            aws.limits.describe.take().await;
+            aws.limits(account, region).await.describe.take().await;
             let page = page.map_err(|e| api("ssm:DescribeInstanceInformation", account, region)(sdk_message(&e)))?;
             for i in page.instance_information_list() {
                 let Some(id) = i.instance_id() else { continue };

@@ -152,7 +152,7 @@ pub async fn facts(aws: &Aws, account: &str, region: &str, key_id: &str) -> Resu
 /// The KMS keys of an AMI's encrypted snapshots (none for an unencrypted AMI).
 pub async fn image_keys(aws: &Aws, account: &str, region: &str, image_id: &str) -> Result<BTreeSet<String>, AwsError> {
     let ec2 = aws.ec2(account, region).await?;
-    aws.limits.describe.take().await;
+    aws.limits(account, region).await.describe.take().await;
     let images = ec2
         .describe_images()
         .image_ids(image_id)

@@ -41,7 +41,7 @@ impl Bucket {
     }
 }
 
-/// One bucket per API family, shared by every account and region of a run.
+/// One bucket per API family, for one account in one region (see [`crate::Aws::limits`]).
 #[derive(Clone)]
 pub struct Limits {
     /// CopyImage refills at about 1 per second.

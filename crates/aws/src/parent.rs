@@ -24,7 +24,7 @@ pub async fn from_ssm_parameter(
     parameter: &str,
 ) -> Result<ParentAmi, AwsError> {
     let ssm = aws.ssm(account, region).await?;
-    aws.limits.describe.take().await;
+    aws.limits(account, region).await.describe.take().await;
     let out = ssm.get_parameter().name(parameter).send().await.map_err(|e| {
         let service = e.as_service_error();
         if service.is_some_and(|s| s.is_parameter_not_found()) {
@@ -64,7 +64,7 @@ pub async fn from_name_filter(
     pattern: &str,
 ) -> Result<ParentAmi, AwsError> {
     let ec2 = aws.ec2(account, region).await?;
-    aws.limits.describe.take().await;
+    aws.limits(account, region).await.describe.take().await;
     let out = ec2
         .describe_images()
         .set_owners(Some(owners.to_vec()))
@@ -97,7 +97,7 @@ pub async fn from_name_filter(
 /// Describes one AMI; absent is a precise error.
 pub async fn describe(aws: &Aws, account: &str, region: &str, image_id: &str) -> Result<ParentAmi, AwsError> {
     let ec2 = aws.ec2(account, region).await?;
-    aws.limits.describe.take().await;
+    aws.limits(account, region).await.describe.take().await;
     let out = ec2.describe_images().image_ids(image_id).send().await.map_err(|e| AwsError::Api {
         op: "ec2:DescribeImages",
         account: account.into(),

@@ -147,7 +147,7 @@ async fn publish_region(
         Some((id, _)) => (id, false),
         None if region == req.source_region => (req.source_image_id.clone(), false),
         None => {
-            aws.limits.copy_image.take().await;
+            aws.limits(owner, region).await.copy_image.take().await;
             let out = ec2
                 .copy_image()
                 .source_region(&req.source_region)
@@ -166,7 +166,7 @@ async fn publish_region(
     let snapshots = wait_available(aws, &ec2, owner, region, &image_id, req.wait).await?;
 
     // 2. Tags (CopyImage does not always carry them).
-    aws.limits.mutate.take().await;
+    aws.limits(owner, region).await.mutate.take().await;
     let tags = [
         ("Name", name.clone()),
         ("amictl:image", req.image.clone()),
@@ -191,7 +191,7 @@ async fn publish_region(
     let granted = launch_permissions(aws, &ec2, owner, region, &image_id).await?;
     let missing: Vec<&String> = ids.iter().filter(|id| !granted.contains(id)).collect();
     if !missing.is_empty() {
-        aws.limits.mutate.take().await;
+        aws.limits(owner, region).await.mutate.take().await;
         let mut perms = LaunchPermissionModifications::builder();
         for id in &missing {
             perms = perms.add(LaunchPermission::builder().user_id(id.as_str()).build());
@@ -203,7 +203,7 @@ async fn publish_region(
             .await
             .map_err(|e| api("ec2:ModifyImageAttribute", owner, region)(sdk_message(&e)))?;
         for snapshot in &snapshots {
-            aws.limits.mutate.take().await;
+            aws.limits(owner, region).await.mutate.take().await;
             let mut perms = CreateVolumePermissionModifications::builder();
             for id in &missing {
                 perms = perms.add(CreateVolumePermission::builder().user_id(id.as_str()).build());
@@ -258,7 +258,7 @@ async fn owned_copy(
     let id = match crate::builder::find_image(aws, consumer, region, &name).await? {
         Some((id, _)) => id,
         None => {
-            aws.limits.copy_image.take().await;
+            aws.limits(consumer, region).await.copy_image.take().await;
             let out = ec2
                 .copy_image()
                 .source_region(region)
@@ -272,7 +272,7 @@ async fn owned_copy(
         }
     };
     wait_available(aws, &ec2, consumer, region, &id, req.wait).await?;
-    aws.limits.mutate.take().await;
+    aws.limits(consumer, region).await.mutate.take().await;
     let mut create_tags = ec2.create_tags().resources(&id);
     for (k, v) in tags {
         create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
@@ -327,7 +327,7 @@ pub(crate) async fn wait_available(
     let mut seen = 0;
     let mut polls = 0u32;
     loop {
-        aws.limits.describe.take().await;
+        aws.limits(owner, region).await.describe.take().await;
         let out = ec2
             .describe_images()
             .image_ids(image_id)
@@ -381,7 +381,7 @@ async fn launch_permissions(
     region: &str,
     image_id: &str,
 ) -> Result<Vec<String>, AwsError> {
-    aws.limits.describe.take().await;
+    aws.limits(owner, region).await.describe.take().await;
     let out = ec2
         .describe_image_attribute()
         .image_id(image_id)
