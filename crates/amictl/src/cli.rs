@@ -36,6 +36,9 @@ pub enum Command {
     /// One self-contained HTML page (or --json) for people: compliance per consumer,
     /// overdue hosts, deadlines, image ages, agent health — from the last scans.
     Report(ReportArgs),
+    /// Missing security fixes: per image version from its feed, or for any manifest
+    /// (--manifest with --updateinfo or --debian-tracker). Exit 3 when there are findings.
+    Advisories(AdvisoriesArgs),
     /// Prometheus text exposition: image ages, instances per state, days to deadline,
     /// agent health — from the last scans.
     Metrics(MetricsArgs),
@@ -127,6 +130,28 @@ pub struct FleetArgs {
     /// no AWS calls are made, and agent health is not judged.
     #[arg(long, value_name = "ACCOUNT=FILE")]
     pub inventory: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdvisoriesArgs {
+    /// IMAGE or IMAGE@VERSION (default: the newest version of every line with a feed).
+    pub target: Option<String>,
+    /// Report only findings at or above: low, medium, important, critical.
+    #[arg(long, value_name = "SEVERITY")]
+    pub min_severity: Option<String>,
+    /// Ad hoc: a manifest from `rpm -qa --queryformat '%{NAME}\t%{EPOCHNUM}\t%{VERSION}\t%{RELEASE}\t%{ARCH}\n'`
+    /// or `dpkg-query -W -f='${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n'`.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<std::path::PathBuf>,
+    /// With --manifest: an updateinfo.xml[.gz] or repomd.xml, file or URL.
+    #[arg(long, value_name = "FILE|URL")]
+    pub updateinfo: Option<String>,
+    /// With --manifest: Debian Security Tracker JSON, file or URL.
+    #[arg(long, value_name = "FILE|URL")]
+    pub debian_tracker: Option<String>,
+    /// The Debian release to read from the tracker (bookworm, trixie …).
+    #[arg(long)]
+    pub release: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,7 @@ fn desired(cfg: &Config, cloud: Option<&Cloud>) -> (Vec<DesiredImage>, PolicyVie
             max_age_seconds: p.max_age_seconds,
             rebuild_on_parent_update: p.rebuild_on_parent_update,
             keep_versions: p.keep_versions,
+            rebuild_on_severity: p.rebuild_on_severity.clone(),
         },
     )
 }
@@ -130,7 +131,8 @@ fn observe(
         lagging = crate::fleet_cmd::lagging(&scans);
     }
     let in_use = cat.versions_in_use()?;
-    Ok(Observed { versions, parents, forced, in_use, lagging })
+    let advisories = crate::advisories_cmd::checks(cfg, cat, now)?;
+    Ok(Observed { versions, parents, forced, in_use, lagging, advisories })
 }
 
 fn make_plan(
@@ -179,6 +181,9 @@ fn print_plan(plan: &Plan, json: bool) -> Result<()> {
     }
     for n in &plan.notes {
         println!("  {} {} is current; rebuild due in {} day(s)", n.image, n.version, n.due_in_days);
+    }
+    for s in &plan.stale {
+        println!("  {}: advisory check STALE — {}", s.image, s.reason);
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! calls into `toe` (component documents) and `sandbox` (rootfs isolation), and is the
 //! one place where errors become messages and exit codes.
 
+mod advisories_cmd;
 mod cli;
 mod clock;
 mod cloud;
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         cli::Command::Fleet(a) => fleet_cmd::fleet(common, &a),
         cli::Command::Report(a) => report_cmd::report(common, &a),
         cli::Command::Metrics(a) => report_cmd::metrics(common, &a),
+        cli::Command::Advisories(a) => advisories_cmd::advisories(common, &a),
         cli::Command::Show(a) => images_cmd::show(common, &a),
         cli::Command::Audit(a) => images_cmd::audit(common, &a),
         cli::Command::IamPolicy => iam_cmd::iam_policy(common),

@@ -37,11 +37,21 @@ struct ConsumerView {
     hosts: Vec<Assessment>,
 }
 
+/// Running instances exposed to one finding at or above the rebuild threshold.
+#[derive(Debug, Serialize)]
+struct Exposure {
+    advisory: String,
+    severity: String,
+    image: String,
+    instances: usize,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     generated: String,
     images: Vec<ImageLine>,
     consumers: Vec<ConsumerView>,
+    exposure: Vec<Exposure>,
 }
 
 fn gather(cfg: &Config, cat: &Catalog, now: Timestamp) -> Result<Report> {
@@ -105,7 +115,37 @@ fn gather(cfg: &Config, cat: &Catalog, now: Timestamp) -> Result<Report> {
             hosts,
         });
     }
-    Ok(Report { generated: now.to_string(), images, consumers })
+    let exposure = exposure(cfg, cat, &consumers)?;
+    Ok(Report { generated: now.to_string(), images, consumers, exposure })
+}
+
+/// From each line's cached feed: how many running hosts run a version missing each fix.
+fn exposure(cfg: &Config, cat: &Catalog, consumers: &[ConsumerView]) -> Result<Vec<Exposure>> {
+    let threshold = vuln::Severity::threshold(&cfg.policy.rebuild_on_severity).unwrap_or(vuln::Severity::Important);
+    let mut running: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for a in consumers.iter().flat_map(|c| &c.hosts) {
+        if let (Some(i), Some(v), "running") = (&a.image, &a.version, a.host.state.as_str()) {
+            *running.entry((i.clone(), v.clone())).or_default() += 1;
+        }
+    }
+    let mut counts: std::collections::BTreeMap<(String, String, String), usize> = Default::default();
+    for ((image, version), hosts) in running {
+        let Some(feed) = cfg.images.get(&image).and_then(|i| i.advisories.as_ref()) else { continue };
+        let Some(loaded) = crate::advisories_cmd::load_cached(&cfg.cache_dir, feed) else { continue };
+        let Some(v) = cat.versions(Some(&image))?.into_iter().find(|x| x.version == version) else { continue };
+        let mut seen = std::collections::BTreeSet::new();
+        for f in loaded.findings(&crate::advisories_cmd::installed(cat, &v.build_id)?) {
+            if f.severity >= threshold && f.fixed.is_some() && seen.insert(f.advisory.clone()) {
+                *counts.entry((f.advisory, f.severity.to_string(), image.clone())).or_default() += hosts;
+            }
+        }
+    }
+    let mut out: Vec<Exposure> = counts
+        .into_iter()
+        .map(|((advisory, severity, image), instances)| Exposure { advisory, severity, image, instances })
+        .collect();
+    out.sort_by(|a, b| b.instances.cmp(&a.instances).then_with(|| a.advisory.cmp(&b.advisory)));
+    Ok(out)
 }
 
 pub fn report(common: &Common, args: &ReportArgs) -> Result<u8> {
@@ -201,6 +241,21 @@ fn prometheus(r: &Report) -> String {
             "amictl_agents_unhealthy{{consumer=\"{}\"}} {}",
             label(&c.consumer),
             c.summary.agents_unhealthy
+        );
+    }
+    family(
+        &mut o,
+        "amictl_instances_exposed",
+        "Running instances on a version missing a fix at or above the rebuild threshold.",
+    );
+    for e in &r.exposure {
+        let _ = writeln!(
+            o,
+            "amictl_instances_exposed{{advisory=\"{}\",severity=\"{}\",image=\"{}\"}} {}",
+            label(&e.advisory),
+            label(&e.severity),
+            label(&e.image),
+            e.instances
         );
     }
     family(&mut o, "amictl_consumer_unknown", "1 when the consumer's hosts could not be read (not compliant).");
@@ -348,7 +403,24 @@ th{{background:#f6f8fa;font-weight:600}} td.n{{text-align:right;font-variant-num
             i.available
         );
     }
-    h.push_str("</table><h2>Agent health</h2>");
+    h.push_str("</table><h2>Exposure to advisories</h2>");
+    if r.exposure.is_empty() {
+        h.push_str("<p class=\"ok\">No running instance is missing a fix at or above the threshold (from each line's last advisory check).</p>");
+    } else {
+        h.push_str("<table><tr><th>Advisory</th><th>Severity</th><th>Image line</th><th>Running instances</th></tr>");
+        for e in &r.exposure {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"bad\">{}</td><td>{}</td><td class=n>{}</td></tr>",
+                esc(&e.advisory),
+                esc(&e.severity),
+                esc(&e.image),
+                e.instances
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Agent health</h2>");
     let sick = rows(&|a| a.agent_problem.is_some());
     if sick.is_empty() {
         h.push_str("<p class=\"ok\">Every running host's SSM agent reports Online.</p>");
@@ -415,6 +487,12 @@ mod tests {
                 summary,
                 hosts: vec![a],
             }],
+            exposure: vec![Exposure {
+                advisory: "ALAS2-2026-001".into(),
+                severity: "critical".into(),
+                image: "base".into(),
+                instances: 3,
+            }],
         }
     }
 
@@ -426,6 +504,7 @@ mod tests {
         assert!(page.contains("2 day(s)</td>"));
         assert!(page.contains("SSM agent not registered"));
         assert!(!page.contains("<bastion>"));
+        assert!(page.contains("<td>ALAS2-2026-001</td><td class=\"bad\">critical</td>"), "{page}");
     }
 
     #[test]
@@ -436,6 +515,11 @@ mod tests {
         assert!(text.contains("amictl_consumer_days_to_deadline{consumer=\"goobi\"} -2"));
         assert!(text.contains("amictl_image_age_days{image=\"base\"} 16"));
         assert!(text.contains("amictl_agents_unhealthy{consumer=\"goobi\"} 1"));
+        assert!(
+            text.contains(
+                "amictl_instances_exposed{advisory=\"ALAS2-2026-001\",severity=\"critical\",image=\"base\"} 3"
+            )
+        );
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (_, value) = line.rsplit_once(' ').unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");

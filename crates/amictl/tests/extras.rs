@@ -444,3 +444,46 @@ fn iam_policy_covers_the_reference_organisation_with_least_privilege() {
     );
     assert_eq!(workflow["trust_policy"]["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::111111111111:root");
 }
+
+/// `amictl advisories --manifest`: any manifest against a real ALAS feed, outside the catalog.
+#[test]
+fn an_ad_hoc_manifest_is_checked_against_a_real_updateinfo_feed() {
+    let toe = common::Toe::new();
+    let feed = format!("{}/../vuln/tests/fixtures/alas/vlu_updateinfo_2_items.xml.gz", env!("CARGO_MANIFEST_DIR"));
+    // qemu-img from before ALAS2-2018-942's fix (epoch 10), java at the fixed version.
+    let manifest = toe.write(
+        "rpm-qa.tsv",
+        "qemu-img\t10\t1.5.3\t141.amzn2.5.2\tx86_64\njava-1.8.0-openjdk\t1\t1.8.0.161\t0.b14.amzn2\tx86_64\nbash\t0\t4.2.46\t30.amzn2\tx86_64\n",
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--json", "advisories", "--manifest", manifest.to_str().unwrap(), "--updateinfo", &feed];
+        args.extend_from_slice(extra);
+        common::amictl().args(&args).output().unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(3), "findings exit 3: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "rpm");
+    let findings = v["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{v:#}");
+    assert_eq!(findings[0]["advisory"], "ALAS2-2018-942");
+    assert_eq!(findings[0]["severity"], "important");
+    assert_eq!(findings[0]["package"], "qemu-img.x86_64");
+    assert_eq!(findings[0]["installed"], "10:1.5.3-141.amzn2.5.2");
+    assert_eq!(findings[0]["fixed"], "10:1.5.3-141.amzn2.5.3");
+    assert_eq!(findings[0]["cves"][0], "CVE-2017-5715");
+    let critical = run(&["--min-severity", "critical"]);
+    assert_eq!(critical.status.code(), Some(0), "nothing critical");
+
+    let bad = toe.write("bad.tsv", "bash\t0\t4.2.46\t30.amzn2\tx86_64\nbroken\n");
+    let out = common::amictl()
+        .args(["advisories", "--manifest", bad.to_str().unwrap(), "--updateinfo", &feed])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.tsv: manifest at line 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

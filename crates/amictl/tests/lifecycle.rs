@@ -129,6 +129,39 @@ fn apply_builds_tests_records_and_then_plans_nothing() {
     assert_eq!(later.status.code(), Some(2));
     assert!(text(&later).contains("age 91d ≥ max 90d"), "{}", text(&later));
 
+    // Advisories: a fix for a package the image has plans a rebuild naming it; one for a
+    // package it lacks plans nothing; a broken feed is reported stale, not as "no findings".
+    let packages = show["packages"].as_array().unwrap();
+    let bash = packages.iter().find(|p| p["name"] == "bash").expect("bash is in the manifest");
+    let (source, installed) = (bash["source_name"].as_str().unwrap(), bash["source_version"].as_str().unwrap());
+    let entry = |fixed: &str| serde_json::json!({"releases": {"stable-test": {"status": "resolved", "fixed_version": fixed, "urgency": "high"}}});
+    let absent = serde_json::json!({"no-such-source": {"CVE-2099-0002": entry("9.9-1")}});
+    org.write("tracker.json", &absent.to_string());
+    let cfg = std::fs::read_to_string(org.path("amictl.toml")).unwrap().replace(
+        "builder = { kind = \"local\", disk_size = \"512M\" }",
+        "builder = { kind = \"local\", disk_size = \"512M\" }\nadvisories = { debian_tracker = \"tracker.json\", release = \"stable-test\" }",
+    );
+    org.write("amictl.toml", &cfg);
+    let quiet = org.run(&["plan"]);
+    assert_eq!(quiet.status.code(), Some(0), "an advisory for an absent package plans nothing: {}", text(&quiet));
+    let mut feed = absent.clone();
+    feed[source] = serde_json::json!({"CVE-2099-0001": entry(&format!("{installed}+deb99u1"))});
+    org.write("tracker.json", &feed.to_string());
+    let due = org.run(&["plan"]);
+    assert_eq!(due.status.code(), Some(2), "{}", text(&due));
+    assert!(text(&due).contains("1 important+ advisory fixed since built: CVE-2099-0001"), "{}", text(&due));
+    let found: Value = serde_json::from_slice(&org.run(&["--json", "advisories", "host"]).stdout).unwrap();
+    assert_eq!(found[0]["findings"][0]["advisory"], "CVE-2099-0001", "{found:#}");
+    assert_eq!(found[0]["findings"][0]["package"], source);
+    org.write("tracker.json", &feed.to_string()[..20]);
+    let stale = org.run(&["plan"]);
+    assert!(
+        text(&stale).contains("advisory check STALE") && text(&stale).contains("using the copy from"),
+        "{}",
+        text(&stale)
+    );
+    assert!(text(&stale).contains("CVE-2099-0001"), "the last good copy still plans the rebuild: {}", text(&stale));
+
     // A component version bump plans a rebuild that names it; the new version diffs its manifest.
     let cfg =
         std::fs::read_to_string(org.path("amictl.toml")).unwrap().replace("version = \"1.0.0\"", "version = \"1.1.0\"");

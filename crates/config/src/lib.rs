@@ -240,7 +240,25 @@ pub struct Image {
     pub tests: Vec<TestDocument>,
     pub builder: Builder,
     pub distribute: Option<Distribution>,
+    /// Where fixes for its packages are announced (not part of the recipe).
+    pub advisories: Option<AdvisoryFeed>,
     pub recipe_hash: String,
+}
+
+/// A security advisory feed: a URL (`https://…/repomd.xml` or an `updateinfo.xml[.gz]`) or
+/// a file (relative to the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvisoryFeed {
+    Updateinfo { location: String },
+    DebianTracker { location: String, release: String },
+}
+
+impl AdvisoryFeed {
+    pub fn location(&self) -> &str {
+        match self {
+            AdvisoryFeed::Updateinfo { location } | AdvisoryFeed::DebianTracker { location, .. } => location,
+        }
+    }
 }
 
 impl Config {
@@ -741,6 +759,43 @@ impl Loader<'_> {
         Some(Consumer { name: name.to_string(), account: account?, image: image?, owner, select, rollout, exemptions })
     }
 
+    fn advisories(&mut self, image: &str, v: &Spanned<DeValue<'_>>) -> Option<AdvisoryFeed> {
+        let t = self.table(v, "advisories")?;
+        self.known(t, &["updateinfo", "debian_tracker", "release"], "advisories");
+        let place = |this: &mut Self, key: &str| -> Option<String> {
+            let s = Self::get(t, key).and_then(|x| this.string(x, key))?;
+            Some(if s.starts_with("http://") || s.starts_with("https://") {
+                s
+            } else {
+                this.dir.join(&s).display().to_string()
+            })
+        };
+        match (place(self, "updateinfo"), place(self, "debian_tracker")) {
+            (Some(location), None) => Some(AdvisoryFeed::Updateinfo { location }),
+            (None, Some(location)) => match Self::get(t, "release").and_then(|r| self.string(r, "release")) {
+                Some(release) => Some(AdvisoryFeed::DebianTracker { location, release }),
+                None => {
+                    self.err(
+                        v.span(),
+                        "missing-field",
+                        format!("image `{image}`: a Debian tracker feed needs `release`"),
+                        "e.g. release = \"bookworm\"",
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.err(
+                    v.span(),
+                    "bad-advisories",
+                    format!("image `{image}`: give exactly one of `updateinfo` or `debian_tracker`"),
+                    "advisories = { updateinfo = \"https://…/repodata/repomd.xml\" }",
+                );
+                None
+            }
+        }
+    }
+
     fn rollout(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Rollout {
         let fallback = Rollout::Notify { sns_topic: None };
         let Some(t) = self.table(v, "rollout") else { return fallback };
@@ -1097,6 +1152,7 @@ impl Loader<'_> {
             }
         };
         let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(d, accounts));
+        let advisories = Self::get(t, "advisories").and_then(|a| self.advisories(name, a));
         let parent = parent?;
         let ami_parent = parent.is_ami();
         if ami_parent != matches!(builder, Builder::Ec2 { .. }) {
@@ -1137,6 +1193,7 @@ impl Loader<'_> {
             tests,
             builder,
             distribute,
+            advisories,
             recipe_hash: hex(&h.finalize())[..16].to_string(),
         })
     }

@@ -34,6 +34,8 @@ pub struct PolicyView {
     pub max_age_seconds: i64,
     pub rebuild_on_parent_update: bool,
     pub keep_versions: usize,
+    /// The threshold the advisory findings were filtered with (for the reason's text).
+    pub rebuild_on_severity: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,28 @@ pub struct Observed {
     pub in_use: BTreeSet<(String, String)>,
     /// Consumers with hosts behind, from the latest fleet scan.
     pub lagging: Vec<ConsumerLag>,
+    /// Per image line: the newest version's missing fixes at or above the threshold, or
+    /// why they could not be checked.
+    pub advisories: BTreeMap<String, AdvisoryCheck>,
+}
+
+/// The advisory check of an image line's newest version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvisoryCheck {
+    /// Fixes at or above the threshold the version lacks, each with when it was published.
+    Findings(Vec<MissingFix>),
+    /// The feed could not be read; `findings` are from the last good copy, if any.
+    Stale { reason: String, findings: Vec<MissingFix> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MissingFix {
+    pub advisory: String,
+    pub severity: String,
+    pub package: String,
+    pub installed: String,
+    pub fixed: String,
+    pub published: Timestamp,
 }
 
 /// A consumer whose hosts run older versions than the newest of their line.
@@ -106,17 +130,55 @@ pub struct ConsumerLag {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reason {
-    Interrupted { build_id: String, stage: String },
+    Interrupted {
+        build_id: String,
+        stage: String,
+    },
     NeverBuilt,
-    MaxAge { age_days: i64, max_days: i64 },
-    ParentMoved { from: String, to: String, parent: String },
-    ComponentChanged { component: String, from: Option<String>, to: Option<String> },
-    RecipeChanged { from: String, to: String },
+    MaxAge {
+        age_days: i64,
+        max_days: i64,
+    },
+    ParentMoved {
+        from: String,
+        to: String,
+        parent: String,
+    },
+    ComponentChanged {
+        component: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    RecipeChanged {
+        from: String,
+        to: String,
+    },
     Forced,
-    BeyondKeep { keep: usize, newer: usize },
-    NotDistributed { missing: Vec<String> },
-    ConsumerBehind { consumer: String, behind: usize, total: usize, versions: Vec<String>, released_days_ago: i64 },
-    DeadlinePassed { consumer: String, overdue: usize, days_over: i64 },
+    BeyondKeep {
+        keep: usize,
+        newer: usize,
+    },
+    NotDistributed {
+        missing: Vec<String>,
+    },
+    ConsumerBehind {
+        consumer: String,
+        behind: usize,
+        total: usize,
+        versions: Vec<String>,
+        released_days_ago: i64,
+    },
+    DeadlinePassed {
+        consumer: String,
+        overdue: usize,
+        days_over: i64,
+    },
+    /// Fixes at or above the threshold published after the newest version was built.
+    Advisories {
+        severity: String,
+        advisories: Vec<String>,
+        packages: Vec<String>,
+    },
 }
 
 impl std::fmt::Display for Reason {
@@ -143,6 +205,18 @@ impl std::fmt::Display for Reason {
                 "{consumer}: {behind} of {total} instances on {}, successor released {released_days_ago} day(s) ago",
                 versions.join(", ")
             ),
+            Reason::Advisories { severity, advisories, packages } => {
+                let more =
+                    if advisories.len() > 3 { format!(" (+{} more)", advisories.len() - 3) } else { String::new() };
+                write!(
+                    f,
+                    "{} {severity}+ advisor{} fixed since built: {}{more} ({})",
+                    advisories.len(),
+                    if advisories.len() == 1 { "y" } else { "ies" },
+                    advisories.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+                    packages.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
             Reason::DeadlinePassed { consumer, overdue, days_over } => {
                 write!(f, "{consumer}: deadline passed {days_over} day(s) ago for {overdue} instance(s) — escalate")
             }
@@ -189,6 +263,14 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Images with nothing to do, and when they fall due.
     pub notes: Vec<Note>,
+    /// Image lines whose advisory check is stale: "no findings" would be a guess.
+    pub stale: Vec<StaleCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaleCheck {
+    pub image: String,
+    pub reason: String,
 }
 
 impl Plan {
@@ -259,6 +341,26 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
         }
         if observed.forced.contains(&image.name) {
             reasons.push(Reason::Forced);
+        }
+        let fixes = match observed.advisories.get(&image.name) {
+            Some(AdvisoryCheck::Findings(f)) => f.as_slice(),
+            Some(AdvisoryCheck::Stale { reason, findings }) => {
+                plan.stale.push(StaleCheck { image: image.name.clone(), reason: reason.clone() });
+                findings.as_slice()
+            }
+            None => &[],
+        };
+        // Only fixes published after the build: an older one the build did not pick up
+        // would rebuild forever; `amictl advisories` still reports it.
+        let fresh: Vec<&MissingFix> = fixes.iter().filter(|f| f.published > newest.built_at).collect();
+        if !fresh.is_empty() {
+            let mut advisories: Vec<String> = fresh.iter().map(|f| f.advisory.clone()).collect();
+            advisories.dedup();
+            let mut packages: Vec<String> =
+                fresh.iter().map(|f| format!("{} {} → {}", f.package, f.installed, f.fixed)).collect();
+            packages.sort();
+            packages.dedup();
+            reasons.push(Reason::Advisories { severity: policy.rebuild_on_severity.clone(), advisories, packages });
         }
         if reasons.is_empty() {
             let due = (policy.max_age_seconds - age + DAY - 1).div_euclid(DAY);
@@ -346,7 +448,12 @@ mod tests {
     }
 
     fn policy() -> PolicyView {
-        PolicyView { max_age_seconds: 90 * DAY, rebuild_on_parent_update: true, keep_versions: 3 }
+        PolicyView {
+            max_age_seconds: 90 * DAY,
+            rebuild_on_parent_update: true,
+            keep_versions: 3,
+            rebuild_on_severity: "important".into(),
+        }
     }
 
     fn desired() -> DesiredImage {
@@ -533,6 +640,42 @@ mod tests {
             rollouts[1].reasons[1],
             Reason::DeadlinePassed { consumer: "goobi".into(), overdue: 3, days_over: 2 }
         );
+    }
+
+    #[test]
+    fn a_new_critical_fix_for_an_installed_package_rebuilds_and_old_or_absent_ones_do_not() {
+        let fix = |id: &str, day: i64| MissingFix {
+            advisory: id.into(),
+            severity: "critical".into(),
+            package: "openssl-libs.x86_64".into(),
+            installed: "1:1.0.2k-24".into(),
+            fixed: "1:1.0.2k-26".into(),
+            published: t(day),
+        };
+        let mut o = observed(vec![version(1, 10)]);
+        // Published after the build (day 10): a reason naming the advisory and package.
+        o.advisories.insert("host".into(), AdvisoryCheck::Findings(vec![fix("ALAS2-2026-001", 12)]));
+        let p = plan(&[desired()], &policy(), &o, t(13));
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(
+            p.actions[0].reasons,
+            vec![Reason::Advisories {
+                severity: "important".into(),
+                advisories: vec!["ALAS2-2026-001".into()],
+                packages: vec!["openssl-libs.x86_64 1:1.0.2k-24 → 1:1.0.2k-26".into()],
+            }]
+        );
+        // Published before the build: the build could not pick it up; no rebuild loop.
+        o.advisories.insert("host".into(), AdvisoryCheck::Findings(vec![fix("ALAS2-2026-000", 5)]));
+        assert!(plan(&[desired()], &policy(), &o, t(13)).is_empty());
+        // An advisory for a package the image lacks produces no finding, so nothing.
+        o.advisories.insert("host".into(), AdvisoryCheck::Findings(vec![]));
+        assert!(plan(&[desired()], &policy(), &o, t(13)).is_empty());
+        // A stale feed says so instead of pretending there is nothing.
+        o.advisories.insert("host".into(), AdvisoryCheck::Stale { reason: "truncated gzip".into(), findings: vec![] });
+        let p = plan(&[desired()], &policy(), &o, t(13));
+        assert!(p.actions.is_empty());
+        assert_eq!(p.stale, vec![StaleCheck { image: "host".into(), reason: "truncated gzip".into() }]);
     }
 
     fn arb_versions() -> impl Strategy<Value = Vec<ObservedVersion>> {
