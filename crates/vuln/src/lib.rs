@@ -447,16 +447,15 @@ pub fn findings(advisories: &[Advisory], installed: &[Installed]) -> Vec<Finding
     }
     let mut out = Vec::new();
     for a in advisories {
-        for p in installed_hits(a, &by_name) {
-            out.push(p);
-        }
+        installed_hits(a, &by_name, &mut out);
     }
     out.sort_by(|x, y| (y.severity, &x.advisory, &x.package).cmp(&(x.severity, &y.advisory, &y.package)));
     out
 }
 
-fn installed_hits(a: &Advisory, by_name: &HashMap<&str, Vec<(&Installed, Evr)>>) -> Vec<Finding> {
-    let mut hits: BTreeMap<(String, String), Finding> = BTreeMap::new();
+fn installed_hits(a: &Advisory, by_name: &HashMap<&str, Vec<(&Installed, Evr)>>, out: &mut Vec<Finding>) {
+    let first = out.len();
+    let separate = a.on_a_line();
     for fix in &a.packages {
         let Some(candidates) = by_name.get(fix.name.as_str()) else { continue };
         for (inst, have) in candidates {
@@ -464,24 +463,28 @@ fn installed_hits(a: &Advisory, by_name: &HashMap<&str, Vec<(&Installed, Evr)>>)
             if !arch_ok {
                 continue;
             }
-            let separate_lines = fix.name.starts_with("kernel") || a.on_a_line();
-            if separate_lines && line_of(&have.version) != line_of(&fix.parsed.version) {
+            if (separate || fix.name.starts_with("kernel")) && line_of(&have.version) != line_of(&fix.parsed.version) {
                 continue;
             }
-            if rpm_evr_cmp(have, &fix.parsed) == Ordering::Less {
-                hits.entry((inst.name.clone(), inst.arch.clone())).or_insert_with(|| Finding {
-                    advisory: a.id.clone(),
-                    severity: a.severity,
-                    cves: a.cves.clone(),
-                    package: format!("{}.{}", inst.name, inst.arch),
-                    installed: inst.version.clone(),
-                    fixed: Some(fix.evr.clone()),
-                    issued: if a.updated.is_empty() { a.issued.clone() } else { a.updated.clone() },
-                });
+            if rpm_evr_cmp(have, &fix.parsed) != Ordering::Less {
+                continue;
             }
+            // One finding per installed package and advisory (the advisory lists each arch).
+            let package = format!("{}.{}", inst.name, inst.arch);
+            if out[first..].iter().any(|f| f.package == package) {
+                continue;
+            }
+            out.push(Finding {
+                advisory: a.id.clone(),
+                severity: a.severity,
+                cves: a.cves.clone(),
+                package,
+                installed: inst.version.clone(),
+                fixed: Some(fix.evr.clone()),
+                issued: if a.updated.is_empty() { a.issued.clone() } else { a.updated.clone() },
+            });
         }
     }
-    hits.into_values().collect()
 }
 
 /// Debian: tracker verdicts for the installed source packages.
