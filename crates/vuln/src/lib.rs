@@ -17,6 +17,7 @@
 //!   means not affected, `open` without a fix is reported as unfixed (a rebuild cannot fix
 //!   it, so it never triggers one).
 
+pub mod extra;
 pub mod version;
 
 use std::cmp::Ordering;
@@ -83,7 +84,7 @@ pub struct FeedError {
     pub message: String,
 }
 
-fn position(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn position(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
 }
@@ -95,7 +96,7 @@ pub struct FixedPackage {
     pub arch: String,
     pub evr: String,
     #[serde(skip)]
-    parsed: Evr,
+    pub(crate) parsed: Evr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -204,3 +204,77 @@ fn manifests_in_both_command_formats_are_detected() {
     let e = vuln::parse_manifest("bash\t0\t4.2.46\t30.amzn2\tx86_64\nbroken\tx\n").unwrap_err();
     assert_eq!(e.line, 2, "{e}");
 }
+
+#[test]
+fn the_alas_rss_dsa_list_and_vuln_list_fixtures_parse() {
+    let one = vuln::extra::parse_alas_rss(&fixture("alas/vunnel_al2_alas_rss_1item.xml")).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!((one[0].id.as_str(), one[0].severity), ("ALAS-2018-939", Severity::Critical));
+    assert_eq!(one[0].packages, ["kernel"]);
+    assert_eq!(one[0].cves, ["CVE-2017-5715", "CVE-2017-5754"]);
+    assert_eq!(one[0].published, "Thu, 11 Jan 2018 21:05:00 GMT");
+    let many = vuln::extra::parse_alas_rss(&fixture("alas/vunnel_al2_alas_rss_97items.xml")).unwrap();
+    assert_eq!(many.len(), 97);
+    assert!(many.iter().all(|b| b.id.starts_with("ALAS-") && b.severity != Severity::Unknown), "{many:#?}");
+
+    let dsa = vuln::extra::parse_dsa_list(&fixture("debian/vunnel_DSA_list_excerpt.txt")).unwrap();
+    let libpng = dsa.iter().find(|d| d.id == "DSA-140").unwrap();
+    assert_eq!(libpng.cves, ["CVE-2002-0660", "CVE-2002-0728"]);
+    assert_eq!(libpng.fixes[1], ("woody".into(), "libpng3".into(), "1.2.1-1.1.woody.2".into()));
+    let sope = dsa.last().unwrap();
+    assert_eq!((sope.id.as_str(), sope.date.as_str()), ("DSA-5970-1", "31 Jul 2025"));
+    assert!(vuln::extra::parse_dsa_list("    {CVE-1}\n").unwrap_err().message.contains("before the first DSA"));
+
+    let a = vuln::extra::parse_vuln_list_advisory(&fixture("alas/vlu_ALAS2-2018-942.json")).unwrap();
+    let from_xml = &one_of("vlu_updateinfo_2_items.xml.gz")[0];
+    assert_eq!(a.id, from_xml.id);
+    assert_eq!(a.severity, from_xml.severity);
+    assert_eq!(
+        a.packages.iter().map(|p| (&p.name, &p.evr)).collect::<Vec<_>>(),
+        from_xml.packages.iter().map(|p| (&p.name, &p.evr)).collect::<Vec<_>>(),
+        "the JSON and XML shapes of one advisory agree"
+    );
+}
+
+fn one_of(name: &str) -> Vec<Advisory> {
+    one(name)
+}
+
+#[test]
+fn the_real_debian_buster_manifest_parses_with_sources_and_epochs() {
+    let pkgs: Vec<serde_json::Value> =
+        serde_json::from_str(&fixture("manifests/trivy_debian_buster_packages.json")).unwrap();
+    let version = |epoch: Option<u64>, v: &str, r: Option<&str>| {
+        let mut s = epoch.filter(|e| *e > 0).map(|e| format!("{e}:")).unwrap_or_default();
+        s.push_str(v);
+        if let Some(r) = r.filter(|r| !r.is_empty()) {
+            s.push('-');
+            s.push_str(r);
+        }
+        s
+    };
+    let installed: Vec<Installed> = pkgs
+        .iter()
+        .map(|p| {
+            let own = version(p["Epoch"].as_u64(), p["Version"].as_str().unwrap(), p["Release"].as_str());
+            let src = version(
+                p["SrcEpoch"].as_u64().or(p["Epoch"].as_u64()),
+                p["SrcVersion"].as_str().unwrap_or(p["Version"].as_str().unwrap()),
+                p["SrcRelease"].as_str().or(p["Release"].as_str()),
+            );
+            Installed {
+                name: p["Name"].as_str().unwrap().into(),
+                version: own,
+                arch: p["Arch"].as_str().unwrap_or("all").into(),
+                source_name: p["SrcName"].as_str().or(p["Name"].as_str()).unwrap().into(),
+                source_version: src,
+            }
+        })
+        .collect();
+    assert_eq!(installed.len(), 91);
+    let bsdutils = installed.iter().find(|p| p.name == "bsdutils").unwrap();
+    assert_eq!((bsdutils.source_name.as_str(), bsdutils.version.as_str()), ("util-linux", "1:2.33.1-0.1"));
+    assert_eq!(vuln::version::dpkg_cmp(&bsdutils.version, "2.34-1"), std::cmp::Ordering::Greater, "the epoch wins");
+    let (records, _) = parse_debian_tracker(&fixture("debian/vunnel_security_tracker_excerpt.json"), "buster").unwrap();
+    assert!(debian_findings(&records, &installed).is_empty(), "the excerpt names none of this image's sources");
+}
