@@ -79,17 +79,7 @@ pub fn scan_from(cfg: &Config, source: Source<'_>, cat: &mut Catalog, now: Times
     let mut out = Vec::new();
     for c in cfg.consumers.values() {
         let image = &cfg.images[&c.image];
-        let exemptions: Vec<fleet::Exemption> = c
-            .exemptions
-            .iter()
-            .filter_map(|e| {
-                Some(fleet::Exemption {
-                    instance: e.instance.clone(),
-                    until: e.until.parse().ok()?,
-                    reason: e.reason.clone(),
-                })
-            })
-            .collect();
+        let exemptions = exemptions(c);
         let found = match &source {
             Source::Live(cloud) => live_hosts(cloud, c, image),
             Source::Inventory(files) => match files.get(&c.account) {
@@ -116,6 +106,20 @@ pub fn scan_from(cfg: &Config, source: Source<'_>, cat: &mut Catalog, now: Times
         out.push(ConsumerScan { consumer: c.clone(), hosts });
     }
     Ok(out)
+}
+
+/// A consumer's exemptions as the judgement reads them (dates were checked at load).
+pub fn exemptions(c: &config::Consumer) -> Vec<fleet::Exemption> {
+    c.exemptions
+        .iter()
+        .filter_map(|e| {
+            Some(fleet::Exemption {
+                instance: e.instance.clone(),
+                until: e.until.parse().ok()?,
+                reason: e.reason.clone(),
+            })
+        })
+        .collect()
 }
 
 /// One consumer's hosts in every region its line is published to.

@@ -73,17 +73,7 @@ fn gather(cfg: &Config, cat: &Catalog, now: Timestamp) -> Result<Report> {
     let scans = cat.latest_scans()?;
     let mut consumers = Vec::new();
     for c in cfg.consumers.values() {
-        let exemptions: Vec<fleet::Exemption> = c
-            .exemptions
-            .iter()
-            .filter_map(|e| {
-                Some(fleet::Exemption {
-                    instance: e.instance.clone(),
-                    until: e.until.parse().ok()?,
-                    reason: e.reason.clone(),
-                })
-            })
-            .collect();
+        let exemptions = crate::fleet_cmd::exemptions(c);
         let scan = scans.iter().find(|s| s.consumer == c.name);
         let (summary, hosts, at) = match scan {
             None => (
