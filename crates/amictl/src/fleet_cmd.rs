@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use catalog::{BuildState, Catalog, ScanHost};
@@ -63,14 +64,18 @@ pub fn releases(cat: &Catalog) -> Result<Vec<fleet::Release>> {
 /// Where hosts come from: the consumers' accounts, or saved `describe-instances` output
 /// per account (offline audits).
 pub enum Source<'a> {
-    Live(&'a Cloud),
+    /// `agents`: also run the agents' own check (their services active) on Online hosts.
+    Live {
+        cloud: &'a Cloud,
+        agents: bool,
+    },
     Inventory(&'a BTreeMap<String, (PathBuf, String)>),
 }
 
 /// Scans every consumer in every region its image line is published to, judges each host
 /// and records the scan. A consumer that cannot be read is recorded as unknown.
 pub fn scan(cfg: &Config, cloud: &Cloud, cat: &mut Catalog, now: Timestamp) -> Result<Vec<ConsumerScan>> {
-    scan_from(cfg, Source::Live(cloud), cat, now)
+    scan_from(cfg, Source::Live { cloud, agents: false }, cat, now)
 }
 
 pub fn scan_from(cfg: &Config, source: Source<'_>, cat: &mut Catalog, now: Timestamp) -> Result<Vec<ConsumerScan>> {
@@ -81,7 +86,7 @@ pub fn scan_from(cfg: &Config, source: Source<'_>, cat: &mut Catalog, now: Times
         let image = &cfg.images[&c.image];
         let exemptions = exemptions(c);
         let found = match &source {
-            Source::Live(cloud) => live_hosts(cloud, c, image),
+            Source::Live { cloud, agents } => live_hosts(cfg, cloud, c, image, *agents),
             Source::Inventory(files) => match files.get(&c.account) {
                 None => Err(format!("no --inventory for account {}", c.account)),
                 Some((path, text)) => fleet::inventory_hosts(text, &c.name, &c.account, &c.select.tags, &c.select.asgs)
@@ -123,21 +128,52 @@ pub fn exemptions(c: &config::Consumer) -> Vec<fleet::Exemption> {
 }
 
 /// One consumer's hosts in every region its line is published to.
-fn live_hosts(cloud: &Cloud, c: &config::Consumer, image: &config::Image) -> Result<Vec<fleet::Host>, String> {
+fn live_hosts(
+    cfg: &Config,
+    cloud: &Cloud,
+    c: &config::Consumer,
+    image: &config::Image,
+    agents: bool,
+) -> Result<Vec<fleet::Host>, String> {
     let regions = match &image.distribute {
         Some(d) if !d.regions.is_empty() => d.regions.clone(),
         _ => vec![cloud.region.clone()],
     };
+    // The agents' own check: the services the line's components name (config `services`).
+    let services: BTreeSet<String> =
+        image.components.iter().flat_map(|n| cfg.components[n].services.iter().cloned()).collect();
+    let script = aws::remote::services_script(&services.into_iter().collect::<Vec<_>>());
     let mut hosts = Vec::new();
     for region in regions {
         let sel = aws::fleet::Selector {
             consumer: c.name.clone(),
             account: c.account.clone(),
-            region,
+            region: region.clone(),
             tags: c.select.tags.clone(),
             asgs: c.select.asgs.clone(),
+            launch_templates: c.select.launch_templates.clone(),
         };
-        hosts.extend(cloud.block_on(aws::fleet::scan(&cloud.aws, &sel)).map_err(|e| e.to_string())?);
+        let mut found = cloud.block_on(aws::fleet::scan(&cloud.aws, &sel)).map_err(|e| e.to_string())?;
+        let online: Vec<String> = found
+            .iter()
+            .filter(|h| h.state == "running" && h.agent.as_ref().is_some_and(|a| a.ping == "Online"))
+            .map(|h| h.instance_id.clone())
+            .collect();
+        if agents && !online.is_empty() {
+            let polling = aws::builder::Polling { interval: cloud.timing.poll, timeout: Duration::from_secs(300) };
+            let results = cloud
+                .block_on(async {
+                    let ssm = cloud.aws.ssm(&c.account, &region).await?;
+                    aws::fleet::check_services(&ssm, &c.account, &region, &online, &script, polling).await
+                })
+                .map_err(|e| e.to_string())?;
+            for (id, r) in results {
+                if let Some(h) = found.iter_mut().find(|h| h.instance_id == id) {
+                    h.services = Some(r);
+                }
+            }
+        }
+        hosts.extend(found);
     }
     Ok(hosts)
 }
@@ -202,7 +238,7 @@ pub fn fleet(common: &Common, args: &FleetArgs) -> Result<u8> {
     let mut cat = Catalog::open(&cfg.state)?;
     let scans = if inventories.is_empty() {
         let cloud = Cloud::new(&cfg)?;
-        scan(&cfg, &cloud, &mut cat, now)?
+        scan_from(&cfg, Source::Live { cloud: &cloud, agents: true }, &mut cat, now)?
     } else {
         scan_from(&cfg, Source::Inventory(&inventories), &mut cat, now)?
     };

@@ -448,6 +448,7 @@ mod tests {
             asg: None,
             agent: None,
             agent_checked: true,
+            services: None,
         };
         let a = Assessment {
             host,

@@ -546,6 +546,13 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     let queue_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
     rt.block_on(sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send()).unwrap();
 
+    // A consumer found by launch template name instead of group (same hosts as goobi).
+    let text = std::fs::read_to_string(&org.config).unwrap();
+    std::fs::write(
+        &org.config,
+        format!("{text}\n[consumers.goobi-by-template]\naccount = \"workflow\"\nimage = \"{ECS}\"\nselect = {{ launch_templates = [\"goobi-container-hosts\"] }}\n"),
+    )
+    .unwrap();
     let (code, _, stderr) = org.run(&["apply"]);
     assert_eq!(code, 0, "{stderr}");
     let ecs_v1 = published_ami(&org, ECS, "workflow");
@@ -560,7 +567,10 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(fleet["compliant"], true);
     assert_eq!(consumer(&fleet, "goobi")["summary"]["current"], 2);
+    assert_eq!(consumer(&fleet, "goobi-by-template")["summary"]["current"], 2, "found by launch template name");
     assert_eq!(consumer(&fleet, "digirati-bastion")["summary"]["current"], 1);
+    // The agents' own check (their services, from the components' `services`) ran on each host.
+    assert_eq!(consumer(&fleet, "goobi")["hosts"][0]["host"]["services"], serde_json::json!({"Ok": null}), "{fleet:#}");
 
     // Version 2 of both lines: every host is now behind, with 14 days to move.
     for image in [ECS, BASTION] {
@@ -580,7 +590,7 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     let (code, plan, _) = org.run(&["--json", "plan", "--now", "+15d"]);
     assert_eq!(code, 2);
     let rollouts: Vec<&Value> = plan["actions"].as_array().unwrap().iter().filter(|a| a["kind"] == "rollout").collect();
-    assert_eq!(rollouts.len(), 6, "{plan:#}");
+    assert_eq!(rollouts.len(), 7, "{plan:#}");
     let goobi = rollouts.iter().find(|a| a["consumer"] == "goobi").unwrap();
     assert_eq!(goobi["reasons"][0]["kind"], "consumer_behind");
     assert_eq!(goobi["reasons"][0]["behind"], 2);

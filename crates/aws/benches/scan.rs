@@ -77,6 +77,7 @@ async fn scan_all(port: u16, accounts: usize) -> (usize, f64) {
             region: r.to_string(),
             tags: Vec::new(),
             asgs: vec!["hosts".into()],
+            launch_templates: Vec::new(),
         })
     });
     let aws = &aws;

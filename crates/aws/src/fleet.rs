@@ -24,6 +24,8 @@ pub struct Selector {
     pub region: String,
     pub tags: Vec<(String, String)>,
     pub asgs: Vec<String>,
+    /// Launch template names; their instances carry `aws:ec2launchtemplate:id`.
+    pub launch_templates: Vec<String>,
 }
 
 /// Every live (not terminated) instance the selector names, with its agent's status.
@@ -46,6 +48,28 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
         let asg = Filter::builder().name(format!("tag:{ASG_TAG}")).set_values(Some(sel.asgs.clone())).build();
         queries.push(vec![live.clone(), asg]);
     }
+    if !sel.launch_templates.is_empty() {
+        let found =
+            ec2.describe_launch_templates().set_launch_template_names(Some(sel.launch_templates.clone())).send().await;
+        // A template lives in one region; elsewhere EC2 says "not found", which means "none here".
+        let ids: Vec<String> = match found {
+            Ok(out) => {
+                out.launch_templates().iter().filter_map(|t| t.launch_template_id()).map(str::to_string).collect()
+            }
+            Err(e)
+                if e.as_service_error()
+                    .and_then(aws_sdk_ec2::error::ProvideErrorMetadata::code)
+                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.NotFound")) =>
+            {
+                Vec::new()
+            }
+            Err(e) => return Err(api("ec2:DescribeLaunchTemplates", &sel.account, &sel.region)(sdk_message(&e))),
+        };
+        if !ids.is_empty() {
+            let lt = Filter::builder().name("tag:aws:ec2launchtemplate:id").set_values(Some(ids)).build();
+            queries.push(vec![live.clone(), lt]);
+        }
+    }
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
     for filters in queries {
         let mut pages = ec2.describe_instances().set_filters(Some(filters)).max_results(1000).into_paginator().send();
@@ -67,6 +91,7 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
                     asg: tag(ASG_TAG),
                     agent: None,
                     agent_checked: true,
+                    services: None,
                 });
             }
         }
@@ -107,10 +132,70 @@ pub async fn agents(
                     Agent {
                         ping: i.ping_status().map(|p| p.as_str().to_string()).unwrap_or_default(),
                         version: i.agent_version().unwrap_or_default().to_string(),
-                        last_ping: i.last_ping_date_time().map(|t| t.to_string()),
+                        last_ping: i
+                            .last_ping_date_time()
+                            .and_then(|t| t.fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime).ok()),
                     },
                 ));
             }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the agents' own check (a shell script, e.g. their services active) on Online
+/// instances through Run Command, 50 per command, and reads each instance's result.
+pub async fn check_services(
+    ssm: &aws_sdk_ssm::Client,
+    account: &str,
+    region: &str,
+    instances: &[String],
+    script: &str,
+    p: crate::builder::Polling,
+) -> Result<Vec<(String, Result<(), String>)>, AwsError> {
+    use aws_sdk_ssm::types::CommandInvocationStatus as S;
+    let mut out = Vec::new();
+    for chunk in instances.chunks(50) {
+        let sent = ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .comment("amictl fleet: agents healthy")
+            .set_instance_ids(Some(chunk.to_vec()))
+            .parameters("commands", vec![script.to_string()])
+            .timeout_seconds(p.timeout.as_secs().clamp(30, 2_592_000) as i32)
+            .send()
+            .await
+            .map_err(|e| api("ssm:SendCommand", account, region)(sdk_message(&e)))?;
+        let id = sent.command().and_then(|c| c.command_id()).unwrap_or_default().to_string();
+        let start = tokio::time::Instant::now();
+        let mut pending: Vec<String> = chunk.to_vec();
+        while !pending.is_empty() {
+            tokio::time::sleep(p.interval).await;
+            let mut still = Vec::new();
+            for instance in pending {
+                let inv = match ssm.get_command_invocation().command_id(&id).instance_id(&instance).send().await {
+                    Ok(inv) => inv,
+                    Err(e) if e.as_service_error().is_some_and(|s| s.is_invocation_does_not_exist()) => {
+                        still.push(instance);
+                        continue;
+                    }
+                    Err(e) => return Err(api("ssm:GetCommandInvocation", account, region)(sdk_message(&e))),
+                };
+                match inv.status() {
+                    Some(S::Success) => out.push((instance, Ok(()))),
+                    Some(s @ (S::Failed | S::Cancelled | S::TimedOut)) => {
+                        let text = inv.standard_error_content().or(inv.standard_output_content()).unwrap_or_default();
+                        let tail = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+                        out.push((instance, Err(format!("{s:?}: {}", tail.trim()))));
+                    }
+                    _ => still.push(instance),
+                }
+            }
+            if start.elapsed() >= p.timeout {
+                out.extend(still.into_iter().map(|i| (i, Err("no answer to the agent check".to_string()))));
+                break;
+            }
+            pending = still;
         }
     }
     Ok(out)

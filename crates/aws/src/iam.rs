@@ -57,7 +57,13 @@ pub const CONSUMER_ROLLOUT_ACTIONS: &[&str] = &[
 pub const NOTIFY_ACTIONS: &[&str] = &["sns:Publish"];
 
 /// What a consumer role needs so the fleet scan can read its hosts and their agents.
-pub const CONSUMER_SCAN_ACTIONS: &[&str] = &["ec2:DescribeInstances", "ssm:DescribeInstanceInformation"];
+pub const CONSUMER_SCAN_ACTIONS: &[&str] = &[
+    "ec2:DescribeInstances",
+    "ec2:DescribeLaunchTemplates",
+    "ssm:DescribeInstanceInformation",
+    "ssm:SendCommand",
+    "ssm:GetCommandInvocation",
+];
 
 /// What a consumer role also needs when it receives owned copies (`copy = true`).
 pub const CONSUMER_COPY_ACTIONS: &[&str] =

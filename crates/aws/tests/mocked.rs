@@ -177,3 +177,34 @@ mod instance_refresh {
         assert_eq!(rollback.num_calls(), 1);
     }
 }
+
+#[tokio::test]
+async fn a_failed_agent_check_is_reported_per_instance_mocked_because_moto_reports_every_command_as_success() {
+    use aws_sdk_ssm::Client;
+    use aws_sdk_ssm::operation::get_command_invocation::GetCommandInvocationOutput;
+    use aws_sdk_ssm::operation::send_command::SendCommandOutput;
+    use aws_sdk_ssm::types::{Command, CommandInvocationStatus};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    let send = mock!(Client::send_command)
+        .match_requests(|r| r.instance_ids() == ["i-ok", "i-sick"])
+        .then_output(|| SendCommandOutput::builder().command(Command::builder().command_id("c-1").build()).build());
+    let ok = mock!(Client::get_command_invocation)
+        .match_requests(|r| r.instance_id() == Some("i-ok"))
+        .then_output(|| GetCommandInvocationOutput::builder().status(CommandInvocationStatus::Success).build());
+    let sick =
+        mock!(Client::get_command_invocation).match_requests(|r| r.instance_id() == Some("i-sick")).then_output(|| {
+            GetCommandInvocationOutput::builder()
+                .status(CommandInvocationStatus::Failed)
+                .response_code(1)
+                .standard_error_content("inactive: scan-agent(failed)\n")
+                .build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &ok, &sick]);
+    let polling = aws::builder::Polling { interval: Duration::from_millis(1), timeout: Duration::from_secs(5) };
+    let got =
+        aws::fleet::check_services(&ssm, "workflow", "eu-west-1", &["i-ok".into(), "i-sick".into()], "check", polling)
+            .await
+            .unwrap();
+    assert_eq!(got[0], ("i-ok".to_string(), Ok(())));
+    assert_eq!(got[1], ("i-sick".to_string(), Err("Failed: inactive: scan-agent(failed)".to_string())));
+}

@@ -75,6 +75,8 @@ pub struct Consumer {
 pub struct Select {
     pub tags: Vec<(String, String)>,
     pub asgs: Vec<String>,
+    /// Instances launched from these launch templates (by name).
+    pub launch_templates: Vec<String>,
 }
 
 /// How a consumer's hosts move to a new version.
@@ -692,7 +694,7 @@ impl Loader<'_> {
             ),
             Some(sv) => {
                 if let Some(st) = self.table(sv, "select") {
-                    self.known(st, &["tags", "asgs"], "select");
+                    self.known(st, &["tags", "asgs", "launch_templates"], "select");
                     if let Some(tv) = Self::get(st, "tags")
                         && let Some(tt) = self.table(tv, "select.tags")
                     {
@@ -705,12 +707,16 @@ impl Loader<'_> {
                     if let Some(a) = Self::get(st, "asgs") {
                         select.asgs = self.strings(a, "select.asgs").into_iter().map(|(s, _)| s).collect();
                     }
-                    if select.tags.is_empty() && select.asgs.is_empty() {
+                    if let Some(l) = Self::get(st, "launch_templates") {
+                        select.launch_templates =
+                            self.strings(l, "select.launch_templates").into_iter().map(|(s, _)| s).collect();
+                    }
+                    if select.tags.is_empty() && select.asgs.is_empty() && select.launch_templates.is_empty() {
                         self.err(
                             sv.span(),
                             "empty-select",
                             format!("consumer `{name}`: `select` finds nothing"),
-                            "give tags, asgs or both",
+                            "give tags, asgs or launch_templates",
                         );
                     }
                 }

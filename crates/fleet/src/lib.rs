@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 const DAY: i64 = 86_400;
 
+/// An agent that is not Online is flagged only once its last ping is this old: a reboot or
+/// a short network blip should not page anyone.
+pub const AGENT_GRACE_SECONDS: i64 = 30 * 60;
+
 /// One instance as a scan saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Host {
@@ -31,6 +35,9 @@ pub struct Host {
     /// False when the scan could not ask SSM (an offline inventory): no agent verdict.
     #[serde(default = "yes")]
     pub agent_checked: bool,
+    /// The agents' own check (their services active), when one was run: `Err` says why not.
+    #[serde(default)]
+    pub services: Option<Result<(), String>>,
 }
 
 fn yes() -> bool {
@@ -143,7 +150,7 @@ impl Catalog {
 
 /// Judges one host. `sla_seconds` is the rollout SLA.
 pub fn assess(host: Host, catalog: &Catalog, exemptions: &[Exemption], sla_seconds: i64, now: Timestamp) -> Assessment {
-    let agent_problem = agent_problem(&host);
+    let agent_problem = agent_problem(&host, now);
     let Some((image, version)) = catalog.version_of(&host.image_id).cloned() else {
         return Assessment {
             host,
@@ -195,14 +202,26 @@ pub fn utc_date(t: Timestamp) -> Option<Date> {
     t.strftime("%Y-%m-%d").to_string().parse().ok()
 }
 
-fn agent_problem(host: &Host) -> Option<String> {
+fn agent_problem(host: &Host, now: Timestamp) -> Option<String> {
     if host.state != "running" || !host.agent_checked {
         return None;
     }
-    match &host.agent {
-        None => Some("SSM agent not registered".into()),
-        Some(a) if a.ping != "Online" => Some(format!("SSM agent {}", a.ping)),
+    let ssm = match &host.agent {
+        None => Some("SSM agent not registered".to_string()),
+        Some(a) if a.ping != "Online" => {
+            let last = a.last_ping.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+            match last {
+                Some(t) if now.as_second() - t.as_second() < AGENT_GRACE_SECONDS => None,
+                Some(t) => Some(format!("SSM agent {} since {t}", a.ping)),
+                None => Some(format!("SSM agent {}", a.ping)),
+            }
+        }
         Some(_) => None,
+    };
+    match (ssm, &host.services) {
+        (Some(p), _) => Some(p),
+        (None, Some(Err(why))) => Some(format!("agent check failed: {why}")),
+        (None, _) => None,
     }
 }
 
@@ -279,6 +298,7 @@ pub fn inventory_hosts(
             state: i.state.name,
             agent: None,
             agent_checked: false,
+            services: None,
         });
     }
     Ok(hosts)
@@ -386,6 +406,7 @@ mod tests {
             asg: Some("goobi-container-hosts".into()),
             agent: Some(Agent { ping: "Online".into(), version: "3.3".into(), last_ping: None }),
             agent_checked: true,
+            services: None,
         }
     }
 
@@ -447,7 +468,29 @@ mod tests {
         assert_eq!(assess(h.clone(), &c, &[], SLA, t(46)).agent_problem, None);
         h.state = "running".into();
         h.agent = Some(Agent { ping: "ConnectionLost".into(), version: "3.3".into(), last_ping: None });
-        assert_eq!(assess(h, &c, &[], SLA, t(46)).agent_problem.as_deref(), Some("SSM agent ConnectionLost"));
+        assert_eq!(assess(h.clone(), &c, &[], SLA, t(46)).agent_problem.as_deref(), Some("SSM agent ConnectionLost"));
+        // Lost for ten minutes: within the grace period. For two hours: flagged.
+        h.agent = Some(Agent {
+            ping: "ConnectionLost".into(),
+            version: "3.3".into(),
+            last_ping: Some((t(46) - jiff::SignedDuration::from_mins(10)).to_string()),
+        });
+        assert_eq!(assess(h.clone(), &c, &[], SLA, t(46)).agent_problem, None);
+        h.agent = Some(Agent {
+            ping: "ConnectionLost".into(),
+            version: "3.3".into(),
+            last_ping: Some((t(46) - jiff::SignedDuration::from_hours(2)).to_string()),
+        });
+        assert!(
+            assess(h.clone(), &c, &[], SLA, t(46)).agent_problem.unwrap().starts_with("SSM agent ConnectionLost since")
+        );
+        // Online, but the agents' own check failed.
+        h.agent = Some(Agent { ping: "Online".into(), version: "3.3".into(), last_ping: None });
+        h.services = Some(Err("inactive: scan-agent(failed)".into()));
+        assert_eq!(
+            assess(h, &c, &[], SLA, t(46)).agent_problem.as_deref(),
+            Some("agent check failed: inactive: scan-agent(failed)")
+        );
     }
 
     #[test]
