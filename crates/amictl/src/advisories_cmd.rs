@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use vuln::{Finding, Installed, Severity};
 
 use crate::cli::{AdvisoriesArgs, Common};
+use crate::cloud::Cloud;
 use crate::lifecycle::load_config;
 use crate::{UsageError, exit};
 
@@ -102,6 +103,7 @@ fn parse(feed: &AdvisoryFeed, text: &str) -> Result<Parsed, String> {
         AdvisoryFeed::DebianTracker { location, release } => vuln::parse_debian_tracker(text, release)
             .map(|(records, _skipped)| Parsed::Debian(records))
             .map_err(|e| format!("{location}: {e}")),
+        AdvisoryFeed::Inspector => Err("Inspector findings are not a feed".into()),
     }
 }
 
@@ -170,8 +172,10 @@ impl Loaded {
     /// When a finding's fix was published: the advisory's date, or when amictl first saw it.
     pub fn published(&self, f: &Finding) -> Timestamp {
         let from_feed = f.issued.replace(' ', "T");
-        let parsed =
-            [format!("{from_feed}Z"), format!("{from_feed}:00Z")].iter().find_map(|s| s.parse::<Timestamp>().ok());
+        // Inspector: RFC 3339; ALAS: `2019-07-02 00:00` or with seconds (UTC).
+        let parsed = [f.issued.clone(), format!("{from_feed}Z"), format!("{from_feed}:00Z")]
+            .iter()
+            .find_map(|s| s.parse::<Timestamp>().ok());
         parsed
             .or_else(|| {
                 let key = format!("{}/{}", f.package, f.advisory);
@@ -197,7 +201,12 @@ pub fn installed(cat: &Catalog, build_id: &str) -> Result<Vec<Installed>> {
 
 /// The planner's view for every image line with a feed: the newest version's missing
 /// fixes at or above the policy's threshold.
-pub fn checks(cfg: &Config, cat: &Catalog, now: Timestamp) -> Result<BTreeMap<String, policy::AdvisoryCheck>> {
+pub fn checks(
+    cfg: &Config,
+    cat: &Catalog,
+    now: Timestamp,
+    cloud: Option<&Cloud>,
+) -> Result<BTreeMap<String, policy::AdvisoryCheck>> {
     let threshold = Severity::threshold(&cfg.policy.rebuild_on_severity).unwrap_or(Severity::Important);
     let mut out = BTreeMap::new();
     for image in cfg.images.values() {
@@ -206,9 +215,21 @@ pub fn checks(cfg: &Config, cat: &Catalog, now: Timestamp) -> Result<BTreeMap<St
         else {
             continue;
         };
-        let loaded = load(&cfg.cache_dir, feed, now);
-        let fixes: Vec<policy::MissingFix> = loaded
-            .findings(&installed(cat, &newest.build_id)?)
+        let (loaded, found) = match feed {
+            AdvisoryFeed::Inspector => {
+                let (found, stale) = match inspector_findings(cat, cloud, &newest.build_id) {
+                    Ok(f) => (f, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                };
+                (Loaded { kind: Parsed::Nothing, stale, first_seen: BTreeMap::new() }, found)
+            }
+            _ => {
+                let loaded = load(&cfg.cache_dir, feed, now);
+                let found = loaded.findings(&installed(cat, &newest.build_id)?);
+                (loaded, found)
+            }
+        };
+        let fixes: Vec<policy::MissingFix> = found
             .into_iter()
             .filter(|f| f.severity >= threshold && f.fixed.is_some())
             .map(|f| policy::MissingFix {
@@ -226,6 +247,40 @@ pub fn checks(cfg: &Config, cat: &Catalog, now: Timestamp) -> Result<BTreeMap<St
         };
         out.insert(image.name.clone(), check);
     }
+    Ok(out)
+}
+
+/// Inspector's findings on instances from a version's AMIs, in every account and region it
+/// was published to, as [`Finding`]s (the vulnerability id stands for the advisory).
+pub fn inspector_findings(cat: &Catalog, cloud: Option<&Cloud>, build_id: &str) -> Result<Vec<Finding>, String> {
+    let cloud = cloud.ok_or("Inspector findings need the AWS provider ([aws] and accounts)")?;
+    let mut places: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for d in cat.distributions(build_id).map_err(|e| e.to_string())? {
+        places.entry((d.account, d.region)).or_default().push(d.image_id);
+    }
+    let mut out = Vec::new();
+    for ((account, region), amis) in places {
+        let found = cloud
+            .block_on(aws::inspector::findings(&cloud.aws, &account, &region, &amis))
+            .map_err(|e| e.to_string())?;
+        out.extend(found.into_iter().map(|f| Finding {
+            severity: match f.severity.as_str() {
+                "CRITICAL" => Severity::Critical,
+                "HIGH" => Severity::Important,
+                "MEDIUM" => Severity::Medium,
+                "LOW" => Severity::Low,
+                _ => Severity::Unknown,
+            },
+            cves: vec![f.vulnerability.clone()],
+            advisory: f.vulnerability,
+            package: f.package,
+            installed: f.installed,
+            fixed: f.fixed,
+            issued: f.first_observed,
+        }));
+    }
+    out.sort_by(|a, b| (b.severity, &a.advisory, &a.package).cmp(&(a.severity, &b.advisory, &b.package)));
+    out.dedup_by(|a, b| a.advisory == b.advisory && a.package == b.package);
     Ok(out)
 }
 
@@ -274,6 +329,7 @@ pub fn advisories(common: &Common, args: &AdvisoriesArgs) -> Result<u8> {
     };
     let mut any = false;
     let mut reports = Vec::new();
+    let mut cloud: Option<Cloud> = None;
     for line in cfg.images.values().filter(|i| image.as_deref().is_none_or(|n| n == i.name)) {
         let Some(feed) = &line.advisories else { continue };
         let versions = cat.versions(Some(&line.name))?;
@@ -282,11 +338,24 @@ pub fn advisories(common: &Common, args: &AdvisoriesArgs) -> Result<u8> {
             None => versions.iter().rfind(|v| v.state == BuildState::Available),
         };
         let Some(v) = v else { continue };
-        let loaded = load(&cfg.cache_dir, feed, now);
-        let found: Vec<Finding> =
-            loaded.findings(&installed(&cat, &v.build_id)?).into_iter().filter(|f| f.severity >= min).collect();
+        let (found, stale) = match feed {
+            AdvisoryFeed::Inspector => {
+                if cloud.is_none() {
+                    cloud = Some(Cloud::new(&cfg)?);
+                }
+                match inspector_findings(&cat, cloud.as_ref(), &v.build_id) {
+                    Ok(f) => (f, None),
+                    Err(e) => (Vec::new(), Some(e)),
+                }
+            }
+            _ => {
+                let loaded = load(&cfg.cache_dir, feed, now);
+                (loaded.findings(&installed(&cat, &v.build_id)?), loaded.stale)
+            }
+        };
+        let found: Vec<Finding> = found.into_iter().filter(|f| f.severity >= min).collect();
         any |= !found.is_empty();
-        reports.push((json!({"image": line.name, "version": v.version, "feed": feed.location()}), found, loaded.stale));
+        reports.push((json!({"image": line.name, "version": v.version, "feed": feed.location()}), found, stale));
     }
     if let (Some(i), true) = (&image, reports.is_empty()) {
         return Err(anyhow!("no checked version of `{i}` (is it built, and does it have `advisories = {{ … }}`?)"));

@@ -17,6 +17,7 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
     let mut regions: BTreeSet<String> = cfg.aws_region.iter().cloned().collect();
     let mut prefixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut copies: BTreeSet<String> = BTreeSet::new();
+    let mut inspected: BTreeSet<String> = BTreeSet::new();
     for image in cfg.images.values() {
         if let Some(d) = &image.distribute {
             regions.extend(d.regions.iter().cloned());
@@ -27,6 +28,9 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
                 }
                 if d.copy {
                     copies.insert(account.clone());
+                }
+                if image.advisories == Some(config::AdvisoryFeed::Inspector) {
+                    inspected.insert(account.clone());
                 }
             }
         }
@@ -55,7 +59,7 @@ pub fn iam_policy(common: &Common) -> Result<u8> {
             json!({
                 "account": account.id,
                 "role": account.role,
-                "policy": aws::iam::consumer_policy(&account.id, &regions, &p, copies.contains(name), rollouts.contains(name)),
+                "policy": aws::iam::consumer_policy(&account.id, &regions, &p, copies.contains(name), rollouts.contains(name), inspected.contains(name)),
                 "trust_policy": aws::iam::consumer_trust_policy(&platform.id, account.external_id.as_deref()),
             }),
         );

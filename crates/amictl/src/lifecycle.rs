@@ -131,7 +131,7 @@ fn observe(
         lagging = crate::fleet_cmd::lagging(&scans);
     }
     let in_use = cat.versions_in_use()?;
-    let advisories = crate::advisories_cmd::checks(cfg, cat, now)?;
+    let advisories = crate::advisories_cmd::checks(cfg, cat, now, cloud)?;
     Ok(Observed { versions, parents, forced, in_use, lagging, advisories })
 }
 

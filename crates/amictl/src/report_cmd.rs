@@ -121,6 +121,7 @@ fn exposure(cfg: &Config, cat: &Catalog, consumers: &[ConsumerView]) -> Result<V
     let mut counts: std::collections::BTreeMap<(String, String, String), usize> = Default::default();
     for ((image, version), hosts) in running {
         let Some(feed) = cfg.images.get(&image).and_then(|i| i.advisories.as_ref()) else { continue };
+        // Inspector findings are live, not cached; the report reads state only.
         let Some(loaded) = crate::advisories_cmd::load_cached(&cfg.cache_dir, feed) else { continue };
         let Some(v) = cat.versions(Some(&image))?.into_iter().find(|x| x.version == version) else { continue };
         let mut seen = std::collections::BTreeSet::new();

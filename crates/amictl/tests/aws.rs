@@ -25,7 +25,7 @@ const CONSUMERS: [(&str, &str); 2] = [("workflow", "222222222222"), ("digirati",
 const REGIONS: [&str; 2] = ["eu-west-1", "eu-west-2"];
 
 struct Org {
-    _moto: Moto,
+    moto: Moto,
     gap: Gap,
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -53,7 +53,7 @@ impl Org {
         assert!(text.contains("poll_interval"), "the reference config changed shape");
         let config = dir.path().join("amictl.toml");
         std::fs::write(&config, text).unwrap();
-        Org { _moto: moto, gap, dir, config }
+        Org { moto, gap, dir, config }
     }
 
     /// Rewrites the config (a bad parent, shorter waits).
@@ -746,4 +746,43 @@ async fn inventory(aws: &Aws, account: &str) -> Value {
         })
         .collect();
     serde_json::json!({"Reservations": [{"Instances": instances}]})
+}
+
+#[test]
+fn an_inspector_finding_on_a_consumers_host_plans_a_rebuild_naming_it() {
+    let org = Org::new();
+    let (code, _, stderr) = org.run(&["build", BASTION]);
+    assert_eq!(code, 0, "{stderr}");
+    let ami = published_ami(&org, BASTION, "workflow");
+    // Inspector saw a fixable HIGH vulnerability on a workflow host launched from it, an
+    // hour after the build (moto serves seeded findings; see moto-notes).
+    let observed = jiff::Timestamp::now().as_second() + 3600;
+    let finding = serde_json::json!({
+        "findingArn": "arn:aws:inspector2:eu-west-1:222222222222:finding/0001",
+        "awsAccountId": "222222222222", "type": "PACKAGE_VULNERABILITY", "status": "ACTIVE",
+        "description": "openssl: a flaw", "title": "CVE-2026-1111 - openssl-libs",
+        "remediation": {"recommendation": {"text": "Update openssl-libs"}},
+        "severity": "HIGH", "firstObservedAt": observed, "lastObservedAt": observed, "fixAvailable": "YES",
+        "resources": [{"id": "i-0123456789abcdef0", "type": "AWS_EC2_INSTANCE",
+                       "details": {"awsEc2Instance": {"imageId": ami}}}],
+        "packageVulnerabilityDetails": {"vulnerabilityId": "CVE-2026-1111", "source": "ALAS",
+            "vulnerablePackages": [{"name": "openssl-libs", "version": "1.0.2k", "epoch": 1, "release": "24.amzn2",
+                                    "arch": "X86_64", "fixedInVersion": "1:1.0.2k-26.amzn2"}]}
+    });
+    let seed = serde_json::json!({"account_id": "222222222222", "region": "eu-west-1", "results": [[finding]]});
+    let url = format!("{}/moto-api/static/inspector2/findings-results", org.moto.url());
+    ureq::post(&url).header("content-type", "application/json").send(seed.to_string()).unwrap();
+    let line = format!("[images.{BASTION}]\n");
+    org.edit(&line, &format!("{line}advisories = {{ inspector = true }}\n"));
+
+    let (code, plan, stderr) = org.run(&["--json", "plan"]);
+    assert_eq!(code, 2, "{stderr}");
+    let bastion = plan["actions"].as_array().unwrap().iter().find(|a| a["image"] == BASTION).cloned();
+    let reason = bastion.map(|a| a["reasons"][0].clone()).unwrap_or_default();
+    assert_eq!(reason["kind"], "advisories", "{plan:#} {stderr}");
+    assert_eq!(reason["advisories"], serde_json::json!(["CVE-2026-1111"]));
+    assert_eq!(reason["packages"][0], "openssl-libs.X86_64 1:1.0.2k-24.amzn2 → 1:1.0.2k-26.amzn2");
+    let (code, found, _) = org.run(&["--json", "advisories", BASTION]);
+    assert_eq!(code, 3);
+    assert_eq!(found[0]["findings"][0]["severity"], "important", "HIGH is important on the ALAS scale");
 }

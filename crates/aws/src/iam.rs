@@ -40,6 +40,9 @@ pub const PUBLIC_PARAMETER_ACTIONS: &[&str] = &["ssm:GetParameter"];
 /// Actions a consumer account's role needs (the versioned SSM pointers).
 pub const CONSUMER_ACTIONS: &[&str] = &["ssm:GetParameter", "ssm:PutParameter"];
 
+/// What a consumer role needs when an image line takes advisories from Inspector.
+pub const INSPECTOR_ACTIONS: &[&str] = &["inspector2:ListFindings"];
+
 /// What a consumer role needs when amictl rolls out to its auto scaling groups.
 pub const CONSUMER_ROLLOUT_ACTIONS: &[&str] = &[
     "autoscaling:DescribeAutoScalingGroups",
@@ -117,7 +120,14 @@ pub fn builder_instance_policy(platform_account: &str, regions: &[String]) -> Va
 
 /// A consumer role's policy: the parameters under `prefix` in its account, reading its
 /// hosts, and — only when configured — rollouts to its groups and owned copies.
-pub fn consumer_policy(account: &str, regions: &[String], prefixes: &[String], copy: bool, rollouts: bool) -> Value {
+pub fn consumer_policy(
+    account: &str,
+    regions: &[String],
+    prefixes: &[String],
+    copy: bool,
+    rollouts: bool,
+    inspector: bool,
+) -> Value {
     let resources: Vec<String> = regions
         .iter()
         .flat_map(|r| {
@@ -131,6 +141,10 @@ pub fn consumer_policy(account: &str, regions: &[String], prefixes: &[String], c
     let in_regions = json!({"StringEquals": {"aws:RequestedRegion": regions}});
     if rollouts {
         statements.push(json!({"Sid": "Rollouts", "Effect": "Allow", "Action": CONSUMER_ROLLOUT_ACTIONS, "Resource": "*", "Condition": in_regions}));
+    }
+    if inspector {
+        statements
+            .push(json!({"Sid": "InspectorFindings", "Effect": "Allow", "Action": INSPECTOR_ACTIONS, "Resource": "*"}));
     }
     if copy {
         statements.push(json!({"Sid": "OwnedCopies", "Effect": "Allow", "Action": CONSUMER_COPY_ACTIONS, "Resource": "*", "Condition": in_regions}));
@@ -169,7 +183,7 @@ mod tests {
         ];
         for source in sources {
             for piece in source.split('"').skip(1).step_by(2) {
-                let action = ["ec2:", "ssm:", "kms:", "sns:", "autoscaling:"]
+                let action = ["ec2:", "ssm:", "kms:", "sns:", "autoscaling:", "inspector2:"]
                     .iter()
                     .find_map(|p| piece.strip_prefix(p))
                     .filter(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -183,8 +197,14 @@ mod tests {
 
     #[test]
     fn consumer_policies_are_scoped_to_the_prefix() {
-        let p =
-            consumer_policy("222222222222", &["eu-west-1".into()], &["/platform/base-ami/host".into()], false, false);
+        let p = consumer_policy(
+            "222222222222",
+            &["eu-west-1".into()],
+            &["/platform/base-ami/host".into()],
+            false,
+            false,
+            false,
+        );
         assert_eq!(
             p["Statement"][0]["Resource"][0],
             "arn:aws:ssm:eu-west-1:222222222222:parameter/platform/base-ami/host/*"
@@ -192,7 +212,7 @@ mod tests {
         let t = consumer_trust_policy("111111111111", Some("x"));
         assert_eq!(t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "x");
         assert_eq!(p["Statement"].as_array().unwrap().len(), 2, "no image actions without copies");
-        let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true, true);
+        let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true, true, false);
         assert_eq!(c["Statement"][2]["Sid"], "Rollouts");
         assert_eq!(c["Statement"][3]["Action"][1], "ec2:CopyImage");
     }

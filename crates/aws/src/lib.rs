@@ -18,6 +18,7 @@ pub mod clients;
 pub mod error;
 pub mod fleet;
 pub mod iam;
+pub mod inspector;
 pub mod kms;
 pub mod limits;
 pub mod parent;

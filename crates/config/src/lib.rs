@@ -251,14 +251,23 @@ pub struct Image {
 /// a file (relative to the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdvisoryFeed {
-    Updateinfo { location: String },
-    DebianTracker { location: String, release: String },
+    Updateinfo {
+        location: String,
+    },
+    DebianTracker {
+        location: String,
+        release: String,
+    },
+    /// Amazon Inspector2 findings on instances launched from the version's AMIs, in the
+    /// accounts it is published to.
+    Inspector,
 }
 
 impl AdvisoryFeed {
     pub fn location(&self) -> &str {
         match self {
             AdvisoryFeed::Updateinfo { location } | AdvisoryFeed::DebianTracker { location, .. } => location,
+            AdvisoryFeed::Inspector => "inspector2",
         }
     }
 }
@@ -767,7 +776,20 @@ impl Loader<'_> {
 
     fn advisories(&mut self, image: &str, v: &Spanned<DeValue<'_>>) -> Option<AdvisoryFeed> {
         let t = self.table(v, "advisories")?;
-        self.known(t, &["updateinfo", "debian_tracker", "release"], "advisories");
+        self.known(t, &["updateinfo", "debian_tracker", "release", "inspector"], "advisories");
+        if let Some(i) = Self::get(t, "inspector")
+            && self.boolean(i, "inspector") == Some(true)
+        {
+            if Self::get(t, "updateinfo").is_some() || Self::get(t, "debian_tracker").is_some() {
+                self.err(
+                    v.span(),
+                    "bad-advisories",
+                    format!("image `{image}`: give one source"),
+                    "inspector = true, or a feed",
+                );
+            }
+            return Some(AdvisoryFeed::Inspector);
+        }
         let place = |this: &mut Self, key: &str| -> Option<String> {
             let s = Self::get(t, key).and_then(|x| this.string(x, key))?;
             Some(if s.starts_with("http://") || s.starts_with("https://") {
