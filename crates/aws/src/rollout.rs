@@ -9,8 +9,6 @@
 //! owner. A failure stops the rollout and restores the previous launch template version
 //! where the method allows, so new launches do not keep using a version that failed.
 
-use std::time::Duration;
-
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, RefreshPreferences};
 use aws_sdk_ec2::types::{LaunchTemplateIamInstanceProfileSpecificationRequest, RequestLaunchTemplateData};
 
@@ -354,6 +352,3 @@ pub async fn notify(
         .map_err(|e| api("sns:Publish", account, region)(sdk_message(&e)))?;
     Ok(out.message_id().unwrap_or_default().to_string())
 }
-
-/// How long rollouts wait by default for one batch or refresh.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
