@@ -112,6 +112,12 @@ pub struct Journal {
     pub tests: Vec<TestOutcome>,
     pub logs: Vec<StepLog>,
     pub cleanup: Option<Cleanup>,
+    /// Secret values, masked in every output the build keeps (awstoe may echo them).
+    redact: Vec<String>,
+}
+
+fn masked(text: &str, secrets: &[String]) -> String {
+    secrets.iter().filter(|s| !s.is_empty()).fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
 }
 
 /// Builds and tests; returns the tested AMI's id. Cleans up either way.
@@ -154,6 +160,7 @@ fn launch_spec(spec: &BuildSpec, role: &str, image_id: &str) -> LaunchSpec {
 
 async fn run(aws: &Aws, spec: &BuildSpec, journal: &mut Journal, step: &dyn Fn(Step)) -> Result<String, AwsError> {
     let (account, region) = (spec.account.as_str(), spec.region.as_str());
+    journal.redact = spec.secrets.iter().map(|(_, v)| v.clone()).collect();
     let ssm = aws.ssm(account, region).await?;
     let script_error = |e: remote::ScriptError| AwsError::Failed {
         what: "component".into(),
@@ -309,7 +316,19 @@ async fn command(
     timing: Timing,
     journal: &mut Journal,
 ) -> Result<String, AwsError> {
-    let r = builder::run_command(ssm, account, region, instance, what, &[script.to_string()], timing.command()).await;
+    let r = builder::run_command(ssm, account, region, instance, what, &[script.to_string()], timing.command())
+        .await
+        .map(|mut o| {
+            o.stdout = masked(&o.stdout, &journal.redact);
+            o.stderr = masked(&o.stderr, &journal.redact);
+            o
+        })
+        .map_err(|e| match e {
+            AwsError::Command { what, instance, region, status, exit_code, tail } => {
+                AwsError::Command { what, instance, region, status, exit_code, tail: masked(&tail, &journal.redact) }
+            }
+            other => other,
+        });
     journal.logs.push(match &r {
         Ok(o) => StepLog {
             name: what.into(),
@@ -377,5 +396,15 @@ fn failed_tests(journal: &Journal, region: &str) -> AwsError {
         what: "the new AMI's tests".into(),
         region: region.into(),
         message: format!("{} of {} failed: {}", failed.len(), journal.tests.len(), failed.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_values_are_masked_in_kept_output() {
+        let secrets = vec!["act-123".to_string(), String::new()];
+        assert_eq!(super::masked("key=act-123 and act-123", &secrets), "key=*** and ***");
+        assert_eq!(super::masked("nothing", &secrets), "nothing");
     }
 }
