@@ -107,10 +107,14 @@ fn parse(feed: &AdvisoryFeed, text: &str) -> Result<Parsed, String> {
     }
 }
 
+/// Where a feed's last good copy and its metadata are kept.
+fn feed_cache(cache_dir: &Path, feed: &AdvisoryFeed) -> std::path::PathBuf {
+    cache_dir.join("advisories").join(&config::hex(&Sha256::digest(feed.location().as_bytes()))[..16])
+}
+
 /// Loads a feed through the cache; `now` stamps first sightings.
 pub fn load(cache_dir: &Path, feed: &AdvisoryFeed, now: Timestamp) -> Loaded {
-    let key = config::hex(&Sha256::digest(feed.location().as_bytes()))[..16].to_string();
-    let dir = cache_dir.join("advisories").join(key);
+    let dir = feed_cache(cache_dir, feed);
     let (feed_file, meta_file) = (dir.join("feed"), dir.join("meta.json"));
     let mut meta: Meta =
         std::fs::read_to_string(&meta_file).ok().and_then(|m| serde_json::from_str(&m).ok()).unwrap_or_default();
@@ -142,8 +146,7 @@ pub fn load(cache_dir: &Path, feed: &AdvisoryFeed, now: Timestamp) -> Loaded {
 
 /// The last good copy only, no network (reports and metrics read state, not the world).
 pub fn load_cached(cache_dir: &Path, feed: &AdvisoryFeed) -> Option<Loaded> {
-    let key = config::hex(&Sha256::digest(feed.location().as_bytes()))[..16].to_string();
-    let dir = cache_dir.join("advisories").join(key);
+    let dir = feed_cache(cache_dir, feed);
     let text = std::fs::read_to_string(dir.join("feed")).ok()?;
     let meta: Meta = std::fs::read_to_string(dir.join("meta.json"))
         .ok()

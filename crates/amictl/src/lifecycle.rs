@@ -155,6 +155,17 @@ fn make_plan(
     Ok(plan)
 }
 
+/// What people read for an action kind (`--json` keeps the serde names).
+fn label(kind: ActionKind) -> &'static str {
+    match kind {
+        ActionKind::Recover => "recover",
+        ActionKind::Build => "build",
+        ActionKind::Distribute => "publish",
+        ActionKind::Rollout => "rollout",
+        ActionKind::Retire => "retire",
+    }
+}
+
 pub(crate) fn reasons_text(a: &Action) -> String {
     a.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
@@ -169,13 +180,7 @@ fn print_plan(plan: &Plan, json: bool) -> Result<()> {
     } else {
         println!("{:<8} {:<36} {:<16} REASON", "ACTION", "IMAGE", "VERSION");
         for a in &plan.actions {
-            let kind = match a.kind {
-                ActionKind::Recover => "recover",
-                ActionKind::Build => "build",
-                ActionKind::Distribute => "publish",
-                ActionKind::Rollout => "rollout",
-                ActionKind::Retire => "retire",
-            };
+            let kind = label(a.kind);
             println!("{kind:<8} {:<36} {:<16} {}", a.image, a.version.as_deref().unwrap_or("(new)"), reasons_text(a));
         }
     }
@@ -337,9 +342,7 @@ fn run(
             Ok(summary) => results.push(json!({"action": a.kind, "image": a.image, "ok": true, "result": summary})),
             Err(e) => {
                 failed += 1;
-                let kind =
-                    serde_json::to_value(a.kind).ok().and_then(|k| k.as_str().map(str::to_string)).unwrap_or_default();
-                ui.line(format!("FAIL {kind} {}: {e:#}", a.image));
+                ui.line(format!("FAIL {} {}: {e:#}", label(a.kind), a.image));
                 results.push(json!({"action": a.kind, "image": a.image, "ok": false, "error": format!("{e:#}")}));
             }
         }

@@ -118,16 +118,24 @@ fn exposure(cfg: &Config, cat: &Catalog, consumers: &[ConsumerView]) -> Result<V
             *running.entry((i.clone(), v.clone())).or_default() += 1;
         }
     }
-    let mut counts: std::collections::BTreeMap<(String, String, String), usize> = Default::default();
+    // Per line: its cached feed read and its versions listed once, however many versions run.
+    let mut by_line: std::collections::BTreeMap<String, Vec<(String, usize)>> = Default::default();
     for ((image, version), hosts) in running {
+        by_line.entry(image).or_default().push((version, hosts));
+    }
+    let mut counts: std::collections::BTreeMap<(String, String, String), usize> = Default::default();
+    for (image, running) in by_line {
         let Some(feed) = cfg.images.get(&image).and_then(|i| i.advisories.as_ref()) else { continue };
         // Inspector findings are live, not cached; the report reads state only.
         let Some(loaded) = crate::advisories_cmd::load_cached(&cfg.cache_dir, feed) else { continue };
-        let Some(v) = cat.versions(Some(&image))?.into_iter().find(|x| x.version == version) else { continue };
-        let mut seen = std::collections::BTreeSet::new();
-        for f in loaded.findings(&crate::advisories_cmd::installed(cat, &v.build_id)?) {
-            if f.severity >= threshold && f.fixed.is_some() && seen.insert(f.advisory.clone()) {
-                *counts.entry((f.advisory, f.severity.to_string(), image.clone())).or_default() += hosts;
+        let versions = cat.versions(Some(&image))?;
+        for (version, hosts) in running {
+            let Some(v) = versions.iter().find(|x| x.version == version) else { continue };
+            let mut seen = std::collections::BTreeSet::new();
+            for f in loaded.findings(&crate::advisories_cmd::installed(cat, &v.build_id)?) {
+                if f.severity >= threshold && f.fixed.is_some() && seen.insert(f.advisory.clone()) {
+                    *counts.entry((f.advisory, f.severity.to_string(), image.clone())).or_default() += hosts;
+                }
             }
         }
     }

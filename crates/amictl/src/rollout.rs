@@ -1,8 +1,6 @@
 //! Carrying out a rollout action: the consumer's method, in every region its groups live,
 //! with intent and outcome in the audit chain.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, anyhow};
 use aws::builder::Polling;
 use aws::rollout::Target;
@@ -45,7 +43,7 @@ pub fn rollout(
     ui.status(format!("{name}: rolling out {}@{version} ({method})", a.image));
     let result = match &consumer.rollout {
         Rollout::Notify { sns_topic } => notify(cloud, rec, a, consumer, sns_topic.as_deref(), &version, now),
-        _ => groups(cfg, cloud, rec, consumer, &build_id, &version),
+        _ => groups(cloud, rec, consumer, &build_id, &version),
     };
     match &result {
         Ok(data) => {
@@ -119,7 +117,6 @@ fn notify(
 /// Launch template (and replacement) for each of the consumer's groups, in each region
 /// the version is published to the consumer's account.
 fn groups(
-    cfg: &Config,
     cloud: &Cloud,
     rec: &mut Recorder<'_>,
     consumer: &config::Consumer,
@@ -132,10 +129,7 @@ fn groups(
     if targets.is_empty() {
         return Err(anyhow!("{} {version} is not published to account {}", consumer.image, consumer.account));
     }
-    let polling = Polling {
-        interval: cloud.timing.poll,
-        timeout: Duration::from_millis(cfg.aws_ssm_timeout_ms).max(cloud.timing.online),
-    };
+    let polling = Polling { interval: cloud.timing.poll, timeout: cloud.timing.online };
     let mut done = Vec::new();
     for asg in &consumer.select.asgs {
         let mut found = false;

@@ -43,6 +43,14 @@ impl Timing {
         Polling { interval: self.poll, timeout: self.command }
     }
 
+    fn running(&self) -> Polling {
+        Polling { interval: self.poll, timeout: self.running }
+    }
+
+    fn online(&self) -> Polling {
+        Polling { interval: self.poll, timeout: self.online }
+    }
+
     pub fn waiter(&self) -> Waiter {
         Waiter { interval: self.poll, sightings: 3, timeout: self.image }
     }
@@ -186,23 +194,9 @@ async fn run(aws: &Aws, spec: &BuildSpec, journal: &mut Journal, step: &dyn Fn(S
     step(Step::Launching("builder"));
     let instance = builder::launch(aws, account, region, &launch_spec(spec, "builder", &spec.parent_ami)).await?;
     journal.builder = Some(instance.clone());
-    builder::wait_running(
-        aws,
-        account,
-        region,
-        &instance,
-        Polling { interval: spec.timing.poll, timeout: spec.timing.running },
-    )
-    .await?;
+    builder::wait_running(aws, account, region, &instance, spec.timing.running()).await?;
     step(Step::WaitingForSsm("builder"));
-    builder::wait_online(
-        &ssm,
-        account,
-        region,
-        &instance,
-        Polling { interval: spec.timing.poll, timeout: spec.timing.online },
-    )
-    .await?;
+    builder::wait_online(&ssm, account, region, &instance, spec.timing.online()).await?;
     for (name, script) in &scripts {
         step(Step::Component(name.clone()));
         let what = format!("component {name} (build, validate)");
@@ -254,23 +248,9 @@ async fn run(aws: &Aws, spec: &BuildSpec, journal: &mut Journal, step: &dyn Fn(S
     step(Step::Launching("tester"));
     let tester = builder::launch(aws, account, region, &launch_spec(spec, "tester", &image_id)).await?;
     journal.tester = Some(tester.clone());
-    builder::wait_running(
-        aws,
-        account,
-        region,
-        &tester,
-        Polling { interval: spec.timing.poll, timeout: spec.timing.running },
-    )
-    .await?;
+    builder::wait_running(aws, account, region, &tester, spec.timing.running()).await?;
     step(Step::WaitingForSsm("tester"));
-    let online = builder::wait_online(
-        &ssm,
-        account,
-        region,
-        &tester,
-        Polling { interval: spec.timing.poll, timeout: spec.timing.online },
-    )
-    .await;
+    let online = builder::wait_online(&ssm, account, region, &tester, spec.timing.online()).await;
     let ok = online.is_ok();
     journal
         .tests
@@ -367,14 +347,7 @@ async fn survives_reboot(
     let script = remote::rebooted_script(&spec.build_id, &spec.services);
     loop {
         tokio::time::sleep(spec.timing.poll).await;
-        builder::wait_online(
-            ssm,
-            account,
-            region,
-            tester,
-            Polling { interval: spec.timing.poll, timeout: spec.timing.online },
-        )
-        .await?;
+        builder::wait_online(ssm, account, region, tester, spec.timing.online()).await?;
         match command(ssm, account, region, tester, "after reboot", &script, spec.timing, journal).await {
             Err(AwsError::Command { exit_code, .. })
                 if exit_code == remote::NOT_YET_REBOOTED && start.elapsed() < spec.timing.online => {}

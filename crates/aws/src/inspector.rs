@@ -36,29 +36,17 @@ pub async fn findings(
         return Ok(Vec::new());
     }
     let client = aws_sdk_inspector2::Client::new(&aws.config(account, region).await?);
-    let mut criteria = FilterCriteria::builder()
-        .finding_status(
-            StringFilter::builder()
-                .comparison(StringComparison::Equals)
-                .value("ACTIVE")
-                .build()
-                .map_err(|e| api("inspector2:ListFindings", account, region)(e.to_string()))?,
-        )
-        .finding_type(
-            StringFilter::builder()
-                .comparison(StringComparison::Equals)
-                .value("PACKAGE_VULNERABILITY")
-                .build()
-                .map_err(|e| api("inspector2:ListFindings", account, region)(e.to_string()))?,
-        );
+    let equals = |value: &str| {
+        StringFilter::builder()
+            .comparison(StringComparison::Equals)
+            .value(value)
+            .build()
+            .map_err(|e| api("inspector2:ListFindings", account, region)(e.to_string()))
+    };
+    let mut criteria =
+        FilterCriteria::builder().finding_status(equals("ACTIVE")?).finding_type(equals("PACKAGE_VULNERABILITY")?);
     for ami in amis {
-        criteria = criteria.ec2_instance_image_id(
-            StringFilter::builder()
-                .comparison(StringComparison::Equals)
-                .value(ami)
-                .build()
-                .map_err(|e| api("inspector2:ListFindings", account, region)(e.to_string()))?,
-        );
+        criteria = criteria.ec2_instance_image_id(equals(ami)?);
     }
     let mut out = Vec::new();
     let mut pages = client.list_findings().filter_criteria(criteria.build()).into_paginator().send();

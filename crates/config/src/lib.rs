@@ -384,6 +384,19 @@ impl Loader<'_> {
         }
     }
 
+    /// A positive duration (`"200ms"`, `"10s"`, `"15m"`) under `key`, in milliseconds.
+    fn positive_millis(&mut self, t: &Table<'_>, key: &str, hint: &str) -> Option<u64> {
+        let v = Self::get(t, key)?;
+        let text = self.string(v, key)?;
+        match parse_millis(&text) {
+            Some(ms) if ms > 0 => Some(ms),
+            _ => {
+                self.err(v.span(), "bad-duration", format!("{key} \"{text}\" is not a positive duration"), hint);
+                None
+            }
+        }
+    }
+
     fn boolean(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<bool> {
         match v.get_ref() {
             DeValue::Boolean(b) => Some(*b),
@@ -468,33 +481,9 @@ impl Loader<'_> {
             && let Some(t) = self.table(v, "aws")
         {
             self.known(t, &["region", "poll_interval", "ssm_timeout"], "[aws]");
-            if let Some(p) = Self::get(t, "ssm_timeout")
-                && let Some(text) = self.string(p, "aws.ssm_timeout")
-            {
-                match parse_millis(&text) {
-                    Some(ms) if ms > 0 => aws_ssm_timeout_ms = ms,
-                    _ => self.err(
-                        p.span(),
-                        "bad-duration",
-                        format!("ssm_timeout \"{text}\" is not a positive duration"),
-                        "e.g. \"15m\"",
-                    ),
-                }
-            }
             aws_region = Self::get(t, "region").and_then(|r| self.string(r, "aws.region"));
-            if let Some(p) = Self::get(t, "poll_interval")
-                && let Some(text) = self.string(p, "aws.poll_interval")
-            {
-                match parse_millis(&text) {
-                    Some(ms) if ms > 0 => aws_poll_ms = ms,
-                    _ => self.err(
-                        p.span(),
-                        "bad-duration",
-                        format!("poll_interval \"{text}\" is not a positive duration"),
-                        "e.g. \"10s\" or \"200ms\"",
-                    ),
-                }
-            }
+            aws_poll_ms = self.positive_millis(t, "poll_interval", "e.g. \"10s\" or \"200ms\"").unwrap_or(aws_poll_ms);
+            aws_ssm_timeout_ms = self.positive_millis(t, "ssm_timeout", "e.g. \"15m\"").unwrap_or(aws_ssm_timeout_ms);
         }
         let mut accounts = BTreeMap::new();
         if let Some(v) = Self::get(root, "accounts")
