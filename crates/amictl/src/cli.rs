@@ -182,6 +182,10 @@ pub struct ApplyArgs {
     /// Prepare parents afresh (a new debootstrap), so a moved parent is noticed.
     #[arg(long)]
     pub refresh_parents: bool,
+    /// How many independent image lines (and consumers) to work on at once. Lines built
+    /// in the local sandbox always go one at a time.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub parallel: usize,
 }
 
 #[derive(Debug, Args)]

@@ -22,13 +22,3 @@ pub fn resolve(when: Option<&str>) -> Result<Timestamp> {
     }
     Err(UsageError(format!("--now {w}: expected a date (2027-03-01), an RFC 3339 time or +91d")).into())
 }
-
-/// The date part of version names: `YYYY.MM.DD` (UTC).
-pub fn version_date(t: Timestamp) -> String {
-    t.strftime("%Y.%m.%d").to_string()
-}
-
-pub fn days_between(earlier: &str, later: Timestamp) -> Option<i64> {
-    let t: Timestamp = earlier.parse().ok()?;
-    Some((later.as_second() - t.as_second()) / 86_400)
-}

@@ -1,21 +1,18 @@
 //! amictl — keeps base machine images fresh, tested, distributed and in use.
 //!
-//! This binary is a thin shell over the workspace crates: it parses the command line,
-//! calls into `toe` (component documents) and `sandbox` (rootfs isolation), and is the
+//! A thin shell: [`cli`] parses the command line, [`commands`] run one verb each (parse →
+//! engine → render), [`render`] turns results into tables, JSON, HTML and Prometheus text,
+//! [`wiring`] picks the concrete providers (aws, local) for the engine, and this file is the
 //! one place where errors become messages and exit codes.
 
-mod advisories_cmd;
 mod cli;
 mod clock;
-mod cloud;
-mod fleet_cmd;
-mod iam_cmd;
-mod images_cmd;
-mod lifecycle;
+mod commands;
 mod progress;
-mod report_cmd;
-mod rollout;
-mod toe_cmd;
+mod render;
+mod signals;
+mod ui;
+mod wiring;
 
 use std::process::ExitCode;
 
@@ -25,11 +22,11 @@ use clap::Parser;
 pub mod exit {
     /// Success; for `plan`-like commands, nothing to do.
     pub const OK: u8 = 0;
-    /// The work ran and failed.
+    /// The work ran and failed (for `apply`: some action failed; see its output).
     pub const FAILED: u8 = 1;
-    /// Bad usage or invalid input; nothing was changed.
+    /// Bad usage or invalid input; nothing was changed. For `plan`: there are changes.
     pub const USAGE: u8 = 2;
-    /// `fleet`: some consumer is overdue or could not be read.
+    /// `fleet`, `report`, `advisories`: not compliant, or findings.
     pub const NONCOMPLIANT: u8 = 3;
     /// A component asked for a reboot (awstoe's SSM hand-off); run the same command again.
     pub const REBOOT: u8 = 194;
@@ -54,50 +51,55 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&cli);
-    kill_steps_on_interrupt();
     let common = &cli.common;
     let result = match cli.command {
-        cli::Command::Validate => lifecycle::validate(common),
-        cli::Command::Plan(a) => lifecycle::plan(common, &a),
-        cli::Command::Apply(a) => lifecycle::apply(common, &a),
-        cli::Command::Build(a) => lifecycle::build(common, &a),
-        cli::Command::Images(a) => images_cmd::images(common, &a),
-        cli::Command::Fleet(a) => fleet_cmd::fleet(common, &a),
-        cli::Command::Report(a) => report_cmd::report(common, &a),
-        cli::Command::Metrics(a) => report_cmd::metrics(common, &a),
-        cli::Command::Advisories(a) => advisories_cmd::advisories(common, &a),
-        cli::Command::Show(a) => images_cmd::show(common, &a),
-        cli::Command::Audit(a) => images_cmd::audit(common, &a),
-        cli::Command::IamPolicy => iam_cmd::iam_policy(common),
-        cli::Command::Toe(t) => toe_cmd::run(t, common.json),
+        cli::Command::Validate => commands::validate::run(common),
+        cli::Command::Plan(a) => commands::plan::run(common, &a),
+        cli::Command::Apply(a) => commands::apply::apply(common, &a),
+        cli::Command::Build(a) => commands::apply::build(common, &a),
+        cli::Command::Images(a) => commands::images::images(common, &a),
+        cli::Command::Show(a) => commands::images::show(common, &a),
+        cli::Command::Fleet(a) => commands::fleet::run(common, &a),
+        cli::Command::Report(a) => commands::report::report(common, &a),
+        cli::Command::Metrics(a) => commands::report::metrics(common, &a),
+        cli::Command::Advisories(a) => commands::advisories::run(common, &a),
+        cli::Command::Audit(a) => commands::audit::run(common, &a),
+        cli::Command::IamPolicy => commands::iam::run(common),
+        cli::Command::Toe(t) => {
+            signals::end_steps_on_interrupt();
+            commands::toe::run(t, common.json)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("amictl: error: {e:#}");
-            let usage = e.chain().any(|c| c.downcast_ref::<UsageError>().is_some());
-            ExitCode::from(if usage { exit::USAGE } else { exit::FAILED })
+            eprintln!("amictl: error: {}", message(&e));
+            ExitCode::from(if is_usage(&e) { exit::USAGE } else { exit::FAILED })
         }
     }
 }
 
-/// Ctrl-C, SIGTERM or SIGHUP ends amictl *and* the step it is running: steps run in their
-/// own process group (so timeouts can kill their children), which a terminal's signal never
-/// reaches. The handler kills that group, then lets the signal end amictl as usual.
-fn kill_steps_on_interrupt() {
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
-        // SAFETY: the handler only does an atomic load, kill(2) and signal-hook's
-        // async-signal-safe default emulation.
-        let registered = unsafe {
-            signal_hook::low_level::register(signal, move || {
-                toe::process::kill_running_group();
-                let _ = signal_hook::low_level::emulate_default_handler(signal);
-            })
-        };
-        if let Err(e) = registered {
-            tracing::warn!("cannot install a handler for signal {signal}: {e}");
+/// The error and its causes, each said once.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
         }
     }
+    out
+}
+
+fn is_usage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<UsageError>().is_some()
+            || c.downcast_ref::<aws::SetupError>().is_some()
+            || matches!(c.downcast_ref::<engine::EngineError>(), Some(engine::EngineError::Usage(_)))
+    })
 }
 
 fn init_tracing(cli: &cli::Cli) {

@@ -338,7 +338,8 @@ fn throttling_is_retried_and_a_region_that_fails_is_published_by_the_next_apply(
     let cat = org.catalog();
     for v in cat.versions(None).unwrap() {
         assert_eq!(v.state, catalog::BuildState::Available, "built and tested; only publishing failed");
-        let regions: Vec<String> = cat.distributions(&v.build_id).unwrap().into_iter().map(|d| d.region).collect();
+        let regions: Vec<String> =
+            cat.distributions(&v.build_id).unwrap().into_iter().map(|d| d.distribution.target.region).collect();
         assert!(regions.iter().all(|r| r == "eu-west-1"), "{regions:?}");
     }
 
@@ -505,8 +506,9 @@ fn published_ami(org: &Org, image: &str, account: &str) -> String {
     cat.distributions(&v.build_id)
         .unwrap()
         .into_iter()
-        .find(|d| d.account == account && d.region == "eu-west-1")
+        .find(|d| d.distribution.target.account == account && d.distribution.target.region == "eu-west-1")
         .unwrap()
+        .distribution
         .image_id
 }
 

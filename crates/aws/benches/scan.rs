@@ -75,9 +75,7 @@ async fn scan_all(port: u16, accounts: usize) -> (usize, f64) {
             consumer: "bench".into(),
             account: id.clone(),
             region: r.to_string(),
-            tags: Vec::new(),
-            asgs: vec!["hosts".into()],
-            launch_templates: Vec::new(),
+            selection: provider::Selection { asgs: vec!["hosts".into()], ..provider::Selection::default() },
         })
     });
     let aws = &aws;

@@ -13,9 +13,10 @@ use aws_sdk_ec2::types::Tag;
 
 use crate::Aws;
 use crate::builder::{self, BUILD_ID_TAG, Cleanup, LaunchSpec, Polling};
-use crate::error::{AwsError, api, sdk_message};
+use crate::error::{AwsError, api};
 use crate::publish::{Waiter, ami_name};
-use crate::remote::{self, RemoteDocument, RpmPackage};
+use crate::remote::{self, RemoteDocument};
+use provider::{Cancel, Package, TestResult};
 
 /// How long to wait for what. Production defaults; tests against an emulator shorten
 /// only `poll`.
@@ -79,6 +80,8 @@ pub struct BuildSpec {
     /// (SecureString name, value) for the documents' secret parameters.
     pub secrets: Vec<(String, String)>,
     pub timing: Timing,
+    /// Set when the operator asks amictl to stop: the build stops where it is and cleans up.
+    pub cancel: Cancel,
 }
 
 /// Progress, for the operator.
@@ -94,6 +97,21 @@ pub enum Step {
     CleaningUp,
 }
 
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Launching(role) => write!(f, "launching the {role} instance"),
+            Step::WaitingForSsm(role) => write!(f, "waiting for the {role}'s SSM agent"),
+            Step::Component(name) => write!(f, "running component {name}"),
+            Step::Manifest => write!(f, "collecting the package manifest"),
+            Step::Imaging => write!(f, "creating the AMI"),
+            Step::Test(name) => write!(f, "testing: {name}"),
+            Step::Rebooting => write!(f, "testing: reboot"),
+            Step::CleaningUp => write!(f, "cleaning up instances"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StepLog {
     pub name: String,
@@ -102,22 +120,17 @@ pub struct StepLog {
     pub stderr: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TestOutcome {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
-
 /// What the build did so far; complete on success, partial on failure.
 #[derive(Debug, Clone, Default)]
 pub struct Journal {
     pub builder: Option<String>,
+    /// The builder was terminated as soon as its AMI existed.
+    pub builder_terminated: bool,
     pub tester: Option<String>,
     pub image_id: Option<String>,
     pub snapshots: Vec<String>,
-    pub packages: Vec<RpmPackage>,
-    pub tests: Vec<TestOutcome>,
+    pub packages: Vec<Package>,
+    pub tests: Vec<TestResult>,
     pub logs: Vec<StepLog>,
     pub cleanup: Option<Cleanup>,
     /// Secret values, masked in every output the build keeps (awstoe may echo them).
@@ -128,14 +141,18 @@ fn masked(text: &str, secrets: &[String]) -> String {
     secrets.iter().filter(|s| !s.is_empty()).fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
 }
 
-/// Builds and tests; returns the tested AMI's id. Cleans up either way.
+/// Builds and tests; returns the tested AMI's id. Cleans up either way — also when the
+/// operator asks to stop, which ends the build within a poll interval.
 pub async fn build(
     aws: &Aws,
     spec: &BuildSpec,
     journal: &mut Journal,
-    step: &dyn Fn(Step),
+    step: &(dyn Fn(Step) + Sync),
 ) -> Result<String, AwsError> {
-    let result = run(aws, spec, journal, step).await;
+    let result = tokio::select! {
+        r = run(aws, spec, journal, step) => r,
+        () = cancelled(&spec.cancel, spec.timing.poll) => Err(AwsError::Cancelled),
+    };
     step(Step::CleaningUp);
     let keep = result.as_ref().ok().map(String::as_str);
     match (builder::cleanup(aws, &spec.account, &spec.region, &spec.build_id, keep).await, result) {
@@ -153,6 +170,14 @@ pub async fn build(
     }
 }
 
+/// Returns once `cancel` is set, looking every `poll` (at least 10 times a second).
+pub(crate) async fn cancelled(cancel: &Cancel, poll: Duration) {
+    let every = poll.min(Duration::from_millis(100));
+    while !cancel.is_cancelled() {
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn launch_spec(spec: &BuildSpec, role: &str, image_id: &str) -> LaunchSpec {
     LaunchSpec {
         build_id: spec.build_id.clone(),
@@ -166,7 +191,12 @@ fn launch_spec(spec: &BuildSpec, role: &str, image_id: &str) -> LaunchSpec {
     }
 }
 
-async fn run(aws: &Aws, spec: &BuildSpec, journal: &mut Journal, step: &dyn Fn(Step)) -> Result<String, AwsError> {
+async fn run(
+    aws: &Aws,
+    spec: &BuildSpec,
+    journal: &mut Journal,
+    step: &(dyn Fn(Step) + Sync),
+) -> Result<String, AwsError> {
     let (account, region) = (spec.account.as_str(), spec.region.as_str());
     journal.redact = spec.secrets.iter().map(|(_, v)| v.clone()).collect();
     let ssm = aws.ssm(account, region).await?;
@@ -241,8 +271,12 @@ async fn run(aws: &Aws, spec: &BuildSpec, journal: &mut Journal, step: &dyn Fn(S
             .tags(Tag::builder().key("Name").value(&name).build())
             .send()
             .await
-            .map_err(|e| api("ec2:CreateTags", account, region)(sdk_message(&e)))?;
+            .map_err(api("ec2:CreateTags", account, region))?;
     }
+
+    // The builder's work is in the AMI: it need not run through the tests.
+    builder::terminate(aws, account, region, &instance).await?;
+    journal.builder_terminated = true;
 
     // Test instance from the new AMI.
     step(Step::Launching("tester"));
@@ -356,10 +390,10 @@ async fn survives_reboot(
     }
 }
 
-fn outcome(name: &str, r: Result<String, AwsError>) -> TestOutcome {
+fn outcome(name: &str, r: Result<String, AwsError>) -> TestResult {
     match r {
-        Ok(detail) => TestOutcome { name: name.into(), passed: true, detail },
-        Err(e) => TestOutcome { name: name.into(), passed: false, detail: e.to_string() },
+        Ok(detail) => TestResult { name: name.into(), passed: true, detail },
+        Err(e) => TestResult { name: name.into(), passed: false, detail: e.to_string() },
     }
 }
 

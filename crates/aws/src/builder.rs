@@ -73,7 +73,7 @@ pub async fn launch(aws: &Aws, account: &str, region: &str, spec: &LaunchSpec) -
     if let Some(profile) = &spec.instance_profile {
         req = req.iam_instance_profile(IamInstanceProfileSpecification::builder().name(profile).build());
     }
-    let out = req.send().await.map_err(|e| api("ec2:RunInstances", account, region)(sdk_message(&e)))?;
+    let out = req.send().await.map_err(api("ec2:RunInstances", account, region))?;
     out.instances().first().and_then(|i| i.instance_id()).map(str::to_string).ok_or_else(|| AwsError::Failed {
         what: "RunInstances".into(),
         region: region.into(),
@@ -87,12 +87,11 @@ pub async fn wait_running(aws: &Aws, account: &str, region: &str, instance: &str
     let start = tokio::time::Instant::now();
     loop {
         aws.limits(account, region).await.describe.take().await;
-        let out = ec2
-            .describe_instances()
-            .instance_ids(instance)
-            .send()
-            .await
-            .map_err(|e| api("ec2:DescribeInstances", account, region)(sdk_message(&e)))?;
+        let out = ec2.describe_instances().instance_ids(instance).send().await.map_err(api(
+            "ec2:DescribeInstances",
+            account,
+            region,
+        ))?;
         let state = out
             .reservations()
             .iter()
@@ -144,7 +143,7 @@ pub async fn wait_online(
             )
             .send()
             .await
-            .map_err(|e| api("ssm:DescribeInstanceInformation", account, region)(sdk_message(&e)))?;
+            .map_err(api("ssm:DescribeInstanceInformation", account, region))?;
         if out
             .instance_information_list()
             .iter()
@@ -195,7 +194,7 @@ pub async fn run_command(
         .timeout_seconds(p.timeout.as_secs().clamp(30, 2_592_000) as i32)
         .send()
         .await
-        .map_err(|e| api("ssm:SendCommand", account, region)(sdk_message(&e)))?;
+        .map_err(api("ssm:SendCommand", account, region))?;
     let command_id = sent.command().and_then(|c| c.command_id()).unwrap_or_default().to_string();
     let start = tokio::time::Instant::now();
     loop {
@@ -204,7 +203,7 @@ pub async fn run_command(
             Ok(inv) => inv,
             // Right after SendCommand the invocation may not exist yet.
             Err(e) if e.as_service_error().is_some_and(|s| s.is_invocation_does_not_exist()) => continue,
-            Err(e) => return Err(api("ssm:GetCommandInvocation", account, region)(sdk_message(&e))),
+            Err(e) => return Err(api("ssm:GetCommandInvocation", account, region)(e)),
         };
         let stdout = inv.standard_output_content().unwrap_or_default().to_string();
         let stderr = inv.standard_error_content().unwrap_or_default().to_string();
@@ -237,14 +236,21 @@ pub async fn run_command(
     }
 }
 
+/// Terminates one instance (the builder, once its AMI exists).
+pub async fn terminate(aws: &Aws, account: &str, region: &str, instance: &str) -> Result<(), AwsError> {
+    let ec2 = aws.ec2(account, region).await?;
+    ec2.terminate_instances().instance_ids(instance).send().await.map_err(api(
+        "ec2:TerminateInstances",
+        account,
+        region,
+    ))?;
+    Ok(())
+}
+
 /// Reboots the instance (the test instance's "survives a reboot" check).
 pub async fn reboot(aws: &Aws, account: &str, region: &str, instance: &str) -> Result<(), AwsError> {
     let ec2 = aws.ec2(account, region).await?;
-    ec2.reboot_instances()
-        .instance_ids(instance)
-        .send()
-        .await
-        .map_err(|e| api("ec2:RebootInstances", account, region)(sdk_message(&e)))?;
+    ec2.reboot_instances().instance_ids(instance).send().await.map_err(api("ec2:RebootInstances", account, region))?;
     Ok(())
 }
 
@@ -298,7 +304,7 @@ pub async fn create_image(
         )
         .send()
         .await
-        .map_err(|e| api("ec2:CreateImage", account, region)(sdk_message(&e)))?;
+        .map_err(api("ec2:CreateImage", account, region))?;
     out.image_id().map(str::to_string).ok_or_else(|| AwsError::Failed {
         what: "CreateImage".into(),
         region: region.into(),
@@ -322,7 +328,7 @@ pub async fn find_image(
         .filters(Filter::builder().name("name").values(name).build())
         .send()
         .await
-        .map_err(|e| api("ec2:DescribeImages", account, region)(sdk_message(&e)))?;
+        .map_err(api("ec2:DescribeImages", account, region))?;
     Ok(out.images().iter().find(|i| i.name() == Some(name) && i.state() != Some(&ImageState::Deregistered)).map(|i| {
         let build = i.tags().iter().find(|t| t.key() == Some(BUILD_ID_TAG)).and_then(|t| t.value()).map(str::to_string);
         (i.image_id().unwrap_or_default().to_string(), build)
@@ -366,25 +372,23 @@ pub async fn cleanup(
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| api("ec2:DescribeInstances", account, region)(sdk_message(&e)))?;
+        let page = page.map_err(api("ec2:DescribeInstances", account, region))?;
         report.terminated.extend(
             page.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.instance_id()).map(str::to_string),
         );
     }
     if !report.terminated.is_empty() {
-        ec2.terminate_instances()
-            .set_instance_ids(Some(report.terminated.clone()))
-            .send()
-            .await
-            .map_err(|e| api("ec2:TerminateInstances", account, region)(sdk_message(&e)))?;
+        ec2.terminate_instances().set_instance_ids(Some(report.terminated.clone())).send().await.map_err(api(
+            "ec2:TerminateInstances",
+            account,
+            region,
+        ))?;
     }
-    let images = ec2
-        .describe_images()
-        .owners("self")
-        .filters(tag)
-        .send()
-        .await
-        .map_err(|e| api("ec2:DescribeImages", account, region)(sdk_message(&e)))?;
+    let images = ec2.describe_images().owners("self").filters(tag).send().await.map_err(api(
+        "ec2:DescribeImages",
+        account,
+        region,
+    ))?;
     for image in images.images() {
         let Some(id) = image.image_id() else { continue };
         if Some(id) == keep_image {
@@ -395,18 +399,14 @@ pub async fn cleanup(
             .iter()
             .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
             .collect();
-        ec2.deregister_image()
-            .image_id(id)
-            .send()
-            .await
-            .map_err(|e| api("ec2:DeregisterImage", account, region)(sdk_message(&e)))?;
+        ec2.deregister_image().image_id(id).send().await.map_err(api("ec2:DeregisterImage", account, region))?;
         report.deregistered.push(id.to_string());
         for snapshot in snapshots {
-            ec2.delete_snapshot()
-                .snapshot_id(&snapshot)
-                .send()
-                .await
-                .map_err(|e| api("ec2:DeleteSnapshot", account, region)(sdk_message(&e)))?;
+            ec2.delete_snapshot().snapshot_id(&snapshot).send().await.map_err(api(
+                "ec2:DeleteSnapshot",
+                account,
+                region,
+            ))?;
             report.snapshots_deleted.push(snapshot);
         }
     }
@@ -415,15 +415,15 @@ pub async fn cleanup(
     let mut names = Vec::new();
     let mut pages = ssm.get_parameters_by_path().path(secret_path(build_id)).recursive(true).into_paginator().send();
     while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| api("ssm:GetParametersByPath", account, region)(sdk_message(&e)))?;
+        let page = page.map_err(api("ssm:GetParametersByPath", account, region))?;
         names.extend(page.parameters().iter().filter_map(|p| p.name()).map(str::to_string));
     }
     for chunk in names.chunks(10) {
-        ssm.delete_parameters()
-            .set_names(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api("ssm:DeleteParameters", account, region)(sdk_message(&e)))?;
+        ssm.delete_parameters().set_names(Some(chunk.to_vec())).send().await.map_err(api(
+            "ssm:DeleteParameters",
+            account,
+            region,
+        ))?;
     }
     report.secrets_deleted = names.len();
     Ok(report)

@@ -9,12 +9,11 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::Filter;
 use aws_sdk_ssm::types::InstanceInformationStringFilter;
-use fleet::{Agent, Host};
+use provider::fleet::{ASG_TAG, LAUNCH_TEMPLATE_ID_TAG};
+use provider::{Agent, Host, Selection};
 
 use crate::Aws;
-use crate::error::{AwsError, api, sdk_message};
-
-const ASG_TAG: &str = "aws:autoscaling:groupName";
+use crate::error::{AwsError, api};
 
 /// Where and what to look for.
 #[derive(Debug, Clone)]
@@ -22,14 +21,15 @@ pub struct Selector {
     pub consumer: String,
     pub account: String,
     pub region: String,
-    pub tags: Vec<(String, String)>,
-    pub asgs: Vec<String>,
-    /// Launch template names; their instances carry `aws:ec2launchtemplate:id`.
-    pub launch_templates: Vec<String>,
+    /// Which instances are the consumer's (by tags, groups and launch template names).
+    pub selection: Selection,
 }
 
-/// Every live (not terminated) instance the selector names, with its agent's status.
+/// Every live (not terminated) instance the selector names, with its agent's status. The
+/// queries narrow what EC2 returns; [`Selection::matches`] — the rule inventory audits use
+/// too — decides.
 pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
+    let selection = &sel.selection;
     let ec2 = aws.ec2(&sel.account, &sel.region).await?;
     let live = Filter::builder()
         .name("instance-state-name")
@@ -39,34 +39,40 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
         .values("stopped")
         .build();
     let mut queries = Vec::new();
-    if !sel.tags.is_empty() {
+    if !selection.tags.is_empty() {
         let mut filters = vec![live.clone()];
-        filters.extend(sel.tags.iter().map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build()));
+        filters
+            .extend(selection.tags.iter().map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build()));
         queries.push(filters);
     }
-    if !sel.asgs.is_empty() {
-        let asg = Filter::builder().name(format!("tag:{ASG_TAG}")).set_values(Some(sel.asgs.clone())).build();
+    if !selection.asgs.is_empty() {
+        let asg = Filter::builder().name(format!("tag:{ASG_TAG}")).set_values(Some(selection.asgs.clone())).build();
         queries.push(vec![live.clone(), asg]);
     }
-    if !sel.launch_templates.is_empty() {
-        let found =
-            ec2.describe_launch_templates().set_launch_template_names(Some(sel.launch_templates.clone())).send().await;
+    // Template id → name, for the templates the selection names.
+    let mut templates: BTreeMap<String, String> = BTreeMap::new();
+    if !selection.launch_templates.is_empty() {
+        let found = ec2
+            .describe_launch_templates()
+            .set_launch_template_names(Some(selection.launch_templates.clone()))
+            .send()
+            .await;
         // A template lives in one region; elsewhere EC2 says "not found", which means "none here".
-        let ids: Vec<String> = match found {
-            Ok(out) => {
-                out.launch_templates().iter().filter_map(|t| t.launch_template_id()).map(str::to_string).collect()
-            }
+        match found {
+            Ok(out) => templates.extend(
+                out.launch_templates()
+                    .iter()
+                    .filter_map(|t| Some((t.launch_template_id()?.to_string(), t.launch_template_name()?.to_string()))),
+            ),
             Err(e)
                 if e.as_service_error()
                     .and_then(aws_sdk_ec2::error::ProvideErrorMetadata::code)
-                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.NotFound")) =>
-            {
-                Vec::new()
-            }
-            Err(e) => return Err(api("ec2:DescribeLaunchTemplates", &sel.account, &sel.region)(sdk_message(&e))),
+                    .is_some_and(|c| c.starts_with("InvalidLaunchTemplateName.NotFound")) => {}
+            Err(e) => return Err(api("ec2:DescribeLaunchTemplates", &sel.account, &sel.region)(e)),
         };
-        if !ids.is_empty() {
-            let lt = Filter::builder().name("tag:aws:ec2launchtemplate:id").set_values(Some(ids)).build();
+        if !templates.is_empty() {
+            let ids: Vec<String> = templates.keys().cloned().collect();
+            let lt = Filter::builder().name(format!("tag:{LAUNCH_TEMPLATE_ID_TAG}")).set_values(Some(ids)).build();
             queries.push(vec![live.clone(), lt]);
         }
     }
@@ -75,11 +81,14 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
         let mut pages = ec2.describe_instances().set_filters(Some(filters)).max_results(1000).into_paginator().send();
         while let Some(page) = pages.next().await {
             aws.limits(&sel.account, &sel.region).await.describe.take().await;
-            let page = page.map_err(|e| api("ec2:DescribeInstances", &sel.account, &sel.region)(sdk_message(&e)))?;
+            let page = page.map_err(api("ec2:DescribeInstances", &sel.account, &sel.region))?;
             for i in page.reservations().iter().flat_map(|r| r.instances()) {
                 let Some(id) = i.instance_id() else { continue };
-                let tag =
-                    |k: &str| i.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value()).map(str::to_string);
+                let tag = |k: &str| i.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value());
+                let template = tag(LAUNCH_TEMPLATE_ID_TAG).and_then(|t| templates.get(t)).cloned();
+                if !selection.matches(tag, template.as_deref()) {
+                    continue;
+                }
                 hosts.entry(id.to_string()).or_insert_with(|| Host {
                     consumer: sel.consumer.clone(),
                     account: sel.account.clone(),
@@ -87,8 +96,9 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
                     instance_id: id.to_string(),
                     image_id: i.image_id().unwrap_or_default().to_string(),
                     state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
-                    name: tag("Name"),
-                    asg: tag(ASG_TAG),
+                    name: tag("Name").map(str::to_string),
+                    asg: tag(ASG_TAG).map(str::to_string),
+                    launch_template: template.clone(),
                     agent: None,
                     agent_checked: true,
                     services: None,
@@ -124,7 +134,7 @@ pub async fn agents(
         let mut pages = ssm.describe_instance_information().filters(filter).into_paginator().send();
         while let Some(page) = pages.next().await {
             aws.limits(account, region).await.describe.take().await;
-            let page = page.map_err(|e| api("ssm:DescribeInstanceInformation", account, region)(sdk_message(&e)))?;
+            let page = page.map_err(api("ssm:DescribeInstanceInformation", account, region))?;
             for i in page.instance_information_list() {
                 let Some(id) = i.instance_id() else { continue };
                 out.push((
@@ -165,7 +175,7 @@ pub async fn check_services(
             .timeout_seconds(p.timeout.as_secs().clamp(30, 2_592_000) as i32)
             .send()
             .await
-            .map_err(|e| api("ssm:SendCommand", account, region)(sdk_message(&e)))?;
+            .map_err(api("ssm:SendCommand", account, region))?;
         let id = sent.command().and_then(|c| c.command_id()).unwrap_or_default().to_string();
         let start = tokio::time::Instant::now();
         let mut pending: Vec<String> = chunk.to_vec();
@@ -179,7 +189,7 @@ pub async fn check_services(
                         still.push(instance);
                         continue;
                     }
-                    Err(e) => return Err(api("ssm:GetCommandInvocation", account, region)(sdk_message(&e))),
+                    Err(e) => return Err(api("ssm:GetCommandInvocation", account, region)(e)),
                 };
                 match inv.status() {
                     Some(S::Success) => out.push((instance, Ok(()))),

@@ -152,6 +152,73 @@ pub fn consumer_policy(
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
+/// Every policy a config needs: the platform identity's, the builder instance profile's,
+/// and each consumer role's with its trust policy. `Err` when no account is the platform.
+pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let platform = cfg
+        .platform()
+        .ok_or("no platform account: one account must have no `role` (amictl runs with its credentials)")?;
+    let mut regions: BTreeSet<String> = cfg.aws_region.iter().cloned().collect();
+    let mut prefixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut copies: BTreeSet<String> = BTreeSet::new();
+    let mut inspected: BTreeSet<String> = BTreeSet::new();
+    for image in cfg.images.values() {
+        if let Some(d) = &image.distribute {
+            regions.extend(d.regions.iter().cloned());
+            for account in &d.accounts {
+                let entry = prefixes.entry(account.clone()).or_default();
+                if let Some(p) = &d.ssm_parameter {
+                    entry.insert(p.clone());
+                }
+                if d.copy {
+                    copies.insert(account.clone());
+                }
+                if image.advisories == Some(config::AdvisoryFeed::Inspector) {
+                    inspected.insert(account.clone());
+                }
+            }
+        }
+    }
+    let mut rollouts: BTreeSet<String> = BTreeSet::new();
+    let mut topics: BTreeSet<String> = BTreeSet::new();
+    for c in cfg.consumers.values() {
+        prefixes.entry(c.account.clone()).or_default();
+        match &c.rollout {
+            config::RolloutMethod::Notify { sns_topic } => topics.extend(sns_topic.iter().cloned()),
+            _ => {
+                rollouts.insert(c.account.clone());
+            }
+        }
+    }
+    let regions: Vec<String> = regions.into_iter().collect();
+    let topics: Vec<String> = topics.into_iter().collect();
+    let roles: Vec<String> =
+        prefixes.keys().filter_map(|a| cfg.accounts.get(a)).filter_map(|a| a.role.clone()).collect();
+    let mut consumers = serde_json::Map::new();
+    for (name, p) in &prefixes {
+        let Some(account) = cfg.accounts.get(name) else { continue };
+        let p: Vec<String> = p.iter().cloned().collect();
+        consumers.insert(
+            name.clone(),
+            json!({
+                "account": account.id,
+                "role": account.role,
+                "policy": consumer_policy(&account.id, &regions, &p, copies.contains(name), rollouts.contains(name), inspected.contains(name)),
+                "trust_policy": consumer_trust_policy(&platform.id, account.external_id.as_deref()),
+            }),
+        );
+    }
+    Ok(json!({
+        "platform": {"account": platform.id, "policy": platform_policy(&platform.id, &regions, &roles, &topics)},
+        "builder_instance_profile": {
+            "managed_policies": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"],
+            "policy": builder_instance_policy(&platform.id, &regions),
+        },
+        "consumers": consumers,
+    }))
+}
+
 /// The trust policy a consumer role needs so the platform account can assume it.
 pub fn consumer_trust_policy(platform_account: &str, external_id: Option<&str>) -> Value {
     let mut statement = json!({"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{platform_account}:root")}, "Action": "sts:AssumeRole"});

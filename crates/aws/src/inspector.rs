@@ -6,7 +6,7 @@
 use aws_sdk_inspector2::types::{FilterCriteria, StringComparison, StringFilter};
 
 use crate::Aws;
-use crate::error::{AwsError, api, sdk_message};
+use crate::error::{AwsError, api};
 
 /// One vulnerable package Inspector reports, with the fix when there is one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -52,7 +52,7 @@ pub async fn findings(
     let mut pages = client.list_findings().filter_criteria(criteria.build()).into_paginator().send();
     while let Some(page) = pages.next().await {
         aws.limits(account, region).await.describe.take().await;
-        let page = page.map_err(|e| api("inspector2:ListFindings", account, region)(sdk_message(&e)))?;
+        let page = page.map_err(api("inspector2:ListFindings", account, region))?;
         for f in page.findings() {
             let Some(details) = f.package_vulnerability_details() else { continue };
             let instance = f.resources().first().map(|r| r.id().to_string()).unwrap_or_default();

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use crate::Aws;
-use crate::error::{AwsError, api, sdk_message};
+use crate::error::{AwsError, api};
 
 /// What the publisher needs to know about one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,12 +109,7 @@ pub fn policy_accounts(policy: &str) -> BTreeSet<String> {
 /// Reads a key's facts in the account and region that hold it.
 pub async fn facts(aws: &Aws, account: &str, region: &str, key_id: &str) -> Result<KeyFacts, AwsError> {
     let kms = aws_sdk_kms::Client::new(&aws.config(account, region).await?);
-    let described = kms
-        .describe_key()
-        .key_id(key_id)
-        .send()
-        .await
-        .map_err(|e| api("kms:DescribeKey", account, region)(sdk_message(&e)))?;
+    let described = kms.describe_key().key_id(key_id).send().await.map_err(api("kms:DescribeKey", account, region))?;
     let meta = described.key_metadata().ok_or_else(|| AwsError::NotFound {
         what: format!("KMS key {key_id}"),
         account: account.into(),
@@ -124,20 +119,13 @@ pub async fn facts(aws: &Aws, account: &str, region: &str, key_id: &str) -> Resu
     let aws_managed = meta.key_manager() == Some(&aws_sdk_kms::types::KeyManagerType::Aws);
     let mut accounts = BTreeSet::new();
     if !aws_managed {
-        let policy = kms
-            .get_key_policy()
-            .key_id(key_id)
-            .policy_name("default")
-            .send()
-            .await
-            .map_err(|e| api("kms:GetKeyPolicy", account, region)(sdk_message(&e)))?;
+        let policy = kms.get_key_policy().key_id(key_id).policy_name("default").send().await.map_err(api(
+            "kms:GetKeyPolicy",
+            account,
+            region,
+        ))?;
         accounts = policy_accounts(policy.policy().unwrap_or_default());
-        let grants = kms
-            .list_grants()
-            .key_id(key_id)
-            .send()
-            .await
-            .map_err(|e| api("kms:ListGrants", account, region)(sdk_message(&e)))?;
+        let grants = kms.list_grants().key_id(key_id).send().await.map_err(api("kms:ListGrants", account, region))?;
         for g in grants.grants() {
             if g.operations().iter().any(|o| o.as_str() == "Decrypt")
                 && let Some(p) = g.grantee_principal()
@@ -153,12 +141,8 @@ pub async fn facts(aws: &Aws, account: &str, region: &str, key_id: &str) -> Resu
 pub async fn image_keys(aws: &Aws, account: &str, region: &str, image_id: &str) -> Result<BTreeSet<String>, AwsError> {
     let ec2 = aws.ec2(account, region).await?;
     aws.limits(account, region).await.describe.take().await;
-    let images = ec2
-        .describe_images()
-        .image_ids(image_id)
-        .send()
-        .await
-        .map_err(|e| api("ec2:DescribeImages", account, region)(sdk_message(&e)))?;
+    let images =
+        ec2.describe_images().image_ids(image_id).send().await.map_err(api("ec2:DescribeImages", account, region))?;
     let mut keys = BTreeSet::new();
     for image in images.images() {
         for b in image.block_device_mappings() {
@@ -171,12 +155,11 @@ pub async fn image_keys(aws: &Aws, account: &str, region: &str, image_id: &str) 
                     // The mapping says encrypted without a key: ask the snapshot.
                     None => {
                         if let Some(snapshot) = ebs.snapshot_id() {
-                            let s = ec2
-                                .describe_snapshots()
-                                .snapshot_ids(snapshot)
-                                .send()
-                                .await
-                                .map_err(|e| api("ec2:DescribeSnapshots", account, region)(sdk_message(&e)))?;
+                            let s = ec2.describe_snapshots().snapshot_ids(snapshot).send().await.map_err(api(
+                                "ec2:DescribeSnapshots",
+                                account,
+                                region,
+                            ))?;
                             keys.extend(s.snapshots().iter().filter_map(|s| s.kms_key_id()).map(str::to_string));
                         }
                     }

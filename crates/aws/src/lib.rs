@@ -11,6 +11,10 @@
 //! - [`publish`] copies an AMI to regions, shares it with consumer accounts, tags it and
 //!   moves versioned SSM pointers — every step find-before-create, so a re-run adopts what
 //!   exists instead of making a duplicate (the Bottlerocket `pubsys` way).
+//! - [`build`] and [`builder`]: one build on EC2 instances through Run Command.
+//! - [`fleet`], [`rollout`], [`inspector`], [`kms`], [`iam`]: consumers' hosts, moving
+//!   them, advisories from Inspector, encrypted AMIs, least-privilege policies.
+//! - [`providers`]: the engine's traits on all of the above, over one [`Cloud`].
 
 pub mod build;
 pub mod builder;
@@ -22,9 +26,11 @@ pub mod inspector;
 pub mod kms;
 pub mod limits;
 pub mod parent;
+pub mod providers;
 pub mod publish;
 pub mod remote;
 pub mod rollout;
 
 pub use clients::{AccountAccess, Aws};
 pub use error::AwsError;
+pub use providers::{AmiPublisher, AsgRollout, Cloud, Ec2Builder, Ec2Fleet, Inspector, SetupError};

@@ -4,7 +4,7 @@
 use aws_sdk_ec2::types::Filter;
 
 use crate::Aws;
-use crate::error::{AwsError, sdk_message};
+use crate::error::{AwsError, api};
 
 /// A parent image as lineage records it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -34,12 +34,7 @@ pub async fn from_ssm_parameter(
                 region: region.into(),
             }
         } else {
-            AwsError::Api {
-                op: "ssm:GetParameter",
-                account: account.into(),
-                region: region.into(),
-                message: sdk_message(&e),
-            }
+            api("ssm:GetParameter", account, region)(e)
         }
     })?;
     let image_id = out.parameter().and_then(|p| p.value()).unwrap_or_default().to_string();
@@ -72,12 +67,7 @@ pub async fn from_name_filter(
         .filters(Filter::builder().name("state").values("available").build())
         .send()
         .await
-        .map_err(|e| AwsError::Api {
-            op: "ec2:DescribeImages",
-            account: account.into(),
-            region: region.into(),
-            message: sdk_message(&e),
-        })?;
+        .map_err(api("ec2:DescribeImages", account, region))?;
     let newest = out
         .images()
         .iter()
@@ -98,12 +88,8 @@ pub async fn from_name_filter(
 pub async fn describe(aws: &Aws, account: &str, region: &str, image_id: &str) -> Result<ParentAmi, AwsError> {
     let ec2 = aws.ec2(account, region).await?;
     aws.limits(account, region).await.describe.take().await;
-    let out = ec2.describe_images().image_ids(image_id).send().await.map_err(|e| AwsError::Api {
-        op: "ec2:DescribeImages",
-        account: account.into(),
-        region: region.into(),
-        message: sdk_message(&e),
-    })?;
+    let out =
+        ec2.describe_images().image_ids(image_id).send().await.map_err(api("ec2:DescribeImages", account, region))?;
     let image = out.images().first().ok_or_else(|| AwsError::NotFound {
         what: format!("AMI {image_id}"),
         account: account.into(),

@@ -17,7 +17,7 @@ use aws_sdk_ssm::types::ParameterType;
 use futures::StreamExt;
 
 use crate::Aws;
-use crate::error::{AwsError, api, sdk_message};
+use crate::error::{AwsError, api};
 
 /// What to publish, and where.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ async fn publish_region(
                 .set_kms_key_id(key.map(|k| crate::kms::replica_arn(k, region)))
                 .send()
                 .await
-                .map_err(|e| api("ec2:CopyImage", owner, region)(sdk_message(&e)))?;
+                .map_err(api("ec2:CopyImage", owner, region))?;
             (out.image_id().unwrap_or_default().to_string(), true)
         }
     };
@@ -181,7 +181,7 @@ async fn publish_region(
     for (k, v) in &tags {
         create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
     }
-    create_tags.send().await.map_err(|e| api("ec2:CreateTags", owner, region)(sdk_message(&e)))?;
+    create_tags.send().await.map_err(api("ec2:CreateTags", owner, region))?;
 
     // 3. Share with every consumer account not yet allowed.
     let mut ids = Vec::new();
@@ -196,12 +196,11 @@ async fn publish_region(
         for id in &missing {
             perms = perms.add(LaunchPermission::builder().user_id(id.as_str()).build());
         }
-        ec2.modify_image_attribute()
-            .image_id(&image_id)
-            .launch_permission(perms.build())
-            .send()
-            .await
-            .map_err(|e| api("ec2:ModifyImageAttribute", owner, region)(sdk_message(&e)))?;
+        ec2.modify_image_attribute().image_id(&image_id).launch_permission(perms.build()).send().await.map_err(api(
+            "ec2:ModifyImageAttribute",
+            owner,
+            region,
+        ))?;
         for snapshot in &snapshots {
             aws.limits(owner, region).await.mutate.take().await;
             let mut perms = CreateVolumePermissionModifications::builder();
@@ -214,7 +213,7 @@ async fn publish_region(
                 .create_volume_permission(perms.build())
                 .send()
                 .await
-                .map_err(|e| api("ec2:ModifySnapshotAttribute", owner, region)(sdk_message(&e)))?;
+                .map_err(api("ec2:ModifySnapshotAttribute", owner, region))?;
         }
     }
     // Verify before any pointer moves.
@@ -267,7 +266,7 @@ async fn owned_copy(
                 .description(format!("{} {} (amictl build {}, copy of {shared})", req.image, req.version, req.build_id))
                 .send()
                 .await
-                .map_err(|e| api("ec2:CopyImage", consumer, region)(sdk_message(&e)))?;
+                .map_err(api("ec2:CopyImage", consumer, region))?;
             out.image_id().unwrap_or_default().to_string()
         }
     };
@@ -277,7 +276,7 @@ async fn owned_copy(
     for (k, v) in tags {
         create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
     }
-    create_tags.send().await.map_err(|e| api("ec2:CreateTags", consumer, region)(sdk_message(&e)))?;
+    create_tags.send().await.map_err(api("ec2:CreateTags", consumer, region))?;
     Ok(id)
 }
 
@@ -302,7 +301,7 @@ async fn pointers(
         .overwrite(true)
         .send()
         .await
-        .map_err(|e| api("ssm:PutParameter", consumer, region)(sdk_message(&e)))?;
+        .map_err(api("ssm:PutParameter", consumer, region))?;
     let read = get(&ssm, consumer, region, &latest).await?;
     if read.as_deref() != Some(image_id) {
         return Err(AwsError::Failed {
@@ -328,12 +327,8 @@ pub(crate) async fn wait_available(
     let mut polls = 0u32;
     loop {
         aws.limits(owner, region).await.describe.take().await;
-        let out = ec2
-            .describe_images()
-            .image_ids(image_id)
-            .send()
-            .await
-            .map_err(|e| api("ec2:DescribeImages", owner, region)(sdk_message(&e)))?;
+        let out =
+            ec2.describe_images().image_ids(image_id).send().await.map_err(api("ec2:DescribeImages", owner, region))?;
         let image = out.images().first();
         match image.and_then(|i| i.state()) {
             Some(ImageState::Available) => {
@@ -388,7 +383,7 @@ async fn launch_permissions(
         .attribute(ImageAttributeName::LaunchPermission)
         .send()
         .await
-        .map_err(|e| api("ec2:DescribeImageAttribute", owner, region)(sdk_message(&e)))?;
+        .map_err(api("ec2:DescribeImageAttribute", owner, region))?;
     Ok(out.launch_permissions().iter().filter_map(|p| p.user_id()).map(str::to_string).collect())
 }
 
@@ -396,7 +391,7 @@ async fn get(ssm: &aws_sdk_ssm::Client, account: &str, region: &str, name: &str)
     match ssm.get_parameter().name(name).send().await {
         Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
-        Err(e) => Err(api("ssm:GetParameter", account, region)(sdk_message(&e))),
+        Err(e) => Err(api("ssm:GetParameter", account, region)(e)),
     }
 }
 
@@ -430,7 +425,7 @@ async fn put_once(
         .overwrite(false)
         .send()
         .await
-        .map_err(|e| api("ssm:PutParameter", account, region)(sdk_message(&e)))?;
+        .map_err(api("ssm:PutParameter", account, region))?;
     Ok(())
 }
 
@@ -448,6 +443,6 @@ pub async fn deprecate(
         .deprecate_at(aws_sdk_ec2::primitives::DateTime::from(at))
         .send()
         .await
-        .map_err(|e| api("ec2:EnableImageDeprecation", owner, region)(sdk_message(&e)))?;
+        .map_err(api("ec2:EnableImageDeprecation", owner, region))?;
     Ok(())
 }

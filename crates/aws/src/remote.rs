@@ -11,6 +11,7 @@
 //! Run Command's history (which keeps command text) never holds a secret.
 
 use base64::Engine;
+use provider::Package;
 
 /// Where amictl keeps documents, awstoe and logs on an instance.
 pub const HOST_DIR: &str = "/var/lib/amictl";
@@ -102,19 +103,8 @@ pub fn manifest_script() -> String {
     "set -o pipefail\nrpm -qa --qf '%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}\\n' | sort | gzip -9 | base64 -w0\n".into()
 }
 
-/// One line of the manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RpmPackage {
-    pub name: String,
-    /// `[epoch:]version-release`.
-    pub version: String,
-    pub arch: String,
-    pub source_name: String,
-    pub source_version: String,
-}
-
 /// Decodes [`manifest_script`]'s output. Empty output is an empty manifest.
-pub fn parse_manifest(stdout: &str) -> Result<Vec<RpmPackage>, String> {
+pub fn parse_manifest(stdout: &str) -> Result<Vec<Package>, String> {
     let text = stdout.trim();
     if text.is_empty() {
         return Ok(Vec::new());
@@ -129,7 +119,7 @@ pub fn parse_manifest(stdout: &str) -> Result<Vec<RpmPackage>, String> {
             let mut f = l.split('\t');
             let (name, version, arch, srpm) = (f.next()?, f.next()?, f.next()?, f.next().unwrap_or(""));
             let (source_name, source_version) = split_srpm(srpm).unwrap_or((name, version));
-            Some(RpmPackage {
+            Some(Package {
                 name: name.into(),
                 version: version.into(),
                 arch: arch.into(),

@@ -12,6 +12,8 @@
 use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, RefreshPreferences};
 use aws_sdk_ec2::types::{LaunchTemplateIamInstanceProfileSpecificationRequest, RequestLaunchTemplateData};
 
+use provider::{Replacement, TemplateChange};
+
 use crate::Aws;
 use crate::builder::Polling;
 use crate::error::{AwsError, api, sdk_message};
@@ -25,17 +27,6 @@ pub struct Target {
     pub image_id: String,
 }
 
-/// The launch template change, for the record and for a rollback.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TemplateChange {
-    pub template_id: String,
-    pub from_version: i64,
-    pub to_version: i64,
-    pub from_image: String,
-    /// False when the template already launched the new image (a re-run).
-    pub changed: bool,
-}
-
 async fn autoscaling(aws: &Aws, account: &str, region: &str) -> Result<aws_sdk_autoscaling::Client, AwsError> {
     Ok(aws_sdk_autoscaling::Client::new(&aws.config(account, region).await?))
 }
@@ -44,12 +35,11 @@ async fn group(
     asc: &aws_sdk_autoscaling::Client,
     t: &Target,
 ) -> Result<aws_sdk_autoscaling::types::AutoScalingGroup, AwsError> {
-    let out = asc
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(&t.asg)
-        .send()
-        .await
-        .map_err(|e| api("autoscaling:DescribeAutoScalingGroups", &t.account, &t.region)(sdk_message(&e)))?;
+    let out = asc.describe_auto_scaling_groups().auto_scaling_group_names(&t.asg).send().await.map_err(api(
+        "autoscaling:DescribeAutoScalingGroups",
+        &t.account,
+        &t.region,
+    ))?;
     out.auto_scaling_groups().first().cloned().ok_or_else(|| AwsError::NotFound {
         what: format!("auto scaling group {}", t.asg),
         account: t.account.clone(),
@@ -81,10 +71,7 @@ pub async fn update_launch_template(aws: &Aws, t: &Target) -> Result<TemplateCha
         (None, Some(name)) => describe.launch_template_name(name),
         (None, None) => describe,
     };
-    let current = describe
-        .send()
-        .await
-        .map_err(|e| api("ec2:DescribeLaunchTemplateVersions", account, region)(sdk_message(&e)))?;
+    let current = describe.send().await.map_err(api("ec2:DescribeLaunchTemplateVersions", account, region))?;
     let current = current.launch_template_versions().first().cloned().ok_or_else(|| AwsError::NotFound {
         what: format!("launch template version {pinned} of {}", t.asg),
         account: account.into(),
@@ -123,7 +110,7 @@ pub async fn update_launch_template(aws: &Aws, t: &Target) -> Result<TemplateCha
         .launch_template_data(request.build())
         .send()
         .await
-        .map_err(|e| api("ec2:CreateLaunchTemplateVersion", account, region)(sdk_message(&e)))?;
+        .map_err(api("ec2:CreateLaunchTemplateVersion", account, region))?;
     let to_version = created.launch_template_version().and_then(|v| v.version_number()).unwrap_or_default();
     set_version(aws, t, &template_id, to_version, &pinned).await?;
     Ok(TemplateChange { template_id, from_version, to_version, from_image, changed: true })
@@ -138,7 +125,7 @@ async fn set_version(aws: &Aws, t: &Target, template_id: &str, version: i64, pin
         .default_version(version.to_string())
         .send()
         .await
-        .map_err(|e| api("ec2:ModifyLaunchTemplate", account, region)(sdk_message(&e)))?;
+        .map_err(api("ec2:ModifyLaunchTemplate", account, region))?;
     if pinned != "$Default" && pinned != "$Latest" {
         autoscaling(aws, account, region)
             .await?
@@ -152,7 +139,7 @@ async fn set_version(aws: &Aws, t: &Target, template_id: &str, version: i64, pin
             )
             .send()
             .await
-            .map_err(|e| api("autoscaling:UpdateAutoScalingGroup", account, region)(sdk_message(&e)))?;
+            .map_err(api("autoscaling:UpdateAutoScalingGroup", account, region))?;
     }
     Ok(())
 }
@@ -163,13 +150,6 @@ pub async fn restore(aws: &Aws, t: &Target, change: &TemplateChange) -> Result<(
     let g = group(&asc, t).await?;
     let pinned = g.launch_template().and_then(|l| l.version()).unwrap_or("$Default").to_string();
     set_version(aws, t, &change.template_id, change.from_version, &pinned).await
-}
-
-/// What a replacement did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Replacement {
-    pub replaced: Vec<String>,
-    pub launched: Vec<String>,
 }
 
 /// Replaces the group's instances not on the new AMI, `batch` at a time; each batch's
@@ -194,9 +174,7 @@ pub async fn rolling_replace(aws: &Aws, t: &Target, batch: usize, p: Polling) ->
                 .should_decrement_desired_capacity(false)
                 .send()
                 .await
-                .map_err(|e| {
-                    api("autoscaling:TerminateInstanceInAutoScalingGroup", account, region)(sdk_message(&e))
-                })?;
+                .map_err(|e| api("autoscaling:TerminateInstanceInAutoScalingGroup", account, region)(e))?;
         }
         report.replaced.extend(this_batch.iter().cloned());
         // Wait until the group is back to its desired size without the replaced instances.
@@ -233,12 +211,11 @@ pub async fn rolling_replace(aws: &Aws, t: &Target, batch: usize, p: Polling) ->
 async fn instances_not_on(ec2: &aws_sdk_ec2::Client, t: &Target, ids: &[String]) -> Result<Vec<String>, AwsError> {
     let mut old = Vec::new();
     for chunk in ids.chunks(100) {
-        let out = ec2
-            .describe_instances()
-            .set_instance_ids(Some(chunk.to_vec()))
-            .send()
-            .await
-            .map_err(|e| api("ec2:DescribeInstances", &t.account, &t.region)(sdk_message(&e)))?;
+        let out = ec2.describe_instances().set_instance_ids(Some(chunk.to_vec())).send().await.map_err(api(
+            "ec2:DescribeInstances",
+            &t.account,
+            &t.region,
+        ))?;
         for i in out.reservations().iter().flat_map(|r| r.instances()) {
             if i.image_id() != Some(t.image_id.as_str())
                 && let Some(id) = i.instance_id()
@@ -278,7 +255,7 @@ pub async fn follow_instance_refresh(
         )
         .send()
         .await
-        .map_err(|e| api("autoscaling:StartInstanceRefresh", account, region)(sdk_message(&e)))?;
+        .map_err(api("autoscaling:StartInstanceRefresh", account, region))?;
     let id = started.instance_refresh_id().unwrap_or_default().to_string();
     let start = tokio::time::Instant::now();
     loop {
@@ -289,7 +266,7 @@ pub async fn follow_instance_refresh(
             .instance_refresh_ids(&id)
             .send()
             .await
-            .map_err(|e| api("autoscaling:DescribeInstanceRefreshes", account, region)(sdk_message(&e)))?;
+            .map_err(api("autoscaling:DescribeInstanceRefreshes", account, region))?;
         let refresh = out.instance_refreshes().first();
         let status = refresh.and_then(|r| r.status()).map(|s| s.as_str().to_string()).unwrap_or_default();
         match status.as_str() {
@@ -342,13 +319,10 @@ pub async fn notify(
     })?;
     let sns = aws_sdk_sns::Client::new(&aws.config(account, region).await?);
     let subject: String = subject.chars().filter(|c| !c.is_control()).take(100).collect();
-    let out = sns
-        .publish()
-        .topic_arn(topic_arn)
-        .subject(subject)
-        .message(message)
-        .send()
-        .await
-        .map_err(|e| api("sns:Publish", account, region)(sdk_message(&e)))?;
+    let out = sns.publish().topic_arn(topic_arn).subject(subject).message(message).send().await.map_err(api(
+        "sns:Publish",
+        account,
+        region,
+    ))?;
     Ok(out.message_id().unwrap_or_default().to_string())
 }

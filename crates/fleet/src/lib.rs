@@ -6,11 +6,17 @@
 //! the same line), so a host two versions behind is judged by the first release it
 //! missed. Nothing is guessed: an AMI amictl never made is `unmanaged`, and a consumer
 //! whose account could not be read is reported as unknown, never as compliant.
+//!
+//! Day counts are whole days rounded down, so none overstates the time left or hides
+//! lateness: a host 1 day and 6 seconds past its deadline is 1 day overdue, one 23 hours
+//! past it is 0 days overdue (and overdue all the same), and one with 23 hours left has 0
+//! days left. The exact deadline is always given beside the count.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
+pub use provider::{Agent, Host};
 use serde::{Deserialize, Serialize};
 
 const DAY: i64 = 86_400;
@@ -18,40 +24,6 @@ const DAY: i64 = 86_400;
 /// An agent that is not Online is flagged only once its last ping is this old: a reboot or
 /// a short network blip should not page anyone.
 pub const AGENT_GRACE_SECONDS: i64 = 30 * 60;
-
-/// One instance as a scan saw it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Host {
-    pub consumer: String,
-    pub account: String,
-    pub region: String,
-    pub instance_id: String,
-    pub image_id: String,
-    /// `pending`, `running`, `stopped` …
-    pub state: String,
-    pub name: Option<String>,
-    pub asg: Option<String>,
-    pub agent: Option<Agent>,
-    /// False when the scan could not ask SSM (an offline inventory): no agent verdict.
-    #[serde(default = "yes")]
-    pub agent_checked: bool,
-    /// The agents' own check (their services active), when one was run: `Err` says why not.
-    #[serde(default)]
-    pub services: Option<Result<(), String>>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// What SSM says about the host's agent; `None` on [`Host`] means it is not registered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Agent {
-    /// `Online`, `ConnectionLost`, `Inactive`.
-    pub ping: String,
-    pub version: String,
-    pub last_ping: Option<String>,
-}
 
 /// One released version of an image line and every AMI that is it (regional copies,
 /// consumers' own copies).
@@ -112,14 +84,14 @@ pub struct Assessment {
 
 /// Maps AMI ids to (line, version) and knows each line's releases, newest last.
 #[derive(Debug, Clone, Default)]
-pub struct Catalog {
+pub struct Releases {
     by_ami: BTreeMap<String, (String, String)>,
     lines: BTreeMap<String, Vec<Release>>,
 }
 
-impl Catalog {
-    pub fn new(releases: Vec<Release>) -> Catalog {
-        let mut c = Catalog::default();
+impl Releases {
+    pub fn new(releases: Vec<Release>) -> Releases {
+        let mut c = Releases::default();
         for r in releases {
             for ami in &r.amis {
                 c.by_ami.insert(ami.clone(), (r.image.clone(), r.version.clone()));
@@ -149,7 +121,13 @@ impl Catalog {
 }
 
 /// Judges one host. `sla_seconds` is the rollout SLA.
-pub fn assess(host: Host, catalog: &Catalog, exemptions: &[Exemption], sla_seconds: i64, now: Timestamp) -> Assessment {
+pub fn assess(
+    host: Host,
+    catalog: &Releases,
+    exemptions: &[Exemption],
+    sla_seconds: i64,
+    now: Timestamp,
+) -> Assessment {
     let agent_problem = agent_problem(&host, now);
     let Some((image, version)) = catalog.version_of(&host.image_id).cloned() else {
         return Assessment {
@@ -176,11 +154,11 @@ pub fn assess(host: Host, catalog: &Catalog, exemptions: &[Exemption], sla_secon
                 Some(e) => Standing::Exempt { until: e.until.to_string(), reason: e.reason.clone() },
                 None if now.as_second() > deadline => Standing::Overdue {
                     deadline: deadline_text,
-                    days_over: (now.as_second() - deadline + DAY - 1).div_euclid(DAY),
+                    days_over: (now.as_second() - deadline).div_euclid(DAY),
                 },
                 None => Standing::WithinSla {
                     deadline: deadline_text,
-                    days_left: (deadline - now.as_second() + DAY - 1).div_euclid(DAY),
+                    days_left: (deadline - now.as_second()).div_euclid(DAY),
                 },
             };
             (standing, Some(age))
@@ -223,85 +201,6 @@ fn agent_problem(host: &Host, now: Timestamp) -> Option<String> {
         (None, Some(Err(why))) => Some(format!("agent check failed: {why}")),
         (None, _) => None,
     }
-}
-
-/// The hosts a saved `aws ec2 describe-instances` output holds for one consumer: instances
-/// carrying all `tags`, or in one of `asgs` (by the `aws:autoscaling:groupName` tag).
-/// Terminated instances are skipped. Errors say where the JSON is wrong.
-pub fn inventory_hosts(
-    json: &str,
-    consumer: &str,
-    account: &str,
-    tags: &[(String, String)],
-    asgs: &[String],
-) -> Result<Vec<Host>, String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Output {
-        reservations: Vec<Reservation>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Reservation {
-        instances: Vec<Instance>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Instance {
-        instance_id: String,
-        image_id: String,
-        state: State,
-        #[serde(default)]
-        tags: Vec<TagKv>,
-        placement: Option<Placement>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct State {
-        name: String,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct TagKv {
-        key: String,
-        value: String,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Placement {
-        availability_zone: Option<String>,
-    }
-    let out: Output =
-        serde_json::from_str(json).map_err(|e| format!("line {}, column {}: {e}", e.line(), e.column()))?;
-    let mut hosts = Vec::new();
-    for i in out.reservations.into_iter().flat_map(|r| r.instances) {
-        if matches!(i.state.name.as_str(), "terminated" | "shutting-down") {
-            continue;
-        }
-        let tag = |k: &str| i.tags.iter().find(|t| t.key == k).map(|t| t.value.clone());
-        let asg = tag("aws:autoscaling:groupName");
-        let by_tags = !tags.is_empty() && tags.iter().all(|(k, v)| tag(k).as_deref() == Some(v));
-        let by_asg = asg.as_ref().is_some_and(|a| asgs.contains(a));
-        if !(by_tags || by_asg) {
-            continue;
-        }
-        let zone = i.placement.and_then(|p| p.availability_zone).unwrap_or_default();
-        let region = zone.trim_end_matches(|c: char| c.is_ascii_lowercase()).to_string();
-        hosts.push(Host {
-            consumer: consumer.into(),
-            account: account.into(),
-            region: if region.is_empty() { zone } else { region },
-            name: tag("Name"),
-            asg,
-            instance_id: i.instance_id,
-            image_id: i.image_id,
-            state: i.state.name,
-            agent: None,
-            agent_checked: false,
-            services: None,
-        });
-    }
-    Ok(hosts)
 }
 
 /// A consumer's totals, as reports and the planner use them.
@@ -381,8 +280,8 @@ mod tests {
         Timestamp::from_second(1_790_000_000 + day * DAY).unwrap()
     }
 
-    fn catalog() -> Catalog {
-        Catalog::new(vec![
+    fn catalog() -> Releases {
+        Releases::new(vec![
             Release {
                 image: "ecs".into(),
                 version: "v1".into(),
@@ -404,30 +303,11 @@ mod tests {
             state: "running".into(),
             name: None,
             asg: Some("goobi-container-hosts".into()),
+            launch_template: None,
             agent: Some(Agent { ping: "Online".into(), version: "3.3".into(), last_ping: None }),
             agent_checked: true,
             services: None,
         }
-    }
-
-    #[test]
-    fn an_inventory_yields_the_consumers_live_hosts_without_an_agent_verdict() {
-        let json = r#"{"Reservations":[{"Instances":[
-            {"InstanceId":"i-1","ImageId":"ami-1a","State":{"Name":"running"},"Placement":{"AvailabilityZone":"eu-west-1a"},
-             "Tags":[{"Key":"aws:autoscaling:groupName","Value":"goobi-container-hosts"}]},
-            {"InstanceId":"i-2","ImageId":"ami-1a","State":{"Name":"terminated"},
-             "Tags":[{"Key":"aws:autoscaling:groupName","Value":"goobi-container-hosts"}]},
-            {"InstanceId":"i-3","ImageId":"ami-1a","State":{"Name":"running"},"Tags":[{"Key":"Name","Value":"goobi-bastion"}]},
-            {"InstanceId":"i-4","ImageId":"ami-1a","State":{"Name":"running"}}]}]}"#;
-        let hosts = inventory_hosts(json, "goobi", "workflow", &[], &["goobi-container-hosts".into()]).unwrap();
-        assert_eq!(hosts.iter().map(|h| h.instance_id.as_str()).collect::<Vec<_>>(), ["i-1"]);
-        assert_eq!(hosts[0].region, "eu-west-1");
-        assert_eq!(assess(hosts[0].clone(), &catalog(), &[], SLA, t(46)).agent_problem, None);
-        let tagged =
-            inventory_hosts(json, "goobi", "workflow", &[("Name".into(), "goobi-bastion".into())], &[]).unwrap();
-        assert_eq!(tagged[0].instance_id, "i-3");
-        let err = inventory_hosts("{\n  \"Reservations\": 7 }", "g", "w", &[], &[]).unwrap_err();
-        assert!(err.starts_with("line 2, column"), "{err}");
     }
 
     const SLA: i64 = 14 * DAY;
@@ -446,6 +326,21 @@ mod tests {
         let a = assess(host("i-2", "ami-2a"), &c, &[], SLA, t(46));
         assert!(matches!(a.standing, Standing::WithinSla { days_left: 8, .. }));
         assert_eq!(assess(host("i-3", "ami-3a"), &c, &[], SLA, t(46)).standing, Standing::Current);
+    }
+
+    #[test]
+    fn day_counts_round_down_and_never_overstate_time_left_or_lateness() {
+        let c = catalog();
+        // v1 hosts missed v2 (day 30): the deadline is day 44.
+        let late = t(45) + jiff::SignedDuration::from_secs(6);
+        let a = assess(host("i-1", "ami-1a"), &c, &[], SLA, late);
+        assert!(matches!(a.standing, Standing::Overdue { days_over: 1, .. }), "1 day and 6 s late: {:?}", a.standing);
+        let a = assess(host("i-1", "ami-1a"), &c, &[], SLA, t(44) + jiff::SignedDuration::from_hours(23));
+        assert!(matches!(a.standing, Standing::Overdue { days_over: 0, .. }), "late the same day: {:?}", a.standing);
+        let a = assess(host("i-1", "ami-1a"), &c, &[], SLA, t(44) - jiff::SignedDuration::from_hours(23));
+        assert!(matches!(a.standing, Standing::WithinSla { days_left: 0, .. }), "23 h left: {:?}", a.standing);
+        let a = assess(host("i-1", "ami-1a"), &c, &[], SLA, t(42) - jiff::SignedDuration::from_secs(6));
+        assert!(matches!(a.standing, Standing::WithinSla { days_left: 2, .. }), "{:?}", a.standing);
     }
 
     #[test]

@@ -5,17 +5,10 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
+use provider::{Artifact, ArtifactKind};
 use sha2::{Digest, Sha256};
 
 use crate::FactoryError;
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Artifact {
-    pub kind: String,
-    pub path: String,
-    pub sha256: String,
-    pub size: u64,
-}
 
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = fs::File::open(path)?;
@@ -43,11 +36,11 @@ fn run(stage_what: &str, cmd: &mut Command) -> Result<(), FactoryError> {
     }
 }
 
-fn describe(kind: &str, path: &Path) -> Result<Artifact, FactoryError> {
+fn describe(kind: ArtifactKind, path: &Path) -> Result<Artifact, FactoryError> {
     let size =
         fs::metadata(path).map_err(|e| FactoryError::Stage { stage: "artifacts", message: e.to_string() })?.len();
     let sha256 = sha256_file(path).map_err(|e| FactoryError::Stage { stage: "artifacts", message: e.to_string() })?;
-    Ok(Artifact { kind: kind.into(), path: path.display().to_string(), sha256, size })
+    Ok(Artifact { kind, path: path.display().to_string(), sha256, size })
 }
 
 /// The apparent size of a tree in bytes.
@@ -83,10 +76,13 @@ pub fn produce(rootfs: &Path, dir: &Path, disk_size_mb: Option<u64>) -> Result<V
     let qcow2 = dir.join("disk.qcow2");
     run("qemu-img", Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&raw).arg(&qcow2))?;
     let manifest = dir.join("manifest.tsv");
-    let mut out =
-        vec![describe("rootfs.tar.zst", &tarball)?, describe("disk.raw", &raw)?, describe("disk.qcow2", &qcow2)?];
+    let mut out = vec![
+        describe(ArtifactKind::RootfsTarZst, &tarball)?,
+        describe(ArtifactKind::DiskRaw, &raw)?,
+        describe(ArtifactKind::DiskQcow2, &qcow2)?,
+    ];
     if manifest.exists() {
-        out.push(describe("manifest", &manifest)?);
+        out.push(describe(ArtifactKind::Manifest, &manifest)?);
     }
     Ok(out)
 }

@@ -17,19 +17,26 @@
 //!
 //! Every mount lives in a private mount namespace of a child process that dies with
 //! amictl, so a failed or killed build leaves no mounts and no processes behind.
+//!
+//! [`LocalBuilder`] is the [`provider::Builder`] over all this; [`InventoryFleet`] is a
+//! [`provider::FleetSource`] over saved `aws ec2 describe-instances` output (offline audits).
 
 mod artifacts;
+mod builder;
+pub mod inventory;
 mod parent;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use catalog::Package;
 use config::{Component, ParamValue, TestDocument};
+use provider::{Package, TestResult};
 use sandbox::{Overlay, Sandbox};
 use toe::{Document, RunOptions, RunOutcome};
 
-pub use artifacts::{Artifact, sha256_file};
+pub use artifacts::sha256_file;
+pub use builder::LocalBuilder;
+pub use inventory::InventoryFleet;
 pub use parent::{Parent, observe_parent, prepare_parent};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,18 +64,11 @@ pub struct BuildRequest<'a> {
     pub disk_size_mb: Option<u64>,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TestOutcome {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
-}
-
 #[derive(Debug)]
 pub struct BuildOutput {
     pub packages: Vec<Package>,
-    pub artifacts: Vec<Artifact>,
-    pub tests: Vec<TestOutcome>,
+    pub artifacts: Vec<provider::Artifact>,
+    pub tests: Vec<TestResult>,
 }
 
 /// Build stages, for progress and the audit trail.
@@ -190,7 +190,7 @@ impl Factory {
         fs::create_dir_all(&out).map_err(stage_err("test"))?;
         let test_result =
             self.run_documents(&test_overlay, &runs, &logs.join("test"), &dir.join("state-test"), Some(&out), "test");
-        let tests: Vec<TestOutcome> = runs.iter().map(|r| r.outcome(&logs.join("test"))).collect();
+        let tests: Vec<TestResult> = runs.iter().map(|r| r.outcome(&logs.join("test"))).collect();
         if let Err(e) = test_result {
             if tests.iter().all(|t| t.passed) {
                 return Err(e);
@@ -353,7 +353,7 @@ impl ComponentRun {
     }
 
     /// Reads this run's result from its detailedoutput.json.
-    fn outcome(&self, logs: &Path) -> TestOutcome {
+    fn outcome(&self, logs: &Path) -> TestResult {
         let name = match &self.phases {
             Some(p) if p == &["test".to_string()] => format!("{} (test phase)", self.label),
             _ => self.label.clone(),
@@ -369,14 +369,12 @@ impl ComponentRun {
             .and_then(|t| serde_json::from_str(&t).ok());
         match detail {
             Some(d) if d["status"] == "success" || d["status"] == "successWithIgnoredFailure" => {
-                TestOutcome { name, passed: true, detail: String::new() }
+                TestResult { name, passed: true, detail: String::new() }
             }
-            Some(d) => TestOutcome {
-                name,
-                passed: false,
-                detail: d["failureMessage"].as_str().unwrap_or("failed").to_string(),
-            },
-            None => TestOutcome { name, passed: false, detail: "did not run to completion".into() },
+            Some(d) => {
+                TestResult { name, passed: false, detail: d["failureMessage"].as_str().unwrap_or("failed").to_string() }
+            }
+            None => TestResult { name, passed: false, detail: "did not run to completion".into() },
         }
     }
 }

@@ -12,7 +12,14 @@
 //! - injects faults per operation and region (throttling, 5xx, delays), so retries and
 //!   partial failures are tested against the real SDK stack;
 //! - counts every call by `service:Operation`, which is how the notes measure the number of
-//!   AWS calls one build and distribution makes (`GET /motogap/calls`).
+//!   AWS calls one build and distribution makes (`GET /motogap/calls`);
+//! - emulates AMI deprecation, which moto answers with HTTP 500: `EnableImageDeprecation`
+//!   and `DisableImageDeprecation` (EC2 API reference, 2016-11-15) record or clear a time
+//!   per AMI id, and every `DescribeImages` response gains the `deprecationTime` of the
+//!   images that have one, as EC2 returns it. Modelled: the time as given (EC2 rounds to
+//!   the minute; this keeps the seconds) and `return` = true. Not modelled: whether the
+//!   AMI exists or the caller owns it, EC2's refusal of past times, and hiding deprecated
+//!   images from public listings. Refusals are tested with injected faults.
 //!
 //! It is deliberately dumb: one request per connection (`Connection: close`), bodies by
 //! `Content-Length`. Everything else goes to moto untouched.
@@ -114,6 +121,8 @@ struct Inner {
     faults: Mutex<Vec<Fault>>,
     keys: Mutex<BTreeMap<String, String>>,
     offline: AtomicBool,
+    /// AMI id → deprecation time (ISO 8601, as the request gave it).
+    deprecations: Mutex<BTreeMap<String, String>>,
 }
 
 /// A running proxy; it serves until the process exits.
@@ -296,10 +305,102 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         let body = instance_information(&req.body, !inner.offline.load(Ordering::SeqCst));
         return out.write_all(&response(200, "application/x-amz-json-1.1", &body));
     }
+    if let Some(answer) = deprecation(inner, &op, &req.body) {
+        return out.write_all(&answer);
+    }
     let account = lock(&inner.keys).get(&key).cloned();
     let upstream = inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
-    let answer = forward(upstream, &req, account.as_deref())?;
+    let mut answer = forward(upstream, &req, account.as_deref())?;
+    if op == "ec2:DescribeImages" {
+        answer = with_deprecation_times(&lock(&inner.deprecations), answer);
+    }
     out.write_all(&answer)
+}
+
+/// A query-protocol form value, percent-decoded.
+fn form_value(body: &[u8], key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let raw = text.split('&').find_map(|kv| kv.strip_prefix(&format!("{key}=")))?;
+    let bytes = raw.replace('+', " ").into_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => match u8::from_str_radix(&String::from_utf8_lossy(hex), 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                }
+                Err(_) => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Answers EnableImageDeprecation / DisableImageDeprecation, which moto lacks.
+fn deprecation(inner: &Inner, op: &str, body: &[u8]) -> Option<Vec<u8>> {
+    let (action, enable) = match op {
+        "ec2:EnableImageDeprecation" => ("EnableImageDeprecation", true),
+        "ec2:DisableImageDeprecation" => ("DisableImageDeprecation", false),
+        _ => return None,
+    };
+    let Some(image) = form_value(body, "ImageId") else {
+        let body = ec2_error("MissingParameter", "The request must contain the parameter ImageId");
+        return Some(response(400, "text/xml", body.as_bytes()));
+    };
+    let mut map = lock(&inner.deprecations);
+    if enable {
+        let Some(at) = form_value(body, "DeprecateAt") else {
+            let body = ec2_error("MissingParameter", "The request must contain the parameter DeprecateAt");
+            return Some(response(400, "text/xml", body.as_bytes()));
+        };
+        map.insert(image, at);
+    } else {
+        map.remove(&image);
+    }
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><{action}Response xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>motogap</requestId><return>true</return></{action}Response>"
+    );
+    Some(response(200, "text/xml", xml.as_bytes()))
+}
+
+/// Adds `<deprecationTime>` after the `<imageId>` of every deprecated image in a
+/// DescribeImages response (and fixes its length). A chunked response is left alone.
+fn with_deprecation_times(times: &BTreeMap<String, String>, answer: Vec<u8>) -> Vec<u8> {
+    if times.is_empty() {
+        return answer;
+    }
+    let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else { return answer };
+    let head = String::from_utf8_lossy(&answer[..split]).to_string();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return answer;
+    }
+    let mut body = String::from_utf8_lossy(&answer[split + 4..]).to_string();
+    for (image, at) in times {
+        let tag = format!("<imageId>{image}</imageId>");
+        body = body.replace(&tag, &format!("{tag}<deprecationTime>{at}</deprecationTime>"));
+    }
+    let mut out = String::new();
+    for line in head.split("\r\n") {
+        if line.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("content-length")) {
+            out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        } else {
+            out.push_str(line);
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
 }
 
 fn forward(upstream: SocketAddr, req: &Request, account: Option<&str>) -> io::Result<Vec<u8>> {
@@ -409,6 +510,26 @@ mod tests {
         assert_eq!(ids, ["i-1", "i-2"]);
         let v: serde_json::Value = serde_json::from_slice(&instance_information(body, false)).unwrap();
         assert!(v["InstanceInformationList"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn deprecation_is_recorded_and_shown_in_describe_images() {
+        let inner = Inner::default();
+        let body =
+            b"Action=EnableImageDeprecation&Version=2016-11-15&ImageId=ami-1&DeprecateAt=2026-12-15T09%3A00%3A00Z";
+        let answer = deprecation(&inner, "ec2:EnableImageDeprecation", body).unwrap();
+        assert!(String::from_utf8_lossy(&answer).contains("<return>true</return>"));
+        assert_eq!(lock(&inner.deprecations).get("ami-1").map(String::as_str), Some("2026-12-15T09:00:00Z"));
+        let xml = "<DescribeImagesResponse><imagesSet><item><imageId>ami-1</imageId></item><item><imageId>ami-2</imageId></item></imagesSet></DescribeImagesResponse>";
+        let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{xml}", xml.len()).into_bytes();
+        let out = String::from_utf8(with_deprecation_times(&lock(&inner.deprecations), raw)).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(body.contains("<imageId>ami-1</imageId><deprecationTime>2026-12-15T09:00:00Z</deprecationTime>"));
+        assert!(!body.contains("<imageId>ami-2</imageId><deprecationTime>"));
+        assert!(head.contains(&format!("Content-Length: {}", body.len())));
+        let off = b"Action=DisableImageDeprecation&ImageId=ami-1";
+        deprecation(&inner, "ec2:DisableImageDeprecation", off).unwrap();
+        assert!(lock(&inner.deprecations).is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::symlink;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
@@ -23,6 +24,39 @@ use nix::unistd::{ForkResult, Pid, chdir, chroot, fork, sethostname};
 
 /// The exit code of a sandbox whose setup failed (the reason goes to stderr).
 pub const SETUP_FAILED: i32 = 125;
+
+/// The sandbox children running now (0 = free slot), so a signal handler can end them.
+static RUNNING: [AtomicI32; 8] = [const { AtomicI32::new(0) }; 8];
+
+/// Kills every running sandbox (and so everything in it: its init dies, and the kernel
+/// ends its PID namespace). Async-signal-safe: atomic loads and `kill(2)`.
+pub fn kill_running() {
+    for slot in &RUNNING {
+        let pid = slot.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// Marks `child` as running until dropped.
+struct Running(Option<&'static AtomicI32>);
+
+impl Running {
+    fn new(child: Pid) -> Running {
+        let slot =
+            RUNNING.iter().find(|s| s.compare_exchange(0, child.as_raw(), Ordering::SeqCst, Ordering::SeqCst).is_ok());
+        Running(slot)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            slot.store(0, Ordering::SeqCst);
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -252,10 +286,13 @@ fn in_child(setup: impl FnOnce() -> Result<(), String>, body: impl FnOnce() -> i
     // SAFETY: the caller guarantees the process is single-threaded (crate docs); the child
     // only performs syscalls and then runs `body`, as a freshly started process would.
     match unsafe { fork() }.map_err(SandboxError::Fork)? {
-        ForkResult::Parent { child } => match wait_for(child) {
-            SETUP_FAILED => Err(SandboxError::Setup),
-            code => Ok(code),
-        },
+        ForkResult::Parent { child } => {
+            let _running = Running::new(child);
+            match wait_for(child) {
+                SETUP_FAILED => Err(SandboxError::Setup),
+                code => Ok(code),
+            }
+        }
         ForkResult::Child => {
             // If amictl dies (even by SIGKILL), the child and everything under it dies too.
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use vuln::{Installed, findings, parse_updateinfo};
+use vuln::{Package, findings, parse_updateinfo};
 
 fn feed(advisories: usize, per: usize) -> String {
     let mut s = String::from("<?xml version=\"1.0\" ?>\n<updates>");
@@ -28,9 +28,9 @@ fn feed(advisories: usize, per: usize) -> String {
     s
 }
 
-fn manifest(n: usize) -> Vec<Installed> {
+fn manifest(n: usize) -> Vec<Package> {
     (0..n)
-        .map(|i| Installed {
+        .map(|i| Package {
             name: format!("pkg{i}-sub{}", i % 15),
             version: format!("1:1.{}.0-1.amzn2", i % 15),
             arch: "x86_64".into(),

@@ -26,53 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 use quick_xml::events::Event;
 use serde::Serialize;
 
+pub use provider::{Finding, Package, Severity};
+
 use crate::version::{Evr, dpkg_cmp, rpm_evr_cmp};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// A severity the feed gave that is none of the four (reported, never above threshold).
-    Unknown,
-    Low,
-    Medium,
-    Important,
-    Critical,
-}
-
-impl Severity {
-    /// ALAS words, any case; Debian urgencies (`low**`, `high`, `unimportant` …) map onto
-    /// the same scale.
-    pub fn parse(s: &str) -> Severity {
-        match s.trim().trim_end_matches('*').to_ascii_lowercase().as_str() {
-            "low" | "unimportant" | "negligible" => Severity::Low,
-            "medium" | "moderate" => Severity::Medium,
-            "important" | "high" => Severity::Important,
-            "critical" => Severity::Critical,
-            _ => Severity::Unknown,
-        }
-    }
-
-    /// A threshold from config (`low`, `medium`, `important`, `critical`).
-    pub fn threshold(s: &str) -> Option<Severity> {
-        match Severity::parse(s) {
-            Severity::Unknown => None,
-            s => Some(s),
-        }
-    }
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
-            Severity::Unknown => "unknown",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::Important => "important",
-            Severity::Critical => "critical",
-        };
-        f.write_str(s)
-    }
-}
 
 /// A feed that could not be read, and where.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -348,17 +304,6 @@ pub fn parse_debian_tracker(json: &str, release: &str) -> Result<(Vec<DebianReco
     Ok((out, skipped))
 }
 
-/// An installed package.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Installed {
-    pub name: String,
-    /// rpm `[epoch:]version-release` or a dpkg version.
-    pub version: String,
-    pub arch: String,
-    pub source_name: String,
-    pub source_version: String,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ManifestKind {
@@ -370,7 +315,7 @@ pub enum ManifestKind {
 /// rpm `NAME\tEPOCHNUM\tVERSION\tRELEASE\tARCH` or dpkg
 /// `Package\tVersion\tArchitecture\tsource:Package\tsource:Version`. The kind is detected
 /// from the first line (five fields whose second is a number: rpm).
-pub fn parse_manifest(text: &str) -> Result<(ManifestKind, Vec<Installed>), FeedError> {
+pub fn parse_manifest(text: &str) -> Result<(ManifestKind, Vec<Package>), FeedError> {
     let lines: Vec<(usize, &str)> =
         text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| (i + 1, l)).collect();
     let Some((_, first)) = lines.first() else { return Ok((ManifestKind::Rpm, Vec::new())) };
@@ -391,7 +336,7 @@ pub fn parse_manifest(text: &str) -> Result<(ManifestKind, Vec<Installed>), Feed
                 };
                 let epoch: u64 = epoch.parse().map_err(|_| bad("EPOCHNUM is not a number"))?;
                 let evr = Evr::new(epoch, version, release).to_string();
-                out.push(Installed {
+                out.push(Package {
                     name: name.into(),
                     version: evr.clone(),
                     arch: arch.into(),
@@ -405,7 +350,7 @@ pub fn parse_manifest(text: &str) -> Result<(ManifestKind, Vec<Installed>), Feed
                 }
                 let source = f.get(3).filter(|s| !s.is_empty()).unwrap_or(&f[0]);
                 let source_version = f.get(4).filter(|s| !s.is_empty()).unwrap_or(&f[1]);
-                out.push(Installed {
+                out.push(Package {
                     name: f[0].into(),
                     version: f[1].into(),
                     arch: f[2].into(),
@@ -418,29 +363,15 @@ pub fn parse_manifest(text: &str) -> Result<(ManifestKind, Vec<Installed>), Feed
     Ok((kind, out))
 }
 
-/// A fix the image is missing (or, for Debian `open` issues, a known unfixed one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    pub advisory: String,
-    pub severity: Severity,
-    pub cves: Vec<String>,
-    pub package: String,
-    pub installed: String,
-    /// `None` when no fix exists yet.
-    pub fixed: Option<String>,
-    /// When the advisory was issued (or last updated), as the feed wrote it.
-    pub issued: String,
-}
-
 /// The first two numbers of a version: its "line" (`5.15` of `5.15.43`).
 fn line_of(version: &str) -> Vec<&str> {
     version.split(['.', '-', '_']).filter(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty()).take(2).collect()
 }
 
 /// Amazon Linux: every advisory fix newer than what is installed (rules in the crate docs).
-pub fn findings(advisories: &[Advisory], installed: &[Installed]) -> Vec<Finding> {
-    // Installed versions are parsed once, not once per advisory that names them.
-    let mut by_name: HashMap<&str, Vec<(&Installed, Evr)>> = HashMap::with_capacity(installed.len());
+pub fn findings(advisories: &[Advisory], installed: &[Package]) -> Vec<Finding> {
+    // Package versions are parsed once, not once per advisory that names them.
+    let mut by_name: HashMap<&str, Vec<(&Package, Evr)>> = HashMap::with_capacity(installed.len());
     for p in installed {
         if let Some(evr) = Evr::parse(&p.version) {
             by_name.entry(p.name.as_str()).or_default().push((p, evr));
@@ -454,7 +385,7 @@ pub fn findings(advisories: &[Advisory], installed: &[Installed]) -> Vec<Finding
     out
 }
 
-fn installed_hits(a: &Advisory, by_name: &HashMap<&str, Vec<(&Installed, Evr)>>, out: &mut Vec<Finding>) {
+fn installed_hits(a: &Advisory, by_name: &HashMap<&str, Vec<(&Package, Evr)>>, out: &mut Vec<Finding>) {
     let first = out.len();
     let separate = a.on_a_line();
     for fix in &a.packages {
@@ -489,8 +420,8 @@ fn installed_hits(a: &Advisory, by_name: &HashMap<&str, Vec<(&Installed, Evr)>>,
 }
 
 /// Debian: tracker verdicts for the installed source packages.
-pub fn debian_findings(records: &[DebianRecord], installed: &[Installed]) -> Vec<Finding> {
-    let mut sources: BTreeMap<&str, &Installed> = BTreeMap::new();
+pub fn debian_findings(records: &[DebianRecord], installed: &[Package]) -> Vec<Finding> {
+    let mut sources: BTreeMap<&str, &Package> = BTreeMap::new();
     for p in installed {
         sources.entry(p.source_name.as_str()).or_insert(p);
     }

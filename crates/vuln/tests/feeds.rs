@@ -4,7 +4,7 @@
 use std::io::Read;
 
 use vuln::{
-    Advisory, Installed, Severity, debian_findings, findings, parse_debian_tracker, parse_repomd, parse_updateinfo,
+    Advisory, Package, Severity, debian_findings, findings, parse_debian_tracker, parse_repomd, parse_updateinfo,
 };
 
 fn gz(name: &str) -> String {
@@ -93,7 +93,7 @@ fn the_debian_tracker_excerpt_yields_fixed_unaffected_and_unfixed_records() {
     let fixed = records.iter().find(|r| r.cve == "CVE-2008-7220").unwrap();
     assert_eq!((fixed.fixed_version.as_deref(), fixed.severity), (Some("1.6.0.2-1"), Severity::Important));
     // An image with prototypejs 1.6.0-1 has the 2008 fix missing and is not affected by 2007.
-    let installed = vec![Installed {
+    let installed = vec![Package {
         name: "libjs-prototype".into(),
         version: "1.6.0-1".into(),
         arch: "all".into(),
@@ -106,7 +106,7 @@ fn the_debian_tracker_excerpt_yields_fixed_unaffected_and_unfixed_records() {
 }
 
 /// The real Amazon Linux 2 container manifest, as the builders record it.
-fn al2_manifest() -> Vec<Installed> {
+fn al2_manifest() -> Vec<Package> {
     let pkgs: Vec<serde_json::Value> =
         serde_json::from_str(&fixture("manifests/trivy_amazonlinux2_packages.json")).unwrap();
     pkgs.iter()
@@ -118,7 +118,7 @@ fn al2_manifest() -> Vec<Installed> {
                 p["Release"].as_str().unwrap_or_default(),
             );
             let name = p["Name"].as_str().unwrap();
-            Installed {
+            Package {
                 name: name.into(),
                 version: evr.to_string(),
                 arch: p["Arch"].as_str().unwrap_or("noarch").into(),
@@ -167,7 +167,7 @@ const TEST_FEED: &str = r#"<?xml version="1.0" ?><updates>
 #[test]
 fn matching_the_real_manifest_follows_version_arch_and_line_rules() {
     let mut m = al2_manifest();
-    m.push(Installed {
+    m.push(Package {
         name: "kernel".into(),
         version: "4.14.238-182.422.amzn2".into(),
         arch: "x86_64".into(),
@@ -253,7 +253,7 @@ fn the_real_debian_buster_manifest_parses_with_sources_and_epochs() {
         }
         s
     };
-    let installed: Vec<Installed> = pkgs
+    let installed: Vec<Package> = pkgs
         .iter()
         .map(|p| {
             let own = version(p["Epoch"].as_u64(), p["Version"].as_str().unwrap(), p["Release"].as_str());
@@ -262,7 +262,7 @@ fn the_real_debian_buster_manifest_parses_with_sources_and_epochs() {
                 p["SrcVersion"].as_str().unwrap_or(p["Version"].as_str().unwrap()),
                 p["SrcRelease"].as_str().or(p["Release"].as_str()),
             );
-            Installed {
+            Package {
                 name: p["Name"].as_str().unwrap().into(),
                 version: own,
                 arch: p["Arch"].as_str().unwrap_or("all").into(),

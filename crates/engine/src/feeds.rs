@@ -1,4 +1,4 @@
-//! Advisory feeds (fetched, cached, checked) and `amictl advisories`.
+//! Advisory feeds: fetched, cached, and marked stale rather than silent.
 //!
 //! A feed is a URL or a file. For a `repomd.xml` URL the updateinfo is downloaded only when
 //! repomd's checksum for it changed. Every good copy is cached under
@@ -11,22 +11,15 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
-use catalog::{BuildState, Catalog};
-use config::{AdvisoryFeed, Config};
+use config::AdvisoryFeed;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sha2::{Digest, Sha256};
-use vuln::{Finding, Installed, Severity};
-
-use crate::cli::{AdvisoriesArgs, Common};
-use crate::cloud::Cloud;
-use crate::lifecycle::load_config;
-use crate::{UsageError, exit};
+use vuln::{Finding, Package};
 
 /// A loaded feed: what it says, and whether it is the current one.
 pub struct Loaded {
+    /// What the feed says.
     pub kind: Parsed,
     /// Why the latest copy could not be used (the data is then from the last good copy).
     pub stale: Option<String>,
@@ -34,9 +27,13 @@ pub struct Loaded {
     first_seen: BTreeMap<String, String>,
 }
 
+/// A feed's parsed content.
 pub enum Parsed {
+    /// Amazon Linux updateinfo.
     Updateinfo(Vec<vuln::Advisory>),
+    /// Debian Security Tracker records.
     Debian(Vec<vuln::DebianRecord>),
+    /// No copy at all.
     Nothing,
 }
 
@@ -70,7 +67,7 @@ fn gunzip_if(name: &str, bytes: Vec<u8>) -> Result<String, String> {
 
 /// The feed's text now, and repomd's checksum when there is one. `cached` short-circuits
 /// the download when the checksum is unchanged.
-fn fetch(location: &str, cached: Option<(&str, &Path)>) -> Result<(String, Option<String>), String> {
+pub fn fetch(location: &str, cached: Option<(&str, &Path)>) -> Result<(String, Option<String>), String> {
     let remote = location.starts_with("http://") || location.starts_with("https://");
     if !remote {
         let bytes = std::fs::read(location).map_err(|e| format!("{location}: {e}"))?;
@@ -95,7 +92,8 @@ fn fetch(location: &str, cached: Option<(&str, &Path)>) -> Result<(String, Optio
     gunzip_if(location, get(location)?).map(|t| (t, None))
 }
 
-fn parse(feed: &AdvisoryFeed, text: &str) -> Result<Parsed, String> {
+/// Parses a feed's text.
+pub fn parse(feed: &AdvisoryFeed, text: &str) -> Result<Parsed, String> {
     match feed {
         AdvisoryFeed::Updateinfo { location } => {
             vuln::parse_updateinfo(text).map(Parsed::Updateinfo).map_err(|e| format!("{location}: {e}"))
@@ -164,7 +162,13 @@ fn keys(p: &Parsed) -> Vec<String> {
 }
 
 impl Loaded {
-    pub fn findings(&self, installed: &[Installed]) -> Vec<Finding> {
+    /// A feed read outside the cache (`advisories --manifest`).
+    pub fn fresh(kind: Parsed) -> Loaded {
+        Loaded { kind, stale: None, first_seen: BTreeMap::new() }
+    }
+
+    /// The fixes `installed` lacks.
+    pub fn findings(&self, installed: &[Package]) -> Vec<Finding> {
         match &self.kind {
             Parsed::Updateinfo(a) => vuln::findings(a, installed),
             Parsed::Debian(r) => vuln::debian_findings(r, installed),
@@ -186,230 +190,6 @@ impl Loaded {
             })
             .unwrap_or(Timestamp::UNIX_EPOCH)
     }
-}
-
-pub fn installed(cat: &Catalog, build_id: &str) -> Result<Vec<Installed>> {
-    Ok(cat
-        .packages(build_id)?
-        .into_iter()
-        .map(|p| Installed {
-            name: p.name,
-            version: p.version,
-            arch: p.arch,
-            source_name: p.source_name,
-            source_version: p.source_version,
-        })
-        .collect())
-}
-
-/// The planner's view for every image line with a feed: the newest version's missing
-/// fixes at or above the policy's threshold.
-pub fn checks(
-    cfg: &Config,
-    cat: &Catalog,
-    now: Timestamp,
-    cloud: Option<&Cloud>,
-) -> Result<BTreeMap<String, policy::AdvisoryCheck>> {
-    let threshold = Severity::threshold(&cfg.policy.rebuild_on_severity).unwrap_or(Severity::Important);
-    let mut out = BTreeMap::new();
-    for image in cfg.images.values() {
-        let Some(feed) = &image.advisories else { continue };
-        let Some(newest) = cat.versions(Some(&image.name))?.into_iter().rfind(|v| v.state == BuildState::Available)
-        else {
-            continue;
-        };
-        let (loaded, found) = match feed {
-            AdvisoryFeed::Inspector => {
-                let (found, stale) = match inspector_findings(cat, cloud, &newest.build_id) {
-                    Ok(f) => (f, None),
-                    Err(e) => (Vec::new(), Some(e)),
-                };
-                (Loaded { kind: Parsed::Nothing, stale, first_seen: BTreeMap::new() }, found)
-            }
-            _ => {
-                let loaded = load(&cfg.cache_dir, feed, now);
-                let found = loaded.findings(&installed(cat, &newest.build_id)?);
-                (loaded, found)
-            }
-        };
-        let fixes: Vec<policy::MissingFix> = found
-            .into_iter()
-            .filter(|f| f.severity >= threshold && f.fixed.is_some())
-            .map(|f| policy::MissingFix {
-                published: loaded.published(&f),
-                advisory: f.advisory,
-                severity: f.severity.to_string(),
-                package: f.package,
-                installed: f.installed,
-                fixed: f.fixed.unwrap_or_default(),
-            })
-            .collect();
-        let check = match loaded.stale {
-            Some(reason) => policy::AdvisoryCheck::Stale { reason, findings: fixes },
-            None => policy::AdvisoryCheck::Findings(fixes),
-        };
-        out.insert(image.name.clone(), check);
-    }
-    Ok(out)
-}
-
-/// Inspector's findings on instances from a version's AMIs, in every account and region it
-/// was published to, as [`Finding`]s (the vulnerability id stands for the advisory).
-pub fn inspector_findings(cat: &Catalog, cloud: Option<&Cloud>, build_id: &str) -> Result<Vec<Finding>, String> {
-    let cloud = cloud.ok_or("Inspector findings need the AWS provider ([aws] and accounts)")?;
-    let mut places: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for d in cat.distributions(build_id).map_err(|e| e.to_string())? {
-        places.entry((d.account, d.region)).or_default().push(d.image_id);
-    }
-    let mut out = Vec::new();
-    for ((account, region), amis) in places {
-        let found = cloud
-            .block_on(aws::inspector::findings(&cloud.aws, &account, &region, &amis))
-            .map_err(|e| e.to_string())?;
-        out.extend(found.into_iter().map(|f| Finding {
-            severity: match f.severity.as_str() {
-                "CRITICAL" => Severity::Critical,
-                "HIGH" => Severity::Important,
-                "MEDIUM" => Severity::Medium,
-                "LOW" => Severity::Low,
-                _ => Severity::Unknown,
-            },
-            cves: vec![f.vulnerability.clone()],
-            advisory: f.vulnerability,
-            package: f.package,
-            installed: f.installed,
-            fixed: f.fixed,
-            issued: f.first_observed,
-        }));
-    }
-    out.sort_by(|a, b| (b.severity, &a.advisory, &a.package).cmp(&(a.severity, &b.advisory, &b.package)));
-    out.dedup_by(|a, b| a.advisory == b.advisory && a.package == b.package);
-    Ok(out)
-}
-
-pub fn advisories(common: &Common, args: &AdvisoriesArgs) -> Result<u8> {
-    let min = match &args.min_severity {
-        Some(s) => Severity::threshold(s)
-            .ok_or_else(|| UsageError(format!("--min-severity {s}: use low, medium, important or critical")))?,
-        None => Severity::Low,
-    };
-    let now = Timestamp::now();
-    // Ad hoc: any manifest against any feed, outside the catalog.
-    if let Some(manifest) = &args.manifest {
-        let text = std::fs::read_to_string(manifest)
-            .map_err(|e| UsageError(format!("cannot read {}: {e}", manifest.display())))?;
-        let (kind, installed) =
-            vuln::parse_manifest(&text).map_err(|e| UsageError(format!("{}: {e}", manifest.display())))?;
-        let feed = match (&args.updateinfo, &args.debian_tracker) {
-            (Some(u), None) => AdvisoryFeed::Updateinfo { location: u.clone() },
-            (None, Some(d)) => AdvisoryFeed::DebianTracker {
-                location: d.clone(),
-                release: args.release.clone().ok_or_else(|| UsageError("--debian-tracker needs --release".into()))?,
-            },
-            _ => {
-                return Err(
-                    UsageError("--manifest needs exactly one of --updateinfo or --debian-tracker".into()).into()
-                );
-            }
-        };
-        let text = fetch(feed.location(), None).map_err(|e| UsageError(e.to_string()))?.0;
-        let parsed = parse(&feed, &text).map_err(UsageError)?;
-        let loaded = Loaded { kind: parsed, stale: None, first_seen: BTreeMap::new() };
-        let found: Vec<Finding> = loaded.findings(&installed).into_iter().filter(|f| f.severity >= min).collect();
-        print_findings(
-            common.json,
-            &json!({"manifest": manifest, "kind": kind, "packages": installed.len()}),
-            &found,
-            None,
-        )?;
-        return Ok(if found.is_empty() { exit::OK } else { exit::NONCOMPLIANT });
-    }
-    let cfg = load_config(common)?;
-    let cat = Catalog::open(&cfg.state)?;
-    let (image, version) = match args.target.as_deref().map(|t| t.split_once('@').unwrap_or((t, ""))) {
-        Some((i, v)) => (Some(i.to_string()), (!v.is_empty()).then(|| v.to_string())),
-        None => (None, None),
-    };
-    let mut any = false;
-    let mut reports = Vec::new();
-    let mut cloud: Option<Cloud> = None;
-    for line in cfg.images.values().filter(|i| image.as_deref().is_none_or(|n| n == i.name)) {
-        let Some(feed) = &line.advisories else { continue };
-        let versions = cat.versions(Some(&line.name))?;
-        let v = match &version {
-            Some(want) => versions.iter().find(|v| &v.version == want),
-            None => versions.iter().rfind(|v| v.state == BuildState::Available),
-        };
-        let Some(v) = v else { continue };
-        let (found, stale) = match feed {
-            AdvisoryFeed::Inspector => {
-                if cloud.is_none() {
-                    cloud = Some(Cloud::new(&cfg)?);
-                }
-                match inspector_findings(&cat, cloud.as_ref(), &v.build_id) {
-                    Ok(f) => (f, None),
-                    Err(e) => (Vec::new(), Some(e)),
-                }
-            }
-            _ => {
-                let loaded = load(&cfg.cache_dir, feed, now);
-                (loaded.findings(&installed(&cat, &v.build_id)?), loaded.stale)
-            }
-        };
-        let found: Vec<Finding> = found.into_iter().filter(|f| f.severity >= min).collect();
-        any |= !found.is_empty();
-        reports.push((json!({"image": line.name, "version": v.version, "feed": feed.location()}), found, stale));
-    }
-    if let (Some(i), true) = (&image, reports.is_empty()) {
-        return Err(anyhow!("no checked version of `{i}` (is it built, and does it have `advisories = {{ … }}`?)"));
-    }
-    if common.json {
-        let out: Vec<serde_json::Value> = reports
-            .iter()
-            .map(|(head, found, stale)| {
-                let mut v = head.clone();
-                v["stale"] = json!(stale);
-                v["findings"] = json!(found);
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        for (head, found, stale) in &reports {
-            print_findings(false, head, found, stale.as_deref())?;
-        }
-    }
-    Ok(if any { exit::NONCOMPLIANT } else { exit::OK })
-}
-
-fn print_findings(json: bool, head: &serde_json::Value, found: &[Finding], stale: Option<&str>) -> Result<()> {
-    if json {
-        let mut v = head.clone();
-        v["stale"] = json!(stale);
-        v["findings"] = json!(found);
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    let title = match (head["image"].as_str(), head["version"].as_str()) {
-        (Some(i), Some(v)) => format!("{i}@{v}"),
-        _ => head["manifest"].as_str().unwrap_or("manifest").to_string(),
-    };
-    println!("{title}: {} finding(s)", found.len());
-    if let Some(s) = stale {
-        println!("  STALE advisory check: {s}");
-    }
-    for f in found {
-        println!(
-            "  {:<10} {:<24} {:<36} {} → {}  {}",
-            f.severity.to_string(),
-            f.advisory,
-            f.package,
-            f.installed,
-            f.fixed.as_deref().unwrap_or("(no fix yet)"),
-            f.cves.join(",")
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -481,7 +261,7 @@ mod tests {
         let second = load(&cache, &feed, Timestamp::now());
         let reason = second.stale.clone().unwrap();
         assert!(reason.contains("line 1") && reason.contains("using the copy from"), "{reason}");
-        let installed = vec![Installed {
+        let installed = vec![Package {
             name: "openssl-libs".into(),
             version: "1:1.0.2k-24.amzn2".into(),
             arch: "x86_64".into(),

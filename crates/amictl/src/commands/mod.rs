@@ -1,0 +1,45 @@
+//! One module per verb: parse the arguments, call the engine, render the result.
+
+pub mod advisories;
+pub mod apply;
+pub mod audit;
+pub mod fleet;
+pub mod iam;
+pub mod images;
+pub mod plan;
+pub mod report;
+pub mod toe;
+pub mod validate;
+
+use anyhow::Result;
+use config::Config;
+
+use crate::UsageError;
+use crate::cli::Common;
+
+/// Loads and validates the config; every problem is printed and nothing changes.
+pub fn load_config(common: &Common) -> Result<Config> {
+    match Config::load(&common.config) {
+        Ok((cfg, warnings)) => {
+            toe::print_diagnostics(&warnings);
+            Ok(cfg)
+        }
+        Err(diags) => {
+            toe::print_diagnostics(&diags);
+            let errors = diags.iter().filter(|d| d.severity == ::toe::Severity::Error).count();
+            Err(UsageError(format!("{} has {errors} error(s); nothing was changed", common.config.display())).into())
+        }
+    }
+}
+
+/// Who runs amictl, for the audit trail: `user@host (amictl 0.1.0)`.
+pub fn actor() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{user}@{} (amictl {})", host.trim(), env!("CARGO_PKG_VERSION"))
+}
+
+/// The state, opened.
+pub fn catalog(cfg: &Config) -> Result<catalog::Catalog> {
+    Ok(catalog::Catalog::open(&cfg.state)?)
+}

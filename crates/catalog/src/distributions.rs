@@ -1,0 +1,191 @@
+//! Where versions were published, the deprecation of their AMIs, and notices to owners.
+
+use provider::{AmiRef, Distribution, How, Target};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::{Catalog, CatalogError, Result, rows};
+
+/// One version published in one account and region, and when that was last verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Published {
+    /// Where and how.
+    #[serde(flatten)]
+    pub distribution: Distribution,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// The deprecation recorded for one AMI of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Deprecation {
+    /// The AMI.
+    pub ami: AmiRef,
+    /// The deprecation time asked for, or set (RFC 3339).
+    pub at: String,
+    /// Why the last attempt failed; `None` once set.
+    pub error: Option<String>,
+    /// When this was recorded.
+    pub recorded_at: String,
+}
+
+impl Catalog {
+    /// Records (or replaces) where a version was published.
+    pub fn record_distribution(&self, build_id: &str, p: &Published) -> Result<()> {
+        let d = &p.distribution;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![build_id, d.target.account, d.target.region, d.image_id, d.how.as_str(), d.parameters.join(","), p.at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Where a version is published, by account and region.
+    pub fn distributions(&self, build_id: &str) -> Result<Vec<Published>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT account, region, image_id, how, parameters, at FROM distributions WHERE build_id = ?1 ORDER BY account, region")
+            .map_err(|e| self.err(e))?;
+        let found = stmt
+            .query_map([build_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows(found, self.err_fn())?
+            .into_iter()
+            .map(|(account, region, image_id, how, parameters, at)| {
+                let how = How::parse(&how).ok_or_else(|| CatalogError::Io {
+                    path: self.path.clone(),
+                    message: format!("build {build_id} is published to {account}/{region} in an unknown way `{how}`"),
+                })?;
+                let parameters = parameters.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect();
+                Ok(Published {
+                    distribution: Distribution { target: Target::new(account, region), image_id, how, parameters },
+                    at,
+                })
+            })
+            .collect()
+    }
+
+    /// Records an attempt to deprecate one AMI: `error` is `None` when it was set.
+    pub fn record_deprecation(
+        &self,
+        build_id: &str,
+        ami: &AmiRef,
+        at: &str,
+        error: Option<&str>,
+        recorded_at: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO deprecations (build_id, account, region, image_id, at, error, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![build_id, ami.target.account, ami.target.region, ami.image_id, at, error, recorded_at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The deprecations recorded for a version's AMIs.
+    pub fn deprecations(&self, build_id: &str) -> Result<Vec<Deprecation>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT account, region, image_id, at, error, recorded_at FROM deprecations WHERE build_id = ?1 ORDER BY account, region, image_id")
+            .map_err(|e| self.err(e))?;
+        let found = stmt
+            .query_map([build_id], |r| {
+                Ok(Deprecation {
+                    ami: AmiRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?),
+                    at: r.get(3)?,
+                    error: r.get(4)?,
+                    recorded_at: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows(found, self.err_fn())
+    }
+
+    /// Records a notice sent to a consumer's owner about a version.
+    pub fn record_notice(
+        &self,
+        consumer: &str,
+        image: &str,
+        version: &str,
+        topic: &str,
+        message_id: &str,
+        at: &str,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO notices (consumer, image, version, topic, message_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![consumer, image, version, topic, message_id, at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// When a consumer's owner was last told about a version (RFC 3339).
+    pub fn last_notice(&self, consumer: &str, image: &str, version: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT MAX(at) FROM notices WHERE consumer = ?1 AND image = ?2 AND version = ?3",
+                params![consumer, image, version],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::catalog;
+
+    #[test]
+    fn a_republished_distribution_replaces_its_row() {
+        let (_d, mut c) = catalog();
+        let reason = serde_json::json!({"kind": "never_built"});
+        c.insert_build(&crate::versions::tests_support::build("b1", "2026.11.27.1", &reason)).unwrap();
+        let mut p = Published {
+            distribution: Distribution {
+                target: Target::new("workflow", "eu-west-2"),
+                image_id: "ami-1".into(),
+                how: How::Shared,
+                parameters: vec!["/p/1".into(), "/p/latest".into()],
+            },
+            at: "t1".into(),
+        };
+        c.record_distribution("b1", &p).unwrap();
+        p.distribution.image_id = "ami-2".into();
+        c.record_distribution("b1", &p).unwrap();
+        assert_eq!(c.distributions("b1").unwrap(), vec![p]);
+        assert!(c.distributions("b2").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_deprecation_attempt_is_replaced_by_the_retry_that_sets_it() {
+        let (_d, mut c) = catalog();
+        let reason = serde_json::json!({});
+        c.insert_build(&crate::versions::tests_support::build("b1", "2026.11.27.1", &reason)).unwrap();
+        let ami = AmiRef::new("platform", "eu-west-1", "ami-1");
+        c.record_deprecation("b1", &ami, "2026-12-15T00:00:00Z", Some("AccessDenied"), "t1").unwrap();
+        c.record_deprecation("b1", &ami, "2026-12-15T00:00:00Z", None, "t2").unwrap();
+        let got = c.deprecations("b1").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].error.as_deref(), got[0].recorded_at.as_str()), (None, "t2"));
+        assert_eq!(c.last_notice("goobi", "host", "v1").unwrap(), None);
+        c.record_notice("goobi", "host", "v1", "arn:topic", "m-1", "2026-12-01T00:00:00Z").unwrap();
+        c.record_notice("goobi", "host", "v1", "arn:topic", "m-2", "2026-12-02T00:00:00Z").unwrap();
+        assert_eq!(c.last_notice("goobi", "host", "v1").unwrap().as_deref(), Some("2026-12-02T00:00:00Z"));
+    }
+}

@@ -1,0 +1,417 @@
+//! Image versions: the build state machine, lineage, components, manifests, artifacts
+//! and tests.
+
+use provider::{Artifact, ArtifactKind, Package, TestResult};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use crate::{Catalog, CatalogError, Result, rows};
+
+/// Where a build is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum BuildState {
+    Pending,
+    Building,
+    Testing,
+    Available,
+    Failed,
+    Retired,
+}
+
+impl BuildState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildState::Pending => "pending",
+            BuildState::Building => "building",
+            BuildState::Testing => "testing",
+            BuildState::Available => "available",
+            BuildState::Failed => "failed",
+            BuildState::Retired => "retired",
+        }
+    }
+
+    /// The state a stored name stands for (anything unknown reads as failed).
+    pub fn parse(s: &str) -> BuildState {
+        match s {
+            "pending" => BuildState::Pending,
+            "building" => BuildState::Building,
+            "testing" => BuildState::Testing,
+            "available" => BuildState::Available,
+            "retired" => BuildState::Retired,
+            _ => BuildState::Failed,
+        }
+    }
+
+    /// The transitions the state machine allows.
+    pub fn can_become(self, next: BuildState) -> bool {
+        use BuildState::*;
+        matches!(
+            (self, next),
+            (Pending, Building)
+                | (Pending, Failed)
+                | (Building, Testing)
+                | (Building, Failed)
+                | (Testing, Available)
+                | (Testing, Failed)
+                | (Available, Retired)
+                | (Failed, Retired)
+        )
+    }
+
+    /// Pending, building or testing.
+    pub fn is_unfinished(self) -> bool {
+        matches!(self, BuildState::Pending | BuildState::Building | BuildState::Testing)
+    }
+}
+
+/// A component as one build used it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComponentUse {
+    /// Its config name.
+    pub name: String,
+    /// Its configured version.
+    pub version: String,
+    /// SHA-256 of its document.
+    pub sha256: String,
+}
+
+/// One version of an image line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Version {
+    /// Its build.
+    pub build_id: String,
+    /// The line.
+    pub image: String,
+    /// `YYYY.MM.DD.N`.
+    pub version: String,
+    /// Where it stands.
+    pub state: BuildState,
+    /// The planner's reasons, as JSON.
+    pub reason: serde_json::Value,
+    /// The recipe it was built from.
+    pub recipe_hash: String,
+    /// The parent's id (AMI id or content hash); empty until known.
+    pub parent_id: String,
+    /// The parent's name.
+    pub parent_name: String,
+    /// When the parent was made or prepared.
+    pub parent_created: String,
+    /// RFC 3339.
+    pub started_at: String,
+    /// When it became available or failed.
+    pub finished_at: Option<String>,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// Its logs.
+    pub log_dir: String,
+    /// The components it was built with.
+    pub components: Vec<ComponentUse>,
+    /// Packages in its manifest.
+    pub package_count: usize,
+    /// Tests passed.
+    pub tests_passed: usize,
+    /// Tests failed.
+    pub tests_failed: usize,
+}
+
+impl Version {
+    /// When it finished building (started, if it never finished).
+    pub fn built_at(&self) -> &str {
+        self.finished_at.as_deref().unwrap_or(&self.started_at)
+    }
+}
+
+/// A build about to start.
+#[derive(Debug, Clone)]
+#[allow(missing_docs)]
+pub struct NewBuild<'a> {
+    pub build_id: &'a str,
+    pub image: &'a str,
+    pub version: &'a str,
+    /// The planner's reasons, as JSON.
+    pub reason: &'a serde_json::Value,
+    pub recipe_hash: &'a str,
+    pub parent_id: &'a str,
+    pub parent_name: &'a str,
+    pub parent_created: &'a str,
+    pub started_at: &'a str,
+    pub log_dir: &'a str,
+    pub components: &'a [ComponentUse],
+}
+
+impl Catalog {
+    /// The next version name for `image` on `date` (`YYYY.MM.DD`): `YYYY.MM.DD.N`.
+    pub fn next_version(&self, image: &str, date: &str) -> Result<String> {
+        let n: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM builds WHERE image = ?1 AND version LIKE ?2",
+                params![image, format!("{date}.%")],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(format!("{date}.{}", n + 1))
+    }
+
+    /// Records a new build as `pending`, with its components.
+    pub fn insert_build(&mut self, b: &NewBuild<'_>) -> Result<()> {
+        let e = self.err_fn();
+        let tx = self.conn.transaction().map_err(&e)?;
+        tx.execute(
+            "INSERT INTO builds (build_id, image, version, state, reason, recipe_hash, parent_id, parent_name, parent_created, started_at, log_dir)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir],
+        )
+        .map_err(&e)?;
+        for c in b.components {
+            tx.execute(
+                "INSERT INTO build_components (build_id, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![b.build_id, c.name, c.version, c.sha256],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+
+    /// Moves a build along its state machine; an illegal transition is an error.
+    pub fn set_state(&self, build_id: &str, next: BuildState, failure: Option<&str>, at: &str) -> Result<()> {
+        let current: Option<String> = self
+            .conn
+            .query_row("SELECT state FROM builds WHERE build_id = ?1", [build_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let current = current
+            .map(|s| BuildState::parse(&s))
+            .ok_or_else(|| CatalogError::Io { path: self.path.clone(), message: format!("no build {build_id}") })?;
+        if !current.can_become(next) {
+            return Err(CatalogError::Io {
+                path: self.path.clone(),
+                message: format!("build {build_id} cannot go from {} to {}", current.as_str(), next.as_str()),
+            });
+        }
+        let finished = matches!(next, BuildState::Available | BuildState::Failed).then_some(at);
+        self.conn
+            .execute(
+                "UPDATE builds SET state = ?2, failure = COALESCE(?3, failure), finished_at = COALESCE(?4, finished_at) WHERE build_id = ?1",
+                params![build_id, next.as_str(), failure, finished],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sets a build's parent once it is known (it may take a debootstrap to learn it).
+    pub fn set_parent(&self, build_id: &str, id: &str, name: &str, created: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE builds SET parent_id = ?2, parent_name = ?3, parent_created = ?4 WHERE build_id = ?1",
+                params![build_id, id, name, created],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records what a build produced, all or nothing.
+    pub fn record_outputs(
+        &mut self,
+        build_id: &str,
+        packages: &[Package],
+        artifacts: &[Artifact],
+        tests: &[TestResult],
+    ) -> Result<()> {
+        let e = self.err_fn();
+        let tx = self.conn.transaction().map_err(&e)?;
+        {
+            let mut p = tx.prepare("INSERT INTO packages (build_id, name, version, arch, source_name, source_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").map_err(&e)?;
+            for pk in packages {
+                p.execute(params![build_id, pk.name, pk.version, pk.arch, pk.source_name, pk.source_version])
+                    .map_err(&e)?;
+            }
+            let mut a = tx
+                .prepare("INSERT INTO artifacts (build_id, kind, path, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(&e)?;
+            for ar in artifacts {
+                a.execute(params![build_id, ar.kind.as_str(), ar.path, ar.sha256, ar.size as i64]).map_err(&e)?;
+            }
+            let mut t = tx
+                .prepare("INSERT INTO test_results (build_id, name, passed, detail) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(&e)?;
+            for tr in tests {
+                t.execute(params![build_id, tr.name, tr.passed, tr.detail]).map_err(&e)?;
+            }
+        }
+        tx.commit().map_err(&e)
+    }
+
+    /// Versions of one image (or all), oldest first.
+    pub fn versions(&self, image: Option<&str>) -> Result<Vec<Version>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT b.build_id, b.image, b.version, b.state, b.reason, b.recipe_hash, b.parent_id, b.parent_name, b.parent_created,
+                        b.started_at, b.finished_at, b.failure, b.log_dir,
+                        (SELECT COUNT(*) FROM packages p WHERE p.build_id = b.build_id),
+                        (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND t.passed),
+                        (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND NOT t.passed)
+                 FROM builds b WHERE (?1 IS NULL OR b.image = ?1) ORDER BY b.started_at, b.rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let found = stmt
+            .query_map([image], |r| {
+                Ok(Version {
+                    build_id: r.get(0)?,
+                    image: r.get(1)?,
+                    version: r.get(2)?,
+                    state: BuildState::parse(&r.get::<_, String>(3)?),
+                    reason: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(serde_json::Value::Null),
+                    recipe_hash: r.get(5)?,
+                    parent_id: r.get(6)?,
+                    parent_name: r.get(7)?,
+                    parent_created: r.get(8)?,
+                    started_at: r.get(9)?,
+                    finished_at: r.get(10)?,
+                    failure: r.get(11)?,
+                    log_dir: r.get(12)?,
+                    components: Vec::new(),
+                    package_count: r.get::<_, i64>(13)? as usize,
+                    tests_passed: r.get::<_, i64>(14)? as usize,
+                    tests_failed: r.get::<_, i64>(15)? as usize,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = rows(found, self.err_fn())?;
+        for v in &mut out {
+            v.components = self.components(&v.build_id)?;
+        }
+        Ok(out)
+    }
+
+    fn components(&self, build_id: &str) -> Result<Vec<ComponentUse>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, version, sha256 FROM build_components WHERE build_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let found = stmt
+            .query_map([build_id], |r| Ok(ComponentUse { name: r.get(0)?, version: r.get(1)?, sha256: r.get(2)? }))
+            .map_err(|e| self.err(e))?;
+        rows(found, self.err_fn())
+    }
+
+    /// A version's package manifest, by name and arch.
+    pub fn packages(&self, build_id: &str) -> Result<Vec<Package>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, version, arch, source_name, source_version FROM packages WHERE build_id = ?1 ORDER BY name, arch")
+            .map_err(|e| self.err(e))?;
+        let found = stmt
+            .query_map([build_id], |r| {
+                Ok(Package {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    arch: r.get(2)?,
+                    source_name: r.get(3)?,
+                    source_version: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows(found, self.err_fn())
+    }
+
+    /// What a version's build made, in the order it was recorded. A kind this amictl does
+    /// not know is an error naming it (the state is newer or damaged).
+    pub fn artifacts(&self, build_id: &str) -> Result<Vec<Artifact>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT kind, path, sha256, size FROM artifacts WHERE build_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let found = stmt
+            .query_map([build_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows(found, self.err_fn())?
+            .into_iter()
+            .map(|(kind, path, sha256, size)| {
+                let kind = ArtifactKind::parse(&kind).ok_or_else(|| CatalogError::Io {
+                    path: self.path.clone(),
+                    message: format!("build {build_id} has an artifact of unknown kind `{kind}`"),
+                })?;
+                Ok(Artifact { kind, path, sha256, size: size as u64 })
+            })
+            .collect()
+    }
+
+    /// A version's test results, in order.
+    pub fn tests(&self, build_id: &str) -> Result<Vec<TestResult>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, passed, detail FROM test_results WHERE build_id = ?1 ORDER BY rowid")
+            .map_err(|e| self.err(e))?;
+        let found = stmt
+            .query_map([build_id], |r| Ok(TestResult { name: r.get(0)?, passed: r.get(1)?, detail: r.get(2)? }))
+            .map_err(|e| self.err(e))?;
+        rows(found, self.err_fn())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    pub(crate) fn build<'a>(id: &'a str, version: &'a str, reason: &'a serde_json::Value) -> NewBuild<'a> {
+        NewBuild {
+            build_id: id,
+            image: "host",
+            version,
+            reason,
+            recipe_hash: "r1",
+            parent_id: "p1",
+            parent_name: "debootstrap:stable",
+            parent_created: "2026-11-01T00:00:00Z",
+            started_at: "2026-11-27T10:00:00Z",
+            log_dir: "/logs",
+            components: &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::build;
+    use super::*;
+    use crate::testing::catalog;
+
+    #[test]
+    fn builds_follow_the_state_machine() {
+        let (_d, mut c) = catalog();
+        let reason = serde_json::json!({"kind": "never_built"});
+        c.insert_build(&build("b1", "2026.11.27.1", &reason)).unwrap();
+        assert!(c.set_state("b1", BuildState::Available, None, "t").is_err(), "pending cannot jump to available");
+        c.set_state("b1", BuildState::Building, None, "t").unwrap();
+        c.set_state("b1", BuildState::Testing, None, "t").unwrap();
+        c.set_state("b1", BuildState::Available, None, "t2").unwrap();
+        let v = &c.versions(Some("host")).unwrap()[0];
+        assert_eq!(v.state, BuildState::Available);
+        assert_eq!(v.finished_at.as_deref(), Some("t2"));
+        assert_eq!(c.next_version("host", "2026.11.27").unwrap(), "2026.11.27.2");
+    }
+
+    #[test]
+    fn artifacts_round_trip_with_their_kind() {
+        let (_d, mut c) = catalog();
+        let reason = serde_json::json!({});
+        c.insert_build(&build("b1", "2026.11.27.1", &reason)).unwrap();
+        let ami = Artifact {
+            kind: ArtifactKind::Ami,
+            path: "platform/eu-west-1/ami-0abc".into(),
+            sha256: String::new(),
+            size: 0,
+        };
+        c.record_outputs("b1", &[], std::slice::from_ref(&ami), &[]).unwrap();
+        let got = c.artifacts("b1").unwrap();
+        assert_eq!(got, [ami]);
+        assert_eq!(got[0].ami().unwrap().image_id, "ami-0abc");
+    }
+}

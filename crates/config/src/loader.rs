@@ -1,0 +1,959 @@
+//! Reading `amictl.toml`: every problem with file, line, column and the offending key.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use toe::diag::Sink;
+use toe::yaml::Pos;
+use toe::{Diagnostic, Document};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::schema::*;
+use crate::{DEFAULT_STATE, hex, parse_duration, parse_millis, parse_size_mb};
+
+impl Config {
+    /// Loads and validates. `Err` carries every error (and warnings); nothing is partial.
+    pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let file = path.display().to_string();
+        let mut sink = Sink::new(&file);
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                sink.error(
+                    Pos::default(),
+                    "unreadable-config",
+                    format!("cannot read the config: {e}"),
+                    "pass --config PATH (default: ./amictl.toml)",
+                );
+                return Err(sink.items);
+            }
+        };
+        let dir = path
+            .parent()
+            .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut loader = Loader { text: &text, sink: &mut sink, dir: &dir, docs: Vec::new() };
+        let config = loader.config(path);
+        let docs = std::mem::take(&mut loader.docs);
+        let mut all = sink.items;
+        all.extend(docs);
+        match config {
+            Some(c) if !all.iter().any(|d| d.severity == toe::Severity::Error) => Ok((c, all)),
+            _ => Err(all),
+        }
+    }
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    sink: &'a mut Sink,
+    dir: &'a Path,
+    /// Diagnostics of referenced documents (they carry their own file names).
+    docs: Vec<Diagnostic>,
+}
+
+type Table<'i> = DeTable<'i>;
+
+fn kind(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "string",
+        DeValue::Integer(_) => "integer",
+        DeValue::Float(_) => "float",
+        DeValue::Boolean(_) => "boolean",
+        DeValue::Datetime(_) => "datetime",
+        DeValue::Array(_) => "array",
+        DeValue::Table(_) => "table",
+    }
+}
+
+impl Loader<'_> {
+    fn pos(&self, span: Range<usize>) -> Pos {
+        let before = &self.text[..span.start.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Pos { line, column }
+    }
+
+    fn err(&mut self, span: Range<usize>, code: &'static str, message: String, hint: &str) {
+        let pos = self.pos(span);
+        self.sink.error(pos, code, message, hint);
+    }
+
+    fn known(&mut self, table: &Table<'_>, keys: &[&str], what: &str) {
+        for (k, _) in table.iter() {
+            if !keys.contains(&k.get_ref().as_ref()) {
+                let hint = format!("{what} keys are: {}", keys.join(", "));
+                self.err(k.span(), "unknown-key", format!("unknown key `{}` in {what}", k.get_ref()), &hint);
+            }
+        }
+    }
+
+    fn get<'t, 'i>(table: &'t Table<'i>, key: &str) -> Option<&'t Spanned<DeValue<'i>>> {
+        table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(_, v)| v)
+    }
+
+    fn table<'t, 'i>(&mut self, v: &'t Spanned<DeValue<'i>>, what: &str) -> Option<&'t Table<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be a table, found {}", kind(other)),
+                    "write it as [section] or { key = value }",
+                );
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<String> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            other => {
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be a string, found {}", kind(other)),
+                    "quote the value",
+                );
+                None
+            }
+        }
+    }
+
+    /// A positive duration (`"200ms"`, `"10s"`, `"15m"`) under `key`, in milliseconds.
+    fn positive_millis(&mut self, t: &Table<'_>, key: &str, hint: &str) -> Option<u64> {
+        let v = Self::get(t, key)?;
+        let text = self.string(v, key)?;
+        match parse_millis(&text) {
+            Some(ms) if ms > 0 => Some(ms),
+            _ => {
+                self.err(v.span(), "bad-duration", format!("{key} \"{text}\" is not a positive duration"), hint);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be true or false, found {}", kind(other)),
+                    "write true or false",
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Vec<(String, Range<usize>)> {
+        match v.get_ref() {
+            DeValue::Array(items) => items.iter().filter_map(|i| self.string(i, what).map(|s| (s, i.span()))).collect(),
+            other => {
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("`{what}` must be an array of strings, found {}", kind(other)),
+                    "e.g. [\"a\", \"b\"]",
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn duration(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<i64> {
+        let text = self.string(v, what)?;
+        match parse_duration(&text) {
+            Some(d) => Some(d),
+            None => {
+                self.err(
+                    v.span(),
+                    "bad-duration",
+                    format!("`{what}` = \"{text}\" is not a duration"),
+                    "write a number and a unit: 90d, 14d, 12h, 2w",
+                );
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, path: &Path) -> Option<Config> {
+        let root = match DeTable::parse(self.text) {
+            Ok(t) => t,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                self.err(
+                    span,
+                    "toml-syntax",
+                    format!("invalid TOML: {}", e.message()),
+                    "fix the TOML syntax at this position",
+                );
+                return None;
+            }
+        };
+        let root = root.get_ref();
+        self.known(root, &["state", "policy", "aws", "accounts", "components", "images", "consumers"], "the config");
+        let mut state = self.dir.join(DEFAULT_STATE);
+        let mut work_dir: Option<PathBuf> = None;
+        if let Some(v) = Self::get(root, "state")
+            && let Some(t) = self.table(v, "state")
+        {
+            self.known(t, &["path", "work_dir"], "[state]");
+            if let Some(p) = Self::get(t, "path").and_then(|p| self.string(p, "state.path")) {
+                state = self.dir.join(p);
+            }
+            work_dir =
+                Self::get(t, "work_dir").and_then(|p| self.string(p, "state.work_dir")).map(|p| self.dir.join(p));
+        }
+        let work_dir = work_dir
+            .unwrap_or_else(|| state.parent().map(Path::to_path_buf).unwrap_or_else(|| self.dir.join(".amictl")));
+        let policy = Self::get(root, "policy").map(|v| self.policy(v)).unwrap_or_default();
+        let mut aws_region = None;
+        let mut aws_poll_ms = 10_000;
+        let mut aws_ssm_timeout_ms = 15 * 60 * 1000;
+        if let Some(v) = Self::get(root, "aws")
+            && let Some(t) = self.table(v, "aws")
+        {
+            self.known(t, &["region", "poll_interval", "ssm_timeout"], "[aws]");
+            aws_region = Self::get(t, "region").and_then(|r| self.string(r, "aws.region"));
+            aws_poll_ms = self.positive_millis(t, "poll_interval", "e.g. \"10s\" or \"200ms\"").unwrap_or(aws_poll_ms);
+            aws_ssm_timeout_ms = self.positive_millis(t, "ssm_timeout", "e.g. \"15m\"").unwrap_or(aws_ssm_timeout_ms);
+        }
+        let mut accounts = BTreeMap::new();
+        if let Some(v) = Self::get(root, "accounts")
+            && let Some(t) = self.table(v, "accounts")
+        {
+            for (k, v) in t.iter() {
+                if let Some(a) = self.account(k.get_ref(), v) {
+                    accounts.insert(a.name.clone(), a);
+                }
+            }
+        }
+        let mut components = BTreeMap::new();
+        if let Some(v) = Self::get(root, "components")
+            && let Some(t) = self.table(v, "components")
+        {
+            for (k, v) in t.iter() {
+                if let Some(c) = self.component(k.get_ref(), v) {
+                    components.insert(c.name.clone(), c);
+                }
+            }
+        }
+        let mut images = BTreeMap::new();
+        match Self::get(root, "images") {
+            None => self.err(
+                0..0,
+                "missing-field",
+                "the config defines no [images.<name>]".into(),
+                "add at least one image line",
+            ),
+            Some(v) => {
+                if let Some(t) = self.table(v, "images") {
+                    for (k, v) in t.iter() {
+                        if let Some(i) = self.image(k.get_ref(), k.span(), v, &components, &accounts) {
+                            images.insert(i.name.clone(), i);
+                        }
+                    }
+                }
+            }
+        }
+        let mut consumers = BTreeMap::new();
+        if let Some(v) = Self::get(root, "consumers")
+            && let Some(t) = self.table(v, "consumers")
+        {
+            for (k, v) in t.iter() {
+                if let Some(c) = self.consumer(k.get_ref(), v, &accounts, &images) {
+                    consumers.insert(c.name.clone(), c);
+                }
+            }
+        }
+        let cache_dir = std::env::var_os("AMICTL_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("amictl")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/amictl")))
+            .unwrap_or_else(|| work_dir.join("cache"));
+        Some(Config {
+            file: path.to_path_buf(),
+            dir: self.dir.to_path_buf(),
+            state,
+            work_dir,
+            cache_dir,
+            policy,
+            aws_region,
+            aws_poll_ms,
+            aws_ssm_timeout_ms,
+            accounts,
+            components,
+            images,
+            consumers,
+        })
+    }
+
+    fn policy(&mut self, v: &Spanned<DeValue<'_>>) -> Policy {
+        let mut p = Policy::default();
+        let Some(t) = self.table(v, "policy") else { return p };
+        self.known(
+            t,
+            &["max_age", "rebuild_on_parent_update", "rebuild_on_severity", "rollout_sla", "keep_versions"],
+            "[policy]",
+        );
+        if let Some(d) = Self::get(t, "max_age").and_then(|v| self.duration(v, "policy.max_age")) {
+            p.max_age_seconds = d;
+        }
+        if let Some(d) = Self::get(t, "rollout_sla").and_then(|v| self.duration(v, "policy.rollout_sla")) {
+            p.rollout_sla_seconds = d;
+        }
+        if let Some(b) =
+            Self::get(t, "rebuild_on_parent_update").and_then(|v| self.boolean(v, "policy.rebuild_on_parent_update"))
+        {
+            p.rebuild_on_parent_update = b;
+        }
+        if let Some(v) = Self::get(t, "rebuild_on_severity")
+            && let Some(s) = self.string(v, "policy.rebuild_on_severity")
+        {
+            if ["low", "medium", "important", "critical"].contains(&s.to_ascii_lowercase().as_str()) {
+                p.rebuild_on_severity = s.to_ascii_lowercase();
+            } else {
+                self.err(
+                    v.span(),
+                    "bad-severity",
+                    format!("unknown severity `{s}`"),
+                    "use low, medium, important or critical",
+                );
+            }
+        }
+        if let Some(v) = Self::get(t, "keep_versions") {
+            match v.get_ref() {
+                DeValue::Integer(i) if i.as_str().parse::<usize>().is_ok_and(|n| n >= 1) => {
+                    p.keep_versions = i.as_str().parse().unwrap_or(3)
+                }
+                _ => self.err(
+                    v.span(),
+                    "wrong-type",
+                    "`policy.keep_versions` must be a whole number ≥ 1".into(),
+                    "e.g. keep_versions = 3",
+                ),
+            }
+        }
+        p
+    }
+
+    fn account(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Account> {
+        let t = self.table(v, &format!("accounts.{name}"))?;
+        self.known(t, &["id", "role", "external_id"], &format!("[accounts.{name}]"));
+        let Some(idv) = Self::get(t, "id") else {
+            self.err(
+                v.span(),
+                "missing-field",
+                format!("account `{name}` needs `id`"),
+                "the 12-digit AWS account id, quoted",
+            );
+            return None;
+        };
+        let id = self.string(idv, "id")?;
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            self.err(
+                idv.span(),
+                "bad-account-id",
+                format!("account `{name}`: `{id}` is not a 12-digit account id"),
+                "e.g. id = \"111111111111\"",
+            );
+        }
+        let role = Self::get(t, "role").and_then(|r| {
+            let arn = self.string(r, "role")?;
+            let ok = arn
+                .strip_prefix("arn:aws:iam::")
+                .and_then(|rest| rest.split_once(":role/"))
+                .is_some_and(|(acct, role)| acct == id && !role.is_empty());
+            if !ok {
+                self.err(
+                    r.span(),
+                    "bad-role",
+                    format!("account `{name}`: `{arn}` is not a role ARN in account {id}"),
+                    "arn:aws:iam::<account id>:role/<name>",
+                );
+            }
+            Some(arn)
+        });
+        let external_id = Self::get(t, "external_id").and_then(|e| self.string(e, "external_id"));
+        Some(Account { name: name.to_string(), id, role, external_id })
+    }
+
+    fn consumer(
+        &mut self,
+        name: &str,
+        v: &Spanned<DeValue<'_>>,
+        accounts: &BTreeMap<String, Account>,
+        images: &BTreeMap<String, Image>,
+    ) -> Option<Consumer> {
+        let t = self.table(v, &format!("consumers.{name}"))?;
+        self.known(
+            t,
+            &["account", "image", "select", "rollout", "owner", "exemptions"],
+            &format!("[consumers.{name}]"),
+        );
+        let reference = |key: &str, known: Vec<String>, this: &mut Self| -> Option<String> {
+            let Some(r) = Self::get(t, key) else {
+                this.err(
+                    v.span(),
+                    "missing-field",
+                    format!("consumer `{name}` needs `{key}`"),
+                    "see the README's config section",
+                );
+                return None;
+            };
+            let value = this.string(r, key)?;
+            if !known.contains(&value) {
+                this.err(
+                    r.span(),
+                    "unknown-reference",
+                    format!("consumer `{name}`: no {key} `{value}`"),
+                    &format!("defined: {}", known.join(", ")),
+                );
+            }
+            Some(value)
+        };
+        let account = reference("account", accounts.keys().cloned().collect(), self);
+        let image = reference("image", images.keys().cloned().collect(), self);
+        let owner = Self::get(t, "owner").and_then(|o| self.string(o, "owner"));
+        let mut select = Selection::default();
+        match Self::get(t, "select") {
+            None => self.err(
+                v.span(),
+                "missing-field",
+                format!("consumer `{name}` needs `select`"),
+                "e.g. select = { tags = { Service = \"goobi\" } } or { asgs = [\"goobi-container-hosts\"] }",
+            ),
+            Some(sv) => {
+                if let Some(st) = self.table(sv, "select") {
+                    self.known(st, &["tags", "asgs", "launch_templates"], "select");
+                    if let Some(tv) = Self::get(st, "tags")
+                        && let Some(tt) = self.table(tv, "select.tags")
+                    {
+                        for (k, v) in tt.iter() {
+                            if let Some(value) = self.string(v, "tag value") {
+                                select.tags.push((k.get_ref().to_string(), value));
+                            }
+                        }
+                    }
+                    if let Some(a) = Self::get(st, "asgs") {
+                        select.asgs = self.strings(a, "select.asgs").into_iter().map(|(s, _)| s).collect();
+                    }
+                    if let Some(l) = Self::get(st, "launch_templates") {
+                        select.launch_templates =
+                            self.strings(l, "select.launch_templates").into_iter().map(|(s, _)| s).collect();
+                    }
+                    if select.tags.is_empty() && select.asgs.is_empty() && select.launch_templates.is_empty() {
+                        self.err(
+                            sv.span(),
+                            "empty-select",
+                            format!("consumer `{name}`: `select` finds nothing"),
+                            "give tags, asgs or launch_templates",
+                        );
+                    }
+                }
+            }
+        }
+        let rollout =
+            Self::get(t, "rollout").map(|r| self.rollout(name, r)).unwrap_or(RolloutMethod::Notify { sns_topic: None });
+        if !matches!(rollout, RolloutMethod::Notify { .. }) && select.asgs.is_empty() {
+            let span = Self::get(t, "rollout").map(|r| r.span()).unwrap_or(v.span());
+            self.err(
+                span,
+                "rollout-needs-asg",
+                format!(
+                    "consumer `{name}`: this rollout replaces auto scaling group instances, but `select` names no asgs"
+                ),
+                "add select.asgs, or use rollout = { kind = \"notify\" }",
+            );
+        }
+        let mut exemptions = Vec::new();
+        if let Some(ev) = Self::get(t, "exemptions") {
+            match ev.get_ref() {
+                DeValue::Array(items) => {
+                    for item in items {
+                        let Some(et) = self.table(item, "exemption") else { continue };
+                        self.known(et, &["instance", "until", "reason"], "exemption");
+                        let instance = Self::get(et, "instance").and_then(|x| self.string(x, "instance"));
+                        let until = Self::get(et, "until").and_then(|x| self.string(x, "until"));
+                        let reason = Self::get(et, "reason").and_then(|x| self.string(x, "reason"));
+                        let date_ok = until.as_deref().is_some_and(|u| u.parse::<jiff::civil::Date>().is_ok());
+                        match (instance, until, reason) {
+                            (Some(instance), Some(until), Some(reason)) if date_ok && !reason.trim().is_empty() => {
+                                exemptions.push(Exemption { instance, until, reason })
+                            }
+                            _ => self.err(item.span(), "bad-exemption", format!("consumer `{name}`: an exemption needs `instance`, `until` (YYYY-MM-DD) and a `reason`"), "e.g. { instance = \"i-0abc…\", until = \"2027-01-31\", reason = \"vendor certification\" }"),
+                        }
+                    }
+                }
+                _ => self.err(
+                    ev.span(),
+                    "wrong-type",
+                    "`exemptions` must be an array of tables".into(),
+                    "exemptions = [{ instance = …, until = …, reason = … }]",
+                ),
+            }
+        }
+        Some(Consumer { name: name.to_string(), account: account?, image: image?, owner, select, rollout, exemptions })
+    }
+
+    fn advisories(&mut self, image: &str, v: &Spanned<DeValue<'_>>) -> Option<AdvisoryFeed> {
+        let t = self.table(v, "advisories")?;
+        self.known(t, &["updateinfo", "debian_tracker", "release", "inspector"], "advisories");
+        if let Some(i) = Self::get(t, "inspector")
+            && self.boolean(i, "inspector") == Some(true)
+        {
+            if Self::get(t, "updateinfo").is_some() || Self::get(t, "debian_tracker").is_some() {
+                self.err(
+                    v.span(),
+                    "bad-advisories",
+                    format!("image `{image}`: give one source"),
+                    "inspector = true, or a feed",
+                );
+            }
+            return Some(AdvisoryFeed::Inspector);
+        }
+        let place = |this: &mut Self, key: &str| -> Option<String> {
+            let s = Self::get(t, key).and_then(|x| this.string(x, key))?;
+            Some(if s.starts_with("http://") || s.starts_with("https://") {
+                s
+            } else {
+                this.dir.join(&s).display().to_string()
+            })
+        };
+        match (place(self, "updateinfo"), place(self, "debian_tracker")) {
+            (Some(location), None) => Some(AdvisoryFeed::Updateinfo { location }),
+            (None, Some(location)) => match Self::get(t, "release").and_then(|r| self.string(r, "release")) {
+                Some(release) => Some(AdvisoryFeed::DebianTracker { location, release }),
+                None => {
+                    self.err(
+                        v.span(),
+                        "missing-field",
+                        format!("image `{image}`: a Debian tracker feed needs `release`"),
+                        "e.g. release = \"bookworm\"",
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.err(
+                    v.span(),
+                    "bad-advisories",
+                    format!("image `{image}`: give exactly one of `updateinfo` or `debian_tracker`"),
+                    "advisories = { updateinfo = \"https://…/repodata/repomd.xml\" }",
+                );
+                None
+            }
+        }
+    }
+
+    fn rollout(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> RolloutMethod {
+        let fallback = RolloutMethod::Notify { sns_topic: None };
+        let Some(t) = self.table(v, "rollout") else { return fallback };
+        self.known(t, &["kind", "sns_topic", "batch", "min_healthy_percent"], "rollout");
+        let number = |this: &mut Self, key: &str, default: u64, max: u64| -> u64 {
+            match Self::get(t, key) {
+                None => default,
+                Some(n) => match n.get_ref() {
+                    DeValue::Integer(i) if i.as_str().parse::<u64>().is_ok_and(|x| (1..=max).contains(&x)) => {
+                        i.as_str().parse().unwrap_or(default)
+                    }
+                    _ => {
+                        this.err(
+                            n.span(),
+                            "wrong-type",
+                            format!("`rollout.{key}` must be a whole number from 1 to {max}"),
+                            "",
+                        );
+                        default
+                    }
+                },
+            }
+        };
+        match Self::get(t, "kind").and_then(|k| self.string(k, "rollout.kind")).as_deref() {
+            Some("notify") => {
+                RolloutMethod::Notify { sns_topic: Self::get(t, "sns_topic").and_then(|s| self.string(s, "sns_topic")) }
+            }
+            Some("launch-template") => RolloutMethod::LaunchTemplate,
+            Some("rolling-replace") => RolloutMethod::RollingReplace { batch: number(self, "batch", 1, 1000) as usize },
+            Some("instance-refresh") => RolloutMethod::InstanceRefresh {
+                min_healthy_percent: number(self, "min_healthy_percent", 90, 100) as u8,
+            },
+            other => {
+                self.err(
+                    v.span(),
+                    "bad-rollout",
+                    format!("consumer `{name}`: unknown rollout kind {:?}", other.unwrap_or_default()),
+                    "kind = \"notify\", \"launch-template\", \"rolling-replace\" or \"instance-refresh\"",
+                );
+                fallback
+            }
+        }
+    }
+
+    fn distribution(&mut self, v: &Spanned<DeValue<'_>>, accounts: &BTreeMap<String, Account>) -> Option<Distribution> {
+        let t = self.table(v, "distribute")?;
+        self.known(t, &["accounts", "regions", "ssm_parameter", "copy"], "distribute");
+        let mut d = Distribution::default();
+        if let Some(a) = Self::get(t, "accounts") {
+            for (name, span) in self.strings(a, "distribute.accounts") {
+                if !accounts.contains_key(&name) {
+                    self.err(
+                        span,
+                        "unknown-reference",
+                        format!("distribute: no account `{name}`"),
+                        "define it under [accounts.<name>]",
+                    );
+                }
+                d.accounts.push(name);
+            }
+        }
+        if let Some(r) = Self::get(t, "regions") {
+            d.regions = self.strings(r, "distribute.regions").into_iter().map(|(s, _)| s).collect();
+        }
+        d.ssm_parameter = Self::get(t, "ssm_parameter").and_then(|p| self.string(p, "ssm_parameter"));
+        if let Some(p) = &d.ssm_parameter
+            && !p.starts_with('/')
+        {
+            let span = Self::get(t, "ssm_parameter").map(|s| s.span()).unwrap_or(0..0);
+            self.err(
+                span,
+                "bad-parameter-name",
+                format!("ssm_parameter `{p}` must start with /"),
+                "e.g. \"/platform/base-ami/host\"",
+            );
+        }
+        d.copy = Self::get(t, "copy").and_then(|c| self.boolean(c, "copy")).unwrap_or(false);
+        Some(d)
+    }
+
+    fn component(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Component> {
+        let t = self.table(v, &format!("components.{name}"))?;
+        self.known(t, &["file", "version", "parameters", "services"], &format!("[components.{name}]"));
+        let services = Self::get(t, "services").map(|v| self.strings(v, "services")).unwrap_or_default();
+        let services = services.into_iter().map(|(s, _)| s).collect();
+        let version = match Self::get(t, "version") {
+            Some(v) => self.string(v, "version")?,
+            None => {
+                self.err(
+                    v.span(),
+                    "missing-field",
+                    format!("component `{name}` needs `version`"),
+                    "e.g. version = \"1.0.0\"",
+                );
+                return None;
+            }
+        };
+        let (file_value, file_span) = match Self::get(t, "file") {
+            Some(f) => (self.string(f, "file")?, f.span()),
+            None => {
+                self.err(
+                    v.span(),
+                    "missing-field",
+                    format!("component `{name}` needs `file`"),
+                    "the path of its AWSTOE document, relative to the config",
+                );
+                return None;
+            }
+        };
+        let mut parameters = Vec::new();
+        if let Some(pv) = Self::get(t, "parameters")
+            && let Some(pt) = self.table(pv, "parameters")
+        {
+            for (k, v) in pt.iter() {
+                if let Some(p) = self.param(k.get_ref(), v) {
+                    parameters.push((k.get_ref().to_string(), p));
+                }
+            }
+        }
+        let file = self.dir.join(&file_value);
+        let document = self.document(&file, file_span, &format!("component `{name}`"))?;
+        for (p, _) in &parameters {
+            if !document.parameters.iter().any(|d| &d.name == p) {
+                let span = Self::get(t, "parameters").map(|s| s.span()).unwrap_or(0..0);
+                self.err(
+                    span,
+                    "unknown-parameter",
+                    format!("component `{name}`: its document declares no parameter `{p}`"),
+                    "check the document's `parameters:`",
+                );
+            }
+        }
+        for d in &document.parameters {
+            if d.default.is_none() && !parameters.iter().any(|(p, _)| p == &d.name) {
+                self.err(
+                    v.span(),
+                    "missing-parameter",
+                    format!("component `{name}`: parameter `{}` has no default and no value here", d.name),
+                    "set it under parameters = { … }",
+                );
+            }
+        }
+        let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
+        Some(Component { name: name.to_string(), file, version, parameters, document, sha256, services })
+    }
+
+    fn param(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<ParamValue> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(ParamValue::Literal(s.to_string())),
+            DeValue::Table(t) => {
+                self.known(t, &["env", "file", "secret"], &format!("parameter {name}"));
+                let secret = Self::get(t, "secret").and_then(|s| self.boolean(s, "secret")).unwrap_or(false);
+                match (Self::get(t, "env"), Self::get(t, "file")) {
+                    (Some(e), None) => self.string(e, "env").map(|var| ParamValue::Env { var, secret }),
+                    (None, Some(f)) => {
+                        self.string(f, "file").map(|p| ParamValue::File { path: self.dir.join(p), secret })
+                    }
+                    _ => {
+                        self.err(
+                            v.span(),
+                            "bad-parameter",
+                            format!("parameter `{name}` needs exactly one of `env` and `file`"),
+                            "e.g. { env = \"SCAN_AGENT_KEY\", secret = true }",
+                        );
+                        None
+                    }
+                }
+            }
+            other => {
+                self.err(
+                    v.span(),
+                    "wrong-type",
+                    format!("parameter `{name}` must be a string or {{ env | file }}, found {}", kind(other)),
+                    "e.g. Name = \"value\"",
+                );
+                None
+            }
+        }
+    }
+
+    fn document(&mut self, file: &Path, span: Range<usize>, what: &str) -> Option<Document> {
+        if !file.is_file() {
+            self.err(
+                span,
+                "missing-file",
+                format!("{what}: {} does not exist", file.display()),
+                "paths are relative to the config file's folder",
+            );
+            return None;
+        }
+        match Document::load(file) {
+            Ok((d, warnings)) => {
+                self.docs.extend(warnings);
+                Some(d)
+            }
+            Err(diags) => {
+                self.docs.extend(diags);
+                None
+            }
+        }
+    }
+
+    fn image(
+        &mut self,
+        name: &str,
+        name_span: Range<usize>,
+        v: &Spanned<DeValue<'_>>,
+        components: &BTreeMap<String, Component>,
+        accounts: &BTreeMap<String, Account>,
+    ) -> Option<Image> {
+        let t = self.table(v, &format!("images.{name}"))?;
+        self.known(
+            t,
+            &["description", "parent", "components", "tests", "builder", "distribute", "advisories"],
+            &format!("[images.{name}]"),
+        );
+        let description = Self::get(t, "description").and_then(|d| self.string(d, "description")).unwrap_or_default();
+        let parent = match Self::get(t, "parent") {
+            None => {
+                self.err(
+                    name_span.clone(),
+                    "missing-field",
+                    format!("image `{name}` needs `parent`"),
+                    "e.g. parent = \"debootstrap:stable\" or \"tarball:al2-rootfs.tar\"",
+                );
+                None
+            }
+            Some(p) => {
+                let text = self.string(p, "parent");
+                match text.as_deref().and_then(|t| t.split_once(':')) {
+                    Some(("debootstrap", suite)) if !suite.is_empty() => {
+                        Some(ParentSpec::Debootstrap { suite: suite.to_string() })
+                    }
+                    Some(("ssm", name)) if name.starts_with('/') => {
+                        Some(ParentSpec::SsmParameter { name: name.to_string() })
+                    }
+                    Some(("ami", spec))
+                        if spec.split_once('/').is_some_and(|(o, p)| !o.is_empty() && !p.is_empty()) =>
+                    {
+                        let (owners, pattern) = spec.split_once('/').unwrap_or_default();
+                        Some(ParentSpec::AmiName {
+                            owners: owners.split(',').map(str::to_string).collect(),
+                            pattern: pattern.to_string(),
+                        })
+                    }
+                    Some(("tarball", path)) if !path.is_empty() => {
+                        let path = self.dir.join(path);
+                        if !path.is_file() {
+                            self.err(
+                                p.span(),
+                                "missing-file",
+                                format!("parent tarball {} does not exist", path.display()),
+                                "paths are relative to the config file's folder",
+                            );
+                        }
+                        Some(ParentSpec::Tarball { path })
+                    }
+                    _ => {
+                        if text.is_some() {
+                            self.err(
+                                p.span(),
+                                "bad-parent",
+                                format!("image `{name}`: unsupported parent"),
+                                "use debootstrap:<suite>, tarball:<path>, ssm:/aws/service/… or ami:<owners>/<name pattern>",
+                            );
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let mut names = Vec::new();
+        if let Some(c) = Self::get(t, "components") {
+            for (c, span) in self.strings(c, "components") {
+                if !components.contains_key(&c) {
+                    let hint =
+                        format!("defined components: {}", components.keys().cloned().collect::<Vec<_>>().join(", "));
+                    self.err(
+                        span,
+                        "unknown-component",
+                        format!("image `{name}` uses undefined component `{c}`"),
+                        &hint,
+                    );
+                } else if names.contains(&c) {
+                    self.err(
+                        span,
+                        "duplicate-name",
+                        format!("component `{c}` is listed twice"),
+                        "list each component once",
+                    );
+                } else {
+                    names.push(c);
+                }
+            }
+        }
+        let mut tests = Vec::new();
+        if let Some(tv) = Self::get(t, "tests") {
+            for (file, span) in self.strings(tv, "tests") {
+                let path = self.dir.join(&file);
+                if let Some(document) = self.document(&path, span, &format!("image `{name}` test")) {
+                    let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
+                    tests.push(TestDocument { file: path, document, sha256 });
+                }
+            }
+        }
+        let builder = match Self::get(t, "builder") {
+            None => Builder::Local { disk_size_mb: None },
+            Some(b) => {
+                let bt = self.table(b, "builder")?;
+                self.known(
+                    bt,
+                    &["kind", "disk_size", "instance_type", "subnet", "security_groups", "instance_profile"],
+                    "builder",
+                );
+                let kind = Self::get(bt, "kind").and_then(|k| self.string(k, "builder.kind"));
+                match kind.as_deref() {
+                    Some("local") => {
+                        let disk = Self::get(bt, "disk_size").and_then(|d| {
+                            let s = self.string(d, "disk_size")?;
+                            let mb = parse_size_mb(&s);
+                            if mb.is_none() {
+                                self.err(
+                                    d.span(),
+                                    "bad-size",
+                                    format!("disk_size \"{s}\" is not a size"),
+                                    "e.g. \"2G\" or \"1536M\"",
+                                );
+                            }
+                            mb
+                        });
+                        Builder::Local { disk_size_mb: disk }
+                    }
+                    Some("ec2") => Builder::Ec2 {
+                        instance_type: Self::get(bt, "instance_type")
+                            .and_then(|v| self.string(v, "instance_type"))
+                            .unwrap_or_else(|| "t3.medium".into()),
+                        subnet: Self::get(bt, "subnet").and_then(|v| self.string(v, "subnet")),
+                        security_groups: Self::get(bt, "security_groups")
+                            .map(|v| self.strings(v, "security_groups").into_iter().map(|(s, _)| s).collect())
+                            .unwrap_or_default(),
+                        instance_profile: Self::get(bt, "instance_profile")
+                            .and_then(|v| self.string(v, "instance_profile")),
+                    },
+                    other => {
+                        self.err(
+                            b.span(),
+                            "bad-builder",
+                            format!("image `{name}`: unknown builder kind {:?}", other.unwrap_or_default()),
+                            "kind = \"local\" or \"ec2\"",
+                        );
+                        Builder::Local { disk_size_mb: None }
+                    }
+                }
+            }
+        };
+        let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(d, accounts));
+        let advisories = Self::get(t, "advisories").and_then(|a| self.advisories(name, a));
+        let parent = parent?;
+        let ami_parent = parent.is_ami();
+        if ami_parent != matches!(builder, Builder::Ec2 { .. }) {
+            let span =
+                Self::get(t, "builder").or_else(|| Self::get(t, "parent")).map(|v| v.span()).unwrap_or(name_span);
+            let (message, hint) = if ami_parent {
+                (
+                    format!("image `{name}`: an AMI parent ({parent}) needs the EC2 builder"),
+                    "add builder = { kind = \"ec2\" }",
+                )
+            } else {
+                (
+                    format!("image `{name}`: the EC2 builder needs an AMI parent, not {parent}"),
+                    "use parent = \"ssm:/aws/service/ami-amazon-linux-latest/…\", or builder = { kind = \"local\" }",
+                )
+            };
+            self.err(span, "builder-parent-mismatch", message, hint);
+            return None;
+        }
+        let mut h = Sha256::new();
+        h.update(format!("parent={parent}\n"));
+        for c in &names {
+            let comp = &components[c];
+            h.update(format!("component={c}@{} sha256={}\n", comp.version, comp.sha256));
+            let mut params: Vec<String> = comp.parameters.iter().map(|(k, v)| format!("{k}={}", v.spec())).collect();
+            params.sort();
+            h.update(params.join("\n"));
+        }
+        for t in &tests {
+            h.update(format!("test sha256={}\n", t.sha256));
+        }
+        h.update(format!("builder={builder:?}\n"));
+        Some(Image {
+            name: name.to_string(),
+            description,
+            parent,
+            components: names,
+            tests,
+            builder,
+            distribute,
+            advisories,
+            recipe_hash: hex(&h.finalize())[..16].to_string(),
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! The config's schema: what `amictl.toml` describes, after [`crate::Config::load`] checked it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use provider::{RolloutMethod, Selection};
+use toe::Document;
+
+use crate::DAY;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub dir: PathBuf,
+    pub state: PathBuf,
+    /// Builds and images.
+    pub work_dir: PathBuf,
+    /// Content-addressed parents, shared by every config on the machine
+    /// (`$AMICTL_CACHE`, default `~/.cache/amictl`).
+    pub cache_dir: PathBuf,
+    pub policy: Policy,
+    pub aws_region: Option<String>,
+    /// How often the AWS provider polls while it waits (instances, commands, AMIs).
+    pub aws_poll_ms: u64,
+    /// How long a new instance may take to report Online to SSM.
+    pub aws_ssm_timeout_ms: u64,
+    pub accounts: BTreeMap<String, Account>,
+    pub components: BTreeMap<String, Component>,
+    pub images: BTreeMap<String, Image>,
+    pub consumers: BTreeMap<String, Consumer>,
+}
+
+/// An AWS account amictl works in; `role` is assumed for every account but the one whose
+/// credentials amictl runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub id: String,
+    pub role: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// A team that runs hosts on an image line (used by the fleet and rollout commands).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumer {
+    pub name: String,
+    pub account: String,
+    pub image: String,
+    pub owner: Option<String>,
+    pub select: Selection,
+    pub rollout: RolloutMethod,
+    pub exemptions: Vec<Exemption>,
+}
+
+/// An instance allowed to lag until a date, with a reason (both shown in every report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exemption {
+    pub instance: String,
+    /// `YYYY-MM-DD`, inclusive.
+    pub until: String,
+    pub reason: String,
+}
+
+/// Where an image line is shared (used by the AWS publisher).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Distribution {
+    pub accounts: Vec<String>,
+    pub regions: Vec<String>,
+    pub ssm_parameter: Option<String>,
+    pub copy: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub max_age_seconds: i64,
+    pub rebuild_on_parent_update: bool,
+    pub rebuild_on_severity: String,
+    pub rollout_sla_seconds: i64,
+    pub keep_versions: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            max_age_seconds: 90 * DAY,
+            rebuild_on_parent_update: true,
+            rebuild_on_severity: "important".into(),
+            rollout_sla_seconds: 14 * DAY,
+            keep_versions: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Component {
+    pub name: String,
+    pub file: PathBuf,
+    pub version: String,
+    pub parameters: Vec<(String, ParamValue)>,
+    pub document: Document,
+    pub sha256: String,
+    /// systemd units this component installs; tests check them active (on EC2 test
+    /// instances, before and after a reboot). Not part of the recipe hash: it changes what
+    /// is checked, not what is built.
+    pub services: Vec<String>,
+}
+
+/// Where a parameter's value comes from at build time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    Literal(String),
+    Env { var: String, secret: bool },
+    File { path: PathBuf, secret: bool },
+}
+
+impl ParamValue {
+    pub fn is_secret(&self) -> bool {
+        matches!(self, ParamValue::Env { secret: true, .. } | ParamValue::File { secret: true, .. })
+    }
+
+    /// The value now. Errors name the variable or file, never a value.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            ParamValue::Literal(v) => Ok(v.clone()),
+            ParamValue::Env { var, .. } => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
+            }
+            ParamValue::File { path, .. } => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches('\n').to_string())
+                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+        }
+    }
+
+    pub(crate) fn spec(&self) -> String {
+        match self {
+            ParamValue::Literal(v) => format!("literal:{v}"),
+            ParamValue::Env { var, secret } => format!("env:{var}:{secret}"),
+            ParamValue::File { path, secret } => format!("file:{}:{secret}", path.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentSpec {
+    /// A Debian minbase root filesystem from debootstrap.
+    Debootstrap { suite: String },
+    /// A root filesystem tarball, e.g. an exported Amazon Linux 2 container.
+    Tarball { path: PathBuf },
+    /// An AMI named by an SSM parameter, e.g. AWS's "latest Amazon Linux 2" public one.
+    SsmParameter { name: String },
+    /// The newest AMI named like `pattern` (EC2 wildcards) owned by `owners`, e.g.
+    /// `ami:amazon/amzn2-ami-ecs-hvm-*-x86_64-ebs`.
+    AmiName { owners: Vec<String>, pattern: String },
+}
+
+impl ParentSpec {
+    /// An AMI (built on EC2) rather than a root filesystem (built locally).
+    pub fn is_ami(&self) -> bool {
+        matches!(self, ParentSpec::SsmParameter { .. } | ParentSpec::AmiName { .. })
+    }
+}
+
+impl std::fmt::Display for ParentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParentSpec::Debootstrap { suite } => write!(f, "debootstrap:{suite}"),
+            ParentSpec::Tarball { path } => write!(f, "tarball:{}", path.display()),
+            ParentSpec::SsmParameter { name } => write!(f, "ssm:{name}"),
+            ParentSpec::AmiName { owners, pattern } => write!(f, "ami:{}/{pattern}", owners.join(",")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Builder {
+    Local {
+        disk_size_mb: Option<u64>,
+    },
+    /// Build and test on EC2 instances (the AWS provider).
+    Ec2 {
+        instance_type: String,
+        subnet: Option<String>,
+        security_groups: Vec<String>,
+        instance_profile: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct TestDocument {
+    pub file: PathBuf,
+    pub document: Document,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub name: String,
+    pub description: String,
+    pub parent: ParentSpec,
+    pub components: Vec<String>,
+    pub tests: Vec<TestDocument>,
+    pub builder: Builder,
+    pub distribute: Option<Distribution>,
+    /// Where fixes for its packages are announced (not part of the recipe).
+    pub advisories: Option<AdvisoryFeed>,
+    pub recipe_hash: String,
+}
+
+/// A security advisory feed: a URL (`https://…/repomd.xml` or an `updateinfo.xml[.gz]`) or
+/// a file (relative to the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdvisoryFeed {
+    Updateinfo {
+        location: String,
+    },
+    DebianTracker {
+        location: String,
+        release: String,
+    },
+    /// Amazon Inspector2 findings on instances launched from the version's AMIs, in the
+    /// accounts it is published to.
+    Inspector,
+}
+
+impl AdvisoryFeed {
+    pub fn location(&self) -> &str {
+        match self {
+            AdvisoryFeed::Updateinfo { location } | AdvisoryFeed::DebianTracker { location, .. } => location,
+            AdvisoryFeed::Inspector => "inspector2",
+        }
+    }
+}
+
+impl Config {
+    /// The platform account: the one without a `role` (amictl runs with its credentials).
+    pub fn platform(&self) -> Option<&Account> {
+        self.accounts.values().find(|a| a.role.is_none())
+    }
+}
+
+impl Distribution {
+    /// Every account and region a version must reach: each consumer account in each region
+    /// (the platform's own, when it names no consumers).
+    pub fn targets(&self, platform: &str) -> std::collections::BTreeSet<provider::Target> {
+        let accounts: Vec<&str> =
+            if self.accounts.is_empty() { vec![platform] } else { self.accounts.iter().map(String::as_str).collect() };
+        accounts.iter().flat_map(|a| self.regions.iter().map(move |r| provider::Target::new(*a, r))).collect()
+    }
+}

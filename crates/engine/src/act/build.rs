@@ -1,0 +1,173 @@
+//! Build: a new version from exactly the parent the plan named, tested, then published.
+
+use std::sync::Mutex;
+
+use catalog::{BuildState, CatalogError, ComponentUse, NewBuild};
+use policy::Action;
+use provider::{Act, BuildEvents, BuildJob, ParentRef, VersionRef};
+use serde_json::{Value, json};
+
+use crate::record::{Done, Fail};
+use crate::{Engine, EngineError};
+
+/// Records what a build reports as it goes: the parent at once, `testing` when tests start.
+struct Events<'a> {
+    engine: &'a Engine,
+    build_id: &'a str,
+    subject: String,
+    /// The first error recording failed with (the build cannot be stopped from here).
+    error: Mutex<Option<CatalogError>>,
+}
+
+impl Events<'_> {
+    fn keep(&self, r: Result<(), CatalogError>) {
+        if let Err(e) = r {
+            self.error.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+        }
+    }
+}
+
+impl BuildEvents for Events<'_> {
+    fn parent(&self, p: &ParentRef) {
+        self.keep(self.engine.catalog().set_parent(self.build_id, &p.id, &p.name, &p.created));
+    }
+
+    fn testing(&self) {
+        let now = self.engine.now().to_string();
+        self.keep(self.engine.catalog().set_state(self.build_id, BuildState::Testing, None, &now));
+    }
+
+    fn status(&self, text: &str) {
+        self.engine.progress().status(&format!("{}: {text}", self.subject));
+    }
+}
+
+pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
+    let Action::Build { image, parent, targets, .. } = a else { unreachable!("build::run on {a:?}") };
+    let cfg = engine.config();
+    let line = engine.line(image)?;
+    let spec = cfg.images.get(image).ok_or_else(|| EngineError::Failed(format!("no image line `{image}`")))?;
+    let uses: Vec<ComponentUse> = spec
+        .components
+        .iter()
+        .filter_map(|c| cfg.components.get(c))
+        .map(|c| ComponentUse { name: c.name.clone(), version: c.version.clone(), sha256: c.sha256.clone() })
+        .collect();
+    let build_id = uuid::Uuid::new_v4().to_string();
+    let started = engine.now();
+    let reasons = a.reasons_text();
+    let log_dir = cfg.work_dir.join("builds").join(&build_id).join("logs");
+    let version = {
+        let mut cat = engine.catalog();
+        let version = cat.next_version(image, &started.strftime("%Y.%m.%d").to_string())?;
+        let reason = serde_json::to_value(a.reasons()).unwrap_or_default();
+        let planned = parent.clone().unwrap_or(ParentRef {
+            id: String::new(),
+            name: spec.parent.to_string(),
+            created: String::new(),
+        });
+        cat.insert_build(&NewBuild {
+            build_id: &build_id,
+            image,
+            version: &version,
+            reason: &reason,
+            recipe_hash: &spec.recipe_hash,
+            parent_id: &planned.id,
+            parent_name: &planned.name,
+            parent_created: &planned.created,
+            started_at: &started.to_string(),
+            log_dir: &log_dir.display().to_string(),
+            components: &uses,
+        })?;
+        version
+    };
+    let subject = VersionRef::new(image, &version).to_string();
+    let intent = json!({
+        "build_id": build_id, "recipe": spec.recipe_hash, "parent": parent, "parent_spec": spec.parent.to_string(),
+        "components": uses, "targets": targets, "builder": line.builder.kind(),
+    });
+    let built = engine.recorded(Act::Build, &subject, &reasons, intent, |_| {
+        engine.catalog().set_state(&build_id, BuildState::Building, None, &engine.now().to_string())?;
+        let events = Events { engine, build_id: &build_id, subject: subject.clone(), error: Mutex::new(None) };
+        let job = BuildJob {
+            build_id: &build_id,
+            image,
+            version: &version,
+            parent: parent.as_ref(),
+            log_dir: &log_dir,
+            cancel: engine.cancel(),
+        };
+        let result = line.builder.build(&job, &events);
+        if let Some(e) = events.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(Fail::from(e));
+        }
+        let mut cat = engine.catalog();
+        match result {
+            Ok(out) => {
+                cat.record_outputs(&build_id, &out.packages, &out.artifacts, &out.tests)?;
+                cat.set_state(&build_id, BuildState::Available, None, &engine.now().to_string())?;
+                Ok(Done {
+                    reason: format!("built and tested ({})", line.builder.kind()),
+                    data: json!({
+                        "build_id": build_id, "version": version, "state": "available", "parent": out.parent,
+                        "packages": out.packages.len(), "tests": out.tests, "artifacts": out.artifacts,
+                        "cleanup": out.cleanup.removed,
+                    }),
+                })
+            }
+            Err(f) => {
+                let error = EngineError::provider(format!("building {subject}"), f.error);
+                cat.record_outputs(&build_id, &[], &[], &f.tests)?;
+                let text = match &error {
+                    EngineError::Provider { source, .. } => provider::chain(source),
+                    other => other.text(),
+                };
+                cat.set_state(&build_id, BuildState::Failed, Some(&text), &engine.now().to_string())?;
+                Err(Fail {
+                    error,
+                    data: json!({
+                        "build_id": build_id, "version": version, "state": "failed", "parent": f.parent,
+                        "logs": log_dir.display().to_string(), "tests": f.tests,
+                        "cleanup": f.cleanup.map(|c| c.removed),
+                    }),
+                })
+            }
+        }
+    })?;
+    let tests = built["tests"].as_array().map(Vec::len).unwrap_or(0);
+    let artifacts: Vec<provider::Artifact> = serde_json::from_value(built["artifacts"].clone()).unwrap_or_default();
+    let source = artifacts.iter().find_map(|a| a.ami());
+    let place = source.as_ref().map(|s| format!("{} in {}, ", s.image_id, s.target.region)).unwrap_or_default();
+    engine
+        .progress()
+        .line(&format!("built {subject}: {place}{} packages, {tests} test(s) passed ({reasons})", built["packages"]));
+    let mut summary = json!({"version": version, "build_id": build_id, "packages": built["packages"]});
+    if let Some(publisher) = &line.publisher {
+        let source = source.ok_or_else(|| {
+            EngineError::Failed(format!("{subject} is built but its builder recorded no AMI to publish"))
+        })?;
+        summary["image_id"] = json!(source.image_id);
+        let reason = "publish a tested version";
+        match super::distribute::publish(
+            engine,
+            publisher.as_ref(),
+            image,
+            &version,
+            &build_id,
+            &source,
+            targets,
+            reason,
+        ) {
+            Ok(p) => summary["published"] = p,
+            Err(e) if e.is_cancelled() => return Err(e),
+            Err(e) => {
+                return Err(EngineError::Failed(format!(
+                    "{subject} is built and tested ({}) but not fully published; the next apply retries: {}",
+                    source.image_id,
+                    e.text()
+                )));
+            }
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,286 @@
+//! The act step: one module per action kind, each inside [`Engine::recorded`]'s intent →
+//! outcome wrapper, run in the order and with the concurrency described in the crate doc.
+
+mod build;
+mod deprecate;
+mod distribute;
+mod recover;
+mod retire;
+mod rollout;
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use catalog::{Holder, RunLock};
+use jiff::Timestamp;
+use policy::{Action, Plan};
+use provider::EventKind;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::observe::Mode;
+use crate::record::Closed;
+use crate::{Engine, EngineError, Scope};
+
+/// How to apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Wait for another run holding the state lock instead of failing.
+    pub wait: bool,
+    /// Fetch parents afresh before planning, so a moved parent is noticed.
+    pub refresh_parents: bool,
+    /// How many independent actions (image lines, consumers) run at once.
+    pub parallel: usize,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> ApplyOptions {
+        ApplyOptions { wait: false, refresh_parents: false, parallel: 2 }
+    }
+}
+
+/// How one action went.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionResult {
+    /// Its kind (`build`, `distribute` …, as in the plan's JSON).
+    pub action: &'static str,
+    /// Its image line.
+    pub image: String,
+    /// Its audit subject.
+    pub subject: String,
+    /// Whether it did its work.
+    pub ok: bool,
+    /// Whether it was stopped by the operator.
+    pub interrupted: bool,
+    /// What it did (its outcome's data).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub result: Value,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What an `apply` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    /// The plan it carried out.
+    pub plan: Plan,
+    /// Intents a dead run left open, closed as interrupted.
+    pub closed: Vec<Closed>,
+    /// Each action that ran, in plan order (follow-up deprecations after their line).
+    pub actions: Vec<ActionResult>,
+    /// Actions not started because the operator asked to stop.
+    pub not_started: usize,
+}
+
+impl ApplyReport {
+    /// Actions that failed (interrupted ones included).
+    pub fn failed(&self) -> usize {
+        self.actions.iter().filter(|a| !a.ok).count()
+    }
+
+    /// Whether the run was stopped by the operator.
+    pub fn interrupted(&self) -> bool {
+        self.not_started > 0 || self.actions.iter().any(|a| a.interrupted)
+    }
+}
+
+/// Runs `f` over `items` on up to `n` threads; results in input order.
+fn concurrently<T: Send, R: Send>(items: Vec<T>, n: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    if n <= 1 {
+        // Inline: a builder that forks needs the process to have no other working thread.
+        return items.into_iter().map(f).collect();
+    }
+    let count = items.len();
+    let queue: Mutex<Vec<Option<T>>> = Mutex::new(items.into_iter().map(Some).collect());
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..count).map(|_| None).collect());
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..n.clamp(1, count.max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= count {
+                        break;
+                    }
+                    let item = queue.lock().unwrap_or_else(|e| e.into_inner())[i].take();
+                    if let Some(item) = item {
+                        let r = f(item);
+                        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().flatten().collect()
+}
+
+impl Engine {
+    /// Takes the run lock, closes what a dead run left open, observes, plans and carries the
+    /// plan out, recording every decision and every action. `waiting` is called once when
+    /// another run holds the lock and `options.wait` is set.
+    pub fn apply(
+        &self,
+        now: Timestamp,
+        scope: &Scope,
+        options: &ApplyOptions,
+        waiting: impl FnOnce(&Holder),
+    ) -> Result<ApplyReport, EngineError> {
+        let cfg = self.config();
+        let _lock = RunLock::acquire(&cfg.state, options.wait, "amictl apply", waiting)?;
+        let closed = self.close_open_intents()?;
+        for c in &closed {
+            self.progress().line(&format!(
+                "closed {} of {} (event {}, {}): its run ended without an outcome",
+                c.kind, c.subject, c.seq, c.time
+            ));
+        }
+        let observation =
+            self.observe(&Mode { live_holder: None, refresh_parents: options.refresh_parents }, now, scope)?;
+        crate::fleet::record(&mut self.catalog(), &observation.scans, self.now())?;
+        let plan = observation.plan(now, scope);
+        self.note(
+            EventKind::ApplyStart,
+            scope.only.as_deref().unwrap_or("*"),
+            &format!("{} action(s) planned", plan.actions.len()),
+            json!({"now": now.to_string(), "config": cfg.file.display().to_string()}),
+        )?;
+        for a in &plan.actions {
+            self.decided(a)?;
+        }
+        let mut report = ApplyReport { plan: plan.clone(), closed, actions: Vec::new(), not_started: 0 };
+        self.carry_out(&plan, options.parallel.max(1), &mut report)?;
+        let failed = report.failed();
+        self.note(
+            EventKind::ApplyFinish,
+            scope.only.as_deref().unwrap_or("*"),
+            &format!(
+                "{} ok, {failed} failed{}",
+                report.actions.len() - failed,
+                if report.interrupted() {
+                    format!(", interrupted ({} not started)", report.not_started)
+                } else {
+                    String::new()
+                }
+            ),
+            json!({}),
+        )?;
+        Ok(report)
+    }
+
+    fn decided(&self, a: &Action) -> Result<(), EngineError> {
+        self.note(
+            EventKind::Decision,
+            &a.subject(),
+            &a.reasons_text(),
+            json!({"action": a.kind(), "reasons": a.reasons()}),
+        )?;
+        Ok(())
+    }
+
+    fn carry_out(&self, plan: &Plan, parallel: usize, report: &mut ApplyReport) -> Result<(), EngineError> {
+        // Recoveries first: they free what interrupted builds hold.
+        for a in plan.actions.iter().filter(|a| matches!(a, Action::Recover { .. })) {
+            match self.one(a) {
+                Some(r) => report.actions.push(r),
+                None => report.not_started += 1,
+            }
+        }
+        // Each line's chain in order; lines side by side.
+        let mut chains: Vec<(String, Vec<&Action>)> = Vec::new();
+        for a in plan.actions.iter().filter(|a| !matches!(a, Action::Recover { .. } | Action::Rollout { .. })) {
+            match chains.iter_mut().find(|(image, _)| image == a.image()) {
+                Some((_, list)) => list.push(a),
+                None => chains.push((a.image().to_string(), vec![a])),
+            }
+        }
+        // A builder that forks (the local sandbox) must not run beside other threads.
+        let forks = chains.iter().any(|(image, _)| self.line(image).is_ok_and(|l| !l.builder.concurrent()));
+        let width = if forks { 1 } else { parallel };
+        let done = concurrently(chains, width, |(image, actions)| self.chain(&image, &actions));
+        for r in done {
+            let (results, skipped) = r?;
+            report.actions.extend(results);
+            report.not_started += skipped;
+        }
+        // Rollouts last, one consumer each.
+        let rollouts: Vec<&Action> = plan.actions.iter().filter(|a| matches!(a, Action::Rollout { .. })).collect();
+        for r in concurrently(rollouts, parallel, |a| self.one(a)) {
+            match r {
+                Some(r) => report.actions.push(r),
+                None => report.not_started += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// One line's actions in order, then the deprecations its new releases make due.
+    fn chain(&self, image: &str, actions: &[&Action]) -> Result<(Vec<ActionResult>, usize), EngineError> {
+        let mut results = Vec::new();
+        let mut skipped = 0;
+        let mut published = false;
+        for a in actions {
+            match self.one(a) {
+                Some(r) => {
+                    published |= r.ok && matches!(a, Action::Build { .. } | Action::Distribute { .. });
+                    results.push(r);
+                }
+                None => skipped += 1,
+            }
+        }
+        if published {
+            let planned: Vec<&str> = actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Deprecate { build_id, .. } => Some(build_id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let observed = policy::Observed { versions: self.observe_versions(None)?, ..Default::default() };
+            for a in policy::deprecations(image, &self.policy_view(), &observed) {
+                let Action::Deprecate { build_id, .. } = &a else { continue };
+                if planned.contains(&build_id.as_str()) {
+                    continue;
+                }
+                self.decided(&a)?;
+                match self.one(&a) {
+                    Some(r) => results.push(r),
+                    None => skipped += 1,
+                }
+            }
+        }
+        Ok((results, skipped))
+    }
+
+    /// Carries out one action, or `None` when the operator asked to stop before it began.
+    fn one(&self, a: &Action) -> Option<ActionResult> {
+        if self.cancel().is_cancelled() {
+            return None;
+        }
+        let outcome = match a {
+            Action::Recover { .. } => recover::run(self, a),
+            Action::Build { .. } => build::run(self, a),
+            Action::Distribute { .. } => distribute::run(self, a),
+            Action::Deprecate { .. } => deprecate::run(self, a),
+            Action::Rollout { .. } => rollout::run(self, a),
+            Action::Retire { .. } => retire::run(self, a),
+        };
+        let (ok, interrupted, result, error) = match outcome {
+            Ok(v) => (true, false, v, None),
+            Err(e) => {
+                let text = e.text();
+                self.progress().line(&format!("FAIL {} {}: {text}", a.label(), a.subject()));
+                (false, e.is_cancelled(), Value::Null, Some(text))
+            }
+        };
+        Some(ActionResult {
+            action: a.kind(),
+            image: a.image().to_string(),
+            subject: a.subject(),
+            ok,
+            interrupted,
+            result,
+            error,
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! Rollout: move a consumer's groups by its method, or tell its owner.
+
+use policy::Action;
+use provider::{Act, EventKind, Notice, RolloutGroup, RolloutMethod};
+use serde_json::{Value, json};
+
+use crate::record::{Done, Fail};
+use crate::views::time;
+use crate::{Engine, EngineError};
+
+/// Notices are not repeated for the same consumer and version within a day.
+const RENOTIFY_SECONDS: i64 = 86_400;
+
+pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
+    let Action::Rollout { consumer, image, version, method, groups, unpublished, reasons, .. } = a else {
+        unreachable!("rollout::run on {a:?}")
+    };
+    let subject = a.subject();
+    let intent =
+        json!({"image": image, "version": version, "method": method.name(), "reasons": reasons, "groups": groups});
+    let data = engine.recorded(Act::Rollout, &subject, &a.reasons_text(), intent, |_| {
+        engine.progress().status(&format!("{consumer}: rolling out {image}@{version} ({})", method.name()));
+        let result = match method {
+            RolloutMethod::Notify { sns_topic } => notify(engine, a, sns_topic.as_deref())?,
+            _ => move_groups(engine, &subject, method, groups, unpublished)?,
+        };
+        Ok(Done { reason: "done".into(), data: json!({"version": version, "method": method.name(), "result": result}) })
+    })?;
+    engine.progress().line(&format!("rolled out {image}@{version} to {consumer} ({})", method.name()));
+    Ok(data)
+}
+
+fn notify(engine: &Engine, a: &Action, topic: Option<&str>) -> Result<Value, Fail> {
+    let Action::Rollout { consumer, image, version, .. } = a else { unreachable!() };
+    let subject = a.subject();
+    let now = engine.now();
+    if let Some(last) = engine.catalog().last_notice(consumer, image, version)?
+        && now.as_second() - time(&last).as_second() < RENOTIFY_SECONDS
+    {
+        return Ok(json!({"notified": false, "already_at": last}));
+    }
+    let Some(topic) = topic else {
+        // Nothing to send to: the audit record and the fleet report are the notice.
+        return Ok(json!({"notified": false, "reason": "no sns_topic configured"}));
+    };
+    let cfg = engine.config();
+    let rollout = engine
+        .providers()
+        .rollout
+        .as_ref()
+        .ok_or_else(|| EngineError::Failed("notices need the AWS provider".into()))?;
+    let c = cfg.consumers.get(consumer).ok_or_else(|| EngineError::Failed(format!("no consumer `{consumer}`")))?;
+    let platform = cfg.platform().map(|p| p.name.clone()).ok_or_else(|| {
+        EngineError::Failed("no platform account to send the notice from (one account must have no role)".into())
+    })?;
+    let message = format!(
+        "{owner}: hosts of {consumer} run an old base image.\n\n{reasons}\n\nMove them to {image} {version} (SSM parameter …/{image}/latest in your account).\n",
+        owner = c.owner.as_deref().unwrap_or(consumer),
+        reasons = a.reasons().iter().map(|r| format!("- {r}")).collect::<Vec<_>>().join("\n"),
+    );
+    let notice = Notice {
+        account: platform,
+        topic: topic.to_string(),
+        subject: format!("[amictl] {consumer}: move to {image} {version}"),
+        message,
+    };
+    let id = rollout
+        .notify(&notice)
+        .map_err(|e| EngineError::provider(format!("notifying {consumer} through {topic}"), e))?;
+    engine.catalog().record_notice(consumer, image, version, topic, &id, &now.to_string())?;
+    engine.note(
+        EventKind::RolloutNotified,
+        &subject,
+        "owner told",
+        json!({"version": version, "topic": topic, "message_id": id}),
+    )?;
+    Ok(json!({"notified": true, "topic": topic, "message_id": id}))
+}
+
+fn move_groups(
+    engine: &Engine,
+    subject: &str,
+    method: &RolloutMethod,
+    groups: &[RolloutGroup],
+    unpublished: &[provider::Target],
+) -> Result<Value, Fail> {
+    let rollout = engine
+        .providers()
+        .rollout
+        .as_ref()
+        .ok_or_else(|| EngineError::Failed("rollouts need the AWS provider".into()))?;
+    if groups.is_empty() && unpublished.is_empty() {
+        return Err(EngineError::Failed(format!(
+            "{subject}: no auto scaling group has hosts behind; {} moves groups only",
+            method.name()
+        ))
+        .into());
+    }
+    let mut done = Vec::new();
+    for g in groups {
+        engine.cancel().check().map_err(|e| EngineError::provider("rolling out", e))?;
+        engine.progress().status(&format!("{subject}: {} {} in {}", method.name(), g.asg, g.target));
+        match rollout.roll_group(g, method, engine.cancel()) {
+            Ok(moved) => {
+                engine.note(
+                    EventKind::RolloutLaunchTemplate,
+                    subject,
+                    if moved.template.changed {
+                        "new default version with the new AMI"
+                    } else {
+                        "already on the new AMI"
+                    },
+                    json!({"asg": g.asg, "region": g.target.region, "change": moved.template}),
+                )?;
+                done.push(json!({"asg": g.asg, "region": g.target.region, "image_id": g.image_id,
+                                 "template": moved.template, "replacement": moved.replacement}));
+            }
+            Err(f) => {
+                engine.note(
+                    EventKind::RolloutStopped,
+                    subject,
+                    &f.error.to_string(),
+                    json!({"asg": g.asg, "region": g.target.region,
+                           "restored_template_version": f.template.as_ref().map(|t| t.from_version),
+                           "restore": f.restored.as_ref().and_then(|r| r.as_ref().err())}),
+                )?;
+                let error =
+                    EngineError::provider(format!("rollout of {} in {} stopped", g.asg, g.target.region), f.error);
+                return Err(Fail { error, data: json!({"done": done}) });
+            }
+        }
+    }
+    if !unpublished.is_empty() {
+        let places: Vec<String> = unpublished.iter().map(ToString::to_string).collect();
+        return Err(Fail {
+            error: EngineError::Failed(format!(
+                "the version is not published to {}; groups there were not moved",
+                places.join(", ")
+            )),
+            data: json!({"done": done}),
+        });
+    }
+    Ok(json!(done))
+}
