@@ -7,170 +7,15 @@
 //! no SSM registration; `motogap` in front of it answers DescribeInstanceInformation,
 //! maps the static test key to the platform account, injects faults and counts calls.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod cloud;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use aws::{AccountAccess, Aws};
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::types::Filter;
-use motogap::{Fault, FaultKind, Gap, Moto};
+use cloud::*;
+use motogap::{Fault, FaultKind, Moto};
 use serde_json::Value;
-
-const SECRET: &str = "act-7f3c9e1d-never-in-any-log";
-const BASTION: &str = "weco-amzn2-hvm-x86_64-gp2";
-const ECS: &str = "weco-amzn2-ecs-optimised-hvm-x86_64";
-const CONSUMERS: [(&str, &str); 2] = [("workflow", "222222222222"), ("digirati", "333333333333")];
-const REGIONS: [&str; 2] = ["eu-west-1", "eu-west-2"];
-
-struct Org {
-    moto: Moto,
-    gap: Gap,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-impl Org {
-    /// moto + motogap + the reference organisation's config, polling fast.
-    fn new() -> Org {
-        Org::with_moto(Moto::start())
-    }
-
-    fn with_moto(moto: Moto) -> Org {
-        let gap = Gap::start(moto.addr, 0).unwrap();
-        gap.map_key("testing", "111111111111");
-        let dir = tempfile::tempdir().unwrap();
-        let components = repo().join("examples/components");
-        let text = std::fs::read_to_string(repo().join("examples/reference-org/amictl.toml"))
-            .unwrap()
-            .replace("../components/", &format!("{}/", components.display()))
-            .replace("[aws]\nregion = \"eu-west-1\"\n", "[aws]\nregion = \"eu-west-1\"\npoll_interval = \"50ms\"\n");
-        assert!(text.contains("poll_interval"), "the reference config changed shape");
-        let config = dir.path().join("amictl.toml");
-        std::fs::write(&config, text).unwrap();
-        Org { moto, gap, dir, config }
-    }
-
-    /// Rewrites the config (a bad parent, shorter waits).
-    fn edit(&self, from: &str, to: &str) {
-        let text = std::fs::read_to_string(&self.config).unwrap();
-        assert!(text.contains(from), "{from} is not in the config");
-        std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_amictl"));
-        c.arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("AWS_ENDPOINT_URL", self.gap.url())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("SCAN_AGENT_URL", "https://artifacts.example.invalid/scan-agent-1.2.0.tar.gz")
-            .env("SCAN_AGENT_SHA256", "0".repeat(64))
-            .env("SCAN_AGENT_ACTIVATION_KEY", SECRET)
-            .env("AMICTL_CACHE", self.dir.path().join("cache"));
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, Value, String) {
-        let out: Output = self.command(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code().unwrap_or(-1), json, stderr)
-    }
-
-    async fn aws(&self) -> Aws {
-        let base = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new("eu-west-1"))
-            .endpoint_url(self.gap.url())
-            .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
-            .load()
-            .await;
-        let mut accounts =
-            vec![AccountAccess { name: "platform".into(), id: "111111111111".into(), role: None, external_id: None }];
-        for (name, id) in CONSUMERS {
-            accounts.push(AccountAccess {
-                name: name.into(),
-                id: id.into(),
-                role: Some(format!("arn:aws:iam::{id}:role/amictl-consumer")),
-                external_id: None,
-            });
-        }
-        Aws::with_config(base, accounts)
-    }
-
-    fn catalog(&self) -> catalog::Catalog {
-        catalog::Catalog::open(&self.dir.path().join(".amictl/state.db")).unwrap()
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-}
-
-/// Instances carrying a build id that are not terminated.
-async fn live_build_instances(aws: &Aws) -> Vec<(String, String)> {
-    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
-    let out = ec2
-        .describe_instances()
-        .filters(Filter::builder().name("tag-key").values("amictl:build-id").build())
-        .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
-        .send()
-        .await
-        .unwrap();
-    out.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .map(|i| {
-            let role = i.tags().iter().find(|t| t.key() == Some("amictl:role")).and_then(|t| t.value());
-            (i.instance_id().unwrap_or_default().to_string(), role.unwrap_or_default().to_string())
-        })
-        .collect()
-}
-
-/// The platform's own AMIs in a region: name → ids.
-async fn own_images(aws: &Aws, region: &str) -> BTreeMap<String, Vec<String>> {
-    let ec2 = aws.ec2("platform", region).await.unwrap();
-    let out = ec2.describe_images().owners("self").send().await.unwrap();
-    let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in out.images() {
-        names.entry(i.name().unwrap_or_default().into()).or_default().push(i.image_id().unwrap_or_default().into());
-    }
-    names
-}
-
-fn actions(plan: &Value) -> Vec<(String, String)> {
-    plan["actions"]
-        .as_array()
-        .unwrap_or(&Vec::new())
-        .iter()
-        .map(|a| (a["kind"].as_str().unwrap_or_default().into(), a["image"].as_str().unwrap_or_default().into()))
-        .collect()
-}
-
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-    let mut hits = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            hits.extend(files_containing(&p, needle));
-        } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
-            hits.push(p);
-        }
-    }
-    hits
-}
 
 #[test]
 fn apply_builds_tests_and_publishes_the_reference_organisation_through_moto() {
@@ -409,24 +254,6 @@ fn bad_parents_silent_instances_and_denied_roles_get_precise_errors_and_leave_no
     assert!(actions(&plan).contains(&("distribute".to_string(), BASTION.to_string())), "{plan:#}");
 }
 
-/// An AMI in the platform account named like `pattern`, made from Amazon Linux 2.
-async fn parent_ami(aws: &Aws, name: &str) -> String {
-    let ec2 = aws.ec2("platform", "eu-west-1").await.unwrap();
-    let al2 = aws::parent::from_ssm_parameter(
-        aws,
-        "platform",
-        "eu-west-1",
-        "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2",
-    )
-    .await
-    .unwrap();
-    let run = ec2.run_instances().image_id(al2.image_id).min_count(1).max_count(1).send().await.unwrap();
-    let instance = run.instances()[0].instance_id().unwrap().to_string();
-    let id = ec2.create_image().instance_id(&instance).name(name).send().await.unwrap().image_id().unwrap().to_string();
-    ec2.terminate_instances().instance_ids(instance).send().await.unwrap();
-    id
-}
-
 #[test]
 fn a_parent_that_moves_is_a_rebuild_reason_naming_both_amis() {
     let org = Org::new();
@@ -452,68 +279,10 @@ fn a_parent_that_moves_is_a_rebuild_reason_naming_both_amis() {
     let reason = &actions[0]["reasons"][0];
     assert_eq!(reason["kind"], "parent_moved");
     assert_eq!((reason["from"].as_str(), reason["to"].as_str()), (Some(first.as_str()), Some(second.as_str())));
-}
-
-/// A consumer's auto scaling group on `ami` (launch template + group of `size`).
-async fn seed_group(aws: &Aws, account: &str, name: &str, ami: &str, size: i32) {
-    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
-    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-        .image_id(ami)
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
-        .build();
-    let lt = ec2.create_launch_template().launch_template_name(name).launch_template_data(data).send().await.unwrap();
-    let lt_id = lt.launch_template().unwrap().launch_template_id().unwrap().to_string();
-    let asc = aws_sdk_autoscaling::Client::new(&aws.config(account, "eu-west-1").await.unwrap());
-    asc.create_auto_scaling_group()
-        .auto_scaling_group_name(name)
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(lt_id)
-                .version("$Default")
-                .build(),
-        )
-        .min_size(size)
-        .max_size(size + 2)
-        .desired_capacity(size)
-        .availability_zones("eu-west-1a")
-        .send()
-        .await
-        .unwrap();
-}
-
-async fn seed_bastion(aws: &Aws, account: &str, name: &str, ami: &str) {
-    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
-    ec2.run_instances()
-        .image_id(ami)
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                .tags(aws_sdk_ec2::types::Tag::builder().key("Name").value(name).build())
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-}
-
-/// The AMI `account` launches for the newest version of `image` in eu-west-1.
-fn published_ami(org: &Org, image: &str, account: &str) -> String {
-    let cat = org.catalog();
-    let v =
-        cat.versions(Some(image)).unwrap().into_iter().rfind(|v| v.state == catalog::BuildState::Available).unwrap();
-    cat.distributions(&v.build_id)
-        .unwrap()
-        .into_iter()
-        .find(|d| d.distribution.target.account == account && d.distribution.target.region == "eu-west-1")
-        .unwrap()
-        .distribution
-        .image_id
-}
-
-fn consumer<'a>(fleet: &'a Value, name: &str) -> &'a Value {
-    fleet["consumers"].as_array().unwrap().iter().find(|c| c["consumer"] == name).unwrap()
+    // Operators paste AMI ids: the text plan shows them whole.
+    let text = org.command(&["plan"]).output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&format!("{first} → {second}")), "{text}");
 }
 
 #[test]
@@ -588,6 +357,9 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     assert_eq!(code, 3, "overdue is not compliant");
     assert_eq!(consumer(&fleet, "goobi")["summary"]["overdue"], 2);
     assert_eq!(consumer(&fleet, "goobi")["hosts"][0]["standing"]["state"], "overdue");
+    // 15 days after the release, a little more than a day past the 14-day deadline: whole
+    // days rounded down, never up.
+    assert_eq!(consumer(&fleet, "goobi")["hosts"][0]["standing"]["days_over"], 1, "{fleet:#}");
 
     let (code, plan, _) = org.run(&["--json", "plan", "--now", "+15d"]);
     assert_eq!(code, 2);
@@ -708,48 +480,6 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     assert_eq!(fleet["compliant"], false);
 }
 
-/// The page as headless Chromium renders it (its DOM after parsing), so the report is
-/// checked in a real browser. scripts/install-deps installs Chromium.
-#[cfg(feature = "browser-tests")]
-fn rendered(page: &Path) -> String {
-    let chromium = std::env::var("AMICTL_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new(&chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {chromium} ({e}); scripts/install-deps installs it"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// Without a browser the page is read as written.
-#[cfg(not(feature = "browser-tests"))]
-fn rendered(page: &Path) -> String {
-    std::fs::read_to_string(page).unwrap()
-}
-
-/// What `aws ec2 describe-instances` would have saved for an account (the fields amictl reads).
-async fn inventory(aws: &Aws, account: &str) -> Value {
-    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
-    let out = ec2.describe_instances().send().await.unwrap();
-    let instances: Vec<Value> = out
-        .reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .map(|i| {
-            serde_json::json!({
-                "InstanceId": i.instance_id(), "ImageId": i.image_id(),
-                "State": {"Name": i.state().and_then(|s| s.name()).map(|n| n.as_str())},
-                "Placement": {"AvailabilityZone": i.placement().and_then(|p| p.availability_zone())},
-                "Tags": i.tags().iter().map(|t| serde_json::json!({"Key": t.key(), "Value": t.value()})).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    serde_json::json!({"Reservations": [{"Instances": instances}]})
-}
-
 #[test]
 fn an_inspector_finding_on_a_consumers_host_plans_a_rebuild_naming_it() {
     let org = Org::new();
@@ -787,4 +517,88 @@ fn an_inspector_finding_on_a_consumers_host_plans_a_rebuild_naming_it() {
     let (code, found, _) = org.run(&["--json", "advisories", BASTION]);
     assert_eq!(code, 3);
     assert_eq!(found[0]["findings"][0]["severity"], "important", "HIGH is important on the ALAS scale");
+}
+
+/// Instances of the workflow account: by tags, in an auto scaling group, launched from a
+/// launch template (its own group), and some that belong to nobody.
+async fn seed_selection(aws: &aws::Aws, ami: &str) {
+    let ec2 = aws.ec2("workflow", "eu-west-1").await.unwrap();
+    let tagged = |name: &str, service: &str, team: &str| {
+        aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+            .tags(aws_sdk_ec2::types::Tag::builder().key("Name").value(name).build())
+            .tags(aws_sdk_ec2::types::Tag::builder().key("Service").value(service).build())
+            .tags(aws_sdk_ec2::types::Tag::builder().key("Team").value(team).build())
+            .build()
+    };
+    for (name, service, team) in [
+        ("goobi-worker", "goobi", "goobi-team"),
+        ("goobi-stray", "goobi", "other-team"),
+        ("other", "other", "goobi-team"),
+    ] {
+        ec2.run_instances()
+            .image_id(ami)
+            .min_count(1)
+            .max_count(1)
+            .tag_specifications(tagged(name, service, team))
+            .send()
+            .await
+            .unwrap();
+    }
+    seed_group(aws, "workflow", "goobi-container-hosts", ami, 2).await;
+    seed_group(aws, "workflow", "goobi-templated", ami, 2).await;
+    seed_group(aws, "workflow", "unrelated-hosts", ami, 1).await;
+}
+
+#[test]
+fn an_inventory_audit_and_a_live_scan_select_the_same_hosts_by_tags_groups_and_launch_templates() {
+    let org = Org::with_moto(Moto::start_with_ami_validation(false));
+    let (code, _, stderr) = org.run(&["build", ECS]);
+    assert_eq!(code, 0, "{stderr}");
+    let ami = published_ami(&org, ECS, "workflow");
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    rt.block_on(seed_selection(&aws, &ami));
+    let text = std::fs::read_to_string(&org.config).unwrap();
+    let consumers = format!(
+        "\n[consumers.by-tags]\naccount = \"workflow\"\nimage = \"{ECS}\"\nselect = {{ tags = {{ Service = \"goobi\", Team = \"goobi-team\" }} }}\n\n[consumers.by-group]\naccount = \"workflow\"\nimage = \"{ECS}\"\nselect = {{ asgs = [\"goobi-container-hosts\"] }}\n\n[consumers.by-template]\naccount = \"workflow\"\nimage = \"{ECS}\"\nselect = {{ launch_templates = [\"goobi-templated\"] }}\n"
+    );
+    let start = text.find("\n[consumers.").unwrap();
+    std::fs::write(&org.config, format!("{}{consumers}", &text[..start])).unwrap();
+    let ids = |fleet: &Value, name: &str| -> Vec<String> {
+        let mut ids: Vec<String> = consumer(fleet, name)["hosts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {fleet:#}"))
+            .iter()
+            .map(|h| h["host"]["instance_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (_, live, stderr) = org.run(&["--json", "fleet"]);
+    assert!(live["consumers"].is_array(), "{stderr}");
+    let instances = org.dir.path().join("instances.json");
+    std::fs::write(&instances, rt.block_on(inventory(&aws, "workflow")).to_string()).unwrap();
+    let ec2 = rt.block_on(aws.ec2("workflow", "eu-west-1")).unwrap();
+    let templates = rt.block_on(ec2.describe_launch_templates().send()).unwrap();
+    let templates = serde_json::json!({"LaunchTemplates": templates.launch_templates().iter().map(|t| serde_json::json!({
+        "LaunchTemplateId": t.launch_template_id(), "LaunchTemplateName": t.launch_template_name()})).collect::<Vec<_>>()});
+    let names = org.dir.path().join("templates.json");
+    std::fs::write(&names, templates.to_string()).unwrap();
+    // Without the templates' names the audit cannot tell: unknown, never an empty fleet.
+    let only_instances = format!("workflow={}", instances.display());
+    let (code, partial, _) = org.run(&["--json", "fleet", "--inventory", &only_instances]);
+    assert_eq!(code, 3);
+    let unknown = consumer(&partial, "by-template")["summary"]["unknown"].as_str().unwrap_or_default().to_string();
+    assert!(unknown.contains("describe-launch-templates"), "{partial:#}");
+    let both = format!("workflow={}", names.display());
+    let (_, offline, stderr) = org.run(&["--json", "fleet", "--inventory", &only_instances, "--inventory", &both]);
+    for name in ["by-tags", "by-group", "by-template"] {
+        let (l, o) = (ids(&live, name), ids(&offline, name));
+        assert!(!l.is_empty(), "{name} finds hosts live: {live:#}");
+        assert_eq!(l, o, "{name}: the live scan and the audit select the same hosts ({stderr})");
+    }
+    assert_eq!(ids(&live, "by-tags").len(), 1, "all tags must match");
+    assert_eq!(ids(&live, "by-group").len(), 2);
+    assert_eq!(ids(&live, "by-template").len(), 2);
 }

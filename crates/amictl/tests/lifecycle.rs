@@ -251,6 +251,45 @@ fn a_killed_apply_is_recovered_by_the_next_one() {
 }
 
 #[test]
+fn sigterm_during_a_local_build_ends_its_sandbox_and_records_the_outcome() {
+    let org = Org::new("debootstrap:stable");
+    // The component sleeps during its build while this marker is absent from the image.
+    org.write("components/motd.yml", &COMPONENT.replace("if [ -e /etc/amictl-slow ]", "if [ ! -e /etc/amictl-fast ]"));
+    let mut child = org.cmd(&["apply"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    while !org.images().iter().any(|v| v["state"] == "building") {
+        assert!(start.elapsed() < Duration::from_secs(300), "the build never started");
+        assert!(child.try_wait().unwrap().is_none(), "the apply ended early");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "SIGTERM did not end the run");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+    assert!(mounts_mentioning(org.dir.path()).is_empty(), "no mount outlived the sandbox");
+    let sleepers = Command::new("pgrep").args(["-f", "sleep 60"]).output().unwrap();
+    assert!(sleepers.stdout.is_empty(), "the build's processes ended with it");
+    assert_eq!(org.images()[0]["state"], "failed");
+    let export = org.run(&["audit", "export"]);
+    let outcome = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["kind"] == "build.outcome")
+        .expect("an outcome");
+    assert_eq!(outcome["data"]["result"], "interrupted", "{outcome}");
+    assert_eq!(verify(&org).status.code(), Some(0));
+    org.write("components/motd.yml", COMPONENT);
+    assert_eq!(org.run(&["apply"]).status.code(), Some(0), "the next apply builds it");
+}
+
+#[test]
 fn a_debootstrap_failure_is_a_failed_build_with_its_log() {
     let org = Org::new("debootstrap:no-such-suite-amictl");
     let apply = org.run(&["apply"]);

@@ -108,7 +108,8 @@ pub enum FaultKind {
     Throttle,
     /// HTTP 500 `InternalError`.
     ServerError,
-    /// HTTP 403 `AccessDenied`, as IAM answers a call the policy does not allow.
+    /// HTTP 403, as a call the policy does not allow is answered: `UnauthorizedOperation`
+    /// for EC2, `AccessDenied`(`Exception`) for the others.
     Denied,
     /// Holds the request this long, then forwards it.
     Delay(Duration),
@@ -291,6 +292,15 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         Some(FaultKind::Denied) if json => {
             let body = br#"{"__type":"AccessDeniedException","message":"not authorized (injected by motogap)"}"#;
             return out.write_all(&response(403, "application/x-amz-json-1.1", body));
+        }
+        // EC2 speaks its own error format and says UnauthorizedOperation (EC2 API reference,
+        // "Error codes"); the other query services say AccessDenied in ErrorResponse.
+        Some(FaultKind::Denied) if service == "ec2" => {
+            let body = ec2_error(
+                "UnauthorizedOperation",
+                &format!("You are not authorized to perform this operation: {op} (injected by motogap)."),
+            );
+            return out.write_all(&response(403, "text/xml", body.as_bytes()));
         }
         Some(FaultKind::Denied) => {
             let body = format!(
