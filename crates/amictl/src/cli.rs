@@ -182,8 +182,8 @@ pub struct ApplyArgs {
     /// Prepare parents afresh (a new debootstrap), so a moved parent is noticed.
     #[arg(long)]
     pub refresh_parents: bool,
-    /// How many independent image lines (and consumers) to work on at once. Lines built
-    /// in the local sandbox always go one at a time.
+    /// How many independent image lines (and consumers) to work on at once. When any line
+    /// builds in the local sandbox, lines go one at a time (the sandbox forks).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub parallel: usize,
 }

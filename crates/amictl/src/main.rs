@@ -95,11 +95,7 @@ fn message(e: &anyhow::Error) -> String {
 }
 
 fn is_usage(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<UsageError>().is_some()
-            || c.downcast_ref::<aws::SetupError>().is_some()
-            || matches!(c.downcast_ref::<engine::EngineError>(), Some(engine::EngineError::Usage(_)))
-    })
+    e.chain().any(|c| c.downcast_ref::<UsageError>().is_some() || c.downcast_ref::<aws::SetupError>().is_some())
 }
 
 fn init_tracing(cli: &cli::Cli) {

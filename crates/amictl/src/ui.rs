@@ -1,8 +1,8 @@
 //! Progress for people: a spinner with the current status on a TTY, plain lines elsewhere
-//! (CI logs, pipes), nothing with `--json`.
+//! (CI logs, pipes), nothing with `--json`. The spinner moves when the status does — no
+//! ticker thread, because the local builder forks and must have no other thread at work.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -20,7 +20,6 @@ impl Ui {
                 ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
-            b.enable_steady_tick(Duration::from_millis(120));
             b
         });
         Ui { bar, quiet }
@@ -36,7 +35,10 @@ impl Ui {
 impl engine::Progress for Ui {
     fn status(&self, text: &str) {
         match &self.bar {
-            Some(b) => b.set_message(text.to_string()),
+            Some(b) => {
+                b.set_message(text.to_string());
+                b.tick();
+            }
             None if !self.quiet => eprintln!("  … {text}"),
             None => {}
         }

@@ -45,8 +45,3 @@ pub fn providers(cfg: &Config, needs: Needs) -> Result<Providers> {
     }
     Ok(providers)
 }
-
-/// Whether a line takes its advisories from Inspector (which needs the cloud).
-pub fn inspects(cfg: &Config) -> bool {
-    cfg.images.values().any(|i| i.advisories == Some(config::AdvisoryFeed::Inspector))
-}

@@ -57,8 +57,8 @@ impl Timing {
     }
 }
 
-/// What to build, and where.
-#[derive(Debug, Clone)]
+/// What to build, and where. (`Debug` is written out so secret values never print.)
+#[derive(Clone)]
 pub struct BuildSpec {
     pub build_id: String,
     pub image: String,
@@ -82,6 +82,21 @@ pub struct BuildSpec {
     pub timing: Timing,
     /// Set when the operator asks amictl to stop: the build stops where it is and cleans up.
     pub cancel: Cancel,
+}
+
+impl std::fmt::Debug for BuildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildSpec")
+            .field("build_id", &self.build_id)
+            .field("image", &self.image)
+            .field("version", &self.version)
+            .field("account", &self.account)
+            .field("region", &self.region)
+            .field("parent_ami", &self.parent_ami)
+            .field("components", &self.components.iter().map(|c| &c.name).collect::<Vec<_>>())
+            .field("secrets", &self.secrets.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Progress, for the operator.
@@ -124,8 +139,6 @@ pub struct StepLog {
 #[derive(Debug, Clone, Default)]
 pub struct Journal {
     pub builder: Option<String>,
-    /// The builder was terminated as soon as its AMI existed.
-    pub builder_terminated: bool,
     pub tester: Option<String>,
     pub image_id: Option<String>,
     pub snapshots: Vec<String>,
@@ -276,7 +289,6 @@ async fn run(
 
     // The builder's work is in the AMI: it need not run through the tests.
     builder::terminate(aws, account, region, &instance).await?;
-    journal.builder_terminated = true;
 
     // Test instance from the new AMI.
     step(Step::Launching("tester"));

@@ -22,6 +22,9 @@ pub struct PackageFinding {
     pub fixed: Option<String>,
     /// RFC 3339.
     pub first_observed: String,
+    /// When the vulnerability was published (the vendor's date; first observed when absent),
+    /// RFC 3339: "fixed since built" is judged by it, as feeds are by their issue date.
+    pub published: String,
     pub instance: String,
 }
 
@@ -77,6 +80,11 @@ pub async fn findings(
                     fixed: p.fixed_in_version().filter(|v| *v != "NotAvailable").map(str::to_string),
                     first_observed: f
                         .first_observed_at()
+                        .fmt(aws_sdk_inspector2::primitives::DateTimeFormat::DateTime)
+                        .unwrap_or_default(),
+                    published: details
+                        .vendor_created_at()
+                        .unwrap_or(f.first_observed_at())
                         .fmt(aws_sdk_inspector2::primitives::DateTimeFormat::DateTime)
                         .unwrap_or_default(),
                     instance: instance.clone(),

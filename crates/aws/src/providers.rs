@@ -10,9 +10,10 @@ use config::{Builder as BuilderSpec, Component, Config, Image, ParentSpec};
 use jiff::Timestamp;
 use provider::{
     AdvisorySource, AmiRef, Artifact, ArtifactKind, BuildEvents, BuildFailure, BuildJob, BuildOutput, Builder, Cancel,
-    CleanupJob, CleanupReport, Distribution, Finding, FleetSource, GroupFailure, GroupRolled, Host, HostQuery, How,
-    Notice, ParentRef, ProviderError, PublishJob, PublishReport, Publisher, RegionFailure, RegionPublished,
-    Replacement, Resource, RetireJob, RetireReport, Rollout, RolloutGroup, RolloutMethod, Severity, Target,
+    CleanupJob, CleanupReport, Deprecated, Distribution, Finding, FleetSource, GroupFailure, GroupRolled, Host,
+    HostQuery, How, Notice, ParentRef, ProviderError, PublishJob, PublishReport, Publisher, RegionFailure,
+    RegionPublished, Replacement, Resource, RetireJob, RetireReport, Rollout, RolloutGroup, RolloutMethod, Severity,
+    Target,
 };
 
 use crate::build::{BuildSpec, Journal, Step, Timing};
@@ -389,17 +390,23 @@ impl Publisher for AmiPublisher {
         }
     }
 
-    fn deprecate(&self, ami: &AmiRef, at: Timestamp) -> Result<Timestamp, ProviderError> {
+    fn deprecate(&self, ami: &AmiRef, at: Timestamp) -> Result<Deprecated, ProviderError> {
         // EC2 refuses a deprecation time in the past: such a version is deprecated now.
         let soonest = Timestamp::now() + jiff::SignedDuration::from_secs(60);
         let at = at.max(soonest);
         let when = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(at.as_second()).unwrap_or(0));
         let (account, region) = (&ami.target.account, &ami.target.region);
-        self.cloud.block_on(async {
+        let done = self.cloud.block_on(async {
             let ec2 = self.cloud.aws.ec2(account, region).await?;
             crate::publish::deprecate(&ec2, account, region, &ami.image_id, when).await
-        })?;
-        Ok(at)
+        });
+        match done {
+            Ok(Some(recorded)) => Ok(Deprecated::Set(recorded.parse().unwrap_or(at))),
+            Ok(None) => Ok(Deprecated::Gone),
+            // An account no longer in the config cannot be reached, ever: nothing to do.
+            Err(AwsError::UnknownAccount(_)) => Ok(Deprecated::Gone),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -482,8 +489,10 @@ impl Rollout for AsgRollout {
             image_id: group.image_id.clone(),
         };
         let failed = |error: AwsError, template, restored| GroupFailure { error: error.into(), template, restored };
+        // Not cancellable: stopping between setting the new default version and recording it
+        // would leave a template nobody restores. The waits below are.
         let change = cloud
-            .until_cancelled(cancel, crate::rollout::update_launch_template(&cloud.aws, &t))
+            .block_on(crate::rollout::update_launch_template(&cloud.aws, &t))
             .map_err(|e| failed(e, None, None))?;
         let polling = cloud.polling();
         let replaced: Result<Option<Replacement>, AwsError> = match method {
@@ -556,7 +565,7 @@ impl AdvisorySource for Inspector {
                 package: f.package,
                 installed: f.installed,
                 fixed: f.fixed,
-                issued: f.first_observed,
+                issued: f.published,
             }));
         }
         Ok(out)

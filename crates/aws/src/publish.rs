@@ -429,20 +429,35 @@ async fn put_once(
     Ok(())
 }
 
-/// Marks superseded AMIs deprecated at `at`, so launch wizards and `describe_images` steer
-/// people to the newest version.
+/// Marks a superseded AMI deprecated at `at`, so launch wizards and `describe_images` steer
+/// people to the newest version, and returns the time EC2 recorded (it rounds to the
+/// minute); `None` when the AMI no longer exists.
 pub async fn deprecate(
     ec2: &aws_sdk_ec2::Client,
     owner: &str,
     region: &str,
     image_id: &str,
     at: std::time::SystemTime,
-) -> Result<(), AwsError> {
-    ec2.enable_image_deprecation()
+) -> Result<Option<String>, AwsError> {
+    let sent = ec2
+        .enable_image_deprecation()
         .image_id(image_id)
         .deprecate_at(aws_sdk_ec2::primitives::DateTime::from(at))
         .send()
-        .await
-        .map_err(api("ec2:EnableImageDeprecation", owner, region))?;
-    Ok(())
+        .await;
+    if let Err(e) = &sent
+        && e.as_service_error()
+            .and_then(aws_sdk_ec2::error::ProvideErrorMetadata::code)
+            .is_some_and(|c| c.starts_with("InvalidAMIID.NotFound") || c.starts_with("InvalidAMIID.Unavailable"))
+    {
+        return Ok(None);
+    }
+    sent.map_err(api("ec2:EnableImageDeprecation", owner, region))?;
+    let out =
+        ec2.describe_images().image_ids(image_id).send().await.map_err(api("ec2:DescribeImages", owner, region))?;
+    let recorded = out.images().first().and_then(|i| i.deprecation_time()).map(str::to_string);
+    let fallback = aws_sdk_ec2::primitives::DateTime::from(at)
+        .fmt(aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default();
+    Ok(Some(recorded.unwrap_or(fallback)))
 }

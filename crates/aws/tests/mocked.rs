@@ -16,9 +16,35 @@ async fn deprecating_a_superseded_ami_sends_its_id_and_time_mocked_because_moto_
             r.image_id() == Some("ami-0123456789abcdef0") && r.deprecate_at().map(|d| d.secs()) == Some(1_800_000_000)
         })
         .then_output(|| EnableImageDeprecationOutput::builder().r#return(true).build());
-    let ec2 = mock_client!(aws_sdk_ec2, [&rule]);
-    aws::publish::deprecate(&ec2, "platform", "eu-west-1", "ami-0123456789abcdef0", at).await.unwrap();
+    // EC2 rounds to the minute; what it recorded is read back.
+    let read = mock!(Client::describe_images)
+        .match_requests(|r| r.image_ids() == ["ami-0123456789abcdef0"])
+        .then_output(|| {
+            aws_sdk_ec2::operation::describe_images::DescribeImagesOutput::builder()
+                .images(
+                    aws_sdk_ec2::types::Image::builder()
+                        .image_id("ami-0123456789abcdef0")
+                        .deprecation_time("2027-01-15T08:00:00.000Z")
+                        .build(),
+                )
+                .build()
+        });
+    let ec2 = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule, &read]);
+    let recorded = aws::publish::deprecate(&ec2, "platform", "eu-west-1", "ami-0123456789abcdef0", at).await.unwrap();
     assert_eq!(rule.num_calls(), 1);
+    assert_eq!(recorded.as_deref(), Some("2027-01-15T08:00:00.000Z"));
+}
+
+#[tokio::test]
+async fn deprecating_an_ami_that_is_gone_is_done_not_failed_mocked_because_moto_lacks_enable_image_deprecation() {
+    let rule = mock!(Client::enable_image_deprecation).then_error(|| {
+        EnableImageDeprecationError::generic(
+            aws_sdk_ec2::error::ErrorMetadata::builder().code("InvalidAMIID.NotFound").message("no such AMI").build(),
+        )
+    });
+    let ec2 = mock_client!(aws_sdk_ec2, [&rule]);
+    let gone = aws::publish::deprecate(&ec2, "workflow", "eu-west-1", "ami-0123456789abcdef0", SystemTime::now()).await;
+    assert_eq!(gone.unwrap(), None, "nothing left to deprecate");
 }
 
 #[tokio::test]

@@ -6,14 +6,30 @@ use serde::Serialize;
 
 use crate::{Catalog, CatalogError, Result, rows};
 
-/// One version published in one account and region, and when that was last verified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One version published in one account and region, and when it first was (a re-publish
+/// keeps that time: it is the version's release there). Its JSON is flat: `{account,
+/// region, image_id, how, parameters, at}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
     /// Where and how.
-    #[serde(flatten)]
     pub distribution: Distribution,
-    /// RFC 3339.
+    /// When it was first published there (RFC 3339).
     pub at: String,
+}
+
+impl Serialize for Published {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let d = &self.distribution;
+        let mut m = s.serialize_struct("Published", 6)?;
+        m.serialize_field("account", &d.target.account)?;
+        m.serialize_field("region", &d.target.region)?;
+        m.serialize_field("image_id", &d.image_id)?;
+        m.serialize_field("how", &d.how)?;
+        m.serialize_field("parameters", &d.parameters)?;
+        m.serialize_field("at", &self.at)?;
+        m.end()
+    }
 }
 
 /// The deprecation recorded for one AMI of a version.
@@ -25,17 +41,21 @@ pub struct Deprecation {
     pub at: String,
     /// Why the last attempt failed; `None` once set.
     pub error: Option<String>,
+    /// The AMI no longer exists (nothing left to deprecate).
+    pub gone: bool,
     /// When this was recorded.
     pub recorded_at: String,
 }
 
 impl Catalog {
-    /// Records (or replaces) where a version was published.
+    /// Records where a version was published; a re-publish updates what is there and keeps
+    /// the first time.
     pub fn record_distribution(&self, build_id: &str, p: &Published) -> Result<()> {
         let d = &p.distribution;
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (build_id, account, region) DO UPDATE SET image_id = excluded.image_id, how = excluded.how, parameters = excluded.parameters",
                 params![build_id, d.target.account, d.target.region, d.image_id, d.how.as_str(), d.parameters.join(","), p.at],
             )
             .map_err(|e| self.err(e))?;
@@ -76,19 +96,14 @@ impl Catalog {
             .collect()
     }
 
-    /// Records an attempt to deprecate one AMI: `error` is `None` when it was set.
-    pub fn record_deprecation(
-        &self,
-        build_id: &str,
-        ami: &AmiRef,
-        at: &str,
-        error: Option<&str>,
-        recorded_at: &str,
-    ) -> Result<()> {
+    /// Records an attempt to deprecate one AMI: `error` is `None` when it was set (or the AMI
+    /// is `gone`).
+    pub fn record_deprecation(&self, build_id: &str, d: &Deprecation) -> Result<()> {
+        let ami = &d.ami;
         self.conn
             .execute(
-                "INSERT OR REPLACE INTO deprecations (build_id, account, region, image_id, at, error, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![build_id, ami.target.account, ami.target.region, ami.image_id, at, error, recorded_at],
+                "INSERT OR REPLACE INTO deprecations (build_id, account, region, image_id, at, error, gone, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![build_id, ami.target.account, ami.target.region, ami.image_id, d.at, d.error, d.gone, d.recorded_at],
             )
             .map_err(|e| self.err(e))?;
         Ok(())
@@ -98,7 +113,7 @@ impl Catalog {
     pub fn deprecations(&self, build_id: &str) -> Result<Vec<Deprecation>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT account, region, image_id, at, error, recorded_at FROM deprecations WHERE build_id = ?1 ORDER BY account, region, image_id")
+            .prepare("SELECT account, region, image_id, at, error, gone, recorded_at FROM deprecations WHERE build_id = ?1 ORDER BY account, region, image_id")
             .map_err(|e| self.err(e))?;
         let found = stmt
             .query_map([build_id], |r| {
@@ -106,7 +121,8 @@ impl Catalog {
                     ami: AmiRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?),
                     at: r.get(3)?,
                     error: r.get(4)?,
-                    recorded_at: r.get(5)?,
+                    gone: r.get(5)?,
+                    recorded_at: r.get(6)?,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -152,7 +168,7 @@ mod tests {
     use crate::testing::catalog;
 
     #[test]
-    fn a_republished_distribution_replaces_its_row() {
+    fn a_republished_distribution_updates_its_row_and_keeps_its_release_time() {
         let (_d, mut c) = catalog();
         let reason = serde_json::json!({"kind": "never_built"});
         c.insert_build(&crate::versions::tests_support::build("b1", "2026.11.27.1", &reason)).unwrap();
@@ -167,8 +183,15 @@ mod tests {
         };
         c.record_distribution("b1", &p).unwrap();
         p.distribution.image_id = "ami-2".into();
+        p.at = "t2".into();
         c.record_distribution("b1", &p).unwrap();
-        assert_eq!(c.distributions("b1").unwrap(), vec![p]);
+        p.at = "t1".into();
+        assert_eq!(c.distributions("b1").unwrap(), vec![p.clone()], "what is there now, first published at t1");
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            (json["account"].as_str(), json["region"].as_str(), json["how"].as_str()),
+            (Some("workflow"), Some("eu-west-2"), Some("shared"))
+        );
         assert!(c.distributions("b2").unwrap().is_empty());
     }
 
@@ -178,8 +201,15 @@ mod tests {
         let reason = serde_json::json!({});
         c.insert_build(&crate::versions::tests_support::build("b1", "2026.11.27.1", &reason)).unwrap();
         let ami = AmiRef::new("platform", "eu-west-1", "ami-1");
-        c.record_deprecation("b1", &ami, "2026-12-15T00:00:00Z", Some("AccessDenied"), "t1").unwrap();
-        c.record_deprecation("b1", &ami, "2026-12-15T00:00:00Z", None, "t2").unwrap();
+        let attempt = |error: Option<&str>, recorded_at: &str| Deprecation {
+            ami: ami.clone(),
+            at: "2026-12-15T00:00:00Z".into(),
+            error: error.map(str::to_string),
+            gone: false,
+            recorded_at: recorded_at.into(),
+        };
+        c.record_deprecation("b1", &attempt(Some("AccessDenied"), "t1")).unwrap();
+        c.record_deprecation("b1", &attempt(None, "t2")).unwrap();
         let got = c.deprecations("b1").unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!((got[0].error.as_deref(), got[0].recorded_at.as_str()), (None, "t2"));

@@ -172,3 +172,49 @@ pub(crate) mod testing {
         (d, c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    #[test]
+    fn upgrading_keeps_the_last_deprecation_earlier_versions_set_and_their_builds() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &schema::MIGRATIONS[..3] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+            conn.execute_batch(
+                "INSERT INTO builds (build_id, image, version, state, reason, recipe_hash, parent_id, parent_name, parent_created, started_at, log_dir)
+                 VALUES ('b1', 'host', 'v1', 'available', '[]', 'r', 'p', 'p', '', '2026-11-01T00:00:00Z', '/l');",
+            )
+            .unwrap();
+            for (seq, ami, at, error) in
+                [(1, "ami-1", "T1", "null"), (2, "ami-1", "T2", "null"), (3, "ami-2", "T3", "\"refused\"")]
+            {
+                let data = format!(
+                    r#"{{"account":"platform","region":"eu-west-1","image_id":"{ami}","at":"{at}","error":{error}}}"#
+                );
+                conn.execute(
+                    "INSERT INTO audit_events (seq, time, actor, kind, subject, reason, data, prev_hash, hash) VALUES (?1, 't', 'a', 'deprecate', 'host@v1', 'superseded', ?2, 'x', 'y')",
+                    rusqlite::params![seq, data],
+                )
+                .unwrap();
+            }
+        }
+        let c = Catalog::open(&path).unwrap();
+        let deps = c.deprecations("b1").unwrap();
+        assert_eq!(deps.len(), 1, "only AMIs whose deprecation was set: {deps:?}");
+        assert_eq!(
+            (deps[0].ami.image_id.as_str(), deps[0].at.as_str()),
+            ("ami-1", "T2"),
+            "the last one set is what EC2 holds"
+        );
+        assert_eq!(c.versions(None).unwrap()[0].runner, None, "builds from before carry no runner");
+    }
+}

@@ -50,10 +50,16 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> CatalogError + '_ {
 }
 
 impl RunLock {
-    /// Takes the lock for `what` (e.g. `amictl apply`). With `wait`, blocks (calling
-    /// `waiting` once with the holder) until it is free; without, a held lock is
-    /// [`CatalogError::Locked`] naming the holder.
-    pub fn acquire(state: &Path, wait: bool, what: &str, waiting: impl FnOnce(&Holder)) -> Result<RunLock> {
+    /// Takes the lock for `what` (e.g. `amictl apply`). With `wait`, waits (calling
+    /// `waiting` once with the holder) until it is free or `stop` says to give up; without,
+    /// a held lock is [`CatalogError::Locked`] naming the holder.
+    pub fn acquire(
+        state: &Path,
+        wait: bool,
+        what: &str,
+        waiting: impl FnOnce(&Holder),
+        stop: impl Fn() -> bool,
+    ) -> Result<RunLock> {
         use rustix::fs::{FlockOperation, flock};
         let path = lock_path(state);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -61,13 +67,32 @@ impl RunLock {
         }
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
-        if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
+        // A few quick tries first: a reader's probe (see [`RunLock::holder`]) holds the lock
+        // shared for a moment, and that is not another run.
+        let mut free = false;
+        for _ in 0..5 {
+            if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                free = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if !free {
             let holder = holder_of(&path).unwrap_or(Holder { pid: None, note: None });
             if !wait {
                 return Err(CatalogError::Locked { path, holder });
             }
             waiting(&holder);
-            flock(&file, FlockOperation::LockExclusive).map_err(|e| io(&path)(e.into()))?;
+            // Waiting is polled, so an operator's Ctrl-C (`stop`) ends it.
+            loop {
+                if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                    break;
+                }
+                if stop() {
+                    return Err(CatalogError::Io { path, message: "stopped while waiting for the lock".into() });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
         }
         let since =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
@@ -89,28 +114,30 @@ impl RunLock {
 
 fn holder_of(path: &Path) -> Option<Holder> {
     let stat = rustix::fs::stat(path).ok()?;
-    let pid = match std::fs::read_to_string("/proc/locks") {
-        Ok(locks) => Some(kernel_holder(&locks, stat.st_dev, stat.st_ino)?),
-        // No /proc: ask the lock itself (briefly taking it when free).
-        Err(_) => {
-            let file = File::open(path).ok()?;
-            if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_ok() {
-                return None;
-            }
-            None
-        }
-    };
-    let note = read_note(path);
-    let (note_pid, text) = match &note {
-        Some((p, t)) => (Some(*p), Some(t.clone())),
-        None => (None, None),
-    };
-    match (pid, note_pid) {
-        (Some(k), Some(n)) if k == n => Some(Holder { pid: Some(k), note: text }),
-        (Some(k), _) => Some(Holder { pid: Some(k), note: None }),
-        (None, Some(n)) => Some(Holder { pid: Some(n), note: text }),
-        (None, None) => Some(Holder { pid: None, note: None }),
+    // The kernel's word first. A pid of 0 means the holder is in another PID namespace.
+    let kernel = std::fs::read_to_string("/proc/locks")
+        .ok()
+        .and_then(|locks| kernel_holder(&locks, stat.st_dev, stat.st_ino))
+        .filter(|pid| *pid > 0);
+    if kernel.is_none() && !held(path) {
+        return None;
     }
+    let note = read_note(path);
+    Some(match (kernel, note) {
+        (Some(k), Some((n, text))) if k == n => Holder { pid: Some(k), note: Some(text) },
+        (Some(k), _) => Holder { pid: Some(k), note: None },
+        // Held, but /proc/locks does not say by whom (another device numbering, another
+        // PID namespace): the holder's own note.
+        (None, Some((n, text))) => Holder { pid: Some(n), note: Some(text) },
+        (None, None) => Holder { pid: None, note: None },
+    })
+}
+
+/// Whether someone holds the lock, asked of the lock itself: a shared, non-blocking
+/// attempt (released at once) fails only while an exclusive holder has it.
+fn held(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else { return false };
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared).is_err()
 }
 
 /// The pid holding an exclusive `flock` on the file with this device and inode, from
@@ -181,18 +208,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let state = d.path().join("state.db");
         assert_eq!(RunLock::holder(&state), None, "no lock file yet");
-        let first = RunLock::acquire(&state, false, "amictl apply", |_| {}).unwrap();
+        let first = RunLock::acquire(&state, false, "amictl apply", |_| {}, || false).unwrap();
         let me = std::process::id();
         let holder = RunLock::holder(&state).expect("held");
         assert_eq!(holder.pid, Some(me));
         assert!(holder.note.as_deref().is_some_and(|n| n.starts_with("amictl apply, since 20")), "{holder:?}");
-        match RunLock::acquire(&state, false, "amictl apply", |_| {}) {
+        match RunLock::acquire(&state, false, "amictl apply", |_| {}, || false) {
             Err(CatalogError::Locked { holder, .. }) => assert_eq!(holder.pid, Some(me)),
             other => panic!("expected Locked, got {:?}", other.err()),
         }
         drop(first);
         assert_eq!(RunLock::holder(&state), None, "released with the file closed");
-        assert!(RunLock::acquire(&state, false, "amictl apply", |_| {}).is_ok());
+        assert!(RunLock::acquire(&state, false, "amictl apply", |_| {}, || false).is_ok());
     }
 
     #[test]

@@ -68,8 +68,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX scan_hosts_scan ON scan_hosts (scan_id);",
     // v4: the deprecation of each AMI of a version (set once; a failed attempt keeps its
-    // error until a retry sets it), notices sent to owners, and intents still waiting for
-    // their outcome (an index of the audit chain, so the next run can close them).
+    // error until a retry sets it; `gone` when the AMI no longer exists), backfilled from
+    // the `deprecate` events earlier versions recorded (the last successful one per AMI is
+    // what EC2 holds); the run that started each build; notices sent to owners; and
+    // intents still waiting for their outcome (an index of the audit chain, so the next
+    // run can close them).
     "CREATE TABLE deprecations (
         build_id TEXT NOT NULL REFERENCES builds,
         account TEXT NOT NULL,
@@ -77,9 +80,18 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         image_id TEXT NOT NULL,
         at TEXT NOT NULL,
         error TEXT,
+        gone INTEGER NOT NULL DEFAULT 0,
         recorded_at TEXT NOT NULL,
         PRIMARY KEY (build_id, account, region, image_id)
      );
+     INSERT OR REPLACE INTO deprecations (build_id, account, region, image_id, at, error, gone, recorded_at)
+        SELECT b.build_id, json_extract(e.data, '$.account'), json_extract(e.data, '$.region'),
+               json_extract(e.data, '$.image_id'), json_extract(e.data, '$.at'), NULL, 0, e.time
+        FROM audit_events e JOIN builds b ON e.subject = b.image || '@' || b.version
+        WHERE e.kind = 'deprecate' AND json_extract(e.data, '$.error') IS NULL
+          AND json_extract(e.data, '$.image_id') IS NOT NULL AND json_extract(e.data, '$.at') IS NOT NULL
+        ORDER BY e.seq;
+     ALTER TABLE builds ADD COLUMN runner TEXT;
      CREATE TABLE notices (
         consumer TEXT NOT NULL,
         image TEXT NOT NULL,

@@ -107,6 +107,8 @@ pub struct Version {
     pub failure: Option<String>,
     /// Its logs.
     pub log_dir: String,
+    /// The process that started it (`pid`), to tell a live build from an interrupted one.
+    pub runner: Option<String>,
     /// The components it was built with.
     pub components: Vec<ComponentUse>,
     /// Packages in its manifest.
@@ -140,6 +142,8 @@ pub struct NewBuild<'a> {
     pub started_at: &'a str,
     pub log_dir: &'a str,
     pub components: &'a [ComponentUse],
+    /// The process that starts it (`pid`).
+    pub runner: &'a str,
 }
 
 impl Catalog {
@@ -161,9 +165,9 @@ impl Catalog {
         let e = self.err_fn();
         let tx = self.conn.transaction().map_err(&e)?;
         tx.execute(
-            "INSERT INTO builds (build_id, image, version, state, reason, recipe_hash, parent_id, parent_name, parent_created, started_at, log_dir)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir],
+            "INSERT INTO builds (build_id, image, version, state, reason, recipe_hash, parent_id, parent_name, parent_created, started_at, log_dir, runner)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir, b.runner],
         )
         .map_err(&e)?;
         for c in b.components {
@@ -251,7 +255,7 @@ impl Catalog {
             .conn
             .prepare(
                 "SELECT b.build_id, b.image, b.version, b.state, b.reason, b.recipe_hash, b.parent_id, b.parent_name, b.parent_created,
-                        b.started_at, b.finished_at, b.failure, b.log_dir,
+                        b.started_at, b.finished_at, b.failure, b.log_dir, b.runner,
                         (SELECT COUNT(*) FROM packages p WHERE p.build_id = b.build_id),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND t.passed),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND NOT t.passed)
@@ -274,10 +278,11 @@ impl Catalog {
                     finished_at: r.get(10)?,
                     failure: r.get(11)?,
                     log_dir: r.get(12)?,
+                    runner: r.get(13)?,
                     components: Vec::new(),
-                    package_count: r.get::<_, i64>(13)? as usize,
-                    tests_passed: r.get::<_, i64>(14)? as usize,
-                    tests_failed: r.get::<_, i64>(15)? as usize,
+                    package_count: r.get::<_, i64>(14)? as usize,
+                    tests_passed: r.get::<_, i64>(15)? as usize,
+                    tests_failed: r.get::<_, i64>(16)? as usize,
                 })
             })
             .map_err(|e| self.err(e))?;
@@ -373,6 +378,7 @@ pub(crate) mod tests_support {
             started_at: "2026-11-27T10:00:00Z",
             log_dir: "/logs",
             components: &[],
+            runner: "1",
         }
     }
 }

@@ -1,8 +1,6 @@
 //! The advisory check of one version, the same for `plan`, `advisories` and the report:
 //! its manifest against its line's feed, or Inspector's findings on hosts running it.
 
-use std::collections::BTreeMap;
-
 use catalog::{BuildState, Catalog};
 use config::{AdvisoryFeed, Config};
 use jiff::Timestamp;
@@ -76,30 +74,57 @@ pub fn threshold(cfg: &Config) -> Severity {
     Severity::threshold(&cfg.policy.rebuild_on_severity).unwrap_or(Severity::Important)
 }
 
-/// The newest available version of a line (by build time, then name, as the planner).
+/// The newest available version of a line: by build time, then name — the planner's rule.
 pub fn newest_available(versions: &[catalog::Version]) -> Option<&catalog::Version> {
-    versions
-        .iter()
-        .filter(|v| v.state == BuildState::Available)
-        .max_by(|a, b| a.built_at().cmp(b.built_at()).then_with(|| a.version.cmp(&b.version)))
+    versions.iter().filter(|v| v.state == BuildState::Available).max_by(|a, b| {
+        crate::views::time(a.built_at()).cmp(&crate::views::time(b.built_at())).then_with(|| a.version.cmp(&b.version))
+    })
 }
 
-/// Checks `version` of `image` against its line's source; `None` when the line has none
-/// (or Inspector in [`Mode::Cached`]).
+/// A version to check, with what the check reads from the catalog (taken up front, so the
+/// check itself — network, Inspector — runs without the catalog).
+pub struct Subject {
+    /// The line.
+    pub image: config::Image,
+    /// The version.
+    pub version: catalog::Version,
+    packages: Vec<provider::Package>,
+    amis: Vec<AmiRef>,
+}
+
+impl Subject {
+    /// `version` of `image`.
+    pub fn of(cat: &Catalog, image: &config::Image, version: &catalog::Version) -> Result<Subject, EngineError> {
+        Ok(Subject {
+            image: image.clone(),
+            version: version.clone(),
+            packages: cat.packages(&version.build_id)?,
+            amis: cat.distributions(&version.build_id)?.into_iter().map(|d| d.distribution.ami()).collect(),
+        })
+    }
+
+    /// The newest available version of `image`, if any.
+    pub fn newest(cfg: &Config, cat: &Catalog, image: &config::Image) -> Result<Option<Subject>, EngineError> {
+        let _ = cfg;
+        let versions = cat.versions(Some(&image.name))?;
+        newest_available(&versions).map(|v| Subject::of(cat, image, v)).transpose()
+    }
+}
+
+/// Checks a version against its line's source; `None` when the line has none (or uses
+/// Inspector in [`Mode::Cached`], or has no cached copy yet).
 pub fn check(
     cfg: &Config,
-    cat: &Catalog,
+    subject: &Subject,
     inspector: Option<&dyn AdvisorySource>,
-    image: &config::Image,
-    version: &catalog::Version,
     mode: Mode,
     now: Timestamp,
-) -> Result<Option<Checked>, EngineError> {
-    let Some(feed) = &image.advisories else { return Ok(None) };
+) -> Option<Checked> {
+    let feed = subject.image.advisories.as_ref()?;
     let done = |findings, stale, loaded| {
         Some(Checked {
-            image: image.name.clone(),
-            version: version.clone(),
+            image: subject.image.name.clone(),
+            version: subject.version.clone(),
             source: feed.location().to_string(),
             findings,
             stale,
@@ -109,53 +134,29 @@ pub fn check(
     match feed {
         AdvisoryFeed::Inspector => {
             if mode == Mode::Cached {
-                return Ok(None);
+                return None;
             }
-            let amis: Vec<AmiRef> =
-                cat.distributions(&version.build_id)?.into_iter().map(|d| d.distribution.ami()).collect();
             let found = match inspector {
                 None => Err("Inspector findings need the AWS provider ([aws] and accounts)".to_string()),
-                Some(source) => source.findings(&amis).map_err(|e| e.to_string()),
+                Some(source) => source.findings(&subject.amis).map_err(|e| e.to_string()),
             };
-            Ok(match found {
+            match found {
                 Ok(mut f) => {
                     f.sort_by(|a, b| (b.severity, &a.advisory, &a.package).cmp(&(a.severity, &b.advisory, &b.package)));
                     f.dedup_by(|a, b| a.advisory == b.advisory && a.package == b.package);
                     done(f, None, None)
                 }
                 Err(e) => done(Vec::new(), Some(e), None),
-            })
+            }
         }
         _ => {
             let loaded = match mode {
                 Mode::Live => feeds::load(&cfg.cache_dir, feed, now),
-                Mode::Cached => match feeds::load_cached(&cfg.cache_dir, feed) {
-                    Some(l) => l,
-                    None => return Ok(None),
-                },
+                Mode::Cached => feeds::load_cached(&cfg.cache_dir, feed)?,
             };
-            let findings = loaded.findings(&cat.packages(&version.build_id)?);
+            let findings = loaded.findings(&subject.packages);
             let stale = loaded.stale.clone();
-            Ok(done(findings, stale, Some(loaded)))
+            done(findings, stale, Some(loaded))
         }
     }
-}
-
-/// The newest available version of every line with a source, checked (the planner's input).
-pub fn check_lines(
-    cfg: &Config,
-    cat: &Catalog,
-    inspector: Option<&dyn AdvisorySource>,
-    mode: Mode,
-    now: Timestamp,
-) -> Result<BTreeMap<String, Checked>, EngineError> {
-    let mut out = BTreeMap::new();
-    for image in cfg.images.values().filter(|i| i.advisories.is_some()) {
-        let versions = cat.versions(Some(&image.name))?;
-        let Some(newest) = newest_available(&versions) else { continue };
-        if let Some(c) = check(cfg, cat, inspector, image, newest, mode, now)? {
-            out.insert(image.name.clone(), c);
-        }
-    }
-    Ok(out)
 }

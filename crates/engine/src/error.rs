@@ -15,9 +15,6 @@ pub enum EngineError {
         #[source]
         source: ProviderError,
     },
-    /// The input asks for something impossible (nothing was changed): exit 2.
-    #[error("{0}")]
-    Usage(String),
     /// Something failed, said in words.
     #[error("{0}")]
     Failed(String),

@@ -10,7 +10,6 @@ use jiff::Timestamp;
 use provider::{AgentCheck, FleetSource, HostQuery};
 
 use crate::EngineError;
-use crate::views::releases;
 
 /// One consumer's scan: its hosts judged, or why it could not be read.
 #[derive(Debug, Clone)]
@@ -64,18 +63,20 @@ pub fn agent_check(cfg: &Config, image: &config::Image) -> AgentCheck {
     AgentCheck { services: services.into_iter().collect() }
 }
 
-/// Scans every consumer and judges each host as of `now`. A consumer that cannot be read
-/// is unknown. `agents`: also run the agents' own check on Online hosts.
+/// Scans every consumer `wanted` selects and judges each host as of `now` against
+/// `releases`. A consumer that cannot be read is unknown. `agents`: also run the agents'
+/// own check on Online hosts.
 pub fn scan(
     cfg: &Config,
-    cat: &Catalog,
+    releases: Vec<fleet::Release>,
     source: &dyn FleetSource,
     agents: bool,
     now: Timestamp,
-) -> Result<Vec<ConsumerScan>, EngineError> {
-    let index = fleet::Releases::new(releases(cat)?);
+    wanted: impl Fn(&config::Consumer) -> bool,
+) -> Vec<ConsumerScan> {
+    let index = fleet::Releases::new(releases);
     let mut out = Vec::new();
-    for c in cfg.consumers.values() {
+    for c in cfg.consumers.values().filter(|c| wanted(c)) {
         let Some(image) = cfg.images.get(&c.image) else { continue };
         let regions = regions(cfg, image);
         let check = agent_check(cfg, image);
@@ -98,7 +99,30 @@ pub fn scan(
             .map_err(|e| e.to_string());
         out.push(ConsumerScan { consumer: c.clone(), hosts });
     }
-    Ok(out)
+    out
+}
+
+/// The same hosts judged again against `releases` (after this run released versions).
+pub fn rejudge(
+    cfg: &Config,
+    scans: &[ConsumerScan],
+    releases: Vec<fleet::Release>,
+    now: Timestamp,
+) -> Vec<ConsumerScan> {
+    let index = fleet::Releases::new(releases);
+    scans
+        .iter()
+        .map(|s| ConsumerScan {
+            consumer: s.consumer.clone(),
+            hosts: s.hosts.clone().map(|hosts| {
+                let exemptions = exemptions(&s.consumer);
+                hosts
+                    .into_iter()
+                    .map(|a| fleet::assess(a.host, &index, &exemptions, cfg.policy.rollout_sla_seconds, now))
+                    .collect()
+            }),
+        })
+        .collect()
 }
 
 /// Stores scans as each consumer's latest.
@@ -129,13 +153,16 @@ fn row(a: &Assessment) -> ScanHost {
     }
 }
 
-/// What the planner needs from scans: each consumer behind, with the groups to move.
+/// What the planner needs from scans: each consumer behind, with the groups to move —
+/// only the auto scaling groups its `select.asgs` names (a rollout never touches a group
+/// the config does not list); behind hosts elsewhere are `loose`.
 pub fn lagging(scans: &[ConsumerScan]) -> Vec<policy::ConsumerLag> {
     scans
         .iter()
         .filter_map(|s| {
             let sum = s.summary();
             let hosts = s.hosts.as_ref().ok()?;
+            let named = |g: &String| s.consumer.select.asgs.contains(g);
             let behind: Vec<&Assessment> = hosts
                 .iter()
                 .filter(|a| matches!(a.standing, fleet::Standing::WithinSla { .. } | fleet::Standing::Overdue { .. }))
@@ -154,9 +181,15 @@ pub fn lagging(scans: &[ConsumerScan]) -> Vec<policy::ConsumerLag> {
                 behind_versions: sum.behind_versions.clone(),
                 groups: behind
                     .iter()
-                    .filter_map(|a| a.host.asg.as_ref().map(|g| (a.host.region.clone(), g.clone())))
+                    .filter_map(|a| {
+                        a.host.asg.as_ref().filter(|g| named(g)).map(|g| (a.host.region.clone(), g.clone()))
+                    })
                     .collect(),
-                loose: behind.iter().filter(|a| a.host.asg.is_none()).map(|a| a.host.instance_id.clone()).collect(),
+                loose: behind
+                    .iter()
+                    .filter(|a| !a.host.asg.as_ref().is_some_and(&named))
+                    .map(|a| a.host.instance_id.clone())
+                    .collect(),
             })
         })
         .collect()

@@ -82,9 +82,11 @@ impl Engine {
             .collect()
     }
 
-    /// Every version as the planner sees it. With `live_holder`, unfinished builds belong
-    /// to that live run.
+    /// Every version as the planner sees it. An unfinished build is running when
+    /// `live_holder` — the live run holding the state lock — is the process that started it;
+    /// otherwise its run died and it is interrupted.
     pub fn observe_versions(&self, live_holder: Option<&catalog::Holder>) -> Result<Vec<ObservedVersion>, EngineError> {
+        let home = self.config().aws_region.clone();
         let cat = self.catalog();
         let mut out = Vec::new();
         for v in cat.versions(None)? {
@@ -100,22 +102,35 @@ impl Engine {
             let deprecations = cat
                 .deprecations(&v.build_id)?
                 .into_iter()
-                .map(|d| (d.ami, DeprecationRecord { at: time(&d.at), error: d.error }))
+                .map(|d| (d.ami, DeprecationRecord { at: time(&d.at), error: if d.gone { None } else { d.error } }))
                 .collect();
+            let running = live_holder
+                .filter(|_| state == VersionState::Unfinished)
+                .filter(|h| h.pid.is_some_and(|pid| v.runner.as_deref() == Some(pid.to_string().as_str())))
+                .map(ToString::to_string);
+            // The tested AMI: the build's artifact, or (catalogs older than AMI references)
+            // the platform's own copy in the home region.
+            let source = cat.artifacts(&v.build_id)?.iter().find_map(|a| a.ami()).or_else(|| {
+                published
+                    .iter()
+                    .map(|p| &p.distribution)
+                    .find(|d| d.how == provider::How::Owner && Some(&d.target.region) == home.as_ref())
+                    .map(|d| d.ami())
+            });
             out.push(ObservedVersion {
                 image: v.image.clone(),
                 version: v.version.clone(),
                 build_id: v.build_id.clone(),
                 state,
                 stage: v.state.as_str().to_string(),
-                running: (state == VersionState::Unfinished).then(|| live_holder.map(ToString::to_string)).flatten(),
+                running,
                 built_at: time(v.built_at()),
                 released_at: released,
                 recipe_hash: v.recipe_hash.clone(),
                 parent_id: v.parent_id.clone(),
                 components: v.components.iter().map(|c| (c.name.clone(), c.version.clone())).collect(),
                 distributions: published.into_iter().map(|p| p.distribution).collect(),
-                source: cat.artifacts(&v.build_id)?.iter().find_map(|a| a.ami()),
+                source,
                 deprecations,
             });
         }
@@ -138,20 +153,29 @@ impl Engine {
                 parents.insert(image.name.clone(), p);
             }
         }
-        let cat = self.catalog();
-        let scans = match (&self.providers().fleet, cfg.consumers.is_empty()) {
-            (Some(source), false) => crate::fleet::scan(cfg, &cat, source.as_ref(), false, now)?,
+        // Consumers and advisories of the lines in scope only; the catalog is not held while
+        // the fleet and the feeds are read.
+        let in_scope = |image: &str| scope.only.as_ref().is_none_or(|o| o == image);
+        let scans = match (&self.providers().fleet, cfg.consumers.values().any(|c| in_scope(&c.image))) {
+            (Some(source), true) => {
+                let releases = crate::views::releases(&self.catalog())?;
+                crate::fleet::scan(cfg, releases, source.as_ref(), false, now, |c| in_scope(&c.image))
+            }
             _ => Vec::new(),
         };
-        let mut in_use = cat.versions_in_use()?;
+        let mut in_use = self.catalog().versions_in_use()?;
         in_use.extend(crate::fleet::in_use(&scans));
         let threshold = crate::advisories::threshold(cfg);
         let inspector = self.providers().inspector.as_deref();
-        let advisories = crate::advisories::check_lines(cfg, &cat, inspector, crate::advisories::Mode::Live, now)?
-            .into_iter()
-            .map(|(image, c)| (image, c.for_policy(threshold)))
-            .collect();
-        drop(cat);
+        let mut advisories = std::collections::BTreeMap::new();
+        for image in cfg.images.values().filter(|i| i.advisories.is_some() && in_scope(&i.name)) {
+            let subject = crate::advisories::Subject::newest(cfg, &self.catalog(), image)?;
+            if let Some(subject) = subject
+                && let Some(c) = crate::advisories::check(cfg, &subject, inspector, crate::advisories::Mode::Live, now)
+            {
+                advisories.insert(image.name.clone(), c.for_policy(threshold));
+            }
+        }
         let observed = Observed {
             versions,
             parents,

@@ -158,10 +158,10 @@ impl Engine {
         subject: &str,
         reason: &str,
         intent_data: Value,
-        body: impl FnOnce(&Intent) -> Result<Done, Fail>,
+        body: impl FnOnce() -> Result<Done, Fail>,
     ) -> Result<Value, EngineError> {
         let intent = self.intent(act, subject, reason, intent_data)?;
-        match body(&intent) {
+        match body() {
             Ok(done) => {
                 self.outcome(&intent, Outcome::Done, &done.reason, done.data.clone())?;
                 Ok(done.data)
@@ -173,8 +173,15 @@ impl Engine {
                     (Outcome::Failed, "failed".to_string())
                 };
                 let data = with(fail.data, json!({ "error": fail.error.text() }));
-                self.outcome(&intent, outcome, &reason, data)?;
-                Err(fail.error)
+                match self.outcome(&intent, outcome, &reason, data) {
+                    Ok(()) => Err(fail.error),
+                    // Both matter: what failed, and that its outcome is not in the chain.
+                    Err(e) => Err(EngineError::Failed(format!(
+                        "{}; recording its outcome failed too: {}",
+                        fail.error.text(),
+                        e.text()
+                    ))),
+                }
             }
         }
     }

@@ -103,10 +103,11 @@ fn every_action_kind_records_its_intent_before_and_its_outcome_after_with_the_pl
     assert_eq!(r.failed(), 0, "{r:#?}");
     let done: Vec<&str> = r.actions.iter().map(|a| a.action).collect();
     assert_eq!(done, ["build", "deprecate"], "the predecessor is deprecated in the same run");
-    // 3. Hosts still on v1: rollouts; three versions: the oldest available is retired.
+    // 3. Hosts still on v1: rollouts are planned (to v2); a third version built in the same
+    //    run moves them once, to v3.
     org.clock.advance_days(1);
     let engine = org.engine();
-    engine
+    let r = engine
         .apply(
             org.clock.get(),
             &Scope { only: None, forced: ["host".to_string()].into() },
@@ -114,16 +115,22 @@ fn every_action_kind_records_its_intent_before_and_its_outcome_after_with_the_pl
             |_| {},
         )
         .unwrap();
-    org.clock.advance_days(1);
-    let r = run(&org);
     let done: Vec<&str> = r.actions.iter().map(|a| a.action).collect();
-    assert!(done.contains(&"rollout"), "{done:?}");
-    assert!(
-        org.rollout.rolled.lock().unwrap().iter().any(|g| g.asg == "goobi-hosts" && g.target.region == "eu-west-1")
+    assert_eq!(done, ["build", "deprecate", "rollout", "rollout"], "{r:#?}");
+    let v3 = org.catalog().versions(Some("host")).unwrap().remove(2);
+    let rolled = org.rollout.rolled.lock().unwrap().clone();
+    assert_eq!(rolled.len(), 1);
+    assert_eq!((rolled[0].asg.as_str(), rolled[0].target.region.as_str()), ("goobi-hosts", "eu-west-1"));
+    assert_eq!(
+        rolled[0].image_id,
+        format!("ami-{}-eu-west-1", v3.version.replace('.', "")),
+        "to the version this run released, not the one planned before it"
     );
+    org.clock.advance_days(1);
+    run(&org);
     let notices: Vec<String> = org.rollout.notices.lock().unwrap().iter().map(|n| n.subject.clone()).collect();
-    assert_eq!(notices.len(), 2, "the bastion's owner is told once per newer version: {notices:?}");
-    assert_ne!(notices[0], notices[1]);
+    assert_eq!(notices.len(), 2, "told in run 3 and again a day later, never twice a day: {notices:?}");
+    assert!(notices.iter().all(|n| n.ends_with(&v3.version)), "about the newest version: {notices:?}");
     // 4. A build a dead run left behind is recovered.
     {
         let mut cat = org.catalog();
@@ -140,6 +147,7 @@ fn every_action_kind_records_its_intent_before_and_its_outcome_after_with_the_pl
             started_at: "2026-12-01T10:00:00Z",
             log_dir: "/tmp/x",
             components: &[],
+            runner: "4194305",
         })
         .unwrap();
         cat.set_state("b-dead", BuildState::Building, None, "2026-12-01T10:00:01Z").unwrap();
@@ -228,6 +236,7 @@ fn an_interrupted_run_is_closed_and_its_build_recovered_by_the_next_one() {
             started_at: "2026-12-01T08:00:00Z",
             log_dir: "/tmp/x",
             components: &[],
+            runner: "4194305",
         })
         .unwrap();
         cat.set_state("b-killed", BuildState::Building, None, "2026-12-01T08:00:01Z").unwrap();
@@ -309,30 +318,48 @@ fn plan_leaves_the_catalog_unchanged() {
     assert_eq!(std::fs::read(&org.config.state).unwrap(), bytes, "not a byte of the state changed");
 }
 
+fn unfinished(org: &Org, build_id: &str, image: &str, runner: &str) {
+    let mut cat = org.catalog();
+    cat.insert_build(&catalog::NewBuild {
+        build_id,
+        image,
+        version: &format!("2026.12.01.{}", build_id.len()),
+        reason: &serde_json::json!([]),
+        recipe_hash: "r",
+        parent_id: "",
+        parent_name: "",
+        parent_created: "",
+        started_at: "2026-12-01T08:00:00Z",
+        log_dir: "/tmp/x",
+        components: &[],
+        runner,
+    })
+    .unwrap();
+    cat.set_state(build_id, BuildState::Building, None, "t").unwrap();
+}
+
 #[test]
-fn a_build_a_live_run_holds_is_running_not_interrupted() {
-    let org = Org::new("");
-    org.catalog()
-        .insert_build(&catalog::NewBuild {
-            build_id: "b-live",
-            image: "host",
-            version: "2026.12.01.1",
-            reason: &serde_json::json!([]),
-            recipe_hash: "r",
-            parent_id: "",
-            parent_name: "",
-            parent_created: "",
-            started_at: "2026-12-01T08:00:00Z",
-            log_dir: "/tmp/x",
-            components: &[],
-        })
-        .unwrap();
-    org.catalog().set_state("b-live", BuildState::Building, None, "t").unwrap();
-    let lock = catalog::RunLock::acquire(&org.config.state, false, "amictl apply", |_| {}).unwrap();
+fn a_build_a_live_run_holds_is_running_and_one_a_dead_run_left_is_interrupted() {
+    let org = Org::new(
+        "[images.second]\nparent = \"ssm:/aws/service/test\"\ncomponents = [\"agent\"]\nbuilder = { kind = \"ec2\", instance_type = \"t3.micro\" }\n",
+    );
+    // The live run (this process holds the lock) started `host`'s build; a dead one left
+    // `second`'s.
+    unfinished(&org, "b-live", "host", &std::process::id().to_string());
+    unfinished(&org, "b-dead", "second", "4194305");
+    let lock = catalog::RunLock::acquire(&org.config.state, false, "amictl apply", |_| {}, || false).unwrap();
     let (plan, _) = org.engine().plan(org.clock.get(), &Scope::default()).unwrap();
-    assert!(plan.actions.is_empty(), "no recovery and no second build: {plan:#?}");
-    assert_eq!(plan.running.len(), 1);
+    assert_eq!(plan.running.len(), 1, "{plan:#?}");
+    assert_eq!(plan.running[0].build_id, "b-live");
     assert!(plan.running[0].holder.contains(&std::process::id().to_string()), "{:?}", plan.running);
+    assert!(
+        !plan.actions.iter().any(|a| a.image() == "host"),
+        "no recovery and no second build of a live one: {plan:#?}"
+    );
+    assert!(
+        matches!(&plan.actions[0], Action::Recover { build_id, .. } if build_id == "b-dead"),
+        "a dead run's build is interrupted whoever holds the lock: {plan:#?}"
+    );
     drop(lock);
     let (plan, _) = org.engine().plan(org.clock.get(), &Scope::default()).unwrap();
     assert!(matches!(plan.actions[0], Action::Recover { .. }), "once its run is gone it is interrupted");
@@ -407,4 +434,28 @@ fn independent_lines_build_side_by_side() {
     let (a, b) = (&busy[0], &busy[1]);
     assert!(a.1 < b.2 && b.1 < a.2, "the two builds overlapped: {busy:?}");
     assert_paired(&events(&org));
+}
+
+#[test]
+fn a_dead_build_of_a_line_gone_from_the_config_is_cleaned_up_by_a_builder_of_its_kind() {
+    let org = Org::new(
+        "[images.second]\nparent = \"ssm:/aws/service/test\"\ncomponents = [\"agent\"]\nbuilder = { kind = \"ec2\", instance_type = \"t3.micro\" }\n",
+    );
+    unfinished(&org, "b-old", "renamed-line", "4194305");
+    org.catalog()
+        .append_event(&NewEvent {
+            time: "2026-12-01T08:00:02Z",
+            actor: "killed run",
+            kind: "build.intent",
+            subject: "renamed-line@2026.12.01.5",
+            reason: "never built",
+            data: &serde_json::json!({"build_id": "b-old", "builder": "fake"}),
+            opens: true,
+            closes: None,
+        })
+        .unwrap();
+    let r = run(&org);
+    let recover = r.actions.iter().find(|a| a.action == "recover").unwrap();
+    assert!(recover.ok, "{recover:#?}");
+    assert_eq!(org.builder.cleaned.lock().unwrap().as_slice(), ["b-old"], "cleaned by its kind's builder");
 }

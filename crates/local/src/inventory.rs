@@ -149,10 +149,15 @@ impl FleetSource for InventoryFleet {
             }
             let zone = i.placement.as_ref().and_then(|p| p.availability_zone.clone()).unwrap_or_default();
             let region = zone.trim_end_matches(|c: char| c.is_ascii_lowercase()).to_string();
+            let region = if region.is_empty() { zone } else { region };
+            // The regions a live scan would look in, when the query names them.
+            if !q.regions.is_empty() && !q.regions.contains(&region) {
+                continue;
+            }
             hosts.push(Host {
                 consumer: q.consumer.into(),
                 account: q.account.into(),
-                region: if region.is_empty() { zone } else { region },
+                region,
                 instance_id: i.instance_id.clone(),
                 image_id: i.image_id.clone(),
                 state: i.state.name.clone(),

@@ -121,7 +121,13 @@ impl Factory {
             fs::remove_dir_all(&out_dir).map_err(stage_err("prepare"))?;
         }
         let secrets = secret_values(&req.components);
-        let result = self.build_stages(req, &dir, &logs, &rootfs, &mut on_stage);
+        // A failure's message quotes the step's output, which may hold a secret value.
+        let result = self.build_stages(req, &dir, &logs, &rootfs, &mut on_stage).map_err(|e| match e {
+            FactoryError::Stage { stage, message } => {
+                FactoryError::Stage { stage, message: masked(&message, &secrets) }
+            }
+            other => other,
+        });
         redact_logs(&logs, &secrets);
         self.clean_scratch(req.build_id);
         if result.is_err() {
@@ -430,6 +436,10 @@ fn secret_values(components: &[&Component]) -> Vec<String> {
         .filter_map(|(_, v): &(String, ParamValue)| v.resolve().ok())
         .filter(|s| s.len() >= 4)
         .collect()
+}
+
+fn masked(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
 }
 
 /// A safety net under `disableLogging`: no secret parameter value survives in a log file.

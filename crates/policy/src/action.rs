@@ -67,6 +67,9 @@ impl std::fmt::Display for Reason {
                 "{consumer}: {behind} of {total} instances on {}, successor released {released_days_ago} day(s) ago",
                 versions.join(", ")
             ),
+            Reason::DeadlinePassed { consumer, overdue, days_over: 0 } => {
+                write!(f, "{consumer}: deadline passed less than a day ago for {overdue} instance(s) — escalate")
+            }
             Reason::DeadlinePassed { consumer, overdue, days_over } => {
                 write!(f, "{consumer}: deadline passed {days_over} day(s) ago for {overdue} instance(s) — escalate")
             }
@@ -309,6 +312,18 @@ pub struct Running {
     pub holder: String,
 }
 
+/// A consumer behind whose hosts its rollout method cannot move (they are in none of its
+/// auto scaling groups): for people to act on, not an action that could only fail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmovable {
+    /// The consumer.
+    pub consumer: String,
+    /// Its method.
+    pub method: String,
+    /// The hosts behind.
+    pub instances: Vec<String>,
+}
+
 /// The plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -320,6 +335,8 @@ pub struct Plan {
     pub stale: Vec<StaleCheck>,
     /// Builds in progress in a live run.
     pub running: Vec<Running>,
+    /// Consumers behind that their method cannot move.
+    pub unmovable: Vec<Unmovable>,
 }
 
 impl Plan {

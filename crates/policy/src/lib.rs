@@ -38,7 +38,7 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use provider::{RolloutGroup, Target};
 
-pub use action::{Action, Note, Plan, Reason, Running, StaleCheck};
+pub use action::{Action, Note, Plan, Reason, Running, StaleCheck, Unmovable};
 pub use observed::{
     AdvisoryCheck, ConsumerLag, DeprecationRecord, DesiredImage, MissingFix, Observed, ObservedVersion, PolicyView,
     VersionState,
@@ -102,14 +102,23 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
             });
         }
     }
+    let (rollouts, unmovable) = rollouts(observed);
+    plan.actions.extend(rollouts);
+    plan.unmovable = unmovable;
+    plan
+}
+
+/// The rollouts due for `observed.lagging`, by consumer, and the consumers whose hosts the
+/// method cannot move. The engine calls this again after a run releases a version, so
+/// consumers move to what is newest then.
+pub fn rollouts(observed: &Observed) -> (Vec<Action>, Vec<Unmovable>) {
+    let mut plan = Plan::default();
     let mut lagging: Vec<&ConsumerLag> = observed.lagging.iter().filter(|l| l.behind > 0).collect();
     lagging.sort_by(|a, b| a.consumer.cmp(&b.consumer));
     for l in lagging {
-        if let Some(a) = rollout(l, observed) {
-            plan.actions.push(a);
-        }
+        rollout(&mut plan, l, observed);
     }
-    plan
+    (plan.actions, plan.unmovable)
 }
 
 fn build_or_distribute(
@@ -258,11 +267,14 @@ pub fn deprecations(image: &str, policy: &PolicyView, observed: &Observed) -> Ve
     out
 }
 
-fn rollout(l: &ConsumerLag, observed: &Observed) -> Option<Action> {
-    let newest = observed
+fn rollout(plan: &mut Plan, l: &ConsumerLag, observed: &Observed) {
+    let Some(newest) = observed
         .versions
         .iter()
-        .find(|v| v.image == l.image && v.version == l.newest && v.state == VersionState::Available)?;
+        .find(|v| v.image == l.image && v.version == l.newest && v.state == VersionState::Available)
+    else {
+        return;
+    };
     let mut reasons = vec![Reason::ConsumerBehind {
         consumer: l.consumer.clone(),
         behind: l.behind,
@@ -292,8 +304,17 @@ fn rollout(l: &ConsumerLag, observed: &Observed) -> Option<Action> {
         if !l.loose.is_empty() {
             reasons.push(Reason::Ungrouped { consumer: l.consumer.clone(), instances: l.loose.clone() });
         }
+        // Nothing the method can move: say so, but plan nothing that could only fail.
+        if groups.is_empty() && unpublished.is_empty() {
+            plan.unmovable.push(Unmovable {
+                consumer: l.consumer.clone(),
+                method: l.method.name().to_string(),
+                instances: l.loose.clone(),
+            });
+            return;
+        }
     }
-    Some(Action::Rollout {
+    plan.actions.push(Action::Rollout {
         consumer: l.consumer.clone(),
         image: l.image.clone(),
         version: newest.version.clone(),
@@ -302,7 +323,7 @@ fn rollout(l: &ConsumerLag, observed: &Observed) -> Option<Action> {
         groups,
         unpublished: unpublished.into_iter().collect(),
         reasons,
-    })
+    });
 }
 
 #[cfg(test)]

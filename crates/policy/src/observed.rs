@@ -53,7 +53,7 @@ pub enum VersionState {
 pub struct DeprecationRecord {
     /// The time asked for (or, once set, the time the cloud recorded).
     pub at: Timestamp,
-    /// Why the last attempt failed; `None` once it is set.
+    /// Why the last attempt failed; `None` once it is set (or the AMI is gone).
     pub error: Option<String>,
 }
 

@@ -269,6 +269,14 @@ fn a_rollout_names_each_group_with_the_ami_its_account_launches_there() {
     );
     assert_eq!(unpublished, &[Target::new("workflow", "eu-west-2")], "no AMI there to move to");
     assert!(matches!(&reasons[1], Reason::Ungrouped { instances, .. } if instances == &["i-loose".to_string()]));
+    // Only hosts outside any group: nothing to move, no action that could only fail.
+    let mut l = lag("goobi", 1, 0, RolloutMethod::LaunchTemplate);
+    l.groups.clear();
+    l.loose = vec!["i-bastion".into()];
+    o.lagging = vec![l];
+    let p = plan(&[desired()], &policy(), &o, t(4));
+    assert!(!p.actions.iter().any(|a| a.act() == Act::Rollout), "{p:?}");
+    assert_eq!(p.unmovable[0].instances, ["i-bastion"]);
 }
 
 #[test]

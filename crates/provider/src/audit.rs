@@ -50,8 +50,6 @@ pub enum EventKind {
     Intent(Act),
     /// An act ended: done, failed or interrupted. Its data names the intent's `seq`.
     Outcome(Act),
-    /// What a recovery removed from the cloud.
-    RecoverCloud,
     /// One region published.
     PublishRegion,
     /// One region failed to publish.
@@ -87,7 +85,6 @@ impl EventKind {
                 Act::Rollout => "rollout.outcome",
                 Act::Retire => "retire.outcome",
             },
-            EventKind::RecoverCloud => "recover.cloud",
             EventKind::PublishRegion => "publish.region",
             EventKind::PublishRegionFailed => "publish.region.failed",
             EventKind::RolloutLaunchTemplate => "rollout.launch-template",
@@ -102,7 +99,6 @@ impl EventKind {
         all.extend(Act::ALL.iter().map(|a| EventKind::Intent(*a)));
         all.extend(Act::ALL.iter().map(|a| EventKind::Outcome(*a)));
         all.extend([
-            EventKind::RecoverCloud,
             EventKind::PublishRegion,
             EventKind::PublishRegionFailed,
             EventKind::RolloutLaunchTemplate,

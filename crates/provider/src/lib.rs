@@ -51,6 +51,8 @@ pub use error::{ProviderError, chain};
 pub use fleet::{Agent, Host, Selection};
 pub use image::{Artifact, ArtifactKind, Package, ParentRef, TestResult};
 pub use place::{AmiRef, Target, VersionRef};
-pub use publisher::{Distribution, How, PublishJob, PublishReport, Publisher, RegionFailure, RegionPublished};
+pub use publisher::{
+    Deprecated, Distribution, How, PublishJob, PublishReport, Publisher, RegionFailure, RegionPublished,
+};
 pub use rollout::{GroupFailure, GroupRolled, Notice, Replacement, RolloutGroup, RolloutMethod, TemplateChange};
 pub use source::{AdvisorySource, AgentCheck, FleetSource, HostQuery, Rollout};

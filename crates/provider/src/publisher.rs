@@ -13,9 +13,18 @@ pub trait Publisher: Send + Sync {
     /// reported, so the operator knows what exists even when one region failed.
     fn publish(&self, job: &PublishJob<'_>) -> PublishReport;
 
-    /// Marks an AMI deprecated at `at` in the account that owns it, and returns the time
-    /// the cloud recorded (a time already past is set as soon as the cloud allows).
-    fn deprecate(&self, ami: &AmiRef, at: Timestamp) -> Result<Timestamp, ProviderError>;
+    /// Marks an AMI deprecated at `at` in the account that owns it (a time already past is
+    /// set as soon as the cloud allows).
+    fn deprecate(&self, ami: &AmiRef, at: Timestamp) -> Result<Deprecated, ProviderError>;
+}
+
+/// What deprecating one AMI did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deprecated {
+    /// Deprecated; the time the cloud recorded.
+    Set(Timestamp),
+    /// The AMI no longer exists (deregistered, or its account is gone): nothing to do, ever.
+    Gone,
 }
 
 /// One publication, as the engine decided it.

@@ -29,18 +29,27 @@ pub fn run(common: &Common, args: &AdvisoriesArgs) -> Result<u8> {
         Some((i, v)) => (Some(i.to_string()), (!v.is_empty()).then(|| v.to_string())),
         None => (None, None),
     };
-    let providers = if wiring::inspects(&cfg) { Some(wiring::providers(&cfg, Needs { cloud: true })?) } else { None };
+    let lines: Vec<&config::Image> =
+        cfg.images.values().filter(|i| image.as_deref().is_none_or(|n| n == i.name)).collect();
+    // The cloud only for the lines that read Inspector; when it cannot be reached those
+    // lines' checks say so (stale), and the feed lines are still checked.
+    let providers = if lines.iter().any(|l| l.advisories == Some(config::AdvisoryFeed::Inspector)) {
+        wiring::providers(&cfg, Needs { cloud: true }).ok()
+    } else {
+        None
+    };
     let inspector = providers.as_ref().and_then(|p| p.inspector.as_deref());
     let mut any = false;
     let mut reports = Vec::new();
-    for line in cfg.images.values().filter(|i| image.as_deref().is_none_or(|n| n == i.name)) {
+    for line in lines {
         let versions = cat.versions(Some(&line.name))?;
         let v = match &version {
             Some(want) => versions.iter().find(|v| &v.version == want),
             None => advisories::newest_available(&versions),
         };
         let Some(v) = v else { continue };
-        let Some(checked) = advisories::check(&cfg, &cat, inspector, line, v, Mode::Live, Timestamp::now())? else {
+        let subject = advisories::Subject::of(&cat, line, v)?;
+        let Some(checked) = advisories::check(&cfg, &subject, inspector, Mode::Live, Timestamp::now()) else {
             continue;
         };
         let found: Vec<Finding> = checked.findings.into_iter().filter(|f| f.severity >= min).collect();

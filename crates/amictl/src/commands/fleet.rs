@@ -38,10 +38,11 @@ pub fn run(common: &Common, args: &FleetArgs) -> Result<u8> {
         std::sync::Arc::new(local::InventoryFleet::load(&files).map_err(|e| UsageError(e.to_string()))?)
     };
     let mut cat = catalog(&cfg)?;
-    let scans = scan(&cfg, &cat, source.as_ref(), files.is_empty(), now)?;
+    let releases = engine::views::releases(&cat)?;
+    let scans = scan(&cfg, releases, source.as_ref(), files.is_empty(), now, |_| true);
     // A scan is an observation; it is stored as each consumer's latest unless a run holds
     // the state (that run records its own scan).
-    match catalog::RunLock::acquire(&cfg.state, false, "amictl fleet", |_| {}) {
+    match catalog::RunLock::acquire(&cfg.state, false, "amictl fleet", |_| {}, || false) {
         Ok(_lock) => record(&mut cat, &scans, jiff::Timestamp::now())?,
         Err(catalog::CatalogError::Locked { holder, .. }) => {
             eprintln!("amictl: this scan is not stored: a run holds the state ({holder}) and records its own")
@@ -79,6 +80,7 @@ fn print_table(scans: &[ConsumerScan], summaries: &[Summary]) {
     for (s, sum) in scans.iter().zip(summaries) {
         let status = match (&sum.unknown, sum.overdue, sum.within_sla) {
             (Some(e), _, _) => format!("UNKNOWN ({})", e.chars().take(60).collect::<String>()),
+            (None, o, _) if o > 0 && sum.most_days_over == 0 => "OVERDUE (<1d)".to_string(),
             (None, o, _) if o > 0 => format!("OVERDUE by {}d", sum.most_days_over),
             (None, 0, w) if w > 0 => {
                 format!("behind; deadline {}", sum.next_deadline.as_deref().unwrap_or("?").get(..10).unwrap_or("?"))

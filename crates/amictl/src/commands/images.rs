@@ -95,7 +95,10 @@ pub fn show(common: &Common, args: &ShowArgs) -> Result<u8> {
     let versions = cat.versions(Some(&image))?;
     let idx = match &version {
         Some(v) => versions.iter().position(|x| &x.version == v),
-        None => versions.iter().rposition(|x| x.state == BuildState::Available).or(versions.len().checked_sub(1)),
+        // The newest available, by the planner's rule; else the latest attempt.
+        None => engine::advisories::newest_available(&versions)
+            .and_then(|n| versions.iter().position(|x| x.build_id == n.build_id))
+            .or(versions.len().checked_sub(1)),
     }
     .ok_or_else(|| UsageError(format!("no version {} of image `{image}`", version.as_deref().unwrap_or("(any)"))))?;
     let v = &versions[idx];

@@ -78,6 +78,7 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
             started_at: &started.to_string(),
             log_dir: &log_dir.display().to_string(),
             components: &uses,
+            runner: &std::process::id().to_string(),
         })?;
         version
     };
@@ -86,7 +87,7 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
         "build_id": build_id, "recipe": spec.recipe_hash, "parent": parent, "parent_spec": spec.parent.to_string(),
         "components": uses, "targets": targets, "builder": line.builder.kind(),
     });
-    let built = engine.recorded(Act::Build, &subject, &reasons, intent, |_| {
+    let built = engine.recorded(Act::Build, &subject, &reasons, intent, || {
         engine.catalog().set_state(&build_id, BuildState::Building, None, &engine.now().to_string())?;
         let events = Events { engine, build_id: &build_id, subject: subject.clone(), error: Mutex::new(None) };
         let job = BuildJob {

@@ -1,7 +1,8 @@
 //! Deprecate: a superseded version's AMIs, at the time that belongs to the version.
 
+use catalog::Deprecation;
 use policy::Action;
-use provider::Act;
+use provider::{Act, Deprecated};
 use serde_json::{Value, json};
 
 use crate::record::{Done, Fail};
@@ -20,20 +21,34 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
         &subject,
         &a.reasons_text(),
         json!({"build_id": build_id, "at": at, "amis": amis}),
-        |_| {
+        || {
             let mut set = Vec::new();
             let mut failed = Vec::new();
             for ami in amis {
                 engine.cancel().check().map_err(|e| EngineError::provider("deprecating", e))?;
-                let now = engine.now().to_string();
+                let record = |at: String, error: Option<String>, gone: bool| Deprecation {
+                    ami: ami.clone(),
+                    at,
+                    error,
+                    gone,
+                    recorded_at: engine.now().to_string(),
+                };
                 match publisher.deprecate(ami, *at) {
-                    Ok(effective) => {
-                        engine.catalog().record_deprecation(build_id, ami, &effective.to_string(), None, &now)?;
+                    Ok(Deprecated::Set(effective)) => {
+                        engine.catalog().record_deprecation(build_id, &record(effective.to_string(), None, false))?;
                         set.push(json!({"ami": ami, "at": effective}));
+                    }
+                    // Gone for good (deregistered, or its account left the config): nothing to
+                    // deprecate, now or later.
+                    Ok(Deprecated::Gone) => {
+                        engine.catalog().record_deprecation(build_id, &record(at.to_string(), None, true))?;
+                        set.push(json!({"ami": ami, "gone": true}));
                     }
                     Err(e) => {
                         let text = provider::chain(&e);
-                        engine.catalog().record_deprecation(build_id, ami, &at.to_string(), Some(&text), &now)?;
+                        engine
+                            .catalog()
+                            .record_deprecation(build_id, &record(at.to_string(), Some(text.clone()), false))?;
                         failed.push(format!("{ami}: {text}"));
                     }
                 }

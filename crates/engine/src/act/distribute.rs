@@ -35,7 +35,7 @@ pub(super) fn publish(
 ) -> Result<Value, EngineError> {
     let subject = VersionRef::new(image, version).to_string();
     let intent = json!({"build_id": build_id, "source": source, "targets": targets});
-    engine.recorded(Act::Publish, &subject, reason, intent, |_| {
+    engine.recorded(Act::Publish, &subject, reason, intent, || {
         engine.progress().status(&format!("{subject}: publishing to {} target(s)", targets.len()));
         let job = PublishJob { image, version, build_id, source, targets, cancel: engine.cancel() };
         let report = publisher.publish(&job);

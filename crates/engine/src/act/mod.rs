@@ -85,6 +85,20 @@ impl ApplyReport {
     }
 }
 
+/// Lines this plan builds or distributes.
+fn changing_lines(plan: &Plan) -> std::collections::BTreeSet<String> {
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a, Action::Build { .. } | Action::Distribute { .. }))
+        .map(|a| a.image().to_string())
+        .collect()
+}
+
+/// A rollout of a line the run changes first: decided after that change.
+fn deferred(a: &Action, changing: &std::collections::BTreeSet<String>) -> bool {
+    matches!(a, Action::Rollout { .. }) && changing.contains(a.image())
+}
+
 /// Runs `f` over `items` on up to `n` threads; results in input order.
 fn concurrently<T: Send, R: Send>(items: Vec<T>, n: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     if n <= 1 {
@@ -127,7 +141,9 @@ impl Engine {
         waiting: impl FnOnce(&Holder),
     ) -> Result<ApplyReport, EngineError> {
         let cfg = self.config();
-        let _lock = RunLock::acquire(&cfg.state, options.wait, "amictl apply", waiting)?;
+        let _lock =
+            RunLock::acquire(&cfg.state, options.wait, "amictl apply", waiting, || self.cancel().is_cancelled())
+                .map_err(|e| if self.cancel().is_cancelled() { EngineError::Cancelled } else { e.into() })?;
         let closed = self.close_open_intents()?;
         for c in &closed {
             self.progress().line(&format!(
@@ -145,11 +161,13 @@ impl Engine {
             &format!("{} action(s) planned", plan.actions.len()),
             json!({"now": now.to_string(), "config": cfg.file.display().to_string()}),
         )?;
-        for a in &plan.actions {
+        // A rollout of a line this run changes is decided after the change (see carry_out).
+        let changing = changing_lines(&plan);
+        for a in plan.actions.iter().filter(|a| !deferred(a, &changing)) {
             self.decided(a)?;
         }
         let mut report = ApplyReport { plan: plan.clone(), closed, actions: Vec::new(), not_started: 0 };
-        self.carry_out(&plan, options.parallel.max(1), &mut report)?;
+        self.carry_out(&plan, &observation, now, options.parallel.max(1), &mut report)?;
         let failed = report.failed();
         self.note(
             EventKind::ApplyFinish,
@@ -178,7 +196,14 @@ impl Engine {
         Ok(())
     }
 
-    fn carry_out(&self, plan: &Plan, parallel: usize, report: &mut ApplyReport) -> Result<(), EngineError> {
+    fn carry_out(
+        &self,
+        plan: &Plan,
+        observation: &crate::Observation,
+        now: Timestamp,
+        parallel: usize,
+        report: &mut ApplyReport,
+    ) -> Result<(), EngineError> {
         // Recoveries first: they free what interrupted builds hold.
         for a in plan.actions.iter().filter(|a| matches!(a, Action::Recover { .. })) {
             match self.one(a) {
@@ -198,14 +223,51 @@ impl Engine {
         let forks = chains.iter().any(|(image, _)| self.line(image).is_ok_and(|l| !l.builder.concurrent()));
         let width = if forks { 1 } else { parallel };
         let done = concurrently(chains, width, |(image, actions)| self.chain(&image, &actions));
-        for r in done {
-            let (results, skipped) = r?;
+        let mut released = std::collections::BTreeSet::new();
+        for (image, results, skipped) in done {
+            if results.iter().any(|r| r.ok && matches!(r.action, "build" | "distribute")) {
+                released.insert(image);
+            }
             report.actions.extend(results);
             report.not_started += skipped;
         }
-        // Rollouts last, one consumer each.
-        let rollouts: Vec<&Action> = plan.actions.iter().filter(|a| matches!(a, Action::Rollout { .. })).collect();
-        for r in concurrently(rollouts, parallel, |a| self.one(a)) {
+        // Rollouts last, one consumer each, to what is newest now.
+        let changing = changing_lines(plan);
+        let mut rollouts: Vec<Action> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Rollout { .. }) && !deferred(a, &changing))
+            .cloned()
+            .collect();
+        let mut later: Vec<Action> = plan.actions.iter().filter(|a| deferred(a, &changing)).cloned().collect();
+        if !released.is_empty() {
+            // A planned rollout of a line that released a version in this run moves its
+            // consumer once, to what is newest now (and where it is published now): its
+            // hosts are judged again and the rollout planned anew. A consumer that had no
+            // rollout planned gets none: a version released now starts its rollout window.
+            let cfg = self.config();
+            let planned: std::collections::BTreeSet<&str> = later
+                .iter()
+                .filter(|a| released.contains(a.image()))
+                .filter_map(|a| match a {
+                    Action::Rollout { consumer, .. } => Some(consumer.as_str()),
+                    _ => None,
+                })
+                .collect();
+            let scans: Vec<_> =
+                observation.scans.iter().filter(|s| planned.contains(s.consumer.name.as_str())).cloned().collect();
+            let releases = crate::views::releases(&self.catalog())?;
+            let lagging = crate::fleet::lagging(&crate::fleet::rejudge(cfg, &scans, releases, now));
+            let observed = policy::Observed { versions: self.observe_versions(None)?, lagging, ..Default::default() };
+            let (fresh, _) = policy::rollouts(&observed);
+            later.retain(|a| !released.contains(a.image()));
+            later.extend(fresh);
+        }
+        for a in &later {
+            self.decided(a)?;
+        }
+        rollouts.extend(later);
+        for r in concurrently(rollouts.iter().collect(), parallel, |a| self.one(a)) {
             match r {
                 Some(r) => report.actions.push(r),
                 None => report.not_started += 1,
@@ -214,10 +276,33 @@ impl Engine {
         Ok(())
     }
 
-    /// One line's actions in order, then the deprecations its new releases make due.
-    fn chain(&self, image: &str, actions: &[&Action]) -> Result<(Vec<ActionResult>, usize), EngineError> {
+    /// One line's actions in order, then the deprecations its new releases make due. A
+    /// failure to plan those shows as a failed deprecation, not as the loss of the rest.
+    fn chain(&self, image: &str, actions: &[&Action]) -> (String, Vec<ActionResult>, usize) {
         let mut results = Vec::new();
         let mut skipped = 0;
+        if let Err(e) = self.chain_into(image, actions, &mut results, &mut skipped) {
+            self.progress().line(&format!("FAIL deprecate {image}: {}", e.text()));
+            results.push(ActionResult {
+                action: "deprecate",
+                image: image.to_string(),
+                subject: image.to_string(),
+                ok: false,
+                interrupted: e.is_cancelled(),
+                result: Value::Null,
+                error: Some(e.text()),
+            });
+        }
+        (image.to_string(), results, skipped)
+    }
+
+    fn chain_into(
+        &self,
+        image: &str,
+        actions: &[&Action],
+        results: &mut Vec<ActionResult>,
+        skipped: &mut usize,
+    ) -> Result<(), EngineError> {
         let mut published = false;
         for a in actions {
             match self.one(a) {
@@ -225,7 +310,7 @@ impl Engine {
                     published |= r.ok && matches!(a, Action::Build { .. } | Action::Distribute { .. });
                     results.push(r);
                 }
-                None => skipped += 1,
+                None => *skipped += 1,
             }
         }
         if published {
@@ -245,11 +330,11 @@ impl Engine {
                 self.decided(&a)?;
                 match self.one(&a) {
                     Some(r) => results.push(r),
-                    None => skipped += 1,
+                    None => *skipped += 1,
                 }
             }
         }
-        Ok((results, skipped))
+        Ok(())
     }
 
     /// Carries out one action, or `None` when the operator asked to stop before it began.

@@ -12,7 +12,7 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
     let Action::Retire { image, version, build_id, .. } = a else { unreachable!("retire::run on {a:?}") };
     let subject = a.subject();
     let reasons = a.reasons_text();
-    let data = engine.recorded(Act::Retire, &subject, &reasons, json!({"build_id": build_id}), |_| {
+    let data = engine.recorded(Act::Retire, &subject, &reasons, json!({"build_id": build_id}), || {
         let line = engine.line(image)?;
         let (artifacts, distributions) = {
             let cat = engine.catalog();

@@ -18,7 +18,7 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
     let subject = a.subject();
     let intent =
         json!({"image": image, "version": version, "method": method.name(), "reasons": reasons, "groups": groups});
-    let data = engine.recorded(Act::Rollout, &subject, &a.reasons_text(), intent, |_| {
+    let data = engine.recorded(Act::Rollout, &subject, &a.reasons_text(), intent, || {
         engine.progress().status(&format!("{consumer}: rolling out {image}@{version} ({})", method.name()));
         let result = match method {
             RolloutMethod::Notify { sns_topic } => notify(engine, a, sns_topic.as_deref())?,
@@ -121,7 +121,8 @@ fn move_groups(
                     subject,
                     &f.error.to_string(),
                     json!({"asg": g.asg, "region": g.target.region,
-                           "restored_template_version": f.template.as_ref().map(|t| t.from_version),
+                           // Only what was put back is named as restored.
+                           "restored_template_version": f.template.as_ref().filter(|_| matches!(f.restored, Some(Ok(())))).map(|t| t.from_version),
                            "restore": f.restored.as_ref().and_then(|r| r.as_ref().err())}),
                 )?;
                 let error =

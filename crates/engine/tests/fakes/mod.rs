@@ -187,12 +187,12 @@ impl Publisher for FakePublisher {
         report
     }
 
-    fn deprecate(&self, ami: &AmiRef, at: Timestamp) -> Result<Timestamp, ProviderError> {
+    fn deprecate(&self, ami: &AmiRef, at: Timestamp) -> Result<Deprecated, ProviderError> {
         self.deprecations.lock().unwrap().push((ami.clone(), at));
         if self.refuse_deprecation.load(Ordering::SeqCst) {
             return Err(ProviderError::message("ec2:EnableImageDeprecation in account platform: AccessDenied"));
         }
-        Ok(at)
+        Ok(Deprecated::Set(at))
     }
 }
 
