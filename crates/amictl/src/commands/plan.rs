@@ -43,5 +43,14 @@ pub fn print(plan: &Plan, json: bool) -> Result<()> {
     for s in &plan.stale {
         println!("  {}: advisory check STALE — {}", s.image, s.reason);
     }
+    for u in &plan.unmovable {
+        println!(
+            "  {}: {} host(s) behind in none of its auto scaling groups; {} cannot move them: {}",
+            u.consumer,
+            u.instances.len(),
+            u.method,
+            u.instances.join(", ")
+        );
+    }
     Ok(())
 }
