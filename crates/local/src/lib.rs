@@ -268,6 +268,7 @@ impl Factory {
                             state_directory: PathBuf::from(format!("{IN_STATE}/{i}")),
                             object_store: None,
                             parameter_store: None,
+                            secrets: run.secrets.clone(),
                         };
                         match toe::run(std::slice::from_ref(doc), &opts, &mut toe::NoObserver) {
                             Ok(RunOutcome::Finished(s)) if s.status.is_success() => {
@@ -340,6 +341,8 @@ struct ComponentRun {
     document: Document,
     phases: Option<Vec<String>>,
     parameters: Vec<(String, String)>,
+    /// The values of its secret parameters, masked in every log.
+    secrets: Vec<String>,
 }
 
 impl ComponentRun {
@@ -350,12 +353,18 @@ impl ComponentRun {
             .map(|(k, v)| v.resolve().map(|val| (k.clone(), val)))
             .collect::<Result<_, _>>()
             .map_err(|m| FactoryError::Stage { stage: "build", message: format!("component {}: {m}", c.name) })?;
-        Ok(ComponentRun { label: c.name.clone(), document: c.document.clone(), phases, parameters })
+        Ok(ComponentRun {
+            label: c.name.clone(),
+            document: c.document.clone(),
+            phases,
+            parameters,
+            secrets: secret_values(&[c]),
+        })
     }
 
     fn test_document(t: &TestDocument) -> ComponentRun {
         let label = t.file.file_stem().and_then(|s| s.to_str()).unwrap_or("test").to_string();
-        ComponentRun { label, document: t.document.clone(), phases: None, parameters: Vec::new() }
+        ComponentRun { label, document: t.document.clone(), phases: None, parameters: Vec::new(), secrets: Vec::new() }
     }
 
     /// Reads this run's result from its detailedoutput.json.

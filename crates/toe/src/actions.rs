@@ -146,17 +146,38 @@ fn trim_newline(mut s: String) -> String {
 
 // ---------------------------------------------------------------- processes
 
+/// What one step may print to `console.log`; the rest is in its step log only (the console
+/// says where), so a step printing gigabytes is written once.
+const CONSOLE_PER_STEP: u64 = 1 << 20;
+
 fn run_logged(cmd: &mut Command, ctx: &mut ActionCtx<'_>) -> Result<(Exit, String, String), ActionError> {
+    let log_path = ctx.step_dir.join(format!("{}.log", ctx.step_stem));
     let mut step_log = if ctx.secret {
         None
     } else {
         fs::create_dir_all(&ctx.step_dir).ok();
-        File::create(ctx.step_dir.join(format!("{}.log", ctx.step_stem))).ok()
+        File::create(&log_path).ok()
     };
     let mut stderr_tail: Vec<u8> = Vec::new();
     let secret = ctx.secret;
     let log = &mut *ctx.log;
     let observer = &mut *ctx.observer;
+    let mut redact = log.redactor();
+    let mut console_bytes = 0u64;
+    let mut write = |log: &mut crate::report::LogFolder, bytes: &[u8]| {
+        if bytes.is_empty() {
+            return;
+        }
+        if console_bytes < CONSOLE_PER_STEP {
+            let room = (CONSOLE_PER_STEP - console_bytes).min(bytes.len() as u64) as usize;
+            log.console(&bytes[..room]);
+        }
+        console_bytes += bytes.len() as u64;
+        if let Some(f) = step_log.as_mut() {
+            let _ = f.write_all(bytes);
+        }
+        observer.output(bytes);
+    };
     let finished = process::run(cmd, ctx.deadline, &mut |stream, bytes| {
         if stream == Stream::Stderr {
             stderr_tail.extend_from_slice(bytes);
@@ -165,16 +186,38 @@ fn run_logged(cmd: &mut Command, ctx: &mut ActionCtx<'_>) -> Result<(Exit, Strin
             }
         }
         if !secret {
-            log.console(bytes);
-            if let Some(f) = step_log.as_mut() {
-                let _ = f.write_all(bytes);
-            }
-            observer.output(bytes);
+            let safe = redact.feed(bytes);
+            write(log, &safe);
         }
     })
     .map_err(|e| ActionError::Failed(format!("cannot start {:?}: {e}", cmd.get_program())))?;
+    if !secret {
+        let rest = redact.finish();
+        write(log, &rest);
+    }
+    if console_bytes > CONSOLE_PER_STEP {
+        log.console(
+            format!(
+                "\n[amictl: {} more bytes of this step's output are only in {}]\n",
+                console_bytes - CONSOLE_PER_STEP,
+                log_path.display()
+            )
+            .as_bytes(),
+        );
+    }
+    if finished.stdout_total > finished.stdout.len() as u64 {
+        log.app(&format!(
+            "step output: {} bytes of stdout; its `stdout` output keeps the last {} (all of it is in {})",
+            finished.stdout_total,
+            finished.stdout.len(),
+            log_path.display()
+        ));
+    }
+    if finished.leftovers > 0 {
+        log.app(&format!("ended {} process(es) the step left running", finished.leftovers));
+    }
     let stdout = String::from_utf8_lossy(&finished.stdout).into_owned();
-    let tail = String::from_utf8_lossy(&stderr_tail);
+    let tail = log.mask(&String::from_utf8_lossy(&stderr_tail));
     let tail: Vec<&str> = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
     Ok((finished.exit, stdout, if secret { String::new() } else { tail.join("\n") }))
 }
@@ -588,6 +631,10 @@ pub fn imds_get(path: &str) -> Result<String, String> {
 
 // ---------------------------------------------------------------- files
 
+/// The most ReadFile and SetFileEncoding read: their content becomes a step output that is
+/// kept in memory and chained.
+const READ_FILE_LIMIT: u64 = 64 << 20;
+
 fn file_operation(
     module: &str,
     item: &Value,
@@ -701,7 +748,7 @@ fn file_operation(
         }
         "ReadFile" => {
             let path = PathBuf::from(required(item, "path")?);
-            let bytes = fs::read(&path).map_err(|e| io_fail("cannot read", &path, e))?;
+            let bytes = crate::input::read(&path, READ_FILE_LIMIT).map_err(|e| ActionError::Failed(e.to_string()))?;
             let content = decode(&bytes, &string(item, "encoding").unwrap_or_default())?;
             if boolean(item, "printFileContent", false)? && !ctx.secret {
                 ctx.log.console(content.as_bytes());
@@ -711,7 +758,7 @@ fn file_operation(
         }
         "SetFileEncoding" => {
             let path = PathBuf::from(required(item, "path")?);
-            let bytes = fs::read(&path).map_err(|e| io_fail("cannot read", &path, e))?;
+            let bytes = crate::input::read(&path, READ_FILE_LIMIT).map_err(|e| ActionError::Failed(e.to_string()))?;
             let text = decode_any(&bytes);
             let out = encode(&text, &string(item, "encoding").unwrap_or_default())?;
             fs::write(&path, out).map_err(|e| io_fail("cannot write", &path, e))?;

@@ -4,6 +4,7 @@
 //! its line, column, a stable code and a fix hint, and a document is only returned when it
 //! has no errors — so nothing can run from a document `validate` would reject.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -98,29 +99,24 @@ impl Document {
     /// warnings.
     pub fn load(path: &Path) -> Result<(Document, Vec<Diagnostic>), Vec<Diagnostic>> {
         let file = path.display().to_string();
-        let source = match std::fs::read(path) {
-            Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(s) => s,
-                Err(e) => {
-                    let mut sink = Sink::new(&file);
-                    let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()].iter().filter(|b| **b == b'\n').count();
-                    sink.error(
-                        Pos { line, column: 1 },
-                        "not-utf8",
-                        "the document is not UTF-8 text",
-                        "save the document as UTF-8",
-                    );
-                    return Err(sink.items);
-                }
-            },
+        let source = match crate::input::read_text(path, crate::input::DOCUMENT_LIMIT) {
+            Ok(s) => s,
             Err(e) => {
                 let mut sink = Sink::new(&file);
-                sink.error(
-                    Pos { line: 0, column: 0 },
-                    "unreadable-document",
-                    format!("cannot read the document: {e}"),
-                    "check the path and its permissions",
-                );
+                let (pos, code, hint) = match &e {
+                    crate::input::InputError::NotUtf8 { line, column, .. } => {
+                        (Pos { line: *line, column: *column }, "not-utf8", "save the document as UTF-8")
+                    }
+                    crate::input::InputError::TooLarge(..) => (
+                        Pos { line: 1, column: 1 },
+                        "document-too-large",
+                        "split the document or fetch its payload at run time",
+                    ),
+                    _ => {
+                        (Pos { line: 1, column: 1 }, "unreadable-document", "check the path: it must be a regular file")
+                    }
+                };
+                sink.error(pos, code, e.to_string(), hint);
                 return Err(sink.items);
             }
         };
@@ -238,9 +234,19 @@ impl Loader<'_> {
             constants,
             phases,
         };
+        // One index of step names, so checking references stays linear in the document.
+        let named: HashMap<(&str, &str), (usize, usize)> = doc
+            .phases
+            .iter()
+            .enumerate()
+            .flat_map(|(p, phase)| {
+                phase.steps.iter().enumerate().map(move |(s, step)| ((phase.name.as_str(), step.name.as_str()), (p, s)))
+            })
+            .rev()
+            .collect();
         for (p, s, list) in uses {
             for u in list {
-                self.check_references(&doc, p, s, &u);
+                self.check_references(&doc, &named, p, s, &u);
             }
         }
         Some(doc)
@@ -489,6 +495,8 @@ impl Loader<'_> {
 
     fn steps(&mut self, node: &Node, phase: usize, uses: &mut Vec<(usize, usize, Vec<Use>)>) -> Vec<Step> {
         let mut steps: Vec<Step> = Vec::new();
+        // Names seen in this phase: a set, so validation stays linear in the step count.
+        let mut step_names: HashSet<String> = HashSet::new();
         let mut loop_names: Vec<String> = Vec::new();
         for item in self.list(node, "steps") {
             let Some(entries) = item.as_map() else {
@@ -526,7 +534,7 @@ impl Loader<'_> {
             if name.is_empty() && item.get("name").is_some() {
                 self.sink.error(item.pos, "bad-name", "a step name cannot be empty", "give the step a name");
             }
-            if !name.is_empty() && steps.iter().any(|s| s.name == name) {
+            if !name.is_empty() && !step_names.insert(name.clone()) {
                 self.sink.error(
                     item.get("name").map_or(item.pos, |n| n.pos),
                     "duplicate-step",
@@ -1311,7 +1319,14 @@ impl Loader<'_> {
         Some(LoopKind::Delimited { list, delimiter })
     }
 
-    fn check_references(&mut self, doc: &Document, phase: usize, step: usize, u: &Use) {
+    fn check_references(
+        &mut self,
+        doc: &Document,
+        named: &HashMap<(&str, &str), (usize, usize)>,
+        phase: usize,
+        step: usize,
+        u: &Use,
+    ) {
         let segments = match expr::parse(&u.text) {
             Ok(s) => s,
             Err(e) => {
@@ -1350,7 +1365,7 @@ impl Loader<'_> {
                             );
                             continue;
                         }
-                        match doc.step_index(p, s) {
+                        match named.get(&(p.as_str(), s.as_str())).copied() {
                             None => self.sink.error(
                                 u.pos,
                                 "unknown-reference",

@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub state_directory: PathBuf,
     pub object_store: Option<Arc<dyn ObjectStore>>,
     pub parameter_store: Option<Arc<dyn ParameterStore>>,
+    /// Values masked in every log and report (secret parameters); the outputs of
+    /// `disableLogging` steps are added as the run makes them.
+    pub secrets: Vec<String>,
 }
 
 /// Progress callbacks for a terminal UI; all methods default to doing nothing.
@@ -211,6 +214,14 @@ pub fn run(documents: &[Document], opts: &RunOptions, observer: &mut dyn Observe
         }
         log.app(&format!("execution {} started with {} document(s)", state.execution_id, docs.len()));
     }
+    for secret in &opts.secrets {
+        log.add_secret(secret);
+    }
+    // After a reboot, what the `disableLogging` steps before it produced is still secret.
+    let saved = state.current.iter().flat_map(|d| d.chain.values()).chain(state.chaining.values());
+    for entry in saved.filter(|e| e.secret) {
+        mask_outputs(&mut log, &entry.outputs);
+    }
     let mut runner = Runner {
         opts,
         log,
@@ -276,9 +287,22 @@ pub fn run(documents: &[Document], opts: &RunOptions, observer: &mut dyn Observe
         failed_step_count: state.counts.failed_step_count,
         executed_step_count: state.counts.executed_step_count,
         ignored_failed_step_count: state.counts.ignored_failed_step_count,
-        failure_message: state.record.failure_message,
+        failure_message: runner.log.mask(&state.record.failure_message),
         log_url: state.log_url,
     }))
+}
+
+/// Adds every string a `disableLogging` step output to the log's secrets.
+fn mask_outputs(log: &mut LogFolder, outputs: &[Value]) {
+    fn walk(log: &mut LogFolder, v: &Value) {
+        match v {
+            Value::String(s) => log.add_secret(s),
+            Value::Array(a) => a.iter().for_each(|x| walk(log, x)),
+            Value::Object(m) => m.values().for_each(|x| walk(log, x)),
+            _ => {}
+        }
+    }
+    outputs.iter().for_each(|o| walk(log, o));
 }
 
 fn first_message(d: &[Diagnostic]) -> String {
@@ -571,7 +595,9 @@ impl Runner<'_> {
                 if let StepEnd::Reboot { rerun: true } = end {
                     return DocEnd::Reboot;
                 }
-                self.observer.step_finished(&doc.file, &phase.name, &record);
+                let mut shown = record.clone();
+                shown.failure_message = self.log.mask(&shown.failure_message);
+                self.observer.step_finished(&doc.file, &phase.name, &shown);
                 let status = record.status;
                 match status {
                     Status::Skipped => {}
@@ -707,6 +733,10 @@ impl Runner<'_> {
                                 record.outputs = serde_json::to_string(&ok.outputs).unwrap_or_default();
                             }
                             record.looping = ok.loop_info;
+                            if step.disable_logging {
+                                let outputs: Vec<Value> = ok.outputs.iter().cloned().map(Value::Object).collect();
+                                mask_outputs(&mut self.log, &outputs);
+                            }
                             finished = Some(ChainEntry {
                                 inputs: ok.inputs,
                                 outputs: ok.outputs.into_iter().map(Value::Object).collect(),

@@ -21,6 +21,7 @@
 //!     phases: None, parameters: vec![], execution_id: None,
 //!     log_directory: ".".into(), log_directory_display: None,
 //!     state_directory: ".toe-state".into(), object_store: None, parameter_store: None,
+//!     secrets: vec![],
 //! };
 //! let outcome = run(&[doc], &opts, &mut NoObserver).expect("run");
 //! ```
@@ -32,6 +33,7 @@ pub mod digest;
 pub mod document;
 pub mod engine;
 pub mod expr;
+pub mod input;
 pub mod modules;
 pub mod objstore;
 pub mod process;

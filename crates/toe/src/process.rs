@@ -4,8 +4,20 @@
 //! (`killpg`), not just the shell. Waiting uses `poll(2)` on the pipes plus a pidfd, so a
 //! step costs no sleeps and no helper threads — the per-step overhead is a fork/exec and a
 //! few syscalls. A background process that keeps the pipes open after the step's own
-//! process exits is given a short grace period and then left alone, so `daemon &` cannot
-//! hang a build the way it hangs naive `Wait`s.
+//! process exits is given a short grace period, so `daemon &` cannot hang a build the way
+//! it hangs naive `Wait`s.
+//!
+//! **Nothing a step starts outlives it.** awstoe documents no behaviour for processes a
+//! step leaves behind; amictl ends them all when the step ends (success, failure or
+//! timeout). The process is made a *child subreaper*, so an orphan — even one that called
+//! `setsid` or double-forked out of the step's process group — is reparented to it rather
+//! than to init; when the step ends, its process group is killed, and then every such
+//! orphan, until none is left. A daemon that should keep running must be started through
+//! the init system (`systemctl start …`), as AWS's own components do; in the rootfs
+//! sandbox everything ends with the sandbox anyway.
+//!
+//! Only the last [`STDOUT_KEPT`] bytes of stdout are kept in memory (they become the
+//! step's `stdout` output); all of it reaches the caller's sink (the step log).
 
 use std::io::{self, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -33,6 +45,13 @@ pub fn kill_running_group() {
 /// How long pipes may stay open after the step's process exited.
 const PIPE_GRACE: Duration = Duration::from_millis(250);
 
+/// The most stdout kept in memory: the tail, for the step's `stdout` output.
+pub const STDOUT_KEPT: usize = 256 << 10;
+
+/// Steps running in this process now. Orphans are swept only while one runs: with several
+/// (tests run steps side by side), an orphan could be another step's.
+static RUNNING_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
@@ -49,19 +68,78 @@ pub enum Exit {
 #[derive(Debug)]
 pub struct Finished {
     pub exit: Exit,
+    /// The last [`STDOUT_KEPT`] bytes of stdout.
     pub stdout: Vec<u8>,
+    /// How many bytes of stdout there were in all.
+    pub stdout_total: u64,
+    /// Processes the step left behind that were ended when it ended.
+    pub leftovers: usize,
 }
 
 /// Spawns `cmd` and waits until it exits or `deadline` passes. Every chunk of output is
 /// handed to `sink` as it arrives; stdout is also collected for the step's outputs.
 pub fn run(cmd: &mut Command, deadline: Option<Instant>, sink: &mut dyn FnMut(Stream, &[u8])) -> io::Result<Finished> {
+    static SUBREAPER: std::sync::Once = std::sync::Once::new();
+    SUBREAPER.call_once(|| {
+        let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    });
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let mut child = cmd.spawn()?;
-    let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("child has no pid"))?;
-    RUNNING_GROUP.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
-    let result = wait_for(&mut child, pid, deadline, sink);
-    RUNNING_GROUP.store(0, Ordering::SeqCst);
+    RUNNING_STEPS.fetch_add(1, Ordering::SeqCst);
+    let spawned = cmd.spawn();
+    let result = spawned.and_then(|mut child| {
+        let pid = Pid::from_raw(child.id() as i32).ok_or_else(|| io::Error::other("child has no pid"))?;
+        RUNNING_GROUP.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
+        let result = wait_for(&mut child, pid, deadline, sink);
+        RUNNING_GROUP.store(0, Ordering::SeqCst);
+        let leftovers = end_leftovers(pid);
+        result.map(|mut f| {
+            f.leftovers = leftovers;
+            f
+        })
+    });
+    RUNNING_STEPS.fetch_sub(1, Ordering::SeqCst);
     result
+}
+
+/// Ends what a finished step left: its process group, then — while it is the only step
+/// running here — every orphan reparented to this process, until none is left.
+fn end_leftovers(group: Pid) -> usize {
+    let _ = kill_process_group(group, Signal::KILL);
+    if RUNNING_STEPS.load(Ordering::SeqCst) != 1 {
+        return 0;
+    }
+    let me = rustix::process::getpid();
+    let mut ended = 0;
+    for _ in 0..100 {
+        let orphans = children_of(me);
+        if orphans.is_empty() {
+            break;
+        }
+        for pid in &orphans {
+            let _ = rustix::process::kill_process(*pid, Signal::KILL);
+        }
+        for pid in orphans {
+            let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
+            ended += 1;
+        }
+    }
+    ended
+}
+
+/// The processes whose parent is `parent`, from `/proc/<pid>/stat`.
+fn children_of(parent: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+            let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+            after.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent.as_raw_nonzero().get())
+        })
+        .filter_map(Pid::from_raw)
+        .collect()
 }
 
 fn wait_for(
@@ -74,6 +152,7 @@ fn wait_for(
     let mut out = child.stdout.take();
     let mut err = child.stderr.take();
     let mut stdout = Vec::new();
+    let mut stdout_total = 0u64;
     let mut status: Option<ExitStatus> = None;
     let mut timed_out = false;
     let mut grace_until: Option<Instant> = None;
@@ -148,7 +227,11 @@ fn wait_for(
                 0 => match out.as_mut().map(|r| read_some(r, &mut buf)).transpose()? {
                     Some(0) | None => out = None,
                     Some(n) => {
+                        stdout_total += n as u64;
                         stdout.extend_from_slice(&buf[..n]);
+                        if stdout.len() > 2 * STDOUT_KEPT {
+                            stdout.drain(..stdout.len() - STDOUT_KEPT);
+                        }
                         sink(Stream::Stdout, &buf[..n]);
                     }
                 },
@@ -170,7 +253,10 @@ fn wait_for(
             _ => Exit::Code(-1),
         }
     };
-    Ok(Finished { exit, stdout })
+    if stdout.len() > STDOUT_KEPT {
+        stdout.drain(..stdout.len() - STDOUT_KEPT);
+    }
+    Ok(Finished { exit, stdout, stdout_total, leftovers: 0 })
 }
 
 fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

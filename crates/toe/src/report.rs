@@ -134,12 +134,19 @@ pub fn log_folder_name(execution_id: &str) -> String {
     format!("TOE_{}_UTC-0_{execution_id}", now.strftime("%Y-%m-%d_%H-%M-%S"))
 }
 
-/// The open log folder: `console.log` (everything the steps printed) and
-/// `application.log` (what the engine did), appended across reboots.
+/// Secret text shorter than this is not masked (it would mask ordinary words and digits).
+pub const MIN_SECRET: usize = 4;
+
+/// The open log folder: `console.log` (what the steps printed) and `application.log`
+/// (what the engine did), appended across reboots. Every write is masked: secret
+/// parameter values and the outputs of `disableLogging` steps never reach a file, however
+/// they flow (chained into a logged step, echoed, in a failure message).
 pub struct LogFolder {
     pub path: PathBuf,
     console: BufWriter<File>,
     application: BufWriter<File>,
+    /// Longest first, so a secret containing another is masked whole.
+    secrets: Vec<String>,
 }
 
 impl LogFolder {
@@ -151,14 +158,47 @@ impl LogFolder {
             path: path.to_path_buf(),
             console: append("console.log")?,
             application: append("application.log")?,
+            secrets: Vec::new(),
         })
     }
 
+    /// Masks `secret` (and each of its lines) in everything written from now on.
+    pub fn add_secret(&mut self, secret: &str) {
+        let parts = std::iter::once(secret.trim_end_matches('\n')).chain(secret.lines());
+        for part in parts {
+            if part.len() >= MIN_SECRET && !self.secrets.iter().any(|s| s == part) {
+                self.secrets.push(part.to_string());
+            }
+        }
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        self.secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+    }
+
+    /// A masker for one stream of output (a step's), which also catches a secret split
+    /// across two chunks.
+    pub fn redactor(&self) -> Redactor {
+        Redactor {
+            secrets: self.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            keep: self.secrets.iter().map(String::len).max().unwrap_or(1).saturating_sub(1),
+            carry: Vec::new(),
+        }
+    }
+
     pub fn console(&mut self, bytes: &[u8]) {
-        let _ = self.console.write_all(bytes);
+        if self.secrets.is_empty() {
+            let _ = self.console.write_all(bytes);
+        } else {
+            let text = self.mask(&String::from_utf8_lossy(bytes));
+            let _ = self.console.write_all(text.as_bytes());
+        }
     }
 
     pub fn app(&mut self, line: &str) {
+        let line = self.mask(line);
         let _ = writeln!(self.application, "{} {line}", jiff::Timestamp::now());
     }
 
@@ -167,12 +207,99 @@ impl LogFolder {
         let _ = self.application.flush();
     }
 
+    /// Every string in `value`, masked.
+    pub fn mask_value(&self, value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
+                *s = self.mask(s);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.mask_value(v)),
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.mask_value(v)),
+            _ => {}
+        }
+    }
+
     pub fn write_json(&self, name: &str, value: &impl Serialize) -> std::io::Result<()> {
+        let mut value = serde_json::to_value(value)?;
+        self.mask_value(&mut value);
         let tmp = self.path.join(format!(".{name}.tmp"));
         let mut f = BufWriter::new(File::create(&tmp)?);
-        serde_json::to_writer_pretty(&mut f, value)?;
+        serde_json::to_writer_pretty(&mut f, &value)?;
         f.flush()?;
         drop(f);
         std::fs::rename(tmp, self.path.join(name))
+    }
+}
+
+/// Masks secrets in a stream of chunks: the last few bytes of each chunk wait for the next,
+/// so a secret split across two is still found.
+pub struct Redactor {
+    secrets: Vec<Vec<u8>>,
+    keep: usize,
+    carry: Vec<u8>,
+}
+
+fn replace_all(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(b"***");
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+impl Redactor {
+    /// The part of `bytes` (with what waited) that is safe to write now.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
+        if self.secrets.is_empty() {
+            return bytes.to_vec();
+        }
+        self.carry.extend_from_slice(bytes);
+        let mut buf = std::mem::take(&mut self.carry);
+        for s in &self.secrets {
+            if buf.windows(s.len()).any(|w| w == s.as_slice()) {
+                buf = replace_all(&buf, s);
+            }
+        }
+        let split = buf.len().saturating_sub(self.keep);
+        self.carry = buf.split_off(split);
+        buf
+    }
+
+    /// What still waits, masked.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.carry);
+        for s in &self.secrets {
+            buf = replace_all(&buf, s);
+        }
+        buf
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_split_across_chunks_is_masked() {
+        let d = tempfile::tempdir().unwrap();
+        let mut log = LogFolder::open(d.path()).unwrap();
+        log.add_secret("hunter22-canary\n");
+        let mut r = log.redactor();
+        let mut out = r.feed(b"key=hunter");
+        out.extend(r.feed(b"22-canary done"));
+        out.extend(r.finish());
+        assert_eq!(String::from_utf8(out).unwrap(), "key=*** done");
+        let mut v = serde_json::json!({"a": ["x hunter22-canary y"], "b": 1});
+        log.mask_value(&mut v);
+        assert_eq!(v["a"][0], "x *** y");
+        log.add_secret("abc");
+        assert_eq!(log.mask("abc"), "abc", "too short to mask");
     }
 }

@@ -126,6 +126,7 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
             state_directory: state_dir,
             object_store: host_store,
             parameter_store: None,
+            secrets: Vec::new(),
         };
         return execute(&docs, &opts, progress, false);
     };
@@ -151,6 +152,7 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
         state_directory: IN_STATE.into(),
         object_store: store_dir.map(|_| Arc::new(DirectoryStore::new(IN_OBJECTS)) as Arc<dyn ObjectStore>),
         parameter_store: None,
+        secrets: Vec::new(),
     };
     progress.finish();
     // Each pass is one "boot": a fresh sandbox. A reboot request ends the pass with 194 and
