@@ -45,6 +45,9 @@ pub enum Command {
     /// The audit trail: verify, export, read.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The state database: back it up.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Print the least-privilege IAM policies the config needs (platform and consumer roles).
     IamPolicy,
     /// Validate and run AWSTOE component documents (awstoe-compatible).
@@ -214,8 +217,19 @@ pub struct ShowArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Copy the state to DEST with SQLite's online backup (safe while apply runs; never
+    /// overwrites). Restore by copying a backup over the state file while no run is active.
+    Backup {
+        /// Where to write the copy (must not exist).
+        dest: std::path::PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Re-hash the audit chain and name the first event that does not match.
+    /// Check the state: SQLite's full integrity_check, the append-only triggers, the audit
+    /// chain's hashes, and each build's manifest and artifacts against its audit event.
     Verify,
     /// Print every event, one JSON object per line.
     Export {

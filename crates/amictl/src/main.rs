@@ -64,6 +64,7 @@ fn main() -> ExitCode {
         cli::Command::Metrics(a) => commands::report::metrics(common, &a),
         cli::Command::Advisories(a) => commands::advisories::run(common, &a),
         cli::Command::Audit(a) => commands::audit::run(common, &a),
+        cli::Command::State(s) => commands::audit::state(common, &s),
         cli::Command::IamPolicy => commands::iam::run(common),
         cli::Command::Toe(t) => {
             signals::end_steps_on_interrupt();
@@ -84,6 +85,11 @@ fn message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
+        // SQLite's own error repeats its message after a code: `Error code 11: …`.
+        let text = match text.strip_prefix("Error code ").and_then(|t| t.split_once(": ")) {
+            Some((code, rest)) if code.bytes().all(|b| b.is_ascii_digit()) => rest.to_string(),
+            _ => text,
+        };
         if !out.contains(&text) {
             if !out.is_empty() {
                 out.push_str(": ");

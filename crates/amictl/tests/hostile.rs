@@ -184,3 +184,221 @@ fn a_disable_logging_output_stays_masked_wherever_it_is_chained() {
         assert!(!text.contains(canary), "{} holds the secret", p.display());
     }
 }
+
+/// The checked-in corpus of broken configs (`tests/hostile/config/<case>.toml`): each
+/// `<case>.expect` gives the exit code and what stderr must (not) say. Run in a copy, so
+/// "changes nothing" is checked too.
+#[test]
+fn every_hostile_config_in_the_corpus_is_refused_with_its_message() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile/config");
+    let work = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&corpus).unwrap().flatten() {
+        std::fs::copy(e.path(), work.path().join(e.file_name())).unwrap();
+    }
+    let before: Vec<PathBuf> = files(work.path());
+    let mut cases: Vec<PathBuf> =
+        before.iter().filter(|p| p.extension().is_some_and(|e| e == "toml")).cloned().collect();
+    cases.sort();
+    assert!(cases.len() >= 25, "the corpus is there: {}", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let expect = std::fs::read_to_string(case.with_extension("expect")).expect("each case has an .expect");
+        let out = common::amictl().arg("validate").arg("--config").arg(case).current_dir(work.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let name = case.file_stem().unwrap().to_string_lossy();
+        for line in expect.lines().filter(|l| !l.trim().is_empty()) {
+            let ok = if let Some(code) = line.strip_prefix("exit ") {
+                out.status.code() == code.parse().ok()
+            } else if let Some(text) = line.strip_prefix("stderr contains ") {
+                stderr.contains(text)
+            } else if let Some(text) = line.strip_prefix("stderr lacks ") {
+                !stderr.contains(text)
+            } else {
+                panic!("{name}.expect: cannot read {line:?}")
+            };
+            if !ok {
+                failures.push(format!("{name}: expected `{line}` (exit {:?}), stderr:\n{stderr}", out.status.code()));
+            }
+        }
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+    let mut after = files(work.path());
+    after.sort();
+    let mut before = before;
+    before.sort();
+    assert_eq!(before, after, "validating created or removed files");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn a_device_as_the_config_is_named_as_such() {
+    let out = common::amictl().args(["validate", "--config", "/dev/zero"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/dev/zero is not a regular file (it is a character device)"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn now_outside_the_documented_range_is_a_usage_error() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile/config");
+    let work = tempfile::tempdir().unwrap();
+    for f in ["valid.toml", "agent.yml"] {
+        std::fs::copy(corpus.join(f), work.path().join(f)).unwrap();
+    }
+    for when in ["9999-12-31", "1970-01-01", "+9223372036854775807s"] {
+        let out = common::amictl()
+            .args(["plan", "--config"])
+            .arg(work.path().join("valid.toml"))
+            .args(["--now", when])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{when}: {err}");
+        assert!(err.contains("from 2000-01-01 to 2100-12-31"), "{when}: {err}");
+        assert!(!err.contains("overflow"), "{when}: {err}");
+    }
+}
+
+/// A config folder with the corpus's valid config, and its state path.
+fn project() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile/config");
+    let work = tempfile::tempdir().unwrap();
+    for f in ["valid.toml", "agent.yml"] {
+        std::fs::copy(corpus.join(f), work.path().join(f)).unwrap();
+    }
+    let config = work.path().join("valid.toml");
+    let state = work.path().join(".amictl/state.db");
+    (work, config, state)
+}
+
+fn amictl_on(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = common::amictl().arg("--config").arg(config).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A history like an `apply` leaves: the database with one event, and the run lock.
+fn make_history(state: &Path) {
+    let mut cat = catalog::Catalog::open(state).unwrap();
+    let data = serde_json::json!({"note": "history"});
+    cat.append_event(&catalog::NewEvent {
+        time: "2026-12-01T00:00:00Z",
+        actor: "test",
+        kind: "note",
+        subject: "host",
+        reason: "a history to lose",
+        data: &data,
+        opens: false,
+        closes: None,
+    })
+    .unwrap();
+    drop(catalog::RunLock::acquire(state, false, "test", |_| {}, || false).unwrap());
+}
+
+#[test]
+fn read_only_commands_never_create_state_and_a_lost_history_is_an_error() {
+    let (work, config, state) = project();
+    for args in [&["plan"][..], &["images"], &["audit", "verify"], &["report"], &["metrics"], &["audit", "log"]] {
+        let (code, out, err) = amictl_on(&config, args);
+        assert!(code == 0 || code == 2, "{args:?}: {code} {err}");
+        assert!(!work.path().join(".amictl").exists(), "{args:?} created state: {out}");
+    }
+    make_history(&state);
+    std::fs::remove_file(&state).unwrap();
+    for args in [&["plan"][..], &["images"], &["audit", "verify"]] {
+        let (code, _, err) = amictl_on(&config, args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains("is missing, but") && err.contains("Restore the latest backup"), "{args:?}: {err}");
+        assert!(!state.exists(), "{args:?} made a new, empty history");
+    }
+    std::fs::write(&state, "").unwrap();
+    let (code, _, err) = amictl_on(&config, &["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is empty (0 bytes)"), "{err}");
+}
+
+#[test]
+fn audit_verify_checks_integrity_triggers_and_chain_and_a_backup_restores() {
+    let (work, config, state) = project();
+    make_history(&state);
+    let (code, out, err) = amictl_on(&config, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("integrity_check passed") && out.contains("append-only triggers present"), "{out}");
+    assert!(out.contains("1 event(s) verified"), "{out}");
+
+    let backup = work.path().join("backup.db");
+    let (code, out, err) = amictl_on(&config, &["state", "backup", backup.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 audit event(s)"), "{out}");
+    let (code, _, err) = amictl_on(&config, &["state", "backup", backup.to_str().unwrap()]);
+    assert_eq!(code, 1, "a backup never overwrites");
+    assert!(err.contains("already exists"), "{err}");
+
+    rusqlite_exec(&state, "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;");
+    let (code, out, _) = amictl_on(&config, &["--json", "audit", "verify"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["missing_triggers"], serde_json::json!(["audit_no_update", "audit_no_delete"]));
+
+    // Restoring is copying the backup over the state (README: "Backing up and restoring").
+    std::fs::remove_file(&state).unwrap();
+    for side in ["state.db-wal", "state.db-shm"] {
+        let _ = std::fs::remove_file(work.path().join(".amictl").join(side));
+    }
+    std::fs::copy(&backup, &state).unwrap();
+    let (code, out, err) = amictl_on(&config, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 event(s) verified"), "{out}");
+}
+
+#[test]
+fn a_damaged_state_is_refused_once_in_plain_words() {
+    let (_work, config, state) = project();
+    make_history(&state);
+    rusqlite_exec(&state, "PRAGMA journal_mode = DELETE;");
+    let mut bytes = std::fs::read(&state).unwrap();
+    let page = 4096;
+    for b in &mut bytes[page..page + 12] {
+        *b = 0xff;
+    }
+    std::fs::write(&state, &bytes).unwrap();
+    let (code, _, err) = amictl_on(&config, &["plan"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("damaged") || err.contains("malformed"), "{err}");
+    let first_line = err.lines().find(|l| l.starts_with("amictl: error")).unwrap_or_default();
+    for word in ["malformed", "damaged"] {
+        assert!(first_line.matches(word).count() <= 1, "said once: {first_line}");
+    }
+    assert!(first_line.contains("Restore it from a backup") || first_line.contains("malformed"), "{first_line}");
+}
+
+fn rusqlite_exec(db: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn a_misplaced_or_misspelt_step_key_says_where_it_belongs() {
+    let t = Toe::new();
+    t.write(
+        "keys.yml",
+        &build_doc(
+            "- name: A\n  action: ExecuteBash\n  inputs:\n    commands: [echo]\n    timeoutSecondss: 3\n\
+             - name: B\n  action: ExecuteBash\n  timeoutSeconds: [1]\n  inputs:\n    commands: [echo]\n",
+        ),
+    );
+    let out = t.validate(&["keys.yml"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diags = v["diagnostics"].as_array().unwrap();
+    let text: Vec<String> = diags.iter().map(|d| format!("{} | {}", d["message"], d["hint"])).collect();
+    assert!(
+        text.iter().any(|t| t.contains("timeoutSecondss") && t.contains("belongs to the step, not to its inputs")),
+        "{text:#?}"
+    );
+    assert!(text.iter().any(|t| t.contains("found a list")), "{text:#?}");
+}

@@ -216,6 +216,42 @@ fn a_failing_test_phase_fails_the_build_and_ships_nothing() {
 }
 
 #[test]
+fn a_secret_in_a_failing_build_reaches_no_file_no_terminal_and_no_record() {
+    let org = Org::new("debootstrap:stable");
+    let canary = "canary-5d1e8a09c3";
+    org.write(
+        "components/leaky.yml",
+        "name: leaky\nschemaVersion: 1.0\nparameters:\n  - Key:\n      type: string\nphases:\n  - name: build\n    steps:\n      - name: Leak\n        action: ExecuteBash\n        inputs:\n          commands: ['echo \"using {{ Key }}\"', 'echo \"failed with {{ Key }}\" >&2', 'exit 4']\n",
+    );
+    let config = std::fs::read_to_string(org.path("amictl.toml"))
+        .unwrap()
+        .replace("components = [\"motd\"]", "components = [\"motd\", \"leaky\"]")
+        + "\n[components.leaky]\nfile = \"components/leaky.yml\"\nversion = \"1.0.0\"\nparameters = { Key = { env = \"AMICTL_TEST_CANARY\", secret = true } }\n";
+    org.write("amictl.toml", &config);
+    let apply = org.cmd(&["apply"]).env("AMICTL_TEST_CANARY", canary).output().unwrap();
+    assert_eq!(apply.status.code(), Some(1), "{}", text(&apply));
+    assert!(text(&apply).contains("failed with ***"), "the failure is shown, masked: {}", text(&apply));
+    assert!(!text(&apply).contains(canary), "{}", text(&apply));
+    for args in [&["--json", "images"][..], &["audit", "export"], &["--json", "show", "host"]] {
+        let out = org.run(args);
+        assert!(!text(&out).contains(canary), "{args:?}: {}", text(&out));
+    }
+    let mut leaks = Vec::new();
+    let mut stack = vec![org.dir.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(canary.len()).any(|w| w == canary.as_bytes())) {
+                leaks.push(p);
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "the secret reached {leaks:?}");
+}
+
+#[test]
 fn a_killed_apply_is_recovered_by_the_next_one() {
     let org = Org::new("debootstrap:stable");
     // The component sleeps during its build while this marker exists in the image.

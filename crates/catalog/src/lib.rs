@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod distributions;
 pub mod lock;
+pub mod safety;
 pub mod scans;
 mod schema;
 pub mod versions;
@@ -33,6 +34,7 @@ pub use audit::{AuditEvent, ChainBreak, NewEvent};
 pub use distributions::{Deprecation, Published};
 pub use lock::{Holder, RunLock};
 pub use provider::{Artifact, ArtifactKind, Package, TestResult};
+pub use safety::{RecordCheck, RecordMismatch, manifest_digest};
 pub use scans::{Scan, ScanHost};
 pub use versions::{BuildState, ComponentUse, NewBuild, Version};
 
@@ -67,6 +69,28 @@ pub enum CatalogError {
         /// The newest this amictl knows.
         known: i64,
     },
+    /// The state is gone (or empty) where a history existed.
+    #[error("{}", missing_message(path, marker.as_deref(), *empty))]
+    Missing {
+        /// The database.
+        path: PathBuf,
+        /// The file that says a history existed.
+        marker: Option<PathBuf>,
+        /// The file is there but empty (0 bytes).
+        empty: bool,
+    },
+    /// SQLite's own check found damage.
+    #[error(
+        "state database {path} is damaged ({check}: {problems}); nothing was changed. Restore it from a backup (README: \"Backing up and restoring the state\")"
+    )]
+    Damaged {
+        /// The database.
+        path: PathBuf,
+        /// The check that failed.
+        check: &'static str,
+        /// What it reported.
+        problems: String,
+    },
     /// Another run holds the state lock.
     #[error("another amictl run holds the lock on {path} ({holder}); wait for it, or pass --wait to queue")]
     Locked {
@@ -79,6 +103,36 @@ pub enum CatalogError {
 
 type Result<T> = std::result::Result<T, CatalogError>;
 
+/// SQLite's error, or — when it says the file is damaged — [`CatalogError::Damaged`], which
+/// says how to restore.
+pub(crate) fn sqlite_error(path: &Path, source: rusqlite::Error) -> CatalogError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match source.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => {
+            CatalogError::Damaged { path: path.into(), check: "SQLite", problems: source.to_string() }
+        }
+        _ => CatalogError::Sqlite { path: path.into(), source },
+    }
+}
+
+fn missing_message(path: &Path, marker: Option<&Path>, empty: bool) -> String {
+    let what = if empty { "is empty (0 bytes)" } else { "is missing" };
+    let why = match marker {
+        Some(m) => format!(", but {} shows amictl kept a history here", m.display()),
+        None => String::new(),
+    };
+    let fresh = match marker {
+        Some(m) if !empty => format!("; to start a new, empty history on purpose, remove {} first", m.display()),
+        _ if empty => format!("; to start a new, empty history on purpose, remove {} first", path.display()),
+        _ => String::new(),
+    };
+    format!(
+        "state database {} {what}{why}. Nothing was changed. Restore the latest backup (`cp BACKUP {}`; README: \"Backing up and restoring the state\"){fresh}",
+        path.display(),
+        path.display()
+    )
+}
+
 /// The state database.
 pub struct Catalog {
     conn: Connection,
@@ -86,7 +140,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Opens (creating and migrating as needed) the state database.
+    /// Opens (creating and migrating as needed) the state database, for a command that
+    /// writes. A new file is made only where no history existed (see [`safety`]).
     pub fn open(path: &Path) -> Result<Catalog> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| CatalogError::Io { path: path.into(), message: e.to_string() })?;
@@ -95,7 +150,8 @@ impl Catalog {
         // a way SQLite resolves by failing one side at once rather than waiting, so openers
         // take turns on a small file lock for that part. Ordinary reads and writes later
         // wait on SQLite's own busy timeout.
-        let setup_lock = path.with_extension("setup-lock");
+        let setup_lock = safety::setup_lock(path);
+        let existed = safety::markers(path).into_iter().find(|m| m.exists());
         let guard = OpenOptions::new()
             .read(true)
             .write(true)
@@ -105,8 +161,12 @@ impl Catalog {
             .map_err(|e| CatalogError::Io { path: setup_lock.clone(), message: e.to_string() })?;
         rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| CatalogError::Io { path: setup_lock.clone(), message: e.to_string() })?;
-        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite { path: path.into(), source })?;
+        let present = Catalog::check_history(path, existed)?;
+        let conn = Connection::open(path).map_err(|source| sqlite_error(path, source))?;
         let mut cat = Catalog { conn, path: path.to_path_buf() };
+        if present {
+            cat.quick_check()?;
+        }
         // The busy timeout first: switching a new file to WAL takes a lock another opener
         // may hold at this very moment, and that must mean "wait", not "fail".
         cat.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| cat.err(e))?;
@@ -123,13 +183,13 @@ impl Catalog {
     }
 
     pub(crate) fn err(&self, source: rusqlite::Error) -> CatalogError {
-        CatalogError::Sqlite { path: self.path.clone(), source }
+        sqlite_error(&self.path, source)
     }
 
     /// Maps SQLite errors to [`CatalogError`] without borrowing `self` (for transactions).
     pub(crate) fn err_fn(&self) -> impl Fn(rusqlite::Error) -> CatalogError + use<> {
         let path = self.path.clone();
-        move |source| CatalogError::Sqlite { path: path.clone(), source }
+        move |source| sqlite_error(&path, source)
     }
 
     /// Applies pending migrations. Each runs in an IMMEDIATE transaction that re-reads the

@@ -41,7 +41,7 @@ pub struct RunLock {
     _file: File,
 }
 
-fn lock_path(state: &Path) -> PathBuf {
+pub(crate) fn lock_path(state: &Path) -> PathBuf {
     state.with_extension("lock")
 }
 

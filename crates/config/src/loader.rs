@@ -1,6 +1,6 @@
 //! Reading `amictl.toml`: every problem with file, line, column and the offending key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use toe::{Diagnostic, Document};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::rules;
 use crate::schema::*;
 use crate::{DEFAULT_STATE, hex, parse_duration, parse_millis, parse_size_mb};
 
@@ -19,15 +20,25 @@ impl Config {
     pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
         let file = path.display().to_string();
         let mut sink = Sink::new(&file);
-        let text = match std::fs::read_to_string(path) {
+        let text = match toe::input::read_text(path, toe::input::CONFIG_LIMIT) {
             Ok(t) => t,
             Err(e) => {
-                sink.error(
-                    Pos::default(),
-                    "unreadable-config",
-                    format!("cannot read the config: {e}"),
-                    "pass --config PATH (default: ./amictl.toml)",
-                );
+                use toe::input::InputError;
+                let (pos, code, hint) = match &e {
+                    InputError::Missing(_) => {
+                        (Pos { line: 0, column: 0 }, "missing-config", "pass --config PATH (default: ./amictl.toml)")
+                    }
+                    InputError::NotUtf8 { line, column, .. } => {
+                        (Pos { line: *line, column: *column }, "not-utf8", "save the config as UTF-8")
+                    }
+                    InputError::TooLarge(..) => {
+                        (Pos { line: 1, column: 1 }, "config-too-large", "split it: a config this large is an accident")
+                    }
+                    InputError::NotAFile(..) | InputError::Io(..) => {
+                        (Pos { line: 0, column: 0 }, "unreadable-config", "--config must name a readable regular file")
+                    }
+                };
+                sink.error(pos, code, e.to_string(), hint);
                 return Err(sink.items);
             }
         };
@@ -36,7 +47,14 @@ impl Config {
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        let mut loader = Loader { text: &text, sink: &mut sink, dir: &dir, docs: Vec::new() };
+        let mut loader = Loader {
+            text: &text,
+            sink: &mut sink,
+            dir: &dir,
+            docs: Vec::new(),
+            broken_components: BTreeSet::new(),
+            parameter_spans: BTreeMap::new(),
+        };
         let config = loader.config(path);
         let docs = std::mem::take(&mut loader.docs);
         let mut all = sink.items;
@@ -48,12 +66,18 @@ impl Config {
     }
 }
 
+const REGION_HINT: &str = "e.g. eu-west-1 (regions of the aws, aws-us-gov and aws-cn partitions)";
+
 struct Loader<'a> {
     text: &'a str,
     sink: &'a mut Sink,
     dir: &'a Path,
     /// Diagnostics of referenced documents (they carry their own file names).
     docs: Vec<Diagnostic>,
+    /// Components defined but not loadable (already reported; not "undefined" too).
+    broken_components: BTreeSet<String>,
+    /// Where each image line's `ssm_parameter` is written, for the collision check.
+    parameter_spans: BTreeMap<String, Range<usize>>,
 }
 
 type Table<'i> = DeTable<'i>;
@@ -81,6 +105,61 @@ impl Loader<'_> {
     fn err(&mut self, span: Range<usize>, code: &'static str, message: String, hint: &str) {
         let pos = self.pos(span);
         self.sink.error(pos, code, message, hint);
+    }
+
+    /// Checks `value` of `key` against `rule`; the error names the key, the value and the rule.
+    fn rule(
+        &mut self,
+        span: Range<usize>,
+        code: &'static str,
+        key: &str,
+        value: &str,
+        rule: fn(&str) -> Result<(), String>,
+        hint: &str,
+    ) -> bool {
+        match rule(value) {
+            Ok(()) => true,
+            Err(why) => {
+                self.err(span, code, format!("`{key}` = {value:?}: {why}"), hint);
+                false
+            }
+        }
+    }
+
+    /// A name that becomes a folder, an SSM path or a tag (see [`rules::name`]).
+    fn name(&mut self, span: Range<usize>, what: &str, name: &str) {
+        if let Err(why) = rules::name(name) {
+            self.err(
+                span,
+                "bad-name",
+                format!("{what} name {name:?} is not allowed: it must be {why}"),
+                "names become folder names, SSM parameter paths and tags",
+            );
+        }
+    }
+
+    /// A duration within `(min, max)` seconds.
+    fn bounded(&mut self, v: &Spanned<DeValue<'_>>, key: &str, (min, max): (i64, i64)) -> Option<i64> {
+        let d = self.duration(v, key)?;
+        if (min..=max).contains(&d) {
+            Some(d)
+        } else {
+            let text = match v.get_ref() {
+                DeValue::String(s) => s.to_string(),
+                _ => String::new(),
+            };
+            self.err(
+                v.span(),
+                "out-of-range",
+                format!(
+                    "`{key}` = {text:?} is out of range: it must be from {} to {}",
+                    rules::human(min),
+                    rules::human(max)
+                ),
+                "README, \"Limits and hostile input\", lists each bound and why",
+            );
+            None
+        }
     }
 
     fn known(&mut self, table: &Table<'_>, keys: &[&str], what: &str) {
@@ -126,14 +205,24 @@ impl Loader<'_> {
         }
     }
 
-    /// A positive duration (`"200ms"`, `"10s"`, `"15m"`) under `key`, in milliseconds.
-    fn positive_millis(&mut self, t: &Table<'_>, key: &str, hint: &str) -> Option<u64> {
+    /// A duration (`"200ms"`, `"10s"`, `"15m"`) under `key`, in milliseconds, within `bounds`.
+    fn millis(&mut self, t: &Table<'_>, key: &str, (min, max): (u64, u64), hint: &str) -> Option<u64> {
         let v = Self::get(t, key)?;
         let text = self.string(v, key)?;
         match parse_millis(&text) {
-            Some(ms) if ms > 0 => Some(ms),
-            _ => {
-                self.err(v.span(), "bad-duration", format!("{key} \"{text}\" is not a positive duration"), hint);
+            Some(ms) if (min..=max).contains(&ms) => Some(ms),
+            Some(_) => {
+                let human = |ms: u64| if ms < 1000 { format!("{ms}ms") } else { rules::human((ms / 1000) as i64) };
+                self.err(
+                    v.span(),
+                    "out-of-range",
+                    format!("`aws.{key}` = {text:?} is out of range: it must be from {} to {}", human(min), human(max)),
+                    hint,
+                );
+                None
+            }
+            None => {
+                self.err(v.span(), "bad-duration", format!("`aws.{key}` = {text:?} is not a duration"), hint);
                 None
             }
         }
@@ -185,17 +274,30 @@ impl Loader<'_> {
         }
     }
 
+    /// toml says only "duplicate key": name it, and the table when a whole one repeats.
+    fn duplicate(&self, span: Range<usize>) -> (String, String) {
+        let start = span.start.min(self.text.len());
+        let line_start = self.text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = self.text[line_start..].lines().next().unwrap_or_default().trim();
+        if line.starts_with('[') {
+            return (format!("table `{line}` is defined twice"), "merge the two tables into one".into());
+        }
+        let key: String =
+            self.text[start..].chars().take_while(|c| !matches!(c, ' ' | '\t' | '=' | ']' | '\n' | '.')).collect();
+        (format!("duplicate key `{}`", key.trim_matches('"')), "set each key once per table".into())
+    }
+
     fn config(&mut self, path: &Path) -> Option<Config> {
         let root = match DeTable::parse(self.text) {
             Ok(t) => t,
             Err(e) => {
                 let span = e.span().unwrap_or(0..0);
-                self.err(
-                    span,
-                    "toml-syntax",
-                    format!("invalid TOML: {}", e.message()),
-                    "fix the TOML syntax at this position",
-                );
+                let (message, hint) = if e.message().contains("duplicate key") {
+                    self.duplicate(span.clone())
+                } else {
+                    (format!("invalid TOML: {}", e.message()), "fix the TOML syntax at this position".to_string())
+                };
+                self.err(span, "toml-syntax", message, &hint);
                 return None;
             }
         };
@@ -223,16 +325,39 @@ impl Loader<'_> {
             && let Some(t) = self.table(v, "aws")
         {
             self.known(t, &["region", "poll_interval", "ssm_timeout"], "[aws]");
-            aws_region = Self::get(t, "region").and_then(|r| self.string(r, "aws.region"));
-            aws_poll_ms = self.positive_millis(t, "poll_interval", "e.g. \"10s\" or \"200ms\"").unwrap_or(aws_poll_ms);
-            aws_ssm_timeout_ms = self.positive_millis(t, "ssm_timeout", "e.g. \"15m\"").unwrap_or(aws_ssm_timeout_ms);
+            if let Some(r) = Self::get(t, "region")
+                && let Some(region) = self.string(r, "aws.region")
+            {
+                self.rule(r.span(), "bad-region", "aws.region", &region, rules::region, REGION_HINT);
+                aws_region = Some(region);
+            }
+            aws_poll_ms =
+                self.millis(t, "poll_interval", rules::POLL_MS, "e.g. \"10s\" or \"200ms\"").unwrap_or(aws_poll_ms);
+            aws_ssm_timeout_ms =
+                self.millis(t, "ssm_timeout", rules::SSM_TIMEOUT_MS, "e.g. \"15m\"").unwrap_or(aws_ssm_timeout_ms);
         }
         let mut accounts = BTreeMap::new();
         if let Some(v) = Self::get(root, "accounts")
             && let Some(t) = self.table(v, "accounts")
         {
-            for (k, v) in t.iter() {
+            let mut ids: BTreeMap<String, String> = BTreeMap::new();
+            // In file order, so the error is at the second of two.
+            let mut entries: Vec<_> = t.iter().collect();
+            entries.sort_by_key(|(k, _)| k.span().start);
+            for (k, v) in entries {
+                self.name(k.span(), "account", k.get_ref());
                 if let Some(a) = self.account(k.get_ref(), v) {
+                    if let Some(first) = ids.get(&a.id) {
+                        let span = self.table_key_span(v, "id");
+                        self.err(
+                            span,
+                            "duplicate-account-id",
+                            format!("accounts `{first}` and `{}` have the same id {}", a.name, a.id),
+                            "one [accounts.<name>] per AWS account",
+                        );
+                    } else {
+                        ids.insert(a.id.clone(), a.name.clone());
+                    }
                     accounts.insert(a.name.clone(), a);
                 }
             }
@@ -242,8 +367,14 @@ impl Loader<'_> {
             && let Some(t) = self.table(v, "components")
         {
             for (k, v) in t.iter() {
-                if let Some(c) = self.component(k.get_ref(), v) {
-                    components.insert(c.name.clone(), c);
+                self.name(k.span(), "component", k.get_ref());
+                match self.component(k.get_ref(), v) {
+                    Some(c) => {
+                        components.insert(c.name.clone(), c);
+                    }
+                    None => {
+                        self.broken_components.insert(k.get_ref().to_string());
+                    }
                 }
             }
         }
@@ -258,6 +389,7 @@ impl Loader<'_> {
             Some(v) => {
                 if let Some(t) = self.table(v, "images") {
                     for (k, v) in t.iter() {
+                        self.name(k.span(), "image", k.get_ref());
                         if let Some(i) = self.image(k.get_ref(), k.span(), v, &components, &accounts) {
                             images.insert(i.name.clone(), i);
                         }
@@ -270,11 +402,13 @@ impl Loader<'_> {
             && let Some(t) = self.table(v, "consumers")
         {
             for (k, v) in t.iter() {
+                self.name(k.span(), "consumer", k.get_ref());
                 if let Some(c) = self.consumer(k.get_ref(), v, &accounts, &images) {
                     consumers.insert(c.name.clone(), c);
                 }
             }
         }
+        self.parameter_collisions(&images, &accounts);
         let cache_dir = std::env::var_os("AMICTL_CACHE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("amictl")))
@@ -305,10 +439,12 @@ impl Loader<'_> {
             &["max_age", "rebuild_on_parent_update", "rebuild_on_severity", "rollout_sla", "keep_versions"],
             "[policy]",
         );
-        if let Some(d) = Self::get(t, "max_age").and_then(|v| self.duration(v, "policy.max_age")) {
+        if let Some(d) = Self::get(t, "max_age").and_then(|v| self.bounded(v, "policy.max_age", rules::MAX_AGE)) {
             p.max_age_seconds = d;
         }
-        if let Some(d) = Self::get(t, "rollout_sla").and_then(|v| self.duration(v, "policy.rollout_sla")) {
+        if let Some(d) =
+            Self::get(t, "rollout_sla").and_then(|v| self.bounded(v, "policy.rollout_sla", rules::ROLLOUT_SLA))
+        {
             p.rollout_sla_seconds = d;
         }
         if let Some(b) =
@@ -599,7 +735,12 @@ impl Loader<'_> {
         }
     }
 
-    fn distribution(&mut self, v: &Spanned<DeValue<'_>>, accounts: &BTreeMap<String, Account>) -> Option<Distribution> {
+    fn distribution(
+        &mut self,
+        image: &str,
+        v: &Spanned<DeValue<'_>>,
+        accounts: &BTreeMap<String, Account>,
+    ) -> Option<Distribution> {
         let t = self.table(v, "distribute")?;
         self.known(t, &["accounts", "regions", "ssm_parameter", "copy"], "distribute");
         let mut d = Distribution::default();
@@ -617,19 +758,35 @@ impl Loader<'_> {
             }
         }
         if let Some(r) = Self::get(t, "regions") {
-            d.regions = self.strings(r, "distribute.regions").into_iter().map(|(s, _)| s).collect();
+            for (region, span) in self.strings(r, "distribute.regions") {
+                if !self.rule(span.clone(), "bad-region", "distribute.regions", &region, rules::region, REGION_HINT) {
+                    continue;
+                }
+                if d.regions.contains(&region) {
+                    self.err(
+                        span,
+                        "duplicate-region",
+                        format!("region {region} is listed twice"),
+                        "list each region once",
+                    );
+                    continue;
+                }
+                d.regions.push(region);
+            }
         }
-        d.ssm_parameter = Self::get(t, "ssm_parameter").and_then(|p| self.string(p, "ssm_parameter"));
-        if let Some(p) = &d.ssm_parameter
-            && !p.starts_with('/')
+        if let Some(pv) = Self::get(t, "ssm_parameter")
+            && let Some(p) = self.string(pv, "ssm_parameter")
         {
-            let span = Self::get(t, "ssm_parameter").map(|s| s.span()).unwrap_or(0..0);
-            self.err(
-                span,
+            self.rule(
+                pv.span(),
                 "bad-parameter-name",
-                format!("ssm_parameter `{p}` must start with /"),
+                "distribute.ssm_parameter",
+                &p,
+                rules::parameter_path,
                 "e.g. \"/platform/base-ami/host\"",
             );
+            self.parameter_spans.insert(image.to_string(), pv.span());
+            d.ssm_parameter = Some(p);
         }
         d.copy = Self::get(t, "copy").and_then(|c| self.boolean(c, "copy")).unwrap_or(false);
         Some(d)
@@ -641,7 +798,18 @@ impl Loader<'_> {
         let services = Self::get(t, "services").map(|v| self.strings(v, "services")).unwrap_or_default();
         let services = services.into_iter().map(|(s, _)| s).collect();
         let version = match Self::get(t, "version") {
-            Some(v) => self.string(v, "version")?,
+            Some(vv) => {
+                let version = self.string(vv, "version")?;
+                self.rule(
+                    vv.span(),
+                    "bad-version",
+                    &format!("components.{name}.version"),
+                    &version,
+                    rules::version,
+                    "e.g. version = \"1.0.0\"",
+                );
+                version
+            }
             None => {
                 self.err(
                     v.span(),
@@ -669,7 +837,7 @@ impl Loader<'_> {
             && let Some(pt) = self.table(pv, "parameters")
         {
             for (k, v) in pt.iter() {
-                if let Some(p) = self.param(k.get_ref(), v) {
+                if let Some(p) = self.param(name, k.get_ref(), v) {
                     parameters.push((k.get_ref().to_string(), p));
                 }
             }
@@ -701,14 +869,24 @@ impl Loader<'_> {
         Some(Component { name: name.to_string(), file, version, parameters, document, sha256, services })
     }
 
-    fn param(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<ParamValue> {
+    fn param(&mut self, component: &str, name: &str, v: &Spanned<DeValue<'_>>) -> Option<ParamValue> {
         match v.get_ref() {
             DeValue::String(s) => Some(ParamValue::Literal(s.to_string())),
             DeValue::Table(t) => {
                 self.known(t, &["env", "file", "secret"], &format!("parameter {name}"));
                 let secret = Self::get(t, "secret").and_then(|s| self.boolean(s, "secret")).unwrap_or(false);
                 match (Self::get(t, "env"), Self::get(t, "file")) {
-                    (Some(e), None) => self.string(e, "env").map(|var| ParamValue::Env { var, secret }),
+                    (Some(e), None) => self.string(e, "env").map(|var| {
+                        self.rule(
+                            e.span(),
+                            "bad-env",
+                            &format!("components.{component}.parameters.{name}.env"),
+                            &var,
+                            rules::env_var,
+                            "e.g. { env = \"SCAN_AGENT_KEY\" }",
+                        );
+                        ParamValue::Env { var, secret }
+                    }),
                     (None, Some(f)) => {
                         self.string(f, "file").map(|p| ParamValue::File { path: self.dir.join(p), secret })
                     }
@@ -736,13 +914,7 @@ impl Loader<'_> {
     }
 
     fn document(&mut self, file: &Path, span: Range<usize>, what: &str) -> Option<Document> {
-        if !file.is_file() {
-            self.err(
-                span,
-                "missing-file",
-                format!("{what}: {} does not exist", file.display()),
-                "paths are relative to the config file's folder",
-            );
+        if !self.regular_file(file, span, what) {
             return None;
         }
         match Document::load(file) {
@@ -754,6 +926,53 @@ impl Loader<'_> {
                 self.docs.extend(diags);
                 None
             }
+        }
+    }
+
+    /// Whether `file` is a regular file; if not, says so at `span` (missing, or what it is).
+    fn regular_file(&mut self, file: &Path, span: Range<usize>, what: &str) -> bool {
+        match toe::input::regular_file(file) {
+            Ok(_) => true,
+            Err(e) => {
+                let code = if matches!(e, toe::input::InputError::Missing(_)) { "missing-file" } else { "not-a-file" };
+                self.err(span, code, format!("{what}: {e}"), "paths are relative to the config file's folder");
+                false
+            }
+        }
+    }
+
+    /// The span of `key` in table `v`, or of `v` itself.
+    fn table_key_span(&self, v: &Spanned<DeValue<'_>>, key: &str) -> Range<usize> {
+        match v.get_ref() {
+            DeValue::Table(t) => Self::get(t, key).map(|k| k.span()).unwrap_or(v.span()),
+            _ => v.span(),
+        }
+    }
+
+    /// Two image lines writing one SSM parameter in one account and region would overwrite
+    /// each other's release: an error at the second.
+    fn parameter_collisions(&mut self, images: &BTreeMap<String, Image>, accounts: &BTreeMap<String, Account>) {
+        let platform = accounts.values().find(|a| a.role.is_none()).map_or("platform", |a| a.name.as_str());
+        let mut seen: Vec<(&str, &str, BTreeSet<provider::Target>)> = Vec::new();
+        // In file order, so the error is at the second of two.
+        let mut lines: Vec<&Image> = images.values().collect();
+        lines.sort_by_key(|i| self.parameter_spans.get(&i.name).map_or(usize::MAX, |s| s.start));
+        for image in lines {
+            let Some(d) = &image.distribute else { continue };
+            let Some(parameter) = d.ssm_parameter.as_deref() else { continue };
+            let targets = d.targets(platform);
+            if let Some((other, _, shared)) = seen.iter().find(|(_, p, t)| *p == parameter && !t.is_disjoint(&targets))
+            {
+                let both = shared.intersection(&targets).next().map(ToString::to_string).unwrap_or_default();
+                let span = self.parameter_spans.get(&image.name).cloned().unwrap_or(0..0);
+                self.err(
+                    span,
+                    "duplicate-parameter",
+                    format!("images `{other}` and `{}` both write ssm_parameter {parameter} (in {both})", image.name),
+                    "give each image line its own parameter",
+                );
+            }
+            seen.push((&image.name, parameter, targets));
         }
     }
 
@@ -786,6 +1005,14 @@ impl Loader<'_> {
                 let text = self.string(p, "parent");
                 match text.as_deref().and_then(|t| t.split_once(':')) {
                     Some(("debootstrap", suite)) if !suite.is_empty() => {
+                        self.rule(
+                            p.span(),
+                            "bad-parent",
+                            &format!("images.{name}.parent"),
+                            suite,
+                            rules::suite,
+                            "e.g. parent = \"debootstrap:stable\"",
+                        );
                         Some(ParentSpec::Debootstrap { suite: suite.to_string() })
                     }
                     Some(("ssm", name)) if name.starts_with('/') => {
@@ -802,14 +1029,7 @@ impl Loader<'_> {
                     }
                     Some(("tarball", path)) if !path.is_empty() => {
                         let path = self.dir.join(path);
-                        if !path.is_file() {
-                            self.err(
-                                p.span(),
-                                "missing-file",
-                                format!("parent tarball {} does not exist", path.display()),
-                                "paths are relative to the config file's folder",
-                            );
-                        }
+                        self.regular_file(&path, p.span(), &format!("image `{name}`: parent tarball"));
                         Some(ParentSpec::Tarball { path })
                     }
                     _ => {
@@ -829,7 +1049,9 @@ impl Loader<'_> {
         let mut names = Vec::new();
         if let Some(c) = Self::get(t, "components") {
             for (c, span) in self.strings(c, "components") {
-                if !components.contains_key(&c) {
+                if self.broken_components.contains(&c) {
+                    // Its own errors are reported where it is defined.
+                } else if !components.contains_key(&c) {
                     let hint =
                         format!("defined components: {}", components.keys().cloned().collect::<Vec<_>>().join(", "));
                     self.err(
@@ -875,21 +1097,43 @@ impl Loader<'_> {
                         let disk = Self::get(bt, "disk_size").and_then(|d| {
                             let s = self.string(d, "disk_size")?;
                             let mb = parse_size_mb(&s);
-                            if mb.is_none() {
-                                self.err(
+                            let (min, max) = rules::DISK_MB;
+                            match mb {
+                                None => self.err(
                                     d.span(),
                                     "bad-size",
-                                    format!("disk_size \"{s}\" is not a size"),
+                                    format!("`disk_size` = \"{s}\" is not a size"),
                                     "e.g. \"2G\" or \"1536M\"",
-                                );
+                                ),
+                                Some(n) if !(min..=max).contains(&n) => self.err(
+                                    d.span(),
+                                    "out-of-range",
+                                    format!(
+                                        "`disk_size` = \"{s}\" is out of range: it must be from {min}M to {}G",
+                                        max / 1024
+                                    ),
+                                    "e.g. \"2G\"",
+                                ),
+                                Some(_) => return mb,
                             }
-                            mb
+                            None
                         });
                         Builder::Local { disk_size_mb: disk }
                     }
                     Some("ec2") => Builder::Ec2 {
                         instance_type: Self::get(bt, "instance_type")
-                            .and_then(|v| self.string(v, "instance_type"))
+                            .and_then(|v| {
+                                let it = self.string(v, "instance_type")?;
+                                self.rule(
+                                    v.span(),
+                                    "bad-instance-type",
+                                    "builder.instance_type",
+                                    &it,
+                                    rules::instance_type,
+                                    "e.g. instance_type = \"t3.medium\"",
+                                );
+                                Some(it)
+                            })
                             .unwrap_or_else(|| "t3.medium".into()),
                         subnet: Self::get(bt, "subnet").and_then(|v| self.string(v, "subnet")),
                         security_groups: Self::get(bt, "security_groups")
@@ -910,7 +1154,7 @@ impl Loader<'_> {
                 }
             }
         };
-        let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(d, accounts));
+        let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(name, d, accounts));
         let advisories = Self::get(t, "advisories").and_then(|a| self.advisories(name, a));
         let parent = parent?;
         let ami_parent = parent.is_ami();

@@ -125,9 +125,9 @@ impl ParamValue {
             ParamValue::Env { var, .. } => {
                 std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
             }
-            ParamValue::File { path, .. } => std::fs::read_to_string(path)
+            ParamValue::File { path, .. } => toe::input::read_text(path, toe::input::PARAMETER_LIMIT)
                 .map(|s| s.trim_end_matches('\n').to_string())
-                .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                .map_err(|e| e.to_string()),
         }
     }
 

@@ -50,15 +50,22 @@ fn agent() -> ureq::Agent {
 
 fn get(url: &str) -> Result<Vec<u8>, String> {
     let mut resp = agent().get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
-    resp.body_mut().with_config().limit(512 << 20).read_to_vec().map_err(|e| format!("GET {url}: {e}"))
+    resp.body_mut().with_config().limit(FEED_LIMIT).read_to_vec().map_err(|e| format!("GET {url}: {e}"))
 }
+
+/// The most a feed may be, downloaded or unpacked (a gzip bomb stops here too).
+const FEED_LIMIT: u64 = toe::input::FEED_LIMIT;
 
 fn gunzip_if(name: &str, bytes: Vec<u8>) -> Result<String, String> {
     if name.ends_with(".gz") || bytes.starts_with(&[0x1f, 0x8b]) {
         let mut text = String::new();
         flate2::read::GzDecoder::new(&bytes[..])
+            .take(FEED_LIMIT + 1)
             .read_to_string(&mut text)
             .map_err(|e| format!("{name}: bad gzip ({e})"))?;
+        if text.len() as u64 > FEED_LIMIT {
+            return Err(format!("{name}: unpacks to more than the {FEED_LIMIT} bytes amictl reads from a feed"));
+        }
         Ok(text)
     } else {
         String::from_utf8(bytes).map_err(|e| format!("{name}: not UTF-8 ({e})"))
@@ -70,7 +77,7 @@ fn gunzip_if(name: &str, bytes: Vec<u8>) -> Result<String, String> {
 pub fn fetch(location: &str, cached: Option<(&str, &Path)>) -> Result<(String, Option<String>), String> {
     let remote = location.starts_with("http://") || location.starts_with("https://");
     if !remote {
-        let bytes = std::fs::read(location).map_err(|e| format!("{location}: {e}"))?;
+        let bytes = toe::input::read(Path::new(location), FEED_LIMIT).map_err(|e| e.to_string())?;
         return gunzip_if(location, bytes).map(|t| (t, None));
     }
     if location.ends_with("repomd.xml") {

@@ -95,7 +95,7 @@ impl InventoryFleet {
         let mut fleet = InventoryFleet::default();
         for (account, path) in files {
             let bad = |message: String| InventoryError { path: path.clone(), message };
-            let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            let text = toe::input::read_text(path, toe::input::INVENTORY_LIMIT).map_err(|e| bad(e.to_string()))?;
             fleet.add(account, path, &text)?;
         }
         Ok(fleet)

@@ -205,7 +205,8 @@ impl Factory {
                 tests.iter().filter(|t| !t.passed).map(|t| format!("{}: {}", t.name, t.detail)).collect();
             return Err(FactoryError::Stage { stage: "test", message: format!("tests failed: {}", failed.join("; ")) });
         }
-        let manifest_text = fs::read_to_string(out.join("manifest.tsv")).unwrap_or_default();
+        let manifest_text =
+            toe::input::read_text(&out.join("manifest.tsv"), toe::input::FEED_LIMIT).unwrap_or_default();
         let packages = parse_manifest(&manifest_text);
         if packages.is_empty() {
             return Err(FactoryError::Stage {
@@ -452,6 +453,8 @@ fn masked(text: &str, secrets: &[String]) -> String {
 }
 
 /// A safety net under `disableLogging`: no secret parameter value survives in a log file.
+/// Files are streamed (a step may have logged gigabytes); one is rewritten only when a
+/// secret was masked in it (each mask shortens it: secrets are at least four bytes).
 fn redact_logs(dir: &Path, secrets: &[String]) {
     if secrets.is_empty() {
         return;
@@ -459,16 +462,45 @@ fn redact_logs(dir: &Path, secrets: &[String]) {
     let Ok(entries) = fs::read_dir(dir) else { return };
     for e in entries.flatten() {
         let p = e.path();
-        if p.is_dir() {
-            redact_logs(&p, secrets);
-        } else if let Ok(text) = fs::read_to_string(&p)
-            && secrets.iter().any(|s| text.contains(s.as_str()))
-        {
-            let mut redacted = text;
-            for s in secrets {
-                redacted = redacted.replace(s.as_str(), "***");
+        match e.file_type() {
+            Ok(t) if t.is_dir() => redact_logs(&p, secrets),
+            Ok(t) if t.is_file() => redact_file(&p, secrets),
+            _ => {}
+        }
+    }
+}
+
+fn redact_file(path: &Path, secrets: &[String]) {
+    use std::io::{Read, Write};
+    let tmp = path.with_extension("redacting");
+    let result = (|| -> std::io::Result<bool> {
+        let mut input = fs::File::open(path)?;
+        let mut out = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        let mut redactor = toe::report::Redactor::new(secrets);
+        let (mut read, mut written) = (0u64, 0u64);
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = input.read(&mut buf)?;
+            if n == 0 {
+                break;
             }
-            let _ = fs::write(&p, redacted);
+            read += n as u64;
+            let safe = redactor.feed(&buf[..n]);
+            written += safe.len() as u64;
+            out.write_all(&safe)?;
+        }
+        let rest = redactor.finish();
+        written += rest.len() as u64;
+        out.write_all(&rest)?;
+        out.flush()?;
+        Ok(written != read)
+    })();
+    match result {
+        Ok(true) => {
+            let _ = fs::rename(&tmp, path);
+        }
+        _ => {
+            let _ = fs::remove_file(&tmp);
         }
     }
 }

@@ -256,9 +256,17 @@ impl Loader<'_> {
         for (k, _) in entries {
             let key = k.text().unwrap_or_default();
             if !known.contains(&key) {
+                const STEP_KEYS: &[&str] =
+                    &["timeoutSeconds", "onFailure", "maxAttempts", "if", "loop", "disableLogging"];
+                let step_key = STEP_KEYS.iter().find(|c| c.eq_ignore_ascii_case(key) || edit_distance(c, key) <= 2);
                 let hint = match known.iter().find(|c| c.eq_ignore_ascii_case(key) || edit_distance(c, key) <= 2) {
                     Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("{what} keys are: {}", known.join(", ")),
+                    None => match step_key {
+                        Some(c) if what.ends_with("inputs") => {
+                            format!("`{c}` belongs to the step, not to its inputs: move it out of `inputs`")
+                        }
+                        _ => format!("keys allowed in {what}: {}", known.join(", ")),
+                    },
                 };
                 self.sink.error(k.pos, "unknown-key", format!("unknown key `{key}` in {what}"), hint);
             }
@@ -600,10 +608,7 @@ impl Loader<'_> {
                         self.sink.error(
                             t.pos,
                             "bad-timeout",
-                            format!(
-                                "timeoutSeconds must be -1 or a positive whole number, found `{}`",
-                                t.text().unwrap_or(t.kind_name())
-                            ),
+                            format!("timeoutSeconds must be -1 or a positive whole number, found {}", t.shown()),
                             "use -1 for no timeout",
                         );
                         DEFAULT_TIMEOUT_SECONDS
@@ -628,10 +633,7 @@ impl Loader<'_> {
                         self.sink.error(
                             m.pos,
                             "bad-max-attempts",
-                            format!(
-                                "maxAttempts must be a whole number ≥ 1, found `{}`",
-                                m.text().unwrap_or(m.kind_name())
-                            ),
+                            format!("maxAttempts must be a whole number ≥ 1, found {}", m.shown()),
                             "maxAttempts counts every attempt, the first included",
                         );
                         1
@@ -888,7 +890,7 @@ impl Loader<'_> {
                     self.sink.error(
                         v.pos,
                         "wrong-type",
-                        format!("`{name}` must be true or false, found `{}`", v.text().unwrap_or(v.kind_name())),
+                        format!("`{name}` must be true or false, found {}", v.shown()),
                         format!("write `{name}: true` or `{name}: false`"),
                     );
                     None
@@ -901,7 +903,7 @@ impl Loader<'_> {
                     self.sink.error(
                         v.pos,
                         "wrong-type",
-                        format!("`{name}` must be a whole number ≥ 0, found `{}`", v.text().unwrap_or(v.kind_name())),
+                        format!("`{name}` must be a whole number ≥ 0, found {}", v.shown()),
                         format!("e.g. `{name}: 10`"),
                     );
                     None

@@ -63,8 +63,8 @@ fn kind(t: std::fs::FileType) -> &'static str {
     }
 }
 
-/// The bytes of the regular file at `path` (symlinks followed), at most `limit` of them.
-pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
+/// The size of the regular file at `path` (symlinks followed), or why it is not one.
+pub fn regular_file(path: &Path) -> Result<u64, InputError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(InputError::Missing(path.into())),
@@ -73,11 +73,17 @@ pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
     if !meta.is_file() {
         return Err(InputError::NotAFile(path.into(), kind(meta.file_type())));
     }
-    if meta.len() > limit {
+    Ok(meta.len())
+}
+
+/// The bytes of the regular file at `path` (symlinks followed), at most `limit` of them.
+pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
+    let len = regular_file(path)?;
+    if len > limit {
         return Err(InputError::TooLarge(path.into(), limit));
     }
     let file = std::fs::File::open(path).map_err(|e| InputError::Io(path.into(), e.to_string()))?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(len as usize);
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| InputError::Io(path.into(), e.to_string()))?;
     if bytes.len() as u64 > limit {
         return Err(InputError::TooLarge(path.into(), limit));

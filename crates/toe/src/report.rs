@@ -181,11 +181,7 @@ impl LogFolder {
     /// A masker for one stream of output (a step's), which also catches a secret split
     /// across two chunks.
     pub fn redactor(&self) -> Redactor {
-        Redactor {
-            secrets: self.secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
-            keep: self.secrets.iter().map(String::len).max().unwrap_or(1).saturating_sub(1),
-            carry: Vec::new(),
-        }
+        Redactor::new(&self.secrets)
     }
 
     pub fn console(&mut self, bytes: &[u8]) {
@@ -255,6 +251,15 @@ fn replace_all(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
 }
 
 impl Redactor {
+    /// A masker for `secrets` (longest first, so a secret inside another is not half-masked).
+    pub fn new(secrets: &[String]) -> Redactor {
+        let mut secrets: Vec<Vec<u8>> =
+            secrets.iter().filter(|s| s.len() >= MIN_SECRET).map(|s| s.as_bytes().to_vec()).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let keep = secrets.iter().map(Vec::len).max().unwrap_or(1).saturating_sub(1);
+        Redactor { secrets, keep, carry: Vec::new() }
+    }
+
     /// The part of `bytes` (with what waited) that is safe to write now.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
         if self.secrets.is_empty() {

@@ -63,6 +63,15 @@ pub enum Scalar<'a> {
 }
 
 impl Node {
+    /// How a message shows this value: a scalar quoted, anything else by its kind.
+    pub fn shown(&self) -> String {
+        match &self.kind {
+            Kind::Scalar { .. } => format!("`{}`", self.text().unwrap_or_default()),
+            Kind::Seq(_) => "a list".into(),
+            Kind::Map(_) => "a map".into(),
+        }
+    }
+
     pub fn kind_name(&self) -> &'static str {
         match &self.kind {
             Kind::Scalar { .. } => match self.scalar() {

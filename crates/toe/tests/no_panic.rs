@@ -21,8 +21,14 @@ fn fragment() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Cases per property: 2,000 in the test suite (a few seconds); `scripts/fuzz` runs more
+/// through `AMICTL_PROPTEST_CASES`.
+fn cases() -> u32 {
+    std::env::var("AMICTL_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn loader_never_panics_on_arbitrary_text(text in "\\PC{0,300}") {

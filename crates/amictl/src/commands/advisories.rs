@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use provider::{Finding, Severity};
 use serde_json::json;
 
-use super::{catalog, load_config};
+use super::{catalog_read, load_config};
 use crate::cli::{AdvisoriesArgs, Common};
 use crate::wiring::{self, Needs};
 use crate::{UsageError, exit};
@@ -24,7 +24,7 @@ pub fn run(common: &Common, args: &AdvisoriesArgs) -> Result<u8> {
         return ad_hoc(common, args, manifest, min);
     }
     let cfg = load_config(common)?;
-    let cat = catalog(&cfg)?;
+    let cat = catalog_read(&cfg)?;
     let (image, version) = match args.target.as_deref().map(|t| t.split_once('@').unwrap_or((t, ""))) {
         Some((i, v)) => (Some(i.to_string()), (!v.is_empty()).then(|| v.to_string())),
         None => (None, None),
@@ -79,8 +79,7 @@ pub fn run(common: &Common, args: &AdvisoriesArgs) -> Result<u8> {
 }
 
 fn ad_hoc(common: &Common, args: &AdvisoriesArgs, manifest: &std::path::Path, min: Severity) -> Result<u8> {
-    let text = std::fs::read_to_string(manifest)
-        .map_err(|e| UsageError(format!("cannot read {}: {e}", manifest.display())))?;
+    let text = toe::input::read_text(manifest, toe::input::FEED_LIMIT).map_err(|e| UsageError(e.to_string()))?;
     let (kind, installed) =
         vuln::parse_manifest(&text).map_err(|e| UsageError(format!("{}: {e}", manifest.display())))?;
     let feed = match (&args.updateinfo, &args.debian_tracker) {

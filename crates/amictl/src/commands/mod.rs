@@ -39,7 +39,12 @@ pub fn actor() -> String {
     format!("{user}@{} (amictl {})", host.trim(), env!("CARGO_PKG_VERSION"))
 }
 
-/// The state, opened.
+/// The state, opened by a command that writes (created when no history existed).
 pub fn catalog(cfg: &Config) -> Result<catalog::Catalog> {
     Ok(catalog::Catalog::open(&cfg.state)?)
+}
+
+/// The state, opened by a command that only reads: never creates a file.
+pub fn catalog_read(cfg: &Config) -> Result<catalog::Catalog> {
+    Ok(catalog::Catalog::open_read(&cfg.state)?)
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 use engine::{Engine, Scope};
 use policy::Plan;
 
-use super::{catalog, load_config};
+use super::{catalog_read, load_config};
 use crate::cli::{Common, PlanArgs};
 use crate::wiring::{self, Needs};
 use crate::{clock, exit};
@@ -13,7 +13,7 @@ pub fn run(common: &Common, args: &PlanArgs) -> Result<u8> {
     let cfg = load_config(common)?;
     let now = clock::resolve(args.now.as_deref())?;
     let providers = wiring::providers(&cfg, Needs::default())?;
-    let cat = catalog(&cfg)?;
+    let cat = catalog_read(&cfg)?;
     let engine = Engine::new(cfg, cat, providers);
     let (plan, _) = engine.plan(now, &Scope::default())?;
     print(&plan, common.json)?;

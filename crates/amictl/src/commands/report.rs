@@ -5,7 +5,7 @@
 use anyhow::{Context, Result};
 use engine::views;
 
-use super::{catalog, load_config};
+use super::{catalog_read, load_config};
 use crate::cli::{Common, MetricsArgs, ReportArgs};
 use crate::render::{html, prometheus};
 use crate::{clock, exit};
@@ -13,7 +13,7 @@ use crate::{clock, exit};
 pub fn report(common: &Common, args: &ReportArgs) -> Result<u8> {
     let cfg = load_config(common)?;
     let now = clock::resolve(args.now.as_deref())?;
-    let report = views::report(&cfg, &catalog(&cfg)?, now)?;
+    let report = views::report(&cfg, &catalog_read(&cfg)?, now)?;
     if let Some(path) = &args.html {
         std::fs::write(path, html::html(&report)).with_context(|| format!("cannot write {}", path.display()))?;
         if !common.json {
@@ -32,7 +32,7 @@ pub fn report(common: &Common, args: &ReportArgs) -> Result<u8> {
 pub fn metrics(common: &Common, args: &MetricsArgs) -> Result<u8> {
     let cfg = load_config(common)?;
     let now = clock::resolve(args.now.as_deref())?;
-    let report = views::report(&cfg, &catalog(&cfg)?, now)?;
+    let report = views::report(&cfg, &catalog_read(&cfg)?, now)?;
     if common.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -112,6 +112,7 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
                     data: json!({
                         "build_id": build_id, "version": version, "state": "available", "parent": out.parent,
                         "packages": out.packages.len(), "tests": out.tests, "artifacts": out.artifacts,
+                        "manifest_sha256": catalog::manifest_digest(&out.packages),
                         "cleanup": out.cleanup.removed,
                     }),
                 })

@@ -1,0 +1,409 @@
+//! Keeping the history from vanishing or rotting quietly.
+//!
+//! - A state file that is **missing where a history existed** is an error, not a fresh
+//!   start: the run lock (`state.lock`, made by every `apply`) or the setup lock beside the
+//!   database says amictl kept state here. A database that is **empty** (0 bytes) is an
+//!   error too — SQLite would silently treat it as new.
+//! - Read-only commands never create a state file: with no history they read an empty
+//!   in-memory catalog.
+//! - Every open runs `PRAGMA quick_check`; `audit verify` runs the full
+//!   `integrity_check`, checks that the append-only triggers are present, and compares
+//!   each build's manifest and artifacts with the digest its audit event recorded.
+//! - [`Catalog::backup`] copies the live database with SQLite's online backup.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+use sha2::{Digest, Sha256};
+
+use crate::{Catalog, CatalogError, Package, Result};
+
+/// The triggers that make the audit log append-only.
+pub const SAFEGUARDS: &[&str] = &["audit_no_update", "audit_no_delete"];
+
+/// What is at the state's path before it is opened.
+enum StateFile {
+    Present,
+    Missing,
+    Empty,
+}
+
+fn state_file(path: &Path) -> Result<StateFile> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(CatalogError::Io { path: path.into(), message: "is not a regular file".into() }),
+        Ok(m) if m.len() == 0 => Ok(StateFile::Empty),
+        Ok(_) => Ok(StateFile::Present),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile::Missing),
+        Err(e) => Err(CatalogError::Io { path: path.into(), message: e.to_string() }),
+    }
+}
+
+/// The files whose presence says amictl kept a history at `path`.
+pub(crate) fn markers(path: &Path) -> [PathBuf; 2] {
+    [crate::lock::lock_path(path), setup_lock(path)]
+}
+
+pub(crate) fn setup_lock(path: &Path) -> PathBuf {
+    path.with_extension("setup-lock")
+}
+
+fn marker_of(path: &Path) -> Option<PathBuf> {
+    markers(path).into_iter().find(|m| m.exists())
+}
+
+/// The error for a state that is gone or empty where `marker` says a history existed.
+fn missing(path: &Path, marker: Option<PathBuf>, empty: bool) -> CatalogError {
+    CatalogError::Missing { path: path.into(), marker, empty }
+}
+
+/// The digest of a package manifest recorded in a build's audit outcome: SHA-256 over one
+/// `name\tversion\tarch\tsource\tsource_version` line per package, sorted.
+pub fn manifest_digest(packages: &[Package]) -> String {
+    let mut lines: Vec<String> = packages
+        .iter()
+        .map(|p| format!("{}\t{}\t{}\t{}\t{}\n", p.name, p.version, p.arch, p.source_name, p.source_version))
+        .collect();
+    lines.sort();
+    let mut h = Sha256::new();
+    for l in &lines {
+        h.update(l.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A record whose content no longer matches what its audit event recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecordMismatch {
+    /// The audit event that recorded it.
+    pub seq: i64,
+    /// The build.
+    pub build_id: String,
+    /// What differs (`manifest`, `artifacts`).
+    pub what: &'static str,
+}
+
+/// What [`Catalog::check_records`] compared.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RecordCheck {
+    /// Builds whose manifest digest was recorded and compared.
+    pub manifests: usize,
+    /// Builds whose artifacts were compared.
+    pub artifacts: usize,
+    /// Those that differ.
+    pub mismatches: Vec<RecordMismatch>,
+}
+
+impl Catalog {
+    /// Opens the state for a command that only reads: never creates a file. With no
+    /// history at `path`, an empty in-memory catalog; with a history gone, an error.
+    pub fn open_read(path: &Path) -> Result<Catalog> {
+        // A first `apply` may be creating the file right now, under the setup lock.
+        let _guard = match std::fs::File::open(setup_lock(path)) {
+            Ok(f) => {
+                rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)
+                    .map_err(|e| CatalogError::Io { path: setup_lock(path), message: e.to_string() })?;
+                Some(f)
+            }
+            Err(_) => None,
+        };
+        match state_file(path)? {
+            StateFile::Present => {}
+            StateFile::Empty => return Err(missing(path, marker_of(path), true)),
+            StateFile::Missing => {
+                if let Some(marker) = marker_of(path) {
+                    return Err(missing(path, Some(marker), false));
+                }
+                let conn = Connection::open_in_memory().map_err(|source| crate::sqlite_error(path, source))?;
+                let mut cat = Catalog { conn, path: path.to_path_buf() };
+                cat.migrate()?;
+                return Ok(cat);
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| crate::sqlite_error(path, source))?;
+        let mut cat = Catalog { conn, path: path.to_path_buf() };
+        cat.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| cat.err(e))?;
+        cat.quick_check()?;
+        cat.conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| cat.err(e))?;
+        cat.migrate()?;
+        Ok(cat)
+    }
+
+    /// Refuses a missing or empty state where a history existed. `existed` is whether a
+    /// marker was there before this open made the setup lock; the caller holds that lock.
+    pub(crate) fn check_history(path: &Path, existed: Option<PathBuf>) -> Result<bool> {
+        match state_file(path)? {
+            StateFile::Present => Ok(true),
+            StateFile::Empty => Err(missing(path, existed.or_else(|| marker_of(path)), true)),
+            StateFile::Missing => match existed {
+                Some(marker) => Err(missing(path, Some(marker), false)),
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// `PRAGMA quick_check`: the file's structure (pages, records, free list), fast enough
+    /// for every open.
+    pub(crate) fn quick_check(&self) -> Result<()> {
+        let problems = self.check("quick_check(5)")?;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(CatalogError::Damaged { path: self.path.clone(), check: "quick_check", problems: problems.join("; ") })
+        }
+    }
+
+    /// `PRAGMA integrity_check`: everything quick_check does, and that every index matches
+    /// its table. Empty when the database is sound.
+    pub fn integrity(&self) -> Result<Vec<String>> {
+        self.check("integrity_check(20)")
+    }
+
+    fn check(&self, pragma: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(&format!("PRAGMA {pragma}")).map_err(|e| self.err(e))?;
+        let lines = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        let lines = crate::rows(lines, self.err_fn())?;
+        Ok(if lines == ["ok"] { Vec::new() } else { lines })
+    }
+
+    /// The append-only triggers that are missing (dropped by hand, or a damaged schema).
+    pub fn missing_safeguards(&self) -> Result<Vec<&'static str>> {
+        let mut missing = Vec::new();
+        for name in SAFEGUARDS {
+            let n: i64 = self
+                .conn
+                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| self.err(e))?;
+            if n == 0 {
+                missing.push(*name);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Compares each build's manifest and artifacts with what its `build.outcome` event
+    /// recorded (events from before the digest was recorded are skipped).
+    pub fn check_records(&self) -> Result<RecordCheck> {
+        let mut check = RecordCheck::default();
+        for event in self.events(None)?.into_iter().filter(|e| e.kind == "build.outcome") {
+            let Some(build_id) = event.data["build_id"].as_str() else { continue };
+            if event.data["result"] != "done" {
+                continue;
+            }
+            if let Some(recorded) = event.data["manifest_sha256"].as_str() {
+                check.manifests += 1;
+                if manifest_digest(&self.packages(build_id)?) != recorded {
+                    check.mismatches.push(RecordMismatch {
+                        seq: event.seq,
+                        build_id: build_id.into(),
+                        what: "manifest",
+                    });
+                }
+            }
+            if let Some(recorded) = event.data.get("artifacts").filter(|a| a.is_array()) {
+                check.artifacts += 1;
+                let now = serde_json::to_value(self.artifacts(build_id)?).unwrap_or_default();
+                if &now != recorded {
+                    check.mismatches.push(RecordMismatch {
+                        seq: event.seq,
+                        build_id: build_id.into(),
+                        what: "artifacts",
+                    });
+                }
+            }
+        }
+        Ok(check)
+    }
+
+    /// Copies the database to `dest` with SQLite's online backup (runs may go on meanwhile);
+    /// written beside `dest` and renamed, so `dest` is never half a database. Refuses to
+    /// overwrite. Returns the copy's size in bytes.
+    pub fn backup(&self, dest: &Path) -> Result<u64> {
+        let io = |message: String| CatalogError::Io { path: dest.into(), message };
+        if dest.exists() {
+            return Err(io("already exists; choose a new name (a backup never overwrites)".into()));
+        }
+        let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.partial",
+            dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into())
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let result = (|| {
+            let mut copy =
+                Connection::open(&tmp).map_err(|source| CatalogError::Sqlite { path: tmp.clone(), source })?;
+            {
+                let b = rusqlite::backup::Backup::new(&self.conn, &mut copy).map_err(|e| self.err(e))?;
+                b.run_to_completion(256, std::time::Duration::from_millis(5), None).map_err(|e| self.err(e))?;
+            }
+            let problems: String = copy
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .map_err(|source| CatalogError::Sqlite { path: tmp.clone(), source })?;
+            if problems != "ok" {
+                return Err(io(format!("the copy fails integrity_check: {problems}")));
+            }
+            drop(copy);
+            std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(e.to_string()))?;
+            std::fs::rename(&tmp, dest).map_err(|e| io(e.to_string()))?;
+            std::fs::metadata(dest).map(|m| m.len()).map_err(|e| io(e.to_string()))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewEvent;
+    use crate::versions::tests_support::build;
+
+    fn package(version: &str) -> Package {
+        Package {
+            name: "openssl".into(),
+            version: version.into(),
+            arch: "amd64".into(),
+            source_name: "openssl".into(),
+            source_version: version.into(),
+        }
+    }
+
+    /// A state with one build (manifest and artifact) whose outcome event recorded both.
+    fn history(path: &Path) {
+        let mut c = Catalog::open(path).unwrap();
+        let reason = serde_json::json!([]);
+        c.insert_build(&build("b-0123456789", "v1", &reason)).unwrap();
+        let artifact = crate::Artifact {
+            kind: crate::ArtifactKind::RootfsTarZst,
+            path: "/img/rootfs.tar".into(),
+            sha256: "ab".repeat(32),
+            size: 10,
+        };
+        let packages = [package("6.3.0")];
+        c.record_outputs("b-0123456789", &packages, std::slice::from_ref(&artifact), &[]).unwrap();
+        let data = serde_json::json!({
+            "build_id": "b-0123456789", "result": "done", "artifacts": [artifact],
+            "manifest_sha256": manifest_digest(&packages),
+        });
+        let ev = NewEvent {
+            time: "2026-12-01T00:00:00Z",
+            actor: "t",
+            kind: "build.outcome",
+            subject: "host@v1",
+            reason: "built",
+            data: &data,
+            opens: false,
+            closes: None,
+        };
+        c.append_event(&ev).unwrap();
+    }
+
+    #[test]
+    fn a_read_without_history_creates_nothing_and_a_lost_history_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("sub/state.db");
+        let c = Catalog::open_read(&path).unwrap();
+        assert_eq!(c.event_count().unwrap(), 0);
+        assert!(!d.path().join("sub").exists(), "nothing was created");
+        history(&path);
+        std::fs::write(crate::lock::lock_path(&path), "").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        for result in [Catalog::open_read(&path), Catalog::open(&path)] {
+            let err = result.err().expect("a lost history is an error").to_string();
+            assert!(err.contains("is missing") && err.contains("Restore the latest backup"), "{err}");
+        }
+        assert!(!path.exists(), "and the write open did not start a new one");
+        std::fs::write(&path, "").unwrap();
+        let err = Catalog::open(&path).err().unwrap().to_string();
+        assert!(err.contains("is empty (0 bytes)"), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "the empty file was left as it was");
+    }
+
+    #[test]
+    fn a_changed_manifest_a_broken_index_and_dropped_triggers_are_found() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        history(&path);
+        {
+            let c = Catalog::open(&path).unwrap();
+            assert!(c.integrity().unwrap().is_empty());
+            assert!(c.missing_safeguards().unwrap().is_empty());
+            let check = c.check_records().unwrap();
+            assert_eq!((check.manifests, check.artifacts, check.mismatches.len()), (1, 1, 0));
+        }
+        // One byte in the table row (`6.3.0` → `6>3.0`) and one in the index's copy of the
+        // build id: what a random flip did in the adversarial pass.
+        let (page_size, index_root) = {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
+            let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+            let root: i64 = conn
+                .query_row("SELECT rootpage FROM sqlite_master WHERE name = 'packages_build'", [], |r| r.get(0))
+                .unwrap();
+            (size as usize, root as usize)
+        };
+        let mut bytes = std::fs::read(&path).unwrap();
+        let find = |bytes: &[u8], needle: &[u8], from: usize, to: usize| {
+            bytes[from..to].windows(needle.len()).position(|w| w == needle).map(|i| i + from)
+        };
+        let v = find(&bytes, b"6.3.0", 0, bytes.len()).expect("the row holds the version");
+        bytes[v + 1] = b'>';
+        std::fs::write(&path, &bytes).unwrap();
+        {
+            let c = Catalog::open(&path).unwrap();
+            assert_eq!(c.packages("b-0123456789").unwrap()[0].version, "6>3.0");
+            assert!(c.integrity().unwrap().is_empty(), "SQLite cannot see a changed value");
+            let check = c.check_records().unwrap();
+            assert_eq!(check.mismatches.len(), 1, "the recorded digest can");
+            assert_eq!(check.mismatches[0].what, "manifest");
+        }
+        let index_page = (index_root - 1) * page_size..index_root * page_size;
+        let at = find(&bytes, b"b-0123456789", index_page.start, index_page.end).expect("the index holds the build id");
+        bytes[at + 2] = b'9';
+        std::fs::write(&path, &bytes).unwrap();
+        let c = Catalog::open(&path).unwrap();
+        assert!(!c.integrity().unwrap().is_empty(), "integrity_check finds the index that no longer matches");
+        c.conn.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
+        assert_eq!(c.missing_safeguards().unwrap(), vec!["audit_no_update", "audit_no_delete"]);
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        history(&path);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = 4096.min(bytes.len() / 2);
+        // Scribble over the second page's b-tree header.
+        for b in &mut bytes[page..page + 12] {
+            *b = 0xff;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Catalog::open_read(&path).err().expect("damage is refused").to_string();
+        assert!(err.contains("damaged") || err.contains("malformed"), "{err}");
+    }
+
+    #[test]
+    fn a_backup_is_a_whole_database_and_never_overwrites() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        history(&path);
+        let c = Catalog::open(&path).unwrap();
+        let dest = d.path().join("backup.db");
+        assert!(c.backup(&dest).unwrap() > 0);
+        let copy = Catalog::open_read(&dest).unwrap();
+        assert_eq!(copy.event_count().unwrap(), 1);
+        assert_eq!(copy.packages("b-0123456789").unwrap()[0].version, "6.3.0");
+        let err = c.backup(&dest).err().unwrap().to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert!(!d.path().join(".backup.db.partial").exists());
+    }
+}
