@@ -153,6 +153,19 @@ fn nothing_a_step_starts_outlives_it() {
     gone(&timed).expect("a detached child is ended at the step's timeout");
     let app = std::fs::read_to_string(r.log_folder.unwrap().join("application.log")).unwrap();
     assert!(app.contains("left running"), "the log says what was ended");
+
+    // A process the document asks to keep (a server for a later step) is left alone.
+    let kept = marker("kept");
+    t.write(
+        "keep.yml",
+        &build_doc(&format!(
+            "- name: Serve\n  action: ExecuteBash\n  inputs:\n    commands: ['AMICTL_KEEP_RUNNING=1 setsid bash -c \"exec -a {kept} sleep 30\" > /dev/null 2>&1 < /dev/null &', 'sleep 0.2']\n\
+             - name: Uses\n  action: ExecuteBash\n  inputs:\n    commands: ['pgrep -f ^{kept}']\n"
+        )),
+    );
+    let r = t.run(&["keep.yml"], &[]);
+    assert_eq!(r.code, 0, "the next step sees it: {}", r.stderr);
+    assert!(gone(&kept).is_err(), "a process started with AMICTL_KEEP_RUNNING=1 outlives its step");
 }
 
 #[test]

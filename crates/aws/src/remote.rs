@@ -110,9 +110,18 @@ pub fn parse_manifest(stdout: &str) -> Result<Vec<Package>, String> {
         return Ok(Vec::new());
     }
     let gz = base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| format!("manifest: {e}"))?;
+    // Run Command caps the output at 24,000 characters; deflate's ratio caps what that can
+    // unpack to, and this caps it again for a builder that lies.
+    const MANIFEST_LIMIT: u64 = 64 << 20;
     let mut plain = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain)
-        .map_err(|e| format!("manifest: {e}"))?;
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(flate2::read::GzDecoder::new(&gz[..]), MANIFEST_LIMIT + 1),
+        &mut plain,
+    )
+    .map_err(|e| format!("manifest: {e}"))?;
+    if plain.len() as u64 > MANIFEST_LIMIT {
+        return Err(format!("manifest: unpacks to more than {MANIFEST_LIMIT} bytes"));
+    }
     Ok(plain
         .lines()
         .filter_map(|l| {

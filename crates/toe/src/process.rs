@@ -13,8 +13,10 @@
 //! `setsid` or double-forked out of the step's process group — is reparented to it rather
 //! than to init; when the step ends, its process group is killed, and then every such
 //! orphan, until none is left. A daemon that should keep running must be started through
-//! the init system (`systemctl start …`), as AWS's own components do; in the rootfs
-//! sandbox everything ends with the sandbox anyway.
+//! the init system (`systemctl start …`), as AWS's own components do, or — when a later
+//! step needs it (a test server) — be asked for: a process whose environment holds
+//! [`KEEP_RUNNING`]`=1` and that left the step's process group (`setsid`) is left alone.
+//! In the rootfs sandbox everything ends with the sandbox anyway.
 //!
 //! Only the last [`STDOUT_KEPT`] bytes of stdout are kept in memory (they become the
 //! step's `stdout` output); all of it reaches the caller's sink (the step log).
@@ -47,6 +49,10 @@ const PIPE_GRACE: Duration = Duration::from_millis(250);
 
 /// The most stdout kept in memory: the tail, for the step's `stdout` output.
 pub const STDOUT_KEPT: usize = 256 << 10;
+
+/// The environment variable that asks for a process to outlive its step (see the module
+/// documentation): `AMICTL_KEEP_RUNNING=1 setsid server &`.
+pub const KEEP_RUNNING: &str = "AMICTL_KEEP_RUNNING";
 
 /// Steps running in this process now. Orphans are swept only while one runs: with several
 /// (tests run steps side by side), an orphan could be another step's.
@@ -111,7 +117,7 @@ fn end_leftovers(group: Pid) -> usize {
     let me = rustix::process::getpid();
     let mut ended = 0;
     for _ in 0..100 {
-        let orphans = children_of(me);
+        let orphans: Vec<Pid> = children_of(me).into_iter().filter(|p| !kept(*p)).collect();
         if orphans.is_empty() {
             break;
         }
@@ -124,6 +130,13 @@ fn end_leftovers(group: Pid) -> usize {
         }
     }
     ended
+}
+
+/// Whether `pid` asked to outlive its step (`AMICTL_KEEP_RUNNING=1` in its environment).
+fn kept(pid: Pid) -> bool {
+    let wanted = format!("{KEEP_RUNNING}=1");
+    std::fs::read(format!("/proc/{}/environ", pid.as_raw_nonzero()))
+        .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == wanted.as_bytes()))
 }
 
 /// The processes whose parent is `parent`, from `/proc/<pid>/stat`.
