@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the config and every component and test document it references.
-    Validate,
+    Validate(ConfigValidateArgs),
     /// Show what apply would do and why. Exit 0: nothing to do; 2: changes; 1: error.
     Plan(PlanArgs),
     /// Carry out the plan: recover interrupted builds, build and test images, retire old ones.
@@ -68,6 +68,9 @@ pub struct ValidateArgs {
     /// Comma-separated document paths, no spaces (as awstoe).
     #[arg(short = 'd', long, value_name = "LIST")]
     pub documents: String,
+    /// Unknown keys are errors, not warnings.
+    #[arg(long)]
+    pub strict: bool,
     /// Accepted for awstoe compatibility; diagnostics are always complete.
     #[arg(short = 't', long)]
     pub trace: bool,
@@ -115,6 +118,14 @@ pub struct Common {
     /// Machine-readable output on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigValidateArgs {
+    /// Unknown keys in component and test documents are errors, not warnings (keys of
+    /// amictl.toml itself are always checked).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]

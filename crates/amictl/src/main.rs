@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     init_tracing(&cli);
     let common = &cli.common;
     let result = match cli.command {
-        cli::Command::Validate => commands::validate::run(common),
+        cli::Command::Validate(a) => commands::validate::run(common, &a),
         cli::Command::Plan(a) => commands::plan::run(common, &a),
         cli::Command::Apply(a) => commands::apply::apply(common, &a),
         cli::Command::Build(a) => commands::apply::build(common, &a),

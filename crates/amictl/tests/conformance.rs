@@ -436,7 +436,11 @@ fn validate_reports_every_error_with_its_position_and_a_hint() {
     let human = common::amictl().args(["toe", "validate", "--documents"]).arg(t.path("many.yml")).output().unwrap();
     let text = String::from_utf8_lossy(&human.stderr);
     assert!(text.contains("many.yml:7:25: error[bad-timeout]"), "{text}");
-    assert!(text.contains("4 error(s)"), "{text}");
+    assert!(text.contains("3 error(s), 1 warning(s)"), "an unknown key is a warning: {text}");
+    let strict =
+        common::amictl().args(["toe", "validate", "--strict", "--documents"]).arg(t.path("many.yml")).output().unwrap();
+    let text = String::from_utf8_lossy(&strict.stderr);
+    assert!(text.contains("many.yml:12:9: error[unknown-key]") && text.contains("4 error(s)"), "{text}");
 }
 
 #[test]

@@ -415,3 +415,57 @@ fn a_misplaced_or_misspelt_step_key_says_where_it_belongs() {
     );
     assert!(text.iter().any(|t| t.contains("found a list")), "{text:#?}");
 }
+
+/// The compatibility corpus (`tests/compat/`): documents written for amictl in the shapes
+/// public components use, each with its expected verdict and diagnostics in
+/// `verdicts.txt` (`code@line:column`, `~` for a warning).
+#[test]
+fn the_compatibility_corpus_gets_its_expected_verdicts() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat");
+    let verdicts = std::fs::read_to_string(corpus.join("verdicts.txt")).unwrap();
+    let mut failures = Vec::new();
+    let mut listed = 0;
+    for line in verdicts.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+        let mut words = line.split_whitespace();
+        let (file, verdict) = (words.next().unwrap(), words.next().unwrap());
+        let expected: Vec<&str> = words.collect();
+        listed += 1;
+        let out = common::amictl()
+            .args(["toe", "validate", "--json", "--documents"])
+            .arg(corpus.join(file))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got: Vec<String> = v["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let warn = if d["severity"] == "warning" { "~" } else { "" };
+                format!("{warn}{}@{}:{}", d["code"].as_str().unwrap(), d["line"], d["column"])
+            })
+            .collect();
+        let valid = if v["valid"] == true { "valid" } else { "invalid" };
+        if valid != verdict || got != expected {
+            failures.push(format!("{file}: expected {verdict} {expected:?}, got {valid} {got:?}"));
+        }
+    }
+    let documents = std::fs::read_dir(&corpus)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yml" || x == "json"))
+        .count();
+    assert_eq!(listed, documents, "every document in the corpus has a verdict");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The unclosed `{{` runs as written.
+    let t = Toe::new();
+    std::fs::copy(corpus.join("unclosed-braces.yml"), t.path("u.yml")).unwrap();
+    let r = t.run(&["u.yml"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(t.path("template.txt")).unwrap(),
+        "VERSION\n",
+        "sed ran with the `{{{{` as written"
+    );
+}

@@ -18,6 +18,11 @@ use crate::{DEFAULT_STATE, hex, parse_duration, parse_millis, parse_size_mb};
 impl Config {
     /// Loads and validates. `Err` carries every error (and warnings); nothing is partial.
     pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+        Config::load_with(path, false)
+    }
+
+    /// [`Config::load`]; with `strict`, unknown keys in documents are errors.
+    pub fn load_with(path: &Path, strict: bool) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
         let file = path.display().to_string();
         let mut sink = Sink::new(&file);
         let text = match toe::input::read_text(path, toe::input::CONFIG_LIMIT) {
@@ -54,6 +59,7 @@ impl Config {
             docs: Vec::new(),
             broken_components: BTreeSet::new(),
             parameter_spans: BTreeMap::new(),
+            strict,
         };
         let config = loader.config(path);
         let docs = std::mem::take(&mut loader.docs);
@@ -78,6 +84,8 @@ struct Loader<'a> {
     broken_components: BTreeSet<String>,
     /// Where each image line's `ssm_parameter` is written, for the collision check.
     parameter_spans: BTreeMap<String, Range<usize>>,
+    /// Unknown keys in documents are errors.
+    strict: bool,
 }
 
 type Table<'i> = DeTable<'i>;
@@ -917,7 +925,7 @@ impl Loader<'_> {
         if !self.regular_file(file, span, what) {
             return None;
         }
-        match Document::load(file) {
+        match Document::load_with(file, self.strict) {
             Ok((d, warnings)) => {
                 self.docs.extend(warnings);
                 Some(d)

@@ -98,6 +98,11 @@ impl Document {
     /// Reads and validates a document file. `Err` holds every diagnostic; `Ok` may carry
     /// warnings.
     pub fn load(path: &Path) -> Result<(Document, Vec<Diagnostic>), Vec<Diagnostic>> {
+        Document::load_with(path, false)
+    }
+
+    /// [`Document::load`]; with `strict`, unknown keys are errors rather than warnings.
+    pub fn load_with(path: &Path, strict: bool) -> Result<(Document, Vec<Diagnostic>), Vec<Diagnostic>> {
         let file = path.display().to_string();
         let source = match crate::input::read_text(path, crate::input::DOCUMENT_LIMIT) {
             Ok(s) => s,
@@ -121,13 +126,23 @@ impl Document {
             }
         };
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Document::parse(&file, dir, source)
+        Document::parse_with(&file, dir, source, strict)
     }
 
     /// Validates a document held in memory.
     pub fn parse(file: &str, dir: PathBuf, source: String) -> Result<(Document, Vec<Diagnostic>), Vec<Diagnostic>> {
+        Document::parse_with(file, dir, source, false)
+    }
+
+    /// [`Document::parse`]; with `strict`, unknown keys are errors rather than warnings.
+    pub fn parse_with(
+        file: &str,
+        dir: PathBuf,
+        source: String,
+        strict: bool,
+    ) -> Result<(Document, Vec<Diagnostic>), Vec<Diagnostic>> {
         let mut sink = Sink::new(file);
-        let doc = Loader { sink: &mut sink }.document(file, dir, &source);
+        let doc = Loader { sink: &mut sink, strict }.document(file, dir, &source);
         match doc {
             Some(mut doc) if !sink.has_errors() => {
                 doc.source = source;
@@ -146,13 +161,23 @@ impl Document {
 
 struct Loader<'s> {
     sink: &'s mut Sink,
+    /// Unknown keys are errors (`--strict`); otherwise warnings, as awstoe ignores keys
+    /// AWS's own published documents carry (`allowedValues`, DeleteFile's `force`).
+    strict: bool,
 }
 
 /// A template string met while loading, checked once every step is known.
 struct Use {
-    pos: Pos,
+    /// The scalar it came from, to place an error at its line and column.
+    node: Node,
     text: String,
     chaining_allowed: bool,
+}
+
+impl Use {
+    fn at(&self, offset: usize) -> Pos {
+        self.node.pos_at(offset)
+    }
 }
 
 impl Loader<'_> {
@@ -169,12 +194,7 @@ impl Loader<'_> {
                 return None;
             }
             Err(e) => {
-                self.sink.error(
-                    e.pos,
-                    "yaml-syntax",
-                    format!("invalid YAML: {}", e.message),
-                    "fix the YAML syntax at this position",
-                );
+                self.sink.error(e.pos, "yaml-syntax", e.message, e.hint);
                 return None;
             }
         };
@@ -268,7 +288,17 @@ impl Loader<'_> {
                         _ => format!("keys allowed in {what}: {}", known.join(", ")),
                     },
                 };
-                self.sink.error(k.pos, "unknown-key", format!("unknown key `{key}` in {what}"), hint);
+                let message = format!("unknown key `{key}` in {what}");
+                if self.strict {
+                    self.sink.error(k.pos, "unknown-key", message, hint);
+                } else {
+                    self.sink.warning(
+                        k.pos,
+                        "unknown-key",
+                        message,
+                        format!("{hint} (ignored; --strict makes it an error)"),
+                    );
+                }
             }
         }
     }
@@ -295,6 +325,15 @@ impl Loader<'_> {
                     "unquoted-expression",
                     format!("`{field}`: an unquoted `{{{{ … }}}}` at the start of a value is read by YAML as a map"),
                     "quote the value: '{{ Name }}'",
+                );
+                None
+            }
+            Kind::Map(entries) if entries.len() == 1 => {
+                self.sink.error(
+                    node.pos,
+                    "wrong-type",
+                    format!("`{field}` must be a string, but an unquoted `: ` in it made YAML read a map"),
+                    "quote the whole value (for a command, the whole command)",
                 );
                 None
             }
@@ -822,7 +861,7 @@ impl Loader<'_> {
 
     fn template(&mut self, node: &Node, field: &str, uses: &mut Vec<Use>) -> Option<String> {
         let text = self.string(node, field)?;
-        uses.push(Use { pos: node.pos, text: text.clone(), chaining_allowed: true });
+        uses.push(Use { node: node.clone(), text: text.clone(), chaining_allowed: true });
         Some(text)
     }
 
@@ -1078,7 +1117,7 @@ impl Loader<'_> {
                         return None;
                     }
                 };
-                uses.push(Use { pos: arg.pos, text: baseline.clone(), chaining_allowed: true });
+                uses.push(Use { node: arg.clone(), text: baseline.clone(), chaining_allowed: true });
                 let operand_key = match op.operand() {
                     Operand::None => None,
                     Operand::Value => Some("value"),
@@ -1329,28 +1368,35 @@ impl Loader<'_> {
         step: usize,
         u: &Use,
     ) {
-        let segments = match expr::parse(&u.text) {
+        let segments = match expr::parse_spanned(&u.text) {
             Ok(s) => s,
             Err(e) => {
-                self.sink.error(u.pos, "bad-expression", e.message, e.hint);
+                self.sink.error(u.at(e.offset), "bad-expression", e.message, e.hint);
                 return;
             }
         };
         let this = doc.phases.get(phase).and_then(|p| p.steps.get(step));
-        for seg in segments {
+        for (offset, seg) in segments {
+            let pos = u.at(offset);
             match seg {
                 Segment::Text(_) => {}
                 Segment::Verbatim(v) => self.sink.warning(
-                    u.pos,
+                    pos,
                     "verbatim-braces",
                     format!("`{v}` is not an AWSTOE expression and is kept as written"),
                     "this is fine for Go templates such as docker's `{{.Id}}`",
+                ),
+                Segment::Unclosed(_) => self.sink.warning(
+                    pos,
+                    "unclosed-braces",
+                    "`{{` without a closing `}}` is kept as written, as awstoe does",
+                    "if it was meant as an expression, close it: `{{ Name }}`",
                 ),
                 Segment::Ref(r) => match r {
                     Reference::Variable(n) => {
                         if !doc.parameters.iter().any(|p| p.name == n) && !doc.constants.iter().any(|c| c.name == n) {
                             self.sink.error(
-                                u.pos,
+                                pos,
                                 "unknown-reference",
                                 format!("`{{{{ {n} }}}}` names no parameter or constant"),
                                 "declare it under `parameters:` or `constants:`",
@@ -1360,7 +1406,7 @@ impl Loader<'_> {
                     Reference::Chain { phase: ref p, step: ref s, io, index, ref key } => {
                         if !u.chaining_allowed {
                             self.sink.error(
-                                u.pos,
+                                pos,
                                 "chaining-not-allowed",
                                 "step chaining is not allowed here",
                                 "chaining works in step inputs, loop lists and condition values",
@@ -1369,7 +1415,7 @@ impl Loader<'_> {
                         }
                         match named.get(&(p.as_str(), s.as_str())).copied() {
                             None => self.sink.error(
-                                u.pos,
+                                pos,
                                 "unknown-reference",
                                 format!("`{r}` refers to no step `{s}` in phase `{p}`"),
                                 "chaining is `phase.step.outputs.key` within the same document",
@@ -1377,7 +1423,7 @@ impl Loader<'_> {
                             Some((tp, ts)) => {
                                 if (tp, ts) >= (phase, step) {
                                     self.sink.error(
-                                        u.pos,
+                                        pos,
                                         "forward-reference",
                                         format!("`{r}` refers to a step that has not run yet"),
                                         "a step can read only steps that run before it",
@@ -1386,7 +1432,7 @@ impl Loader<'_> {
                                     let target = &doc.phases[tp].steps[ts];
                                     if index > 0 && index >= target.inputs.len() {
                                         self.sink.error(
-                                            u.pos,
+                                            pos,
                                             "unknown-reference",
                                             format!("`{r}`: step `{s}` has {} input item(s)", target.inputs.len()),
                                             "indexes count from 0",
@@ -1394,7 +1440,7 @@ impl Loader<'_> {
                                     }
                                     if !target.module.fields.iter().any(|f| f.name == key) {
                                         self.sink.error(
-                                            u.pos,
+                                            pos,
                                             "unknown-reference",
                                             format!("`{r}`: {} has no input `{key}`", target.module.name),
                                             format!("inputs: {}", field_names(target.module)),
@@ -1413,7 +1459,7 @@ impl Loader<'_> {
                         };
                         if !matches {
                             self.sink.warning(
-                                u.pos,
+                                pos,
                                 "loop-reference-outside-loop",
                                 format!("`{{{{ {r} }}}}` is not this step's loop and stays literal text"),
                                 "loop variables work only inside the step that owns the loop",
@@ -1424,7 +1470,7 @@ impl Loader<'_> {
                         let p = path.trim_start_matches('/').trim_start_matches("meta-data/");
                         if p.starts_with("iam/") || p == "iam" || p.starts_with("identity-credentials") {
                             self.sink.error(
-                                u.pos,
+                                pos,
                                 "forbidden-imds-path",
                                 format!("`aws:imds:{path}` would expose credentials"),
                                 "read credentials through the SDK, never through a document",
@@ -1435,7 +1481,7 @@ impl Loader<'_> {
                     Reference::SsmResolve(n) => {
                         if !doc.parameters.iter().any(|p| p.name == n) && !doc.constants.iter().any(|c| c.name == n) {
                             self.sink.error(
-                                u.pos,
+                                pos,
                                 "unknown-reference",
                                 format!("`aws:ssm:resolve({n})` names no parameter or constant"),
                                 "declare it under `parameters:`",

@@ -396,7 +396,7 @@ impl Scope<'_> {
         let mut out = String::with_capacity(template.len());
         for seg in segments {
             match seg {
-                Segment::Text(t) | Segment::Verbatim(t) => out.push_str(&t),
+                Segment::Text(t) | Segment::Verbatim(t) | Segment::Unclosed(t) => out.push_str(&t),
                 Segment::Ref(r) => out.push_str(&self.reference(&r)?),
             }
         }

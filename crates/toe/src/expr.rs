@@ -13,6 +13,9 @@ pub enum Segment {
     Ref(Reference),
     /// `{{…}}` that is not an AWSTOE expression, kept as written.
     Verbatim(String),
+    /// A `{{` with no `}}` after it, kept as written to the end of the string (AWS's own
+    /// `aws-cli-version-2-linux` component has one in a script line).
+    Unclosed(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,39 +101,41 @@ impl fmt::Display for Reference {
 
 /// Splits a string into text and references. Never panics, whatever the input.
 pub fn parse(s: &str) -> Result<Vec<Segment>, ExprError> {
+    Ok(parse_spanned(s)?.into_iter().map(|(_, seg)| seg).collect())
+}
+
+/// [`parse`], with each segment's byte offset in `s` (for error positions).
+pub fn parse_spanned(s: &str) -> Result<Vec<(usize, Segment)>, ExprError> {
     let mut out = Vec::new();
     let mut rest = s;
     let mut base = 0;
     while let Some(start) = rest.find("{{") {
         if start > 0 {
-            out.push(Segment::Text(rest[..start].to_string()));
+            out.push((base, Segment::Text(rest[..start].to_string())));
         }
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            return Err(ExprError {
-                offset: base + start,
-                message: "`{{` without a closing `}}`".into(),
-                hint: "close the expression with `}}`, e.g. `{{ MyParameter }}`",
-            });
+            out.push((base + start, Segment::Unclosed(rest[start..].to_string())));
+            return Ok(out);
         };
         let inner = &after[..end];
         let trimmed = inner.trim();
         if trimmed.starts_with('.') || trimmed.starts_with('-') || trimmed.starts_with('$') {
-            out.push(Segment::Verbatim(format!("{{{{{inner}}}}}")));
+            out.push((base + start, Segment::Verbatim(format!("{{{{{inner}}}}}"))));
         } else {
             let r = parse_reference(trimmed).map_err(|(message, hint)| ExprError {
                 offset: base + start,
                 message,
                 hint,
             })?;
-            out.push(Segment::Ref(r));
+            out.push((base + start, Segment::Ref(r)));
         }
         let consumed = start + 2 + end + 2;
         base += consumed;
         rest = &rest[consumed..];
     }
     if !rest.is_empty() {
-        out.push(Segment::Text(rest.to_string()));
+        out.push((base, Segment::Text(rest.to_string())));
     }
     Ok(out)
 }
@@ -300,7 +305,7 @@ mod tests {
     fn malformed_expressions_are_errors() {
         assert!(parse("{{ a.b.c }}").is_err());
         assert!(parse("{{ }}").is_err());
-        assert!(parse("{{ X ").is_err());
+        assert_eq!(parse("{{ X ").unwrap(), vec![Segment::Unclosed("{{ X ".into())], "kept as written");
         assert!(parse("{{ build.s.outputs[x].k }}").is_err());
         assert!(parse("{{ context:nope }}").is_err());
         assert!(parse("{{ a.b.io.k }}").is_err());

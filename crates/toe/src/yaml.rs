@@ -36,6 +36,9 @@ pub enum Kind {
     Scalar {
         text: String,
         quoted: bool,
+        /// For a literal block scalar (`|`), where its first line of content starts: its
+        /// lines are the source's lines, so an offset in `text` maps back to a position.
+        block: Option<Pos>,
     },
     Seq(Vec<Node>),
     /// Entries in document order; keys are scalars (complex keys are reported by the loader).
@@ -48,8 +51,21 @@ pub enum Kind {
 pub struct SyntaxError {
     pub pos: Pos,
     pub message: String,
+    /// What to do about it.
+    pub hint: String,
     /// True when the cause is an unquoted `{{ … }}` (YAML reads it as a nested flow map).
     pub unquoted_expression: bool,
+}
+
+impl SyntaxError {
+    fn at(pos: Pos, message: impl Into<String>) -> SyntaxError {
+        SyntaxError {
+            pos,
+            message: message.into(),
+            hint: "fix the YAML syntax at this position".into(),
+            unquoted_expression: false,
+        }
+    }
 }
 
 /// The core-schema reading of a plain scalar.
@@ -63,6 +79,25 @@ pub enum Scalar<'a> {
 }
 
 impl Node {
+    /// Where byte `offset` of this scalar's text is in the source: exact for single-line
+    /// scalars and literal blocks, the scalar's start otherwise.
+    pub fn pos_at(&self, offset: usize) -> Pos {
+        let Kind::Scalar { text, quoted, block } = &self.kind else { return self.pos };
+        let offset = offset.min(text.len());
+        let before = text.get(..offset).unwrap_or_default();
+        match block {
+            Some(first) => {
+                let line = first.line + before.matches('\n').count();
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+                Pos { line, column: first.column + column }
+            }
+            None if !text.contains('\n') => {
+                Pos { line: self.pos.line, column: self.pos.column + usize::from(*quoted) + before.chars().count() }
+            }
+            None => self.pos,
+        }
+    }
+
     /// How a message shows this value: a scalar quoted, anything else by its kind.
     pub fn shown(&self) -> String {
         match &self.kind {
@@ -87,7 +122,7 @@ impl Node {
 
     /// The scalar resolved by the YAML 1.2 core schema (quoted scalars are always strings).
     pub fn scalar(&self) -> Option<Scalar<'_>> {
-        let Kind::Scalar { text, quoted } = &self.kind else {
+        let Kind::Scalar { text, quoted, .. } = &self.kind else {
             return None;
         };
         if *quoted {
@@ -217,13 +252,16 @@ fn parse_core_float(t: &str) -> Option<f64> {
 
 /// Loads the first document of a YAML stream. An empty stream is an empty map at 1:1.
 pub fn load(source: &str) -> Result<Node, SyntaxError> {
-    let mut builder = Builder { stack: Vec::new(), anchors: HashMap::new(), alias_nodes: 0, root: None };
+    let mut builder =
+        Builder { source, lines: None, stack: Vec::new(), anchors: HashMap::new(), alias_nodes: 0, root: None };
     for item in Parser::new_from_str(source) {
-        let (event, span) = item.map_err(|e| SyntaxError {
-            pos: Pos { line: e.marker().line(), column: e.marker().col() + 1 },
-            message: e.info().to_string(),
-            unquoted_expression: false,
-        })?;
+        let (event, span) = match item {
+            Ok(e) => e,
+            Err(e) => {
+                let at = Pos { line: e.marker().line(), column: e.marker().col() + 1 };
+                return Err(builder.explain(e.info(), at));
+            }
+        };
         match event {
             Event::DocumentEnd if builder.root.is_some() => break,
             Event::DocumentStart(_) if builder.root.is_some() => break,
@@ -237,8 +275,17 @@ pub fn load(source: &str) -> Result<Node, SyntaxError> {
 /// that reference each other exponentially) is an error instead of an out-of-memory.
 const MAX_ALIAS_NODES: usize = 100_000;
 
-struct Builder {
-    stack: Vec<(Node, usize, Option<Node>)>,
+/// An open collection: the node, its anchor, a key waiting for its value, and (for a map)
+/// its keys so far with their lines.
+type Open = (Node, usize, Option<Node>, HashMap<String, usize>);
+
+struct Builder<'s> {
+    source: &'s str,
+    /// Byte offset of each line's start, made when first needed.
+    lines: Option<Vec<usize>>,
+    /// Open collections: the node, its anchor, a key waiting for its value, and (maps) the
+    /// keys so far with their lines — so duplicate keys are found in linear time.
+    stack: Vec<Open>,
     anchors: HashMap<usize, (Node, usize)>,
     alias_nodes: usize,
     root: Option<Node>,
@@ -252,46 +299,135 @@ fn node_count(n: &Node) -> usize {
     }
 }
 
-impl Builder {
+impl Builder<'_> {
+    /// The text of source line `line` (1-based).
+    fn line(&mut self, line: usize) -> &str {
+        let source = self.source;
+        let starts = self
+            .lines
+            .get_or_insert_with(|| std::iter::once(0).chain(source.match_indices('\n').map(|(i, _)| i + 1)).collect());
+        let Some(&start) = starts.get(line.wrapping_sub(1)) else { return "" };
+        let end = starts.get(line).map_or(source.len(), |e| e.saturating_sub(1));
+        source.get(start..end).unwrap_or_default()
+    }
+
+    /// The parser's error in plain words, at the place a person would look.
+    fn explain(&mut self, info: &str, at: Pos) -> SyntaxError {
+        // The innermost `[` or `{` still open, when the error is about one.
+        let open_flow = |b: &mut Self, bracket: char| -> Option<Pos> {
+            let positions: Vec<Pos> = b.stack.iter().rev().map(|(n, ..)| n.pos).collect();
+            positions.into_iter().find(|p| b.line(p.line).chars().nth(p.column.saturating_sub(1)) == Some(bracket))
+        };
+        let previous_line = |b: &mut Self| -> Pos {
+            let mut l = at.line.saturating_sub(1);
+            while l > 1 && (b.line(l).trim().is_empty() || b.line(l).trim_start().starts_with('#')) {
+                l -= 1;
+            }
+            let column = b.line(l).chars().take_while(|c| *c == ' ').count() + 1;
+            Pos { line: l.max(1), column }
+        };
+        let (pos, message, hint) = if info.contains("simple key expect ':'") {
+            // The key began on the least indented of the lines without `:` above the
+            // error (a plain scalar runs on over more indented lines).
+            let mut pos = previous_line(self);
+            while pos.line > 1 {
+                let above = self.line(pos.line - 1).to_string();
+                let indent = above.chars().take_while(|c| *c == ' ').count() + 1;
+                if above.trim().is_empty() || above.contains(':') || indent >= pos.column {
+                    break;
+                }
+                pos = Pos { line: pos.line - 1, column: indent };
+            }
+            let text = self.line(pos.line).trim().to_string();
+            (
+                pos,
+                format!("`{text}` is not `key: value`, but it is inside a map"),
+                "add the `: value`, indent it as part of the line above, or make it a list item (`- …`)".to_string(),
+            )
+        } else if info.contains("flow sequence") || info.contains("flow mapping") {
+            let (bracket, close) = if info.contains("flow sequence") { ('[', ']') } else { ('{', '}') };
+            let pos = open_flow(self, bracket).unwrap_or(at);
+            (
+                pos,
+                format!("this `{bracket}` is not closed where YAML expected `,` or `{close}`"),
+                format!("close it with `{close}`, or quote the whole value if the `{bracket}` is text"),
+            )
+        } else if info.contains("mapping values are not allowed") {
+            (
+                at,
+                "a `: ` inside an unquoted value makes YAML read a key and a value".to_string(),
+                "quote the whole value (e.g. the whole command)".to_string(),
+            )
+        } else if info.contains("did not find expected key") || info.contains("did not find expected '-'") {
+            (
+                at,
+                "this line does not line up with the keys (or list items) above it".to_string(),
+                "indent it like its siblings".to_string(),
+            )
+        } else if info.contains("block sequence entries are not allowed") {
+            (
+                at,
+                "a `- ` list item where a value was expected".to_string(),
+                "put the list on the lines below its key, indented".to_string(),
+            )
+        } else if info.contains("illegal placement of ':'") {
+            let pos = open_flow(self, '[').or_else(|| open_flow(self, '{')).unwrap_or(at);
+            let why = if pos == at {
+                "quote the value that holds the `:`"
+            } else {
+                "close the `[` or `{` opened here, or quote the value"
+            };
+            (pos, "a `:` where YAML cannot take one".to_string(), why.to_string())
+        } else if info.contains("tab") {
+            (at, "a tab in the indentation".to_string(), "indent with spaces".to_string())
+        } else if info.contains("quoted scalar") {
+            (
+                at,
+                "a quoted value is never closed".to_string(),
+                "close the quote on the same value, or use a block (`|`) for multi-line text".to_string(),
+            )
+        } else {
+            (at, format!("invalid YAML: {info}"), "fix the YAML syntax at this position".to_string())
+        };
+        SyntaxError { pos, message, hint, unquoted_expression: false }
+    }
+
     fn event(&mut self, event: Event<'_>, span: &Span) -> Result<(), SyntaxError> {
         let pos = Pos::from_span(span);
         match event {
             Event::Scalar(text, style, anchor, _tag) => {
                 let quoted = !matches!(style, ScalarStyle::Plain);
-                let node = Node { pos, kind: Kind::Scalar { text: text.into_owned(), quoted } };
+                // The event starts at the first non-blank line of content; the text's
+                // leading newlines are the blank lines before it.
+                let blank = text.chars().take_while(|c| *c == '\n').count();
+                let block = matches!(style, ScalarStyle::Literal)
+                    .then(|| Pos { line: pos.line.saturating_sub(blank), column: pos.column });
+                let node = Node { pos, kind: Kind::Scalar { text: text.into_owned(), quoted, block } };
                 self.push_value(node, anchor)?;
             }
             Event::SequenceStart(anchor, _) => {
-                self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, anchor, None))
+                self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, anchor, None, HashMap::new()))
             }
             Event::MappingStart(anchor, _) => {
-                self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, anchor, None))
+                self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, anchor, None, HashMap::new()))
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, anchor, pending)) = self.stack.pop() {
+                if let Some((node, anchor, pending, _)) = self.stack.pop() {
                     if let Some(key) = pending {
-                        return Err(SyntaxError {
-                            pos: key.pos,
-                            message: "mapping key without a value".into(),
-                            unquoted_expression: false,
-                        });
+                        return Err(SyntaxError::at(key.pos, "mapping key without a value"));
                     }
                     self.push_value(node, anchor)?;
                 }
             }
             Event::Alias(id) => {
-                let (node, size) = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
-                    pos,
-                    message: "alias refers to an unknown anchor".into(),
-                    unquoted_expression: false,
-                })?;
+                let (node, size) = self
+                    .anchors
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| SyntaxError::at(pos, "alias refers to an unknown anchor"))?;
                 self.alias_nodes += size;
                 if self.alias_nodes > MAX_ALIAS_NODES {
-                    return Err(SyntaxError {
-                        pos,
-                        message: format!("aliases expand to more than {MAX_ALIAS_NODES} nodes"),
-                        unquoted_expression: false,
-                    });
+                    return Err(SyntaxError::at(pos, format!("aliases expand to more than {MAX_ALIAS_NODES} nodes")));
                 }
                 self.push_value(Node { pos, kind: node.kind }, 0)?;
             }
@@ -305,7 +441,7 @@ impl Builder {
             let size = node_count(&node);
             self.anchors.insert(anchor, (node.clone(), size));
         }
-        let Some((parent, _, pending)) = self.stack.last_mut() else {
+        let Some((parent, _, pending, keys)) = self.stack.last_mut() else {
             self.root = Some(node);
             return Ok(());
         };
@@ -315,22 +451,21 @@ impl Builder {
                 None => {
                     if !matches!(node.kind, Kind::Scalar { .. }) {
                         return Err(SyntaxError {
-                            pos: node.pos,
-                            message: "only plain or quoted scalars may be mapping keys".into(),
                             unquoted_expression: matches!(node.kind, Kind::Map(_)),
+                            ..SyntaxError::at(node.pos, "only plain or quoted scalars may be mapping keys")
                         });
                     }
-                    if let Some((first, _)) = entries.iter().find(|(k, _)| k.text() == node.text()) {
+                    let key = node.text().unwrap_or_default().to_string();
+                    if let Some(first) = keys.get(&key) {
                         return Err(SyntaxError {
-                            pos: node.pos,
-                            message: format!(
-                                "duplicate key `{}` (first defined at line {})",
-                                node.text().unwrap_or_default(),
-                                first.pos.line
-                            ),
-                            unquoted_expression: false,
+                            hint: "set each key once".into(),
+                            ..SyntaxError::at(
+                                node.pos,
+                                format!("duplicate key `{key}` (first defined at line {first})"),
+                            )
                         });
                     }
+                    keys.insert(key, node.pos.line);
                     *pending = Some(node);
                 }
                 Some(key) => entries.push((key, node)),

@@ -19,7 +19,12 @@ use crate::cli::Common;
 
 /// Loads and validates the config; every problem is printed and nothing changes.
 pub fn load_config(common: &Common) -> Result<Config> {
-    match Config::load(&common.config) {
+    load_config_with(common, false)
+}
+
+/// [`load_config`]; with `strict`, unknown keys in documents are errors.
+pub fn load_config_with(common: &Common, strict: bool) -> Result<Config> {
+    match Config::load_with(&common.config, strict) {
         Ok((cfg, warnings)) => {
             toe::print_diagnostics(&warnings);
             Ok(cfg)

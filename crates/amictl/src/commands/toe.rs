@@ -43,11 +43,11 @@ pub fn parse_parameters(list: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// Loads every document, returning all of them or every diagnostic.
-fn load_all(paths: &[PathBuf]) -> (Vec<Document>, Vec<Diagnostic>) {
+fn load_all(paths: &[PathBuf], strict: bool) -> (Vec<Document>, Vec<Diagnostic>) {
     let mut docs = Vec::new();
     let mut diags = Vec::new();
     for p in paths {
-        match Document::load(p) {
+        match Document::load_with(p, strict) {
             Ok((d, warnings)) => {
                 docs.push(d);
                 diags.extend(warnings);
@@ -66,7 +66,7 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
 
 fn validate(a: ValidateArgs, json: bool) -> Result<u8> {
     let paths: Vec<PathBuf> = split_list("documents", &a.documents)?.into_iter().map(PathBuf::from).collect();
-    let (docs, diags) = load_all(&paths);
+    let (docs, diags) = load_all(&paths, a.strict);
     let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = diags.len() - errors;
     if json {
@@ -101,7 +101,7 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
     for d in split_list("documents", &a.documents)? {
         paths.push(fetch_document(&d, host_store.as_deref(), scratch.as_path())?);
     }
-    let (mut docs, diags) = load_all(&paths);
+    let (mut docs, diags) = load_all(&paths, false);
     print_diagnostics(&diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(UsageError("the documents are invalid; nothing was run".into()).into());

@@ -3,12 +3,12 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::load_config;
-use crate::cli::Common;
+use super::load_config_with;
+use crate::cli::{Common, ConfigValidateArgs};
 use crate::exit;
 
-pub fn run(common: &Common) -> Result<u8> {
-    let cfg = load_config(common)?;
+pub fn run(common: &Common, args: &ConfigValidateArgs) -> Result<u8> {
+    let cfg = load_config_with(common, args.strict)?;
     let docs = cfg.components.len() + cfg.images.values().map(|i| i.tests.len()).sum::<usize>();
     if common.json {
         println!("{}", json!({"valid": true, "images": cfg.images.keys().collect::<Vec<_>>(), "documents": docs}));
