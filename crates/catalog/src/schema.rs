@@ -102,4 +102,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX notices_consumer ON notices (consumer, image, version);
      CREATE TABLE open_intents (seq INTEGER PRIMARY KEY REFERENCES audit_events);",
+    // v5: the cloud execution a build started (an Image Builder image ARN), so the next run
+    // follows it rather than starting another.
+    "ALTER TABLE builds ADD COLUMN execution TEXT NOT NULL DEFAULT '';",
 ];

@@ -109,6 +109,8 @@ pub struct Version {
     pub log_dir: String,
     /// The process that started it (`pid`), to tell a live build from an interrupted one.
     pub runner: Option<String>,
+    /// The cloud execution it started (an Image Builder image ARN); empty when none.
+    pub execution: String,
     /// The components it was built with.
     pub components: Vec<ComponentUse>,
     /// Packages in its manifest.
@@ -206,6 +208,14 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records the cloud execution a build started.
+    pub fn set_execution(&self, build_id: &str, execution: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE builds SET execution = ?2 WHERE build_id = ?1", params![build_id, execution])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Sets a build's parent once it is known (it may take a debootstrap to learn it).
     pub fn set_parent(&self, build_id: &str, id: &str, name: &str, created: &str) -> Result<()> {
         self.conn
@@ -255,7 +265,7 @@ impl Catalog {
             .conn
             .prepare(
                 "SELECT b.build_id, b.image, b.version, b.state, b.reason, b.recipe_hash, b.parent_id, b.parent_name, b.parent_created,
-                        b.started_at, b.finished_at, b.failure, b.log_dir, b.runner,
+                        b.started_at, b.finished_at, b.failure, b.log_dir, b.runner, b.execution,
                         (SELECT COUNT(*) FROM packages p WHERE p.build_id = b.build_id),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND t.passed),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND NOT t.passed)
@@ -279,10 +289,11 @@ impl Catalog {
                     failure: r.get(11)?,
                     log_dir: r.get(12)?,
                     runner: r.get(13)?,
+                    execution: r.get(14)?,
                     components: Vec::new(),
-                    package_count: r.get::<_, i64>(14)? as usize,
-                    tests_passed: r.get::<_, i64>(15)? as usize,
-                    tests_failed: r.get::<_, i64>(16)? as usize,
+                    package_count: r.get::<_, i64>(15)? as usize,
+                    tests_passed: r.get::<_, i64>(16)? as usize,
+                    tests_failed: r.get::<_, i64>(17)? as usize,
                 })
             })
             .map_err(|e| self.err(e))?;

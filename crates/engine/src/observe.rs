@@ -78,6 +78,7 @@ impl Engine {
                     (Some(d), Some(p)) => d.targets(p),
                     _ => Default::default(),
                 },
+                resumes: self.providers().lines.get(&i.name).is_some_and(|l| l.builder.resumes()),
             })
             .collect()
     }
@@ -124,6 +125,7 @@ impl Engine {
                 state,
                 stage: v.state.as_str().to_string(),
                 running,
+                execution: v.execution.clone(),
                 built_at: time(v.built_at()),
                 released_at: released,
                 recipe_hash: v.recipe_hash.clone(),

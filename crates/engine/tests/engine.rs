@@ -272,6 +272,53 @@ fn an_interrupted_run_is_closed_and_its_build_recovered_by_the_next_one() {
 }
 
 #[test]
+fn an_interrupted_build_whose_execution_goes_on_is_followed_not_rebuilt() {
+    let org = Org::new("");
+    org.builder.resumable.store(true, Ordering::SeqCst);
+    // First run: the build starts its execution (recorded), then the run "dies".
+    {
+        let mut cat = org.catalog();
+        cat.insert_build(&catalog::NewBuild {
+            build_id: "b-cloud",
+            image: "host",
+            version: "2026.12.01.1",
+            reason: &serde_json::json!([]),
+            recipe_hash: "r",
+            parent_id: "ami-parent1",
+            parent_name: "amzn2",
+            parent_created: "",
+            started_at: "2026-12-01T08:00:00Z",
+            log_dir: "/tmp/x",
+            components: &[],
+            runner: "4194305",
+        })
+        .unwrap();
+        cat.set_state("b-cloud", BuildState::Building, None, "2026-12-01T08:00:01Z").unwrap();
+        cat.set_execution("b-cloud", "exec-started-by-the-dead-run").unwrap();
+    }
+    let (plan, _) = org.engine().plan(org.clock.get(), &Scope::default()).unwrap();
+    assert!(matches!(plan.actions[0], Action::Recover { follow: true, .. }), "{plan:#?}");
+    assert!(!plan.actions.iter().any(|a| matches!(a, Action::Build { .. })), "no second build: {plan:#?}");
+    let r = run(&org);
+    assert_eq!(r.failed(), 0, "{r:#?}");
+    assert_eq!(org.builder.executions.lock().unwrap().as_slice(), [Some("exec-started-by-the-dead-run".to_string())]);
+    assert!(org.builder.cleaned.lock().unwrap().is_empty(), "nothing was cleaned up");
+    let versions = org.catalog().versions(Some("host")).unwrap();
+    assert_eq!(versions.len(), 1, "the followed build is the version");
+    assert_eq!((versions[0].state, versions[0].version.as_str()), (BuildState::Available, "2026.12.01.1"));
+    assert_eq!(org.publisher.published.lock().unwrap()[0].0, "2026.12.01.1", "and it is published");
+    let recover = events(&org).into_iter().find(|e| e.kind == "recover.outcome").unwrap();
+    assert_eq!(recover.data["state"], "available");
+    assert_paired(&events(&org));
+
+    // A build this run starts records its execution at once.
+    org.clock.advance_days(100);
+    run(&org);
+    let newest = org.catalog().versions(Some("host")).unwrap().pop().unwrap();
+    assert_eq!(newest.execution, format!("exec-{}", newest.build_id));
+}
+
+#[test]
 fn the_parent_a_build_uses_is_the_one_its_plan_action_names() {
     let org = Org::new("");
     // Every lookup finds a newer parent: resolving again at build time would differ.

@@ -21,8 +21,13 @@
 //!   AMI exists or the caller owns it, EC2's refusal of past times, and hiding deprecated
 //!   images from public listings. Refusals are tested with injected faults.
 //!
+//! - emulates **EC2 Image Builder** ([`imagebuilder`]: pipelines, executions with the
+//!   clientToken rule, output AMIs made in moto, packages, workflows, managed components).
+//!
 //! It is deliberately dumb: one request per connection (`Connection: close`), bodies by
 //! `Content-Length`. Everything else goes to moto untouched.
+
+pub mod imagebuilder;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -124,6 +129,7 @@ struct Inner {
     offline: AtomicBool,
     /// AMI id → deprecation time (ISO 8601, as the request gave it).
     deprecations: Mutex<BTreeMap<String, String>>,
+    image_builder: imagebuilder::ImageBuilder,
 }
 
 /// A running proxy; it serves until the process exits.
@@ -181,6 +187,11 @@ impl Gap {
     pub fn reset_calls(&self) {
         lock(&self.inner.calls).clear();
     }
+
+    /// The Image Builder emulation, to set what executions do.
+    pub fn image_builder(&self) -> &imagebuilder::ImageBuilder {
+        &self.inner.image_builder
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -200,6 +211,18 @@ impl Request {
         })
     }
 
+    /// The request path, without the query.
+    fn path(&self) -> &str {
+        let target = self.head[0].split_whitespace().nth(1).unwrap_or("/");
+        target.split_once('?').map_or(target, |(p, _)| p)
+    }
+
+    /// The query string.
+    fn query(&self) -> &str {
+        let target = self.head[0].split_whitespace().nth(1).unwrap_or("/");
+        target.split_once('?').map_or("", |(_, q)| q)
+    }
+
     /// (access key, region, service) from the SigV4 credential scope.
     fn scope(&self) -> (String, String, String) {
         let auth = self.header("authorization").unwrap_or_default();
@@ -216,6 +239,10 @@ impl Request {
     fn operation(&self) -> String {
         if let Some(target) = self.header("x-amz-target") {
             return target.rsplit('.').next().unwrap_or(target).to_string();
+        }
+        // restJson1 services name the operation in the path: `PUT /StartImagePipelineExecution`.
+        if self.scope().2 == "imagebuilder" {
+            return self.path().trim_start_matches('/').to_string();
         }
         let body = String::from_utf8_lossy(&self.body);
         let query = self.head[0].split_whitespace().nth(1).and_then(|p| p.split_once('?')).map(|(_, q)| q);
@@ -272,7 +299,17 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         })
     };
     let json = req.header("x-amz-target").is_some();
+    let rest_json = service == "imagebuilder";
     match fault {
+        Some(FaultKind::Throttle) if rest_json => {
+            return out.write_all(&rest_error(429, "TooManyRequestsException", "Rate exceeded (injected by motogap)"));
+        }
+        Some(FaultKind::ServerError) if rest_json => {
+            return out.write_all(&rest_error(500, "ServiceException", "injected by motogap"));
+        }
+        Some(FaultKind::Denied) if rest_json => {
+            return out.write_all(&rest_error(403, "ForbiddenException", "not authorized (injected by motogap)"));
+        }
         Some(FaultKind::Throttle) if json => {
             let body = br#"{"__type":"ThrottlingException","message":"Rate exceeded (injected by motogap)"}"#;
             return out.write_all(&response(400, "application/x-amz-json-1.1", body));
@@ -320,6 +357,15 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
     }
     let account = lock(&inner.keys).get(&key).cloned();
     let upstream = inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
+    if rest_json {
+        let account = account.as_deref().unwrap_or("123456789012");
+        let a = inner.image_builder.handle(upstream, account, &region, &req.operation(), req.query(), &req.body);
+        let body = serde_json::to_vec(&a.body).unwrap_or_default();
+        return out.write_all(&match a.error {
+            Some(e) => rest_error_body(a.status, e, &body),
+            None => response(200, "application/json", &body),
+        });
+    }
     let mut answer = forward(upstream, &req, account.as_deref())?;
     if op == "ec2:DescribeImages" {
         answer = with_deprecation_times(&lock(&inner.deprecations), answer);
@@ -456,6 +502,8 @@ fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
         200 => "OK",
         400 => "Bad Request",
         403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",
@@ -466,6 +514,29 @@ fn response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     )
     .into_bytes();
     out.extend_from_slice(body);
+    out
+}
+
+/// A restJson1 error: the status, `x-amzn-ErrorType`, and `{"message"}`.
+fn rest_error(status: u16, error: &str, message: &str) -> Vec<u8> {
+    rest_error_body(status, error, serde_json::json!({ "message": message }).to_string().as_bytes())
+}
+
+fn rest_error_body(status: u16, error: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = response(status, "application/json", body);
+    let at = out
+        .windows(2)
+        .position(|w| {
+            w == b"
+"
+        })
+        .unwrap_or(0)
+        + 2;
+    let header = format!(
+        "x-amzn-ErrorType: {error}
+"
+    );
+    out.splice(at..at, header.into_bytes());
     out
 }
 

@@ -11,6 +11,9 @@ use serde::Serialize;
 pub enum Reason {
     /// A build a dead run left unfinished.
     Interrupted { build_id: String, stage: String },
+    /// The interrupted build's execution goes on without amictl; `execution` is its ARN
+    /// (empty when the run died before recording it: the start's token finds it).
+    Following { execution: String },
     /// The line has no available version.
     NeverBuilt,
     /// The newest version is `max_age` old or more.
@@ -45,6 +48,10 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Reason::Interrupted { build_id, stage } => write!(f, "build {build_id} was interrupted while {stage}"),
+            Reason::Following { execution } if execution.is_empty() => {
+                write!(f, "its execution goes on in the cloud: find it by the build's token and follow it")
+            }
+            Reason::Following { execution } => write!(f, "its execution {execution} goes on in the cloud: follow it"),
             Reason::NeverBuilt => write!(f, "never built"),
             Reason::MaxAge { age_days, max_days } => write!(f, "age {age_days}d ≥ max {max_days}d"),
             // Parent ids are AMI ids or content hashes: shown whole, operators paste them.
@@ -108,7 +115,8 @@ fn short(s: &str) -> &str {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
-    /// Clean up a build a dead run left, and mark it failed.
+    /// Clean up a build a dead run left, and mark it failed — or, when its work goes on
+    /// without amictl (`follow`), follow it to its end and publish what it made.
     Recover {
         /// The line.
         image: String,
@@ -116,6 +124,8 @@ pub enum Action {
         version: String,
         /// Its build.
         build_id: String,
+        /// Follow the build's cloud execution rather than clean it up.
+        follow: bool,
         /// Why.
         reasons: Vec<Reason>,
     },

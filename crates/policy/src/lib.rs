@@ -61,6 +61,7 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
         observed.versions.iter().filter(|v| v.state == VersionState::Unfinished).collect();
     unfinished.sort_by(|a, b| (&a.image, &a.version).cmp(&(&b.image, &b.version)));
     let mut busy = BTreeSet::new();
+    let resumes: BTreeSet<&str> = desired.iter().filter(|d| d.resumes).map(|d| d.name.as_str()).collect();
     for v in unfinished {
         match &v.running {
             Some(holder) => {
@@ -73,12 +74,22 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
                     holder: holder.clone(),
                 });
             }
-            None => plan.actions.push(Action::Recover {
-                image: v.image.clone(),
-                version: v.version.clone(),
-                build_id: v.build_id.clone(),
-                reasons: vec![Reason::Interrupted { build_id: v.build_id.clone(), stage: v.stage.clone() }],
-            }),
+            None => {
+                let follow = resumes.contains(v.image.as_str());
+                let mut reasons = vec![Reason::Interrupted { build_id: v.build_id.clone(), stage: v.stage.clone() }];
+                if follow {
+                    // Its line gets no second build: the followed one makes the version.
+                    busy.insert(v.image.clone());
+                    reasons.push(Reason::Following { execution: v.execution.clone() });
+                }
+                plan.actions.push(Action::Recover {
+                    image: v.image.clone(),
+                    version: v.version.clone(),
+                    build_id: v.build_id.clone(),
+                    follow,
+                    reasons,
+                });
+            }
         }
     }
 

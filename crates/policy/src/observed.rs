@@ -33,6 +33,9 @@ pub struct DesiredImage {
     pub components: BTreeMap<String, String>,
     /// Where its versions must be published.
     pub targets: BTreeSet<Target>,
+    /// Its builder's work goes on without amictl (see `provider::Builder::resumes`): an
+    /// interrupted build is followed, not failed and rebuilt.
+    pub resumes: bool,
 }
 
 /// Where a version stands.
@@ -73,6 +76,8 @@ pub struct ObservedVersion {
     /// For an unfinished build: the live run that holds the state lock (so it is being
     /// built right now, not interrupted), as `pid N …`.
     pub running: Option<String>,
+    /// The cloud execution it started, when its builder records one.
+    pub execution: String,
     /// When it finished building (started, if it never finished).
     pub built_at: Timestamp,
     /// When it was first published (or finished, when it is never published).

@@ -25,6 +25,7 @@ fn desired() -> DesiredImage {
         recipe_hash: "r1".into(),
         components: [("agent".to_string(), "1.0".to_string())].into(),
         targets: BTreeSet::new(),
+        resumes: false,
     }
 }
 
@@ -36,6 +37,7 @@ fn version(n: u32, day: i64) -> ObservedVersion {
         state: VersionState::Available,
         stage: String::new(),
         running: None,
+        execution: String::new(),
         built_at: t(day),
         released_at: Some(t(day)),
         recipe_hash: "r1".into(),
@@ -150,6 +152,25 @@ fn interrupted_builds_are_recovered_first() {
     let p = plan(&[desired()], &policy(), &observed(vec![version(1, 0), v]), t(2));
     assert_eq!(p.actions[0].act(), Act::Recover);
     assert_eq!(p.actions[0].reasons(), [Reason::Interrupted { build_id: "b2".into(), stage: "building".into() }]);
+    assert!(matches!(p.actions[0], Action::Recover { follow: false, .. }));
+}
+
+#[test]
+fn an_interrupted_build_that_goes_on_in_the_cloud_is_followed_and_not_built_again() {
+    let mut v = version(2, 1);
+    v.state = VersionState::Unfinished;
+    v.stage = "building".into();
+    v.execution = "arn:aws:imagebuilder:eu-west-1:111111111111:image/host/1.0.0/2".into();
+    let mut d = desired();
+    d.resumes = true;
+    // Old enough to be rebuilt, but the followed build is the rebuild.
+    let p = plan(&[d], &policy(), &observed(vec![version(1, 0), v]), t(200));
+    assert!(matches!(p.actions[0], Action::Recover { follow: true, .. }), "{:?}", p.actions);
+    assert_eq!(
+        p.actions[0].reasons()[1],
+        Reason::Following { execution: "arn:aws:imagebuilder:eu-west-1:111111111111:image/host/1.0.0/2".into() }
+    );
+    assert!(!p.actions.iter().any(|a| a.act() == Act::Build), "no second build: {:?}", p.actions);
 }
 
 #[test]

@@ -22,6 +22,13 @@ pub trait Builder: Send + Sync {
         true
     }
 
+    /// Whether a build goes on without amictl (an Image Builder execution runs in the
+    /// cloud): a build a dead run left is then *followed* to its end — [`Builder::build`]
+    /// again with the same job and [`BuildJob::execution`] — not cleaned up and failed.
+    fn resumes(&self) -> bool {
+        false
+    }
+
     /// The parent the next build would start from, with no side effects (`plan` calls
     /// it). `None`: not known before a build prepares it (a local parent never prepared).
     fn current_parent(&self) -> Result<Option<ParentRef>, ProviderError>;
@@ -59,6 +66,9 @@ pub struct BuildJob<'a> {
     pub log_dir: &'a Path,
     /// Set when the operator asks amictl to stop.
     pub cancel: &'a Cancel,
+    /// The cloud execution an earlier run of this build started (see [`Builder::resumes`]);
+    /// the builder follows it instead of starting another.
+    pub execution: Option<&'a str>,
 }
 
 /// What a build tells the engine as it goes.
@@ -69,6 +79,9 @@ pub trait BuildEvents: Sync {
     fn testing(&self);
     /// Progress for people.
     fn status(&self, text: &str);
+    /// The build's work started in the cloud as `execution` (an ARN): recorded at once, so
+    /// a run that dies next still knows what to follow.
+    fn started(&self, _execution: &str) {}
 }
 
 /// A finished, tested build.

@@ -38,6 +38,8 @@ pub struct PublishJob<'a> {
     pub build_id: &'a str,
     /// The tested AMI.
     pub source: &'a AmiRef,
+    /// Everything its build made (a pipeline's distribution lists every copy it made).
+    pub artifacts: &'a [crate::Artifact],
     /// Accounts and regions it must reach.
     pub targets: &'a [Target],
     /// Set when the operator asks amictl to stop.

@@ -40,6 +40,10 @@ impl BuildEvents for Events<'_> {
     fn status(&self, text: &str) {
         self.engine.progress().status(&format!("{}: {text}", self.subject));
     }
+
+    fn started(&self, execution: &str) {
+        self.keep(self.engine.catalog().set_execution(self.build_id, execution));
+    }
 }
 
 pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
@@ -89,53 +93,121 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
     });
     let built = engine.recorded(Act::Build, &subject, &reasons, intent, || {
         engine.catalog().set_state(&build_id, BuildState::Building, None, &engine.now().to_string())?;
-        let events = Events { engine, build_id: &build_id, subject: subject.clone(), error: Mutex::new(None) };
-        let job = BuildJob {
-            build_id: &build_id,
-            image,
-            version: &version,
-            parent: parent.as_ref(),
-            log_dir: &log_dir,
-            cancel: engine.cancel(),
-        };
-        let result = line.builder.build(&job, &events);
-        if let Some(e) = events.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            return Err(Fail::from(e));
-        }
-        let mut cat = engine.catalog();
-        match result {
-            Ok(out) => {
-                cat.record_outputs(&build_id, &out.packages, &out.artifacts, &out.tests)?;
-                cat.set_state(&build_id, BuildState::Available, None, &engine.now().to_string())?;
-                Ok(Done {
-                    reason: format!("built and tested ({})", line.builder.kind()),
-                    data: json!({
-                        "build_id": build_id, "version": version, "state": "available", "parent": out.parent,
-                        "packages": out.packages.len(), "tests": out.tests, "artifacts": out.artifacts,
-                        "manifest_sha256": catalog::manifest_digest(&out.packages),
-                        "cleanup": out.cleanup.removed,
-                    }),
-                })
-            }
-            Err(f) => {
-                let error = EngineError::provider(format!("building {subject}"), f.error);
-                cat.record_outputs(&build_id, &[], &[], &f.tests)?;
-                let text = match &error {
-                    EngineError::Provider { source, .. } => provider::chain(source),
-                    other => other.text(),
-                };
-                cat.set_state(&build_id, BuildState::Failed, Some(&text), &engine.now().to_string())?;
-                Err(Fail {
-                    error,
-                    data: json!({
-                        "build_id": build_id, "version": version, "state": "failed", "parent": f.parent,
-                        "logs": log_dir.display().to_string(), "tests": f.tests,
-                        "cleanup": f.cleanup.map(|c| c.removed),
-                    }),
-                })
-            }
-        }
+        let job = Job { image, version: &version, build_id: &build_id, parent: parent.as_ref(), log_dir: &log_dir };
+        build_once(engine, line, &job, None, &subject, "built and tested")
     })?;
+    let summary = report(engine, &subject, &version, &build_id, &built, &reasons);
+    publish_built(engine, line, image, &version, &build_id, &built, targets, summary)
+}
+
+/// Follows a build a dead run left whose execution goes on in the cloud (`Recover` with
+/// `follow`): the builder picks up the recorded execution (or finds it by the build's
+/// token), waits for its end, and what it made is recorded and published as if this run
+/// had started it.
+pub(super) fn follow(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
+    let Action::Recover { image, version, build_id, .. } = a else { unreachable!("build::follow on {a:?}") };
+    let line = engine.line(image)?;
+    let cfg = engine.config();
+    let recorded = engine
+        .catalog()
+        .versions(Some(image))?
+        .into_iter()
+        .find(|v| &v.build_id == build_id)
+        .ok_or_else(|| EngineError::Failed(format!("no build {build_id} of {image} in the state")))?;
+    let parent = (!recorded.parent_id.is_empty()).then(|| ParentRef {
+        id: recorded.parent_id.clone(),
+        name: recorded.parent_name.clone(),
+        created: recorded.parent_created.clone(),
+    });
+    let targets: Vec<provider::Target> =
+        match (cfg.images.get(image).and_then(|i| i.distribute.as_ref()), cfg.platform()) {
+            (Some(d), Some(p)) => d.targets(&p.name).into_iter().collect(),
+            _ => Vec::new(),
+        };
+    let log_dir = std::path::PathBuf::from(&recorded.log_dir);
+    let subject = a.subject();
+    let reasons = a.reasons_text();
+    let execution = (!recorded.execution.is_empty()).then_some(recorded.execution.as_str());
+    engine.progress().status(&format!("{subject}: following the interrupted build's execution"));
+    let intent = json!({"build_id": build_id, "execution": execution, "follow": true, "builder": line.builder.kind()});
+    let built = engine.recorded(Act::Recover, &subject, &reasons, intent, || {
+        let job = Job { image, version, build_id, parent: parent.as_ref(), log_dir: &log_dir };
+        build_once(engine, line, &job, execution, &subject, "followed to its end, built and tested")
+    })?;
+    let summary = report(engine, &subject, version, build_id, &built, &reasons);
+    publish_built(engine, line, image, version, build_id, &built, &targets, summary)
+}
+
+/// What one build works on.
+struct Job<'a> {
+    image: &'a str,
+    version: &'a str,
+    build_id: &'a str,
+    parent: Option<&'a ParentRef>,
+    log_dir: &'a std::path::Path,
+}
+
+/// Runs the builder once and records what it made (or why it failed).
+fn build_once(
+    engine: &Engine,
+    line: &crate::Line,
+    j: &Job<'_>,
+    execution: Option<&str>,
+    subject: &str,
+    done: &str,
+) -> Result<Done, Fail> {
+    let events = Events { engine, build_id: j.build_id, subject: subject.to_string(), error: Mutex::new(None) };
+    let job = BuildJob {
+        build_id: j.build_id,
+        image: j.image,
+        version: j.version,
+        parent: j.parent,
+        log_dir: j.log_dir,
+        cancel: engine.cancel(),
+        execution,
+    };
+    let result = line.builder.build(&job, &events);
+    if let Some(e) = events.error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(Fail::from(e));
+    }
+    let (build_id, version) = (j.build_id, j.version);
+    let mut cat = engine.catalog();
+    match result {
+        Ok(out) => {
+            cat.record_outputs(build_id, &out.packages, &out.artifacts, &out.tests)?;
+            cat.set_state(build_id, BuildState::Available, None, &engine.now().to_string())?;
+            Ok(Done {
+                reason: format!("{done} ({})", line.builder.kind()),
+                data: json!({
+                    "build_id": build_id, "version": version, "state": "available", "parent": out.parent,
+                    "packages": out.packages.len(), "tests": out.tests, "artifacts": out.artifacts,
+                    "manifest_sha256": catalog::manifest_digest(&out.packages),
+                    "cleanup": out.cleanup.removed,
+                }),
+            })
+        }
+        Err(f) => {
+            let error = EngineError::provider(format!("building {subject}"), f.error);
+            cat.record_outputs(build_id, &[], &[], &f.tests)?;
+            let text = match &error {
+                EngineError::Provider { source, .. } => provider::chain(source),
+                other => other.text(),
+            };
+            cat.set_state(build_id, BuildState::Failed, Some(&text), &engine.now().to_string())?;
+            Err(Fail {
+                error,
+                data: json!({
+                    "build_id": build_id, "version": version, "state": "failed", "parent": f.parent,
+                    "logs": j.log_dir.display().to_string(), "tests": f.tests,
+                    "cleanup": f.cleanup.map(|c| c.removed),
+                }),
+            })
+        }
+    }
+}
+
+/// Says what was built; the summary the action returns.
+fn report(engine: &Engine, subject: &str, version: &str, build_id: &str, built: &Value, reasons: &str) -> Value {
     let tests = built["tests"].as_array().map(Vec::len).unwrap_or(0);
     let artifacts: Vec<provider::Artifact> = serde_json::from_value(built["artifacts"].clone()).unwrap_or_default();
     let source = artifacts.iter().find_map(|a| a.ami());
@@ -143,32 +215,39 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
     engine
         .progress()
         .line(&format!("built {subject}: {place}{} packages, {tests} test(s) passed ({reasons})", built["packages"]));
-    let mut summary = json!({"version": version, "build_id": build_id, "packages": built["packages"]});
-    if let Some(publisher) = &line.publisher {
-        let source = source.ok_or_else(|| {
-            EngineError::Failed(format!("{subject} is built but its builder recorded no AMI to publish"))
-        })?;
-        summary["image_id"] = json!(source.image_id);
-        let reason = "publish a tested version";
-        match super::distribute::publish(
-            engine,
-            publisher.as_ref(),
-            image,
-            &version,
-            &build_id,
-            &source,
-            targets,
-            reason,
-        ) {
-            Ok(p) => summary["published"] = p,
-            Err(e) if e.is_cancelled() => return Err(e),
-            Err(e) => {
-                return Err(EngineError::Failed(format!(
-                    "{subject} is built and tested ({}) but not fully published; the next apply retries: {}",
-                    source.image_id,
-                    e.text()
-                )));
-            }
+    json!({"version": version, "build_id": build_id, "packages": built["packages"]})
+}
+
+/// Publishes a version just built (cloud lines), adding the result to `summary`.
+#[allow(clippy::too_many_arguments)]
+fn publish_built(
+    engine: &Engine,
+    line: &crate::Line,
+    image: &str,
+    version: &str,
+    build_id: &str,
+    built: &Value,
+    targets: &[provider::Target],
+    mut summary: Value,
+) -> Result<Value, EngineError> {
+    let Some(publisher) = &line.publisher else { return Ok(summary) };
+    let subject = VersionRef::new(image, version).to_string();
+    let artifacts: Vec<provider::Artifact> = serde_json::from_value(built["artifacts"].clone()).unwrap_or_default();
+    let source = artifacts
+        .iter()
+        .find_map(|a| a.ami())
+        .ok_or_else(|| EngineError::Failed(format!("{subject} is built but its builder recorded no AMI to publish")))?;
+    summary["image_id"] = json!(source.image_id);
+    let reason = "publish a tested version";
+    match super::distribute::publish(engine, publisher.as_ref(), image, version, build_id, &source, targets, reason) {
+        Ok(p) => summary["published"] = p,
+        Err(e) if e.is_cancelled() => return Err(e),
+        Err(e) => {
+            return Err(EngineError::Failed(format!(
+                "{subject} is built and tested ({}) but not fully published; the next apply retries: {}",
+                source.image_id,
+                e.text()
+            )));
         }
     }
     Ok(summary)

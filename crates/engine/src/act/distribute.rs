@@ -37,7 +37,9 @@ pub(super) fn publish(
     let intent = json!({"build_id": build_id, "source": source, "targets": targets});
     engine.recorded(Act::Publish, &subject, reason, intent, || {
         engine.progress().status(&format!("{subject}: publishing to {} target(s)", targets.len()));
-        let job = PublishJob { image, version, build_id, source, targets, cancel: engine.cancel() };
+        let artifacts = engine.catalog().artifacts(build_id)?;
+        let job =
+            PublishJob { image, version, build_id, source, artifacts: &artifacts, targets, cancel: engine.cancel() };
         let report = publisher.publish(&job);
         let at = engine.now().to_string();
         for r in &report.done {

@@ -1,4 +1,5 @@
-//! Recover: clean up a build a dead run left, and mark it failed.
+//! Recover: clean up a build a dead run left, and mark it failed (or, for a build whose
+//! execution goes on in the cloud, follow it: [`super::build::follow`]).
 
 use catalog::BuildState;
 use policy::Action;
@@ -9,7 +10,10 @@ use crate::record::{Done, Fail};
 use crate::{Engine, EngineError};
 
 pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
-    let Action::Recover { image, version, build_id, .. } = a else { unreachable!("recover::run on {a:?}") };
+    let Action::Recover { image, version, build_id, follow, .. } = a else { unreachable!("recover::run on {a:?}") };
+    if *follow {
+        return super::build::follow(engine, a);
+    }
     let subject = a.subject();
     let reasons = a.reasons_text();
     engine.progress().status(&format!("recovering {subject}: cleaning up the interrupted build"));

@@ -53,6 +53,10 @@ pub struct FakeBuilder {
     pub cleaned: Mutex<Vec<String>>,
     pub retired: Mutex<Vec<String>>,
     pub busy: Mutex<Vec<(String, std::time::Instant, std::time::Instant)>>,
+    /// Builds go on without amictl (an Image Builder execution): followed when interrupted.
+    pub resumable: AtomicBool,
+    /// The execution each build was handed (`None`: start one).
+    pub executions: Mutex<Vec<Option<String>>>,
 }
 
 impl FakeBuilder {
@@ -76,9 +80,17 @@ impl Builder for FakeBuilder {
         Ok(Some(self.parent(n)))
     }
 
+    fn resumes(&self) -> bool {
+        self.resumable.load(Ordering::SeqCst)
+    }
+
     fn build(&self, job: &BuildJob<'_>, events: &dyn BuildEvents) -> Result<BuildOutput, BuildFailure> {
         let started = std::time::Instant::now();
         self.jobs.lock().unwrap().push((job.build_id.to_string(), job.parent.cloned()));
+        self.executions.lock().unwrap().push(job.execution.map(str::to_string));
+        if self.resumes() && job.execution.is_none() {
+            events.started(&format!("exec-{}", job.build_id));
+        }
         let parent = job.parent.cloned().unwrap_or_else(|| self.parent(0));
         events.parent(&parent);
         std::thread::sleep(*self.delay.lock().unwrap());
