@@ -16,9 +16,9 @@ pub struct Needs {
     pub cloud: bool,
 }
 
-/// Whether any line builds on EC2.
+/// Whether any line builds in AWS (on EC2, or through Image Builder).
 fn cloud_lines(cfg: &Config) -> bool {
-    cfg.images.values().any(|i| matches!(i.builder, Builder::Ec2 { .. }))
+    cfg.images.values().any(|i| matches!(i.builder, Builder::Ec2 { .. } | Builder::ImageBuilder { .. }))
 }
 
 /// The providers for `cfg`; the cloud (and its runtime) only when something needs it.
@@ -34,7 +34,13 @@ pub fn providers(cfg: &Config, needs: Needs) -> Result<Providers> {
                 builder: Arc::new(aws::Ec2Builder::new(cloud.clone(), cfg, image)),
                 publisher: Some(Arc::new(aws::AmiPublisher::new(cloud.clone(), image))),
             },
-            (Builder::Ec2 { .. }, None) => unreachable!("the cloud exists whenever a line builds on EC2"),
+            (Builder::ImageBuilder { .. }, Some(cloud)) => Line {
+                builder: Arc::new(aws::imagebuilder::PipelineBuilder::new(cloud.clone(), image.clone())),
+                publisher: Some(Arc::new(aws::imagebuilder::PipelinePublisher::new(cloud.clone(), image))),
+            },
+            (Builder::Ec2 { .. } | Builder::ImageBuilder { .. }, None) => {
+                unreachable!("the cloud exists whenever a line builds in AWS")
+            }
         };
         providers.lines.insert(image.name.clone(), line);
     }

@@ -52,6 +52,11 @@ impl Aws {
         self.limits.lock().await.entry((account.to_string(), region.to_string())).or_default().clone()
     }
 
+    /// The configured name of the account with this id.
+    pub fn account_by_id(&self, id: &str) -> Option<&AccountAccess> {
+        self.accounts.values().find(|a| a.id == id)
+    }
+
     pub fn account(&self, name: &str) -> Result<&AccountAccess, AwsError> {
         self.accounts.get(name).ok_or_else(|| AwsError::UnknownAccount(name.to_string()))
     }

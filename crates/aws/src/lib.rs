@@ -22,6 +22,7 @@ pub mod clients;
 pub mod error;
 pub mod fleet;
 pub mod iam;
+pub mod imagebuilder;
 pub mod inspector;
 pub mod kms;
 pub mod limits;

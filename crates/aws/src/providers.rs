@@ -286,6 +286,7 @@ impl Builder for Ec2Builder {
                 }],
                 tests: journal.tests,
                 cleanup: cleanup.unwrap_or_default(),
+                components: Vec::new(),
             }),
             Err(e) => {
                 Err(BuildFailure { error: e.into(), parent: Some(Box::new(parent)), tests: journal.tests, cleanup })

@@ -235,7 +235,7 @@ async fn publish_region(
             (image_id.clone(), "shared")
         };
         let parameters = match &req.ssm_prefix {
-            Some(prefix) => pointers(aws, req, prefix, region, consumer, &id).await?,
+            Some(prefix) => pointers(aws, &req.version, prefix, region, consumer, &id).await?,
             None => Vec::new(),
         };
         consumers.push(ConsumerReport { account: consumer.clone(), image_id: id, how: how.into(), parameters });
@@ -281,16 +281,16 @@ async fn owned_copy(
 }
 
 /// Writes `<prefix>/<version>` once, then moves `<prefix>/latest` and reads it back.
-async fn pointers(
+pub(crate) async fn pointers(
     aws: &Aws,
-    req: &PublishRequest,
+    version: &str,
     prefix: &str,
     region: &str,
     consumer: &str,
     image_id: &str,
 ) -> Result<Vec<String>, AwsError> {
     let ssm = aws.ssm(consumer, region).await?;
-    let versioned = format!("{}/{}", prefix.trim_end_matches('/'), req.version);
+    let versioned = format!("{}/{}", prefix.trim_end_matches('/'), version);
     put_once(&ssm, consumer, region, &versioned, image_id).await?;
     let latest = format!("{}/latest", prefix.trim_end_matches('/'));
     ssm.put_parameter()

@@ -182,6 +182,21 @@ impl Catalog {
         tx.commit().map_err(&e)
     }
 
+    /// Adds the components a build reports it ran (an Image Builder recipe's), with where
+    /// each came from in place of a document hash.
+    pub fn add_components(&mut self, build_id: &str, components: &[ComponentUse]) -> Result<()> {
+        let e = self.err_fn();
+        let tx = self.conn.transaction().map_err(&e)?;
+        for c in components {
+            tx.execute(
+                "INSERT INTO build_components (build_id, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
+                params![build_id, c.name, c.version, c.sha256],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+
     /// Moves a build along its state machine; an illegal transition is an error.
     pub fn set_state(&self, build_id: &str, next: BuildState, failure: Option<&str>, at: &str) -> Result<()> {
         let current: Option<String> = self

@@ -999,7 +999,15 @@ impl Loader<'_> {
             &format!("[images.{name}]"),
         );
         let description = Self::get(t, "description").and_then(|d| self.string(d, "description")).unwrap_or_default();
+        let image_builder = Self::get(t, "builder")
+            .and_then(|b| match b.get_ref() {
+                DeValue::Table(bt) => Self::get(bt, "kind"),
+                _ => None,
+            })
+            .is_some_and(|k| matches!(k.get_ref(), DeValue::String(s) if s == "imagebuilder"));
         let parent = match Self::get(t, "parent") {
+            // An Image Builder line may leave its parent to the pipeline's recipe.
+            None if image_builder => Some(ParentSpec::Recipe),
             None => {
                 self.err(
                     name_span.clone(),
@@ -1096,7 +1104,15 @@ impl Loader<'_> {
                 let bt = self.table(b, "builder")?;
                 self.known(
                     bt,
-                    &["kind", "disk_size", "instance_type", "subnet", "security_groups", "instance_profile"],
+                    &[
+                        "kind",
+                        "disk_size",
+                        "instance_type",
+                        "subnet",
+                        "security_groups",
+                        "instance_profile",
+                        "pipeline",
+                    ],
                     "builder",
                 );
                 let kind = Self::get(bt, "kind").and_then(|k| self.string(k, "builder.kind"));
@@ -1150,12 +1166,35 @@ impl Loader<'_> {
                         instance_profile: Self::get(bt, "instance_profile")
                             .and_then(|v| self.string(v, "instance_profile")),
                     },
+                    Some("imagebuilder") => match Self::get(bt, "pipeline") {
+                        Some(p) => {
+                            let pipeline = self.string(p, "pipeline").unwrap_or_default();
+                            self.rule(
+                                p.span(),
+                                "bad-pipeline",
+                                "builder.pipeline",
+                                &pipeline,
+                                rules::pipeline,
+                                "an ARN (arn:aws:imagebuilder:eu-west-1:111111111111:image-pipeline/weco-amzn2) or a name",
+                            );
+                            Builder::ImageBuilder { pipeline }
+                        }
+                        None => {
+                            self.err(
+                                b.span(),
+                                "missing-field",
+                                format!("image `{name}`: the imagebuilder builder needs `pipeline`"),
+                                "builder = { kind = \"imagebuilder\", pipeline = \"weco-amzn2-hvm-x86_64-gp2\" }",
+                            );
+                            Builder::ImageBuilder { pipeline: String::new() }
+                        }
+                    },
                     other => {
                         self.err(
                             b.span(),
                             "bad-builder",
                             format!("image `{name}`: unknown builder kind {:?}", other.unwrap_or_default()),
-                            "kind = \"local\" or \"ec2\"",
+                            "kind = \"local\", \"ec2\" or \"imagebuilder\"",
                         );
                         Builder::Local { disk_size_mb: None }
                     }
@@ -1166,7 +1205,30 @@ impl Loader<'_> {
         let advisories = Self::get(t, "advisories").and_then(|a| self.advisories(name, a));
         let parent = parent?;
         let ami_parent = parent.is_ami();
-        if ami_parent != matches!(builder, Builder::Ec2 { .. }) {
+        if let Builder::ImageBuilder { .. } = builder {
+            // The recipe holds the components and tests, and the parent unless one is given
+            // here (then it is what "parent moved" is judged against).
+            if !ami_parent && parent != ParentSpec::Recipe {
+                let span = Self::get(t, "parent").map(|v| v.span()).unwrap_or(name_span);
+                self.err(
+                    span,
+                    "builder-parent-mismatch",
+                    format!("image `{name}`: an Image Builder line's parent is an AMI, not {parent}"),
+                    "leave `parent` out (the recipe's is used), or give the recipe's: ssm:/… or ami:…",
+                );
+                return None;
+            }
+            for key in ["components", "tests"] {
+                if let Some(v) = Self::get(t, key) {
+                    self.err(
+                        v.span(),
+                        "recipe-owned",
+                        format!("image `{name}`: an Image Builder line's {key} are its recipe's"),
+                        &format!("remove `{key}`; change the pipeline's recipe instead"),
+                    );
+                }
+            }
+        } else if ami_parent != matches!(builder, Builder::Ec2 { .. }) {
             let span =
                 Self::get(t, "builder").or_else(|| Self::get(t, "parent")).map(|v| v.span()).unwrap_or(name_span);
             let (message, hint) = if ami_parent {

@@ -98,6 +98,28 @@ pub(crate) fn parameter_path(text: &str) -> Result<(), String> {
     }
 }
 
+/// An Image Builder pipeline: its ARN, or a name (1–128 letters, digits, `-`, `_`, `.`, spaces are not allowed).
+pub(crate) fn pipeline(text: &str) -> Result<(), String> {
+    let name_ok = |n: &str| {
+        !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    let ok = match text.strip_prefix("arn:aws:imagebuilder:") {
+        Some(rest) => {
+            let parts: Vec<&str> = rest.splitn(3, ':').collect();
+            matches!(parts.as_slice(), [region, account, resource]
+                if REGIONS.contains(region)
+                    && account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
+                    && resource.strip_prefix("image-pipeline/").is_some_and(name_ok))
+        }
+        None => name_ok(text),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err("not a pipeline ARN (arn:aws:imagebuilder:<region>:<account>:image-pipeline/<name>) or name".into())
+    }
+}
+
 /// An environment variable's name.
 pub(crate) fn env_var(text: &str) -> Result<(), String> {
     let ok = text.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')

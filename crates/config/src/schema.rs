@@ -151,6 +151,9 @@ pub enum ParentSpec {
     /// The newest AMI named like `pattern` (EC2 wildcards) owned by `owners`, e.g.
     /// `ami:amazon/amzn2-ami-ecs-hvm-*-x86_64-ebs`.
     AmiName { owners: Vec<String>, pattern: String },
+    /// Whatever the Image Builder pipeline's recipe names (`parentImage`): an Image Builder
+    /// line with no `parent` of its own.
+    Recipe,
 }
 
 impl ParentSpec {
@@ -167,6 +170,7 @@ impl std::fmt::Display for ParentSpec {
             ParentSpec::Tarball { path } => write!(f, "tarball:{}", path.display()),
             ParentSpec::SsmParameter { name } => write!(f, "ssm:{name}"),
             ParentSpec::AmiName { owners, pattern } => write!(f, "ami:{}/{pattern}", owners.join(",")),
+            ParentSpec::Recipe => write!(f, "the pipeline's recipe"),
         }
     }
 }
@@ -182,6 +186,12 @@ pub enum Builder {
         subnet: Option<String>,
         security_groups: Vec<String>,
         instance_profile: Option<String>,
+    },
+    /// Run an EC2 Image Builder pipeline: a build is one execution of it; its recipe,
+    /// components, tests and distribution are the pipeline's.
+    ImageBuilder {
+        /// The pipeline's ARN, or its name in the platform account and home region.
+        pipeline: String,
     },
 }
 

@@ -130,7 +130,14 @@ impl Engine {
                 released_at: released,
                 recipe_hash: v.recipe_hash.clone(),
                 parent_id: v.parent_id.clone(),
-                components: v.components.iter().map(|c| (c.name.clone(), c.version.clone())).collect(),
+                // Components a builder reported from its recipe (their source is an ARN)
+                // are the recipe's, not the config's: nothing to compare them with.
+                components: v
+                    .components
+                    .iter()
+                    .filter(|c| !c.sha256.starts_with("arn:"))
+                    .map(|c| (c.name.clone(), c.version.clone()))
+                    .collect(),
                 distributions: published.into_iter().map(|p| p.distribution).collect(),
                 source,
                 deprecations,

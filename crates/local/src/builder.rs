@@ -109,6 +109,7 @@ impl Builder for LocalBuilder {
                 artifacts: out.artifacts,
                 tests: out.tests,
                 cleanup: CleanupReport { removed: vec![scratch] },
+                components: Vec::new(),
             }),
             // A step killed because the operator asked to stop is an interruption, not a failure.
             Err(_) if job.cancel.is_cancelled() => Err(BuildFailure {

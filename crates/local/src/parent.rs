@@ -113,7 +113,7 @@ pub fn prepare_parent(work_dir: &Path, spec: &ParentSpec, refresh: bool) -> Resu
                     .map_err(|e| FactoryError::Parent(format!("debootstrap left no dpkg status: {e}")))?;
                 config::hex(&Sha256::digest(&status))[..16].to_string()
             }
-            ami @ (ParentSpec::SsmParameter { .. } | ParentSpec::AmiName { .. }) => {
+            ami @ (ParentSpec::SsmParameter { .. } | ParentSpec::AmiName { .. } | ParentSpec::Recipe) => {
                 return Err(FactoryError::Parent(format!(
                     "{ami} is an AMI; the local builder needs debootstrap: or tarball: parents"
                 )));

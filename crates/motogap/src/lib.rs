@@ -524,19 +524,8 @@ fn rest_error(status: u16, error: &str, message: &str) -> Vec<u8> {
 
 fn rest_error_body(status: u16, error: &str, body: &[u8]) -> Vec<u8> {
     let mut out = response(status, "application/json", body);
-    let at = out
-        .windows(2)
-        .position(|w| {
-            w == b"
-"
-        })
-        .unwrap_or(0)
-        + 2;
-    let header = format!(
-        "x-amzn-ErrorType: {error}
-"
-    );
-    out.splice(at..at, header.into_bytes());
+    let at = out.windows(2).position(|w| w == b"\r\n").map_or(0, |p| p + 2);
+    out.splice(at..at, format!("x-amzn-ErrorType: {error}\r\n").into_bytes());
     out
 }
 
@@ -611,6 +600,14 @@ mod tests {
         let off = b"Action=DisableImageDeprecation&ImageId=ami-1";
         deprecation(&inner, "ec2:DisableImageDeprecation", off).unwrap();
         assert!(lock(&inner.deprecations).is_empty());
+    }
+
+    #[test]
+    fn a_rest_json_error_is_a_well_formed_response_with_its_type() {
+        let raw = String::from_utf8(rest_error(403, "ForbiddenException", "no")).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 403 Forbidden\r\nx-amzn-ErrorType: ForbiddenException\r\n"), "{raw}");
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("Content-Length: {}", body.len())), "{raw}");
     }
 
     #[test]

@@ -97,6 +97,20 @@ pub struct BuildOutput {
     pub tests: Vec<TestResult>,
     /// What was removed afterwards (build and test instances, scratch space).
     pub cleanup: CleanupReport,
+    /// The components the build ran, when the builder learns them from elsewhere (an
+    /// Image Builder recipe); empty when they are the configured ones.
+    pub components: Vec<ComponentVersion>,
+}
+
+/// A component a build ran: its name, version and where it came from (an ARN).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentVersion {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Where it is defined (an Image Builder component ARN).
+    pub source: String,
 }
 
 /// A build that did not finish, and what it got to.

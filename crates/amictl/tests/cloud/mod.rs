@@ -36,11 +36,20 @@ impl Org {
     }
 
     pub fn with_moto(moto: Moto) -> Org {
+        Org::from_example(moto, "amictl.toml")
+    }
+
+    /// The reference organisation as it runs: its lines are Image Builder pipelines.
+    pub fn image_builder() -> Org {
+        Org::from_example(Moto::start(), "imagebuilder.toml")
+    }
+
+    fn from_example(moto: Moto, file: &str) -> Org {
         let gap = Gap::start(moto.addr, 0).unwrap();
         gap.map_key("testing", "111111111111");
         let dir = tempfile::tempdir().unwrap();
         let components = repo().join("examples/components");
-        let text = std::fs::read_to_string(repo().join("examples/reference-org/amictl.toml"))
+        let text = std::fs::read_to_string(repo().join("examples/reference-org").join(file))
             .unwrap()
             .replace("../components/", &format!("{}/", components.display()))
             .replace("[aws]\nregion = \"eu-west-1\"\n", "[aws]\nregion = \"eu-west-1\"\npoll_interval = \"50ms\"\n");
@@ -286,4 +295,85 @@ pub async fn inventory(aws: &Aws, account: &str) -> Value {
         })
         .collect();
     serde_json::json!({"Reservations": [{"Instances": instances}]})
+}
+
+/// The organisation's Terraform, as API calls: per line a component, a recipe on the
+/// line's parent with the component and AWS's `update-linux`, an infrastructure
+/// configuration, a distribution to both regions with the consumer accounts as
+/// `targetAccountIds`, and the pipeline (named like the line, no schedule). Returns line →
+/// pipeline ARN.
+pub async fn seed_pipelines(aws: &Aws) -> BTreeMap<String, String> {
+    use aws_sdk_imagebuilder::types::{AmiDistributionConfiguration, ComponentConfiguration, Distribution, Platform};
+    let conf = aws.config("platform", "eu-west-1").await.unwrap();
+    let ib = aws_sdk_imagebuilder::Client::new(&conf);
+    let agent = std::fs::read_to_string(repo().join("examples/components/audit-agent.yml")).unwrap();
+    let mut out = BTreeMap::new();
+    for (line, parent) in [
+        (BASTION, "ssm:/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2"),
+        (ECS, "ssm:/aws/service/ecs/optimized-ami/amazon-linux-2/recommended/image_id"),
+    ] {
+        let component = ib
+            .create_component()
+            .name(format!("{line}-security-agent"))
+            .semantic_version("1.0.0")
+            .platform(Platform::Linux)
+            .data(&agent)
+            .client_token(format!("{line}-component"))
+            .send()
+            .await
+            .unwrap();
+        let recipe = ib
+            .create_image_recipe()
+            .name(line)
+            .semantic_version("1.0.0")
+            .parent_image(parent)
+            .components(
+                ComponentConfiguration::builder()
+                    .component_arn("arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/x.x.x")
+                    .build()
+                    .unwrap(),
+            )
+            .components(
+                ComponentConfiguration::builder()
+                    .component_arn(component.component_build_version_arn().unwrap())
+                    .build()
+                    .unwrap(),
+            )
+            .client_token(format!("{line}-recipe"))
+            .send()
+            .await
+            .unwrap();
+        let infra = ib
+            .create_infrastructure_configuration()
+            .name(line)
+            .instance_profile_name("imagebuilder-instance")
+            .client_token(format!("{line}-infra"))
+            .send()
+            .await
+            .unwrap();
+        let mut distribution = ib.create_distribution_configuration().name(line).client_token(format!("{line}-dist"));
+        for region in REGIONS {
+            let ami = AmiDistributionConfiguration::builder()
+                .name(format!("{line}-{{{{ imagebuilder:buildDate }}}}"))
+                .target_account_ids("222222222222")
+                .target_account_ids("333333333333")
+                .build();
+            distribution = distribution.distributions(
+                Distribution::builder().region(region).ami_distribution_configuration(ami).build().unwrap(),
+            );
+        }
+        let distribution = distribution.send().await.unwrap();
+        let pipeline = ib
+            .create_image_pipeline()
+            .name(line)
+            .image_recipe_arn(recipe.image_recipe_arn().unwrap())
+            .infrastructure_configuration_arn(infra.infrastructure_configuration_arn().unwrap())
+            .distribution_configuration_arn(distribution.distribution_configuration_arn().unwrap())
+            .client_token(format!("{line}-pipeline"))
+            .send()
+            .await
+            .unwrap();
+        out.insert(line.to_string(), pipeline.image_pipeline_arn().unwrap().to_string());
+    }
+    out
 }

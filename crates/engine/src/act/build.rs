@@ -175,6 +175,12 @@ fn build_once(
     match result {
         Ok(out) => {
             cat.record_outputs(build_id, &out.packages, &out.artifacts, &out.tests)?;
+            let ran: Vec<ComponentUse> = out
+                .components
+                .iter()
+                .map(|c| ComponentUse { name: c.name.clone(), version: c.version.clone(), sha256: c.source.clone() })
+                .collect();
+            cat.add_components(build_id, &ran)?;
             cat.set_state(build_id, BuildState::Available, None, &engine.now().to_string())?;
             Ok(Done {
                 reason: format!("{done} ({})", line.builder.kind()),
@@ -182,7 +188,7 @@ fn build_once(
                     "build_id": build_id, "version": version, "state": "available", "parent": out.parent,
                     "packages": out.packages.len(), "tests": out.tests, "artifacts": out.artifacts,
                     "manifest_sha256": catalog::manifest_digest(&out.packages),
-                    "cleanup": out.cleanup.removed,
+                    "cleanup": out.cleanup.removed, "components": out.components,
                 }),
             })
         }

@@ -134,6 +134,7 @@ impl Builder for FakeBuilder {
             }],
             tests: vec![TestResult { name: "services-active".into(), passed: true, detail: "active".into() }],
             cleanup: CleanupReport::default(),
+            components: Vec::new(),
         })
     }
 
