@@ -70,8 +70,10 @@ pub fn end_steps_on_interrupt() {
         // async-signal-safe default emulation.
         let registered = unsafe {
             signal_hook::low_level::register(signal, move || {
-                toe::process::kill_running_group();
-                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                // A running step: its processes are ended (orphans too) before amictl exits.
+                if !toe::process::interrupt(signal) {
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                }
             })
         };
         if let Err(e) = registered {

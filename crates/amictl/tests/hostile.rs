@@ -469,3 +469,226 @@ fn the_compatibility_corpus_gets_its_expected_verdicts() {
         "sed ran with the `{{{{` as written"
     );
 }
+
+#[test]
+fn a_secret_with_quotes_backslashes_and_tabs_is_masked_in_its_escaped_forms_too() {
+    let t = Toe::new();
+    let canary = "S3CR42\"T\\x\tq-7a1";
+    t.write("key", canary);
+    t.write(
+        "q.yml",
+        &build_doc(
+            "- name: Secret\n  action: ExecuteBash\n  disableLogging: true\n  inputs:\n    commands: ['cat \"$TMPDIR/key\"']\n\
+             - name: Uses\n  action: ExecuteBash\n  inputs:\n    commands: ['echo \"{{ build.Secret.outputs.stdout }}\"']\n\
+             - name: Fails\n  action: ExecuteBinary\n  onFailure: Continue\n  inputs:\n    path: '{{ build.Secret.outputs.stdout }}'\n",
+        ),
+    );
+    let r = t.run(&["q.yml"], &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let escaped = serde_json::to_string(canary).unwrap();
+    let once = &escaped[1..escaped.len() - 1];
+    let twice_q = serde_json::to_string(once).unwrap();
+    let twice = &twice_q[1..twice_q.len() - 1];
+    for text in [&r.stdout, &r.stderr] {
+        assert!(!text.contains(canary) && !text.contains(once), "on the terminal: {text}");
+    }
+    for p in files(&r.log_folder.unwrap()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+        for form in [canary, once, twice] {
+            assert!(!text.contains(form), "{} holds {form:?}", p.display());
+        }
+    }
+}
+
+#[test]
+fn a_secret_cut_by_a_kept_tail_leaves_no_fragment_and_pieces_of_a_split_secret_are_masked() {
+    let t = Toe::new();
+    let canary = "TAILSECRET-ABCDEFGHIJ";
+    t.write("key", canary);
+    t.write(
+        "tail.yml",
+        &build_doc(
+            "- name: Secret\n  action: ExecuteBash\n  disableLogging: true\n  inputs:\n    commands: ['cat \"$TMPDIR/key\"']\n\
+             - name: Loud\n  action: ExecuteBash\n  onFailure: Continue\n  inputs:\n    commands: ['echo \"{{ build.Secret.outputs.stdout }}\" >&2; head -c 4086 /dev/zero | tr \"\\0\" y >&2; exit 3']\n\
+             - name: Split\n  action: ExecuteBash\n  loop:\n    forEach:\n      list: 'user42:{{ build.Secret.outputs.stdout }}'\n      delimiter: ':'\n  inputs:\n    commands: ['echo piece={{ loop.value }}']\n",
+        ),
+    );
+    let r = t.run(&["tail.yml"], &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let fragment = &canary[canary.len() - 10..];
+    for p in files(&r.log_folder.clone().unwrap()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+        assert!(!text.contains(canary), "{} holds the secret", p.display());
+        if !p.ends_with("002-Loud.log") {
+            assert!(!text.contains(fragment), "{} holds a fragment of the secret", p.display());
+        }
+    }
+    assert!(!r.stdout.contains(fragment) && !r.stderr.contains(fragment));
+}
+
+#[test]
+fn a_loop_is_bounded_in_iterations_log_and_reports() {
+    let t = Toe::new();
+    t.write(
+        "huge.yml",
+        &build_doc(
+            "- name: Forever\n  action: ExecuteBash\n  loop:\n    for: {start: 0, end: 9223372036854775807, updateBy: 1}\n  inputs:\n    commands: ['true']\n",
+        ),
+    );
+    assert_eq!(t.error_codes("huge.yml"), vec!["too-many-iterations"]);
+    t.write(
+        "edge.yml",
+        &build_doc(
+            "- name: Edge\n  action: ExecuteBash\n  loop:\n    for: {start: 9223372036854775806, end: 9223372036854775807, updateBy: 2}\n  inputs:\n    commands: ['echo {{ loop.value }}']\n",
+        ),
+    );
+    let r = t.run(&["edge.yml"], &[]);
+    assert_eq!(r.code, 0, "no overflow at the end of the range: {}", r.stderr);
+    // Five iterations of 600 KB: one step log with all of it, one console budget, bounded reports.
+    t.write(
+        "loud.yml",
+        &build_doc(
+            "- name: Loud\n  action: ExecuteBash\n  loop:\n    for: {start: 1, end: 5, updateBy: 1}\n  inputs:\n    commands: ['head -c 600000 /dev/zero | tr \"\\0\" z; echo; echo iteration-{{ loop.value }}']\n",
+        ),
+    );
+    let r = t.run(&["loud.yml"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let folder = r.log_folder.clone().unwrap();
+    let step_log = files(&folder).into_iter().find(|p| p.to_string_lossy().ends_with("Loud.log")).unwrap();
+    let log = std::fs::read_to_string(&step_log).unwrap();
+    assert!(log.contains("iteration-1") && log.contains("iteration-5"), "every iteration is in the one step log");
+    let size = |n: &str| std::fs::metadata(folder.join(n)).unwrap().len();
+    assert!(size("console.log") < (1 << 20) + 4096, "one console budget for the step: {}", size("console.log"));
+    assert!(size("detailedoutput.json") < 3 << 20, "reports stay bounded: {}", size("detailedoutput.json"));
+    assert!(r.output("build", "Loud", "stdout").ends_with("iteration-5"));
+}
+
+#[test]
+fn a_saved_state_that_is_a_device_is_refused_and_a_saved_state_is_owner_only() {
+    let t = Toe::new();
+    t.write("hello.yml", &build_doc("- name: Hello\n  action: ExecuteBash\n  inputs:\n    commands: ['echo hi']\n"));
+    std::fs::create_dir_all(t.path("state")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", t.path("state/execution-state.json")).unwrap();
+    let start = Instant::now();
+    let r = t.run(&["hello.yml"], &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert!(start.elapsed() < Duration::from_secs(10));
+
+    let t = Toe::new();
+    t.write(
+        "reboot.yml",
+        &build_doc("- name: Reboot\n  action: ExecuteBash\n  inputs:\n    commands: ['[ -e \"$TMPDIR/booted\" ] || { touch \"$TMPDIR/booted\"; exit 194; }']\n"),
+    );
+    let r = t.run(&["reboot.yml"], &[]);
+    assert_eq!(r.code, 194, "{}", r.stderr);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(t.path("state/execution-state.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "it may hold disableLogging outputs");
+    let bad = common::amictl()
+        .args(["toe", "run", "--documents"])
+        .arg(t.path("reboot.yml"))
+        .args(["--execution-id", "../../escaped"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+#[test]
+fn sigterm_to_toe_run_ends_the_step_and_what_it_detached() {
+    let t = Toe::new();
+    let m = marker("sigterm");
+    t.write(
+        "s.yml",
+        &build_doc(&format!(
+            "- name: Wait\n  action: ExecuteBash\n  inputs:\n    commands: ['setsid bash -c \"exec -a {m} sleep 30\" > /dev/null 2>&1 < /dev/null &', 'sleep 30']\n"
+        )),
+    );
+    let mut child = common::amictl()
+        .args(["toe", "run", "--documents"])
+        .arg(t.path("s.yml"))
+        .arg("--log-directory")
+        .arg(t.path("logs"))
+        .arg("--state-directory")
+        .arg(t.path("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while running(&m).is_empty() {
+        assert!(Instant::now() < until, "the detached child never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    gone(&m).expect("the detached child is ended before amictl exits");
+}
+
+#[test]
+fn feeds_and_manifests_that_say_nothing_are_errors_not_zero_findings() {
+    let d = tempfile::tempdir().unwrap();
+    let w = |n: &str, text: &str| {
+        let p = d.path().join(n);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let manifest = w("m.tsv", "openssl-libs\t1\t1.0.2k\t24.amzn2\tx86_64\n");
+    let html = w("html.xml", "<html><body>404 Not Found</body></html>");
+    let empty = w("empty.xml", "");
+    let run = |feed: &Path, m: &Path| {
+        common::amictl().arg("advisories").arg("--manifest").arg(m).arg("--updateinfo").arg(feed).output().unwrap()
+    };
+    for feed in [&html, &empty] {
+        let out = run(feed, &manifest);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", feed.display());
+        assert!(err.contains("not an updateinfo") || err.contains("<html>"), "{err}");
+    }
+    let blank = w("blank.tsv", "");
+    let good = w("u.xml", "<updates></updates>");
+    let out = run(&good, &blank);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no packages"));
+    // A local mirror's repomd.xml is followed to its updateinfo.
+    std::fs::create_dir_all(d.path().join("repo/repodata")).unwrap();
+    std::fs::write(
+        d.path().join("repo/repodata/repomd.xml"),
+        "<repomd><data type=\"updateinfo\"><checksum type=\"sha256\">abc</checksum><location href=\"repodata/updateinfo.xml\"/></data></repomd>",
+    )
+    .unwrap();
+    std::fs::write(d.path().join("repo/repodata/updateinfo.xml"), "<updates><update><id>ALAS2-2099-1</id><severity>important</severity><pkglist><collection><package name=\"openssl-libs\" epoch=\"1\" version=\"1.0.2k\" release=\"99.amzn2\" arch=\"x86_64\"/></collection></pkglist></update></updates>").unwrap();
+    let out = run(&d.path().join("repo/repodata/repomd.xml"), &manifest);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "a finding: {text}");
+    assert!(text.contains("ALAS2-2099-1"), "{text}");
+}
+
+#[test]
+fn a_read_of_a_state_with_a_foreign_wal_changes_nothing_on_disk() {
+    let (work, config, state) = project();
+    make_history(&state);
+    // Another database's write-ahead log, as a careless restore leaves it.
+    let other = work.path().join("other.db");
+    let conn = rusqlite::Connection::open(&other).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    )
+    .unwrap();
+    std::fs::copy(work.path().join("other.db-wal"), work.path().join(".amictl/state.db-wal")).unwrap();
+    drop(conn);
+    // Compared by length and a checksum, so a failure does not print megabytes.
+    let digest = |p: &Path| {
+        let b = std::fs::read(p).unwrap();
+        (
+            b.len(),
+            b.iter().enumerate().fold(0u64, |h, (i, x)| h.wrapping_mul(31).wrapping_add(u64::from(*x) ^ i as u64)),
+        )
+    };
+    let (before, wal) = (digest(&state), digest(&work.path().join(".amictl/state.db-wal")));
+    let _ = amictl_on(&config, &["images"]);
+    let _ = amictl_on(&config, &["audit", "verify"]);
+    assert_eq!(digest(&state), before, "the state file is as it was");
+    assert_eq!(digest(&work.path().join(".amictl/state.db-wal")), wal, "and so is its -wal");
+}

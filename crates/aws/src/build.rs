@@ -150,8 +150,14 @@ pub struct Journal {
     redact: Vec<String>,
 }
 
+/// `text` with every secret masked, in every form it may be written in (each line, and
+/// JSON-escaped: awstoe's reports quote it).
 fn masked(text: &str, secrets: &[String]) -> String {
-    secrets.iter().filter(|s| !s.is_empty()).fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+    let mut all = toe::report::Secrets::default();
+    for s in secrets {
+        all.add(s);
+    }
+    all.mask(text)
 }
 
 /// Builds and tests; returns the tested AMI's id. Cleans up either way — also when the

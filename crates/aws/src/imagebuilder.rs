@@ -373,9 +373,12 @@ impl Builder for PipelineBuilder {
                 }
             };
             events.started(&arn);
+            let mut tested = false;
             let ended = follow(&c, &account, &region, &arn, self.cloud.timing.poll, job.cancel, |status| {
                 let _ = writeln!(log, "{} {status}", Timestamp::now());
-                if status == "TESTING" {
+                // Testing is reported once, also when a followed execution is already past it.
+                if !tested && matches!(status, "TESTING" | "DISTRIBUTING" | "INTEGRATING" | "AVAILABLE") {
+                    tested = true;
                     events.testing();
                 }
                 events.status(&format!("Image Builder: {}", status.to_lowercase()));

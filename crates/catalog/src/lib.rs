@@ -69,6 +69,14 @@ pub enum CatalogError {
         /// The newest this amictl knows.
         known: i64,
     },
+    /// A backup could not be made.
+    #[error("backup {dest}: {message}")]
+    Backup {
+        /// Where it was to go.
+        dest: PathBuf,
+        /// Why not.
+        message: String,
+    },
     /// The state is gone (or empty) where a history existed.
     #[error("{}", missing_message(path, marker.as_deref(), *empty))]
     Missing {
@@ -121,10 +129,12 @@ fn missing_message(path: &Path, marker: Option<&Path>, empty: bool) -> String {
         Some(m) => format!(", but {} shows amictl kept a history here", m.display()),
         None => String::new(),
     };
-    let fresh = match marker {
-        Some(m) if !empty => format!("; to start a new, empty history on purpose, remove {} first", m.display()),
-        _ if empty => format!("; to start a new, empty history on purpose, remove {} first", path.display()),
-        _ => String::new(),
+    let markers: Vec<String> =
+        safety::markers(path).iter().filter(|m| m.exists()).map(|m| m.display().to_string()).collect();
+    let fresh = match (empty, markers.is_empty()) {
+        (true, _) => format!("; to start a new, empty history on purpose, remove {} first", path.display()),
+        (false, false) => format!("; to start a new, empty history on purpose, remove {} first", markers.join(" and ")),
+        (false, true) => String::new(),
     };
     format!(
         "state database {} {what}{why}. Nothing was changed. Restore the latest backup (`cp BACKUP {}`; README: \"Backing up and restoring the state\"){fresh}",

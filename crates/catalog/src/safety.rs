@@ -21,6 +21,12 @@ use crate::{Catalog, CatalogError, Package, Result};
 /// The triggers that make the audit log append-only.
 pub const SAFEGUARDS: &[&str] = &["audit_no_update", "audit_no_delete"];
 
+/// Their text, as the first migration creates them.
+const SAFEGUARD_SQL: [&str; 2] = [
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
+];
+
 /// What is at the state's path before it is opened.
 enum StateFile {
     Present,
@@ -119,11 +125,33 @@ impl Catalog {
                 return Ok(cat);
             }
         }
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        // Read-only: SQLite then neither replays nor removes a `-wal` file, so a read of a
+        // damaged state changes nothing on disk.
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(path, flags).map_err(|source| crate::sqlite_error(path, source))?;
-        let mut cat = Catalog { conn, path: path.to_path_buf() };
+        let cat = Catalog { conn, path: path.to_path_buf() };
         cat.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| cat.err(e))?;
         cat.quick_check()?;
+        let version: i64 = cat.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| cat.err(e))?;
+        if version == 0 {
+            return Err(CatalogError::Damaged {
+                path: path.into(),
+                check: "schema",
+                problems: "the file holds no amictl schema (version 0): another database, or a stray write-ahead log"
+                    .into(),
+            });
+        }
+        if version >= crate::schema::MIGRATIONS.len() as i64 {
+            return Ok(cat);
+        }
+        // A state an older amictl wrote: upgraded in memory for this read (the file is
+        // upgraded by the next command that writes).
+        let mut memory = Connection::open_in_memory().map_err(|source| crate::sqlite_error(path, source))?;
+        {
+            let b = rusqlite::backup::Backup::new(&cat.conn, &mut memory).map_err(|e| cat.err(e))?;
+            b.run_to_completion(256, std::time::Duration::ZERO, None).map_err(|e| cat.err(e))?;
+        }
+        let mut cat = Catalog { conn: memory, path: path.to_path_buf() };
         cat.conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| cat.err(e))?;
         cat.migrate()?;
         Ok(cat)
@@ -166,17 +194,23 @@ impl Catalog {
         Ok(if lines == ["ok"] { Vec::new() } else { lines })
     }
 
-    /// The append-only triggers that are missing (dropped by hand, or a damaged schema).
+    /// The append-only triggers that are missing or not as amictl made them (dropped, on
+    /// another table, with a `WHEN` that disables them): each is compared with its text.
     pub fn missing_safeguards(&self) -> Result<Vec<&'static str>> {
+        let normal = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ").trim_end_matches(';').to_string();
         let mut missing = Vec::new();
-        for name in SAFEGUARDS {
-            let n: i64 = self
+        for (name, expected) in SAFEGUARDS.iter().zip(SAFEGUARD_SQL) {
+            let found: Option<String> = self
                 .conn
-                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?1", [name], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1 AND tbl_name = 'audit_events'",
+                    [name],
+                    |r| r.get(0),
+                )
+                .map(Some)
+                .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
                 .map_err(|e| self.err(e))?;
-            if n == 0 {
+            if found.map(|f| normal(&f)) != Some(normal(expected)) {
                 missing.push(*name);
             }
         }
@@ -187,7 +221,17 @@ impl Catalog {
     /// recorded (events from before the digest was recorded are skipped).
     pub fn check_records(&self) -> Result<RecordCheck> {
         let mut check = RecordCheck::default();
-        for event in self.events(None)?.into_iter().filter(|e| e.kind == "build.outcome") {
+        let events = self.events(None)?;
+        // An available version some event made available: otherwise its record was made,
+        // or its events removed, by hand.
+        for v in self.versions(None)?.into_iter().filter(|v| v.state == crate::BuildState::Available) {
+            let recorded =
+                events.iter().any(|e| e.data["build_id"] == v.build_id.as_str() && e.data["state"] == "available");
+            if !recorded {
+                check.mismatches.push(RecordMismatch { seq: 0, build_id: v.build_id, what: "outcome" });
+            }
+        }
+        for event in events.into_iter().filter(|e| e.kind == "build.outcome" || e.kind == "recover.outcome") {
             let Some(build_id) = event.data["build_id"].as_str() else { continue };
             if event.data["result"] != "done" {
                 continue;
@@ -221,16 +265,17 @@ impl Catalog {
     /// written beside `dest` and renamed, so `dest` is never half a database. Refuses to
     /// overwrite. Returns the copy's size in bytes.
     pub fn backup(&self, dest: &Path) -> Result<u64> {
-        let io = |message: String| CatalogError::Io { path: dest.into(), message };
-        if dest.exists() {
+        let io = |message: String| CatalogError::Backup { dest: dest.into(), message };
+        // A symlink (even a dangling one) is something there too.
+        if std::fs::symlink_metadata(dest).is_ok() {
             return Err(io("already exists; choose a new name (a backup never overwrites)".into()));
         }
         let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
-            ".{}.partial",
-            dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into())
+            ".{}.{}.partial",
+            dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into()),
+            std::process::id()
         ));
-        let _ = std::fs::remove_file(&tmp);
         let result = (|| {
             let mut copy =
                 Connection::open(&tmp).map_err(|source| CatalogError::Sqlite { path: tmp.clone(), source })?;
@@ -285,8 +330,11 @@ mod tests {
         };
         let packages = [package("6.3.0")];
         c.record_outputs("b-0123456789", &packages, std::slice::from_ref(&artifact), &[]).unwrap();
+        for state in [crate::BuildState::Building, crate::BuildState::Testing, crate::BuildState::Available] {
+            c.set_state("b-0123456789", state, None, "2026-12-01T00:00:00Z").unwrap();
+        }
         let data = serde_json::json!({
-            "build_id": "b-0123456789", "result": "done", "artifacts": [artifact],
+            "build_id": "b-0123456789", "result": "done", "state": "available", "artifacts": [artifact],
             "manifest_sha256": manifest_digest(&packages),
         });
         let ev = NewEvent {
@@ -404,6 +452,50 @@ mod tests {
         assert_eq!(copy.packages("b-0123456789").unwrap()[0].version, "6.3.0");
         let err = c.backup(&dest).err().unwrap().to_string();
         assert!(err.contains("already exists"), "{err}");
-        assert!(!d.path().join(".backup.db.partial").exists());
+        assert!(
+            std::fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".partial"))
+        );
+    }
+
+    #[test]
+    fn a_disabled_trigger_a_version_no_event_made_and_a_dangling_backup_link_are_caught() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        history(&path);
+        let c = Catalog::open(&path).unwrap();
+        c.conn
+            .execute_batch(
+                "DROP TRIGGER audit_no_delete;
+                 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events WHEN 0 BEGIN SELECT RAISE(ABORT, 'x'); END;",
+            )
+            .unwrap();
+        assert_eq!(c.missing_safeguards().unwrap(), vec!["audit_no_delete"], "same name, not the same trigger");
+        c.conn.execute_batch("DELETE FROM audit_events;").unwrap();
+        let check = c.check_records().unwrap();
+        assert!(check.mismatches.iter().any(|m| m.what == "outcome"), "{check:?}");
+        let dest = d.path().join("dangling");
+        std::os::unix::fs::symlink(d.path().join("nowhere"), &dest).unwrap();
+        assert!(c.backup(&dest).err().unwrap().to_string().contains("already exists"));
+    }
+
+    #[test]
+    fn an_old_state_is_upgraded_in_memory_for_a_read_and_left_as_it_was() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &crate::schema::MIGRATIONS[..3] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let c = Catalog::open_read(&path).unwrap();
+        assert!(c.versions(None).unwrap().is_empty(), "the read sees the current schema");
+        drop(c);
+        assert_eq!(std::fs::read(&path).unwrap(), before, "and the file is untouched");
     }
 }

@@ -223,6 +223,17 @@ impl Catalog {
         Ok(())
     }
 
+    /// A build's state now.
+    pub fn state(&self, build_id: &str) -> Result<Option<BuildState>> {
+        let found: Option<String> = self
+            .conn
+            .query_row("SELECT state FROM builds WHERE build_id = ?1", [build_id], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
+            .map_err(|e| self.err(e))?;
+        Ok(found.map(|s| BuildState::parse(&s)))
+    }
+
     /// Records the cloud execution a build started.
     pub fn set_execution(&self, build_id: &str, execution: &str) -> Result<()> {
         self.conn

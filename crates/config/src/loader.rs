@@ -122,7 +122,7 @@ impl Loader<'_> {
         code: &'static str,
         key: &str,
         value: &str,
-        rule: fn(&str) -> Result<(), String>,
+        rule: impl Fn(&str) -> Result<(), String>,
         hint: &str,
     ) -> bool {
         match rule(value) {
@@ -317,8 +317,13 @@ impl Loader<'_> {
             && let Some(t) = self.table(v, "state")
         {
             self.known(t, &["path", "work_dir"], "[state]");
-            if let Some(p) = Self::get(t, "path").and_then(|p| self.string(p, "state.path")) {
+            if let Some(v) = Self::get(t, "path")
+                && let Some(p) = self.string(v, "state.path")
+            {
                 state = self.dir.join(p);
+                if std::fs::metadata(&state).is_ok_and(|m| !m.is_file()) {
+                    self.regular_file(&state, v.span(), "state.path");
+                }
             }
             work_dir =
                 Self::get(t, "work_dir").and_then(|p| self.string(p, "state.work_dir")).map(|p| self.dir.join(p));
@@ -365,6 +370,16 @@ impl Loader<'_> {
                         );
                     } else {
                         ids.insert(a.id.clone(), a.name.clone());
+                    }
+                    if a.role.is_none()
+                        && let Some(first) = accounts.values().find(|p: &&Account| p.role.is_none())
+                    {
+                        self.err(
+                            k.span(),
+                            "two-platforms",
+                            format!("accounts `{}` and `{}` both have no `role`: which is the platform?", first.name, a.name),
+                            "the platform account has no role (amictl runs with its credentials); give every consumer account its role",
+                        );
                     }
                     accounts.insert(a.name.clone(), a);
                 }
@@ -666,12 +681,23 @@ impl Loader<'_> {
             return Some(AdvisoryFeed::Inspector);
         }
         let place = |this: &mut Self, key: &str| -> Option<String> {
-            let s = Self::get(t, key).and_then(|x| this.string(x, key))?;
-            Some(if s.starts_with("http://") || s.starts_with("https://") {
-                s
-            } else {
-                this.dir.join(&s).display().to_string()
-            })
+            let v = Self::get(t, key)?;
+            let s = this.string(v, key)?;
+            if s.starts_with("http://") || s.starts_with("https://") {
+                return Some(s);
+            }
+            if s.contains("://") {
+                this.err(
+                    v.span(),
+                    "bad-feed",
+                    format!("`advisories.{key}` = {s:?}: only http(s) URLs or files"),
+                    "e.g. https://…/repodata/repomd.xml",
+                );
+                return None;
+            }
+            let path = this.dir.join(&s);
+            this.regular_file(&path, v.span(), &format!("image `{image}`: advisories.{key}"));
+            Some(path.display().to_string())
         };
         match (place(self, "updateinfo"), place(self, "debian_tracker")) {
             (Some(location), None) => Some(AdvisoryFeed::Updateinfo { location }),
@@ -754,6 +780,15 @@ impl Loader<'_> {
         let mut d = Distribution::default();
         if let Some(a) = Self::get(t, "accounts") {
             for (name, span) in self.strings(a, "distribute.accounts") {
+                if d.accounts.contains(&name) {
+                    self.err(
+                        span,
+                        "duplicate-name",
+                        format!("account {name} is listed twice"),
+                        "list each account once",
+                    );
+                    continue;
+                }
                 if !accounts.contains_key(&name) {
                     self.err(
                         span,
@@ -804,6 +839,16 @@ impl Loader<'_> {
         let t = self.table(v, &format!("components.{name}"))?;
         self.known(t, &["file", "version", "parameters", "services"], &format!("[components.{name}]"));
         let services = Self::get(t, "services").map(|v| self.strings(v, "services")).unwrap_or_default();
+        for (s, span) in &services {
+            self.rule(
+                span.clone(),
+                "bad-service",
+                &format!("components.{name}.services"),
+                s,
+                rules::service,
+                "e.g. services = [\"auditd\"]",
+            );
+        }
         let services = services.into_iter().map(|(s, _)| s).collect();
         let version = match Self::get(t, "version") {
             Some(vv) => {
@@ -895,9 +940,11 @@ impl Loader<'_> {
                         );
                         ParamValue::Env { var, secret }
                     }),
-                    (None, Some(f)) => {
-                        self.string(f, "file").map(|p| ParamValue::File { path: self.dir.join(p), secret })
-                    }
+                    (None, Some(f)) => self.string(f, "file").map(|p| {
+                        let path = self.dir.join(p);
+                        self.regular_file(&path, f.span(), &format!("component `{component}`: parameter {name}"));
+                        ParamValue::File { path, secret }
+                    }),
                     _ => {
                         self.err(
                             v.span(),
@@ -1031,13 +1078,27 @@ impl Loader<'_> {
                         );
                         Some(ParentSpec::Debootstrap { suite: suite.to_string() })
                     }
-                    Some(("ssm", name)) if name.starts_with('/') => {
-                        Some(ParentSpec::SsmParameter { name: name.to_string() })
+                    Some(("ssm", param)) if param.starts_with('/') => {
+                        self.rule(
+                            p.span(),
+                            "bad-parent",
+                            &format!("images.{name}.parent"),
+                            param,
+                            rules::parameter_path,
+                            "e.g. parent = \"ssm:/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2\"",
+                        );
+                        Some(ParentSpec::SsmParameter { name: param.to_string() })
                     }
                     Some(("ami", spec))
                         if spec.split_once('/').is_some_and(|(o, p)| !o.is_empty() && !p.is_empty()) =>
                     {
                         let (owners, pattern) = spec.split_once('/').unwrap_or_default();
+                        let key = format!("images.{name}.parent");
+                        let hint = "e.g. parent = \"ami:amazon/amzn2-ami-ecs-hvm-*-x86_64-ebs\"";
+                        for owner in owners.split(',') {
+                            self.rule(p.span(), "bad-parent", &key, owner, rules::ami_owner, hint);
+                        }
+                        self.rule(p.span(), "bad-parent", &key, pattern, rules::name_pattern, hint);
                         Some(ParentSpec::AmiName {
                             owners: owners.split(',').map(str::to_string).collect(),
                             pattern: pattern.to_string(),
@@ -1090,7 +1151,12 @@ impl Loader<'_> {
         }
         let mut tests = Vec::new();
         if let Some(tv) = Self::get(t, "tests") {
+            let mut seen = BTreeSet::new();
             for (file, span) in self.strings(tv, "tests") {
+                if !seen.insert(file.clone()) {
+                    self.err(span, "duplicate-name", format!("test {file} is listed twice"), "list each test once");
+                    continue;
+                }
                 let path = self.dir.join(&file);
                 if let Some(document) = self.document(&path, span, &format!("image `{name}` test")) {
                     let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
@@ -1159,12 +1225,46 @@ impl Loader<'_> {
                                 Some(it)
                             })
                             .unwrap_or_else(|| "t3.medium".into()),
-                        subnet: Self::get(bt, "subnet").and_then(|v| self.string(v, "subnet")),
+                        subnet: Self::get(bt, "subnet").and_then(|v| {
+                            let s = self.string(v, "subnet")?;
+                            self.rule(
+                                v.span(),
+                                "bad-id",
+                                "builder.subnet",
+                                &s,
+                                rules::resource_id("subnet"),
+                                "the subnet's id",
+                            );
+                            Some(s)
+                        }),
                         security_groups: Self::get(bt, "security_groups")
-                            .map(|v| self.strings(v, "security_groups").into_iter().map(|(s, _)| s).collect())
+                            .map(|v| {
+                                let groups = self.strings(v, "security_groups");
+                                for (g, span) in &groups {
+                                    self.rule(
+                                        span.clone(),
+                                        "bad-id",
+                                        "builder.security_groups",
+                                        g,
+                                        rules::resource_id("sg"),
+                                        "security group ids",
+                                    );
+                                }
+                                groups.into_iter().map(|(s, _)| s).collect()
+                            })
                             .unwrap_or_default(),
-                        instance_profile: Self::get(bt, "instance_profile")
-                            .and_then(|v| self.string(v, "instance_profile")),
+                        instance_profile: Self::get(bt, "instance_profile").and_then(|v| {
+                            let s = self.string(v, "instance_profile")?;
+                            self.rule(
+                                v.span(),
+                                "bad-name",
+                                "builder.instance_profile",
+                                &s,
+                                rules::instance_profile,
+                                "the profile's name",
+                            );
+                            Some(s)
+                        }),
                     },
                     Some("imagebuilder") => match Self::get(bt, "pipeline") {
                         Some(p) => {
@@ -1201,6 +1301,18 @@ impl Loader<'_> {
                 }
             }
         };
+        if matches!(builder, Builder::Local { .. })
+            && tests.is_empty()
+            && !names.iter().any(|c| components[c].document.phases.iter().any(|p| p.name == "test"))
+        {
+            let pos = self.pos(name_span.clone());
+            self.sink.warning(
+                pos,
+                "untested",
+                format!("image `{name}`: nothing tests it (no `tests`, no component with a test phase)"),
+                "add tests = [\"tests/….yml\"]: amictl ships what passed its tests, and this line has none",
+            );
+        }
         let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(name, d, accounts));
         let advisories = Self::get(t, "advisories").and_then(|a| self.advisories(name, a));
         let parent = parent?;

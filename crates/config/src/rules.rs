@@ -127,10 +127,54 @@ pub(crate) fn env_var(text: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err("an environment variable name such as SCAN_AGENT_KEY".into()) }
 }
 
-/// A component version: what people write (`1.2.0`, `2026.11`), no spaces.
+/// A component version: what people write (`1.2.0`, `2026.11`, `1.0.0-rc1+b2`).
 pub(crate) fn version(text: &str) -> Result<(), String> {
-    let ok = !text.is_empty() && text.len() <= 64 && text.chars().all(|c| c.is_ascii_graphic());
-    if ok { Ok(()) } else { Err("1 to 64 printable characters, no spaces".into()) }
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '~'))
+        && !text.contains("..");
+    if ok { Ok(()) } else { Err("1 to 64 letters, digits, `.`, `-`, `_`, `+` or `~`".into()) }
+}
+
+/// An AMI owner for `ami:` parents: `self`, `amazon`, `aws-marketplace` or an account id.
+pub(crate) fn ami_owner(text: &str) -> Result<(), String> {
+    let ok = matches!(text, "self" | "amazon" | "aws-marketplace")
+        || (text.len() == 12 && text.bytes().all(|b| b.is_ascii_digit()));
+    if ok { Ok(()) } else { Err("an owner is self, amazon, aws-marketplace or a 12-digit account id".into()) }
+}
+
+/// An EC2 name pattern (`amzn2-ami-ecs-hvm-*-x86_64-ebs`): printable, no spaces.
+pub(crate) fn name_pattern(text: &str) -> Result<(), String> {
+    let ok = !text.is_empty() && text.len() <= 128 && text.chars().all(|c| c.is_ascii_graphic());
+    if ok { Ok(()) } else { Err("1 to 128 printable characters, no spaces".into()) }
+}
+
+/// An EC2 resource id with its prefix (`subnet-0abc…`, `sg-0abc…`).
+pub(crate) fn resource_id(prefix: &'static str) -> impl Fn(&str) -> Result<(), String> {
+    move |text: &str| {
+        let ok = text.strip_prefix(prefix).and_then(|h| h.strip_prefix('-')).is_some_and(|h| {
+            (8..=17).contains(&h.len()) && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        });
+        if ok { Ok(()) } else { Err(format!("not an id such as {prefix}-0123456789abcdef0")) }
+    }
+}
+
+/// An IAM instance profile name.
+pub(crate) fn instance_profile(text: &str) -> Result<(), String> {
+    let ok = !text.is_empty()
+        && text.len() <= 128
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '=' | ',' | '.' | '@' | '-' | '_'));
+    if ok { Ok(()) } else { Err("1 to 128 letters, digits or + = , . @ - _".into()) }
+}
+
+/// A systemd unit name (`auditd`, `amazon-ssm-agent`, `getty@tty1`): it is passed to
+/// `systemctl` on the builder, so nothing a shell would read.
+pub(crate) fn service(text: &str) -> Result<(), String> {
+    let ok = !text.is_empty()
+        && text.len() <= 256
+        && !text.starts_with('-')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '@' | '-' | '\\'));
+    if ok { Ok(()) } else { Err("a systemd unit name such as auditd (letters, digits, : _ . @ -)".into()) }
 }
 
 const DAY: i64 = 86_400;

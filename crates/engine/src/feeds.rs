@@ -59,7 +59,7 @@ const FEED_LIMIT: u64 = toe::input::FEED_LIMIT;
 fn gunzip_if(name: &str, bytes: Vec<u8>) -> Result<String, String> {
     if name.ends_with(".gz") || bytes.starts_with(&[0x1f, 0x8b]) {
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&bytes[..])
+        flate2::read::MultiGzDecoder::new(&bytes[..])
             .take(FEED_LIMIT + 1)
             .read_to_string(&mut text)
             .map_err(|e| format!("{name}: bad gzip ({e})"))?;
@@ -78,6 +78,17 @@ pub fn fetch(location: &str, cached: Option<(&str, &Path)>) -> Result<(String, O
     let remote = location.starts_with("http://") || location.starts_with("https://");
     if !remote {
         let bytes = toe::input::read(Path::new(location), FEED_LIMIT).map_err(|e| e.to_string())?;
+        if location.ends_with("repomd.xml") {
+            // A local repository mirror: follow repomd to its updateinfo, as for a URL.
+            let repomd = String::from_utf8_lossy(&bytes).to_string();
+            let r = vuln::parse_repomd(&repomd)
+                .map_err(|e| format!("{location}: {e}"))?
+                .ok_or_else(|| format!("{location}: no updateinfo in repomd.xml"))?;
+            let base = Path::new(location).parent().and_then(Path::parent).unwrap_or(Path::new("."));
+            let feed = base.join(r.href.trim_start_matches('/'));
+            let bytes = toe::input::read(&feed, FEED_LIMIT).map_err(|e| e.to_string())?;
+            return gunzip_if(&feed.display().to_string(), bytes).map(|t| (t, Some(r.checksum)));
+        }
         return gunzip_if(location, bytes).map(|t| (t, None));
     }
     if location.ends_with("repomd.xml") {

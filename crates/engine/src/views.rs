@@ -105,7 +105,8 @@ pub fn lines(cfg: &Config, cat: &Catalog, now: Timestamp) -> Result<Vec<LineStat
         out.push(LineStatus {
             image: name.clone(),
             newest: newest.map(|v| v.version.clone()),
-            age_days: age.map(|a| a.div_euclid(DAY)),
+            // A `--now` before the build would make it negative: it is 0 days old then.
+            age_days: age.map(|a| a.max(0).div_euclid(DAY)),
             due_in_days: age.map(|a| policy::due_in_days(cfg.policy.max_age_seconds, a)),
             available: versions.iter().filter(|v| v.state == BuildState::Available).count(),
             deprecation_failures: failures,

@@ -235,6 +235,8 @@ impl Factory {
         stage: &'static str,
     ) -> Result<(), FactoryError> {
         fs::create_dir_all(logs).map_err(stage_err(stage))?;
+        // Bound below even when no document runs (a line with no test documents).
+        fs::create_dir_all(state).map_err(stage_err(stage))?;
         let mut sb = Sandbox::over(overlay.clone()).map_err(|source| FactoryError::Sandbox { stage, source })?;
         sb = sb.bind(logs, IN_LOGS, true).map_err(|source| FactoryError::Sandbox { stage, source })?;
         let mut docs: Vec<Document> = Vec::new();
@@ -448,8 +450,13 @@ fn secret_values(components: &[&Component]) -> Vec<String> {
         .collect()
 }
 
+/// `text` with every secret masked, in every form (each line, JSON-escaped).
 fn masked(text: &str, secrets: &[String]) -> String {
-    secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+    let mut all = toe::report::Secrets::default();
+    for s in secrets {
+        all.add(s);
+    }
+    all.mask(text)
 }
 
 /// A safety net under `disableLogging`: no secret parameter value survives in a log file.

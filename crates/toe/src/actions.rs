@@ -23,6 +23,8 @@ use crate::report::LogFolder;
 /// Everything a module may touch while it runs.
 pub struct ActionCtx<'a> {
     pub deadline: Option<Instant>,
+    /// The step's `timeoutSeconds`, for messages.
+    pub timeout_seconds: i64,
     pub log: &'a mut LogFolder,
     pub observer: &'a mut dyn Observer,
     /// Folder for this step's script and output log.
@@ -156,23 +158,26 @@ fn run_logged(cmd: &mut Command, ctx: &mut ActionCtx<'_>) -> Result<(Exit, Strin
         None
     } else {
         fs::create_dir_all(&ctx.step_dir).ok();
-        File::create(&log_path).ok()
+        // Appended: a loop's iterations and a step's retries all land in its one log.
+        fs::OpenOptions::new().create(true).append(true).open(&log_path).ok()
     };
     let mut stderr_tail: Vec<u8> = Vec::new();
     let secret = ctx.secret;
     let log = &mut *ctx.log;
     let observer = &mut *ctx.observer;
     let mut redact = log.redactor();
-    let mut console_bytes = 0u64;
+    let mut dropped = 0u64;
+    let mut stderr_cut = false;
     let mut write = |log: &mut crate::report::LogFolder, bytes: &[u8]| {
         if bytes.is_empty() {
             return;
         }
-        if console_bytes < CONSOLE_PER_STEP {
-            let room = (CONSOLE_PER_STEP - console_bytes).min(bytes.len() as u64) as usize;
+        // The budget is the step's, across a loop's iterations and retries.
+        let room = log.console_room(&log_path, bytes.len() as u64, CONSOLE_PER_STEP) as usize;
+        if room > 0 {
             log.console(&bytes[..room]);
         }
-        console_bytes += bytes.len() as u64;
+        dropped += (bytes.len() - room) as u64;
         if let Some(f) = step_log.as_mut() {
             let _ = f.write_all(bytes);
         }
@@ -183,6 +188,7 @@ fn run_logged(cmd: &mut Command, ctx: &mut ActionCtx<'_>) -> Result<(Exit, Strin
             stderr_tail.extend_from_slice(bytes);
             if stderr_tail.len() > 4096 {
                 stderr_tail.drain(..stderr_tail.len() - 4096);
+                stderr_cut = true;
             }
         }
         if !secret {
@@ -195,14 +201,10 @@ fn run_logged(cmd: &mut Command, ctx: &mut ActionCtx<'_>) -> Result<(Exit, Strin
         let rest = redact.finish();
         write(log, &rest);
     }
-    if console_bytes > CONSOLE_PER_STEP {
+    if dropped > 0 {
         log.console(
-            format!(
-                "\n[amictl: {} more bytes of this step's output are only in {}]\n",
-                console_bytes - CONSOLE_PER_STEP,
-                log_path.display()
-            )
-            .as_bytes(),
+            format!("\n[amictl: {dropped} more bytes of this step's output are only in {}]\n", log_path.display())
+                .as_bytes(),
         );
     }
     if finished.stdout_total > finished.stdout.len() as u64 {
@@ -216,8 +218,17 @@ fn run_logged(cmd: &mut Command, ctx: &mut ActionCtx<'_>) -> Result<(Exit, Strin
     if finished.leftovers > 0 {
         log.app(&format!("ended {} process(es) the step left running", finished.leftovers));
     }
-    let stdout = String::from_utf8_lossy(&finished.stdout).into_owned();
-    let tail = log.mask(&String::from_utf8_lossy(&stderr_tail));
+    let mut stdout = String::from_utf8_lossy(&finished.stdout).into_owned();
+    // A tail cut mid-line may begin with a fragment of a secret: it starts at a line.
+    if finished.stdout_total > finished.stdout.len() as u64 {
+        crate::engine::keep_tail(&mut stdout, finished.stdout.len().saturating_sub(1));
+    }
+    let mut tail = String::from_utf8_lossy(&stderr_tail).into_owned();
+    if stderr_cut {
+        let n = tail.len().saturating_sub(1);
+        crate::engine::keep_tail(&mut tail, n);
+    }
+    let tail = log.mask(&tail);
     let tail: Vec<&str> = tail.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
     Ok((finished.exit, stdout, if secret { String::new() } else { tail.join("\n") }))
 }
@@ -232,8 +243,8 @@ fn exit_outcome(exit: Exit, stdout: String, stderr_tail: String, ctx: &ActionCtx
         Exit::Code(c) => Err(ActionError::Failed(with_tail(format!("exit status {c}")))),
         Exit::Signal(s) => Err(ActionError::Failed(with_tail(format!("killed by signal {s}")))),
         Exit::TimedOut => Err(ActionError::TimedOut(format!(
-            "timed out after {}s; the step's process group was killed",
-            ctx.deadline.map(|_| "its timeoutSeconds").unwrap_or("?")
+            "timed out after {}s (timeoutSeconds); the step's processes were killed",
+            ctx.timeout_seconds
         ))),
     }
 }

@@ -94,6 +94,17 @@ pub enum LoopKind {
     Delimited { list: String, delimiter: char },
 }
 
+/// The most iterations one loop runs: each is a process at least, and their values and
+/// outputs are kept.
+pub const MAX_LOOP_ITERATIONS: i128 = 100_000;
+
+/// How many iterations a `for` loop runs (0 when it never reaches its end), without
+/// overflow at the ends of the i64 range.
+pub fn iterations(start: i64, end: i64, update_by: i64) -> i128 {
+    let (start, end, by) = (i128::from(start), i128::from(end), i128::from(update_by));
+    if by == 0 || (by > 0 && start > end) || (by < 0 && start < end) { 0 } else { (end - start) / by + 1 }
+}
+
 impl Document {
     /// Reads and validates a document file. `Err` holds every diagnostic; `Ok` may carry
     /// warnings.
@@ -1276,6 +1287,16 @@ impl Loader<'_> {
                 "infinite-loop",
                 format!("start {start}, end {end}, updateBy {update_by} never reaches the end"),
                 "step towards `end`: a positive updateBy when start ≤ end, negative otherwise",
+            );
+            return None;
+        }
+        let count = iterations(start, end, update_by);
+        if count > MAX_LOOP_ITERATIONS {
+            self.sink.error(
+                node.pos,
+                "too-many-iterations",
+                format!("start {start}, end {end}, updateBy {update_by} is {count} iterations, more than the {MAX_LOOP_ITERATIONS} amictl runs"),
+                "split the work, or loop over a list",
             );
             return None;
         }

@@ -31,6 +31,11 @@ pub const MAX_DOCUMENT_DEPTH: usize = 3;
 /// cannot loop forever.
 pub const MAX_REBOOTS: u32 = 16;
 const STATE_FILE: &str = "execution-state.json";
+/// The most an execution's saved state may be (it holds every step's outputs, each bounded).
+const STATE_LIMIT: u64 = 256 << 20;
+/// What a loop's consolidated outputs keep per key (the tail): each iteration's output is
+/// bounded, and so is their sum.
+const CONSOLIDATED_KEPT: usize = crate::process::STDOUT_KEPT * 4;
 
 pub struct RunOptions {
     /// Phases to run; `None` runs all of them.
@@ -143,8 +148,10 @@ pub fn run(documents: &[Document], opts: &RunOptions, observer: &mut dyn Observe
     let state_path = opts.state_directory.join(STATE_FILE);
     let resumed = state_path.exists();
     let (mut state, docs) = if resumed {
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(|source| EngineError::StateDir { path: state_path.clone(), source })?;
+        let text = crate::input::read_text(&state_path, STATE_LIMIT).map_err(|e| EngineError::StateDir {
+            path: state_path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let state: State = serde_json::from_str(&text)
             .map_err(|e| EngineError::CorruptState { path: state_path.clone(), message: e.to_string() })?;
         let mut docs = Vec::new();
@@ -324,7 +331,14 @@ fn save_state(path: &Path, state: &State) -> Result<(), EngineError> {
     }
     let tmp = path.with_extension("tmp");
     let text = serde_json::to_vec(state).map_err(|e| err(std::io::Error::other(e)))?;
-    std::fs::write(&tmp, text).map_err(err)?;
+    // It holds `disableLogging` outputs (to chain them after a reboot): owner-only.
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(err)?;
+        f.write_all(&text).map_err(err)?;
+    }
     std::fs::rename(&tmp, path).map_err(err)
 }
 
@@ -504,6 +518,20 @@ fn os_release(key: &str) -> String {
 }
 
 /// Successful loop iterations' outputs, joined per key with newlines.
+/// Keeps the last `kept` bytes of `s`, from a line start (so no fragment of a line — of a
+/// secret — is left at the front).
+pub(crate) fn keep_tail(s: &mut String, kept: usize) {
+    if s.len() <= kept {
+        return;
+    }
+    let mut cut = s.len() - kept;
+    while !s.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let cut = s[cut..].find('\n').map_or(s.len(), |i| cut + i + 1);
+    s.drain(..cut);
+}
+
 fn consolidate(acc: &mut Vec<Map<String, Value>>, outputs: Vec<Map<String, Value>>) {
     for (i, out) in outputs.into_iter().enumerate() {
         if acc.len() <= i {
@@ -519,6 +547,7 @@ fn consolidate(acc: &mut Vec<Map<String, Value>>, outputs: Vec<Map<String, Value
                 Some(Value::String(prev)) => {
                     prev.push('\n');
                     prev.push_str(&text);
+                    keep_tail(prev, CONSOLIDATED_KEPT);
                 }
                 _ => {
                     acc[i].insert(k, Value::String(text));
@@ -824,13 +853,18 @@ impl Runner<'_> {
         };
         let values: Vec<String> = match &looping.kind {
             LoopKind::For { start, end, update_by } => {
-                let mut v = Vec::new();
-                let mut i = *start;
-                while (*update_by > 0 && i <= *end) || (*update_by < 0 && i >= *end) {
-                    v.push(i.to_string());
-                    i += update_by;
+                let count = crate::document::iterations(*start, *end, *update_by);
+                if count > crate::document::MAX_LOOP_ITERATIONS {
+                    return Err(fail(
+                        format!(
+                            "the loop has {count} iterations, more than the {} amictl runs",
+                            crate::document::MAX_LOOP_ITERATIONS
+                        ),
+                        Vec::new(),
+                        None,
+                    ));
                 }
-                v
+                (0..count).map(|n| (i128::from(*start) + n * i128::from(*update_by)).to_string()).collect()
             }
             LoopKind::List(items) => match items.iter().map(|i| scope.resolve(i)).collect::<Result<Vec<_>, _>>() {
                 Ok(v) => v,
@@ -839,12 +873,29 @@ impl Runner<'_> {
                 }
             },
             LoopKind::Delimited { list, delimiter } => match scope.resolve(list) {
-                Ok(s) => s.split(*delimiter).map(str::to_string).collect(),
+                Ok(s) => {
+                    let pieces: Vec<String> = s.split(*delimiter).map(str::to_string).collect();
+                    // Pieces of a secret are secret too.
+                    if self.log.mask(&s) != s {
+                        for p in &pieces {
+                            self.log.add_secret(p);
+                        }
+                    }
+                    pieces
+                }
                 Err(e) => {
                     return Err(fail(format!("cannot resolve the loop list: {e}"), Vec::new(), None));
                 }
             },
         };
+        if values.len() as i128 > crate::document::MAX_LOOP_ITERATIONS {
+            let message = format!(
+                "the loop has {} iterations, more than the {} amictl runs",
+                values.len(),
+                crate::document::MAX_LOOP_ITERATIONS
+            );
+            return Err(fail(message, Vec::new(), None));
+        }
         let mut outputs: Vec<Map<String, Value>> = Vec::new();
         let mut last_inputs = Vec::new();
         for (index, value) in values.iter().enumerate() {
@@ -929,6 +980,7 @@ impl Runner<'_> {
                     .join(sanitize(phase));
                 let mut ctx = ActionCtx {
                     deadline,
+                    timeout_seconds: step.timeout_seconds,
                     log: &mut self.log,
                     observer: &mut *self.observer,
                     step_dir,

@@ -77,13 +77,26 @@ pub fn regular_file(path: &Path) -> Result<u64, InputError> {
 }
 
 /// The bytes of the regular file at `path` (symlinks followed), at most `limit` of them.
+///
+/// The file is opened first (non-blocking, so a named pipe cannot hang the open) and its
+/// type checked on the open handle: a path swapped between the check and the read cannot
+/// slip a device or a pipe in.
 pub fn read(path: &Path, limit: u64) -> Result<Vec<u8>, InputError> {
-    let len = regular_file(path)?;
-    if len > limit {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(InputError::Missing(path.into())),
+        Err(e) => return Err(InputError::Io(path.into(), e.to_string())),
+    };
+    let meta = file.metadata().map_err(|e| InputError::Io(path.into(), e.to_string()))?;
+    if !meta.is_file() {
+        return Err(InputError::NotAFile(path.into(), kind(meta.file_type())));
+    }
+    if meta.len() > limit {
         return Err(InputError::TooLarge(path.into(), limit));
     }
-    let file = std::fs::File::open(path).map_err(|e| InputError::Io(path.into(), e.to_string()))?;
-    let mut bytes = Vec::with_capacity(len as usize);
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| InputError::Io(path.into(), e.to_string()))?;
     if bytes.len() as u64 > limit {
         return Err(InputError::TooLarge(path.into(), limit));

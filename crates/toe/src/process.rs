@@ -44,6 +44,23 @@ pub fn kill_running_group() {
     }
 }
 
+/// A signal that arrived while a step ran (0: none): once the step's processes are swept,
+/// the process exits with 128 + it.
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// For a signal handler (async-signal-safe: atomics and `kill(2)`): when a step is
+/// running, kills its process group and has [`run`] end what it left — orphans that
+/// called `setsid` included — and then exit with 128 + `signal`; returns false when no
+/// step runs (the caller then lets the signal end the process as usual).
+pub fn interrupt(signal: i32) -> bool {
+    if RUNNING_STEPS.load(Ordering::SeqCst) == 0 {
+        return false;
+    }
+    INTERRUPTED.store(signal, Ordering::SeqCst);
+    kill_running_group();
+    true
+}
+
 /// How long pipes may stay open after the step's process exited.
 const PIPE_GRACE: Duration = Duration::from_millis(250);
 
@@ -98,6 +115,10 @@ pub fn run(cmd: &mut Command, deadline: Option<Instant>, sink: &mut dyn FnMut(St
         let result = wait_for(&mut child, pid, deadline, sink);
         RUNNING_GROUP.store(0, Ordering::SeqCst);
         let leftovers = end_leftovers(pid);
+        let signal = INTERRUPTED.load(Ordering::SeqCst);
+        if signal != 0 {
+            std::process::exit(128 + signal);
+        }
         result.map(|mut f| {
             f.leftovers = leftovers;
             f

@@ -145,8 +145,88 @@ pub struct LogFolder {
     pub path: PathBuf,
     console: BufWriter<File>,
     application: BufWriter<File>,
-    /// Longest first, so a secret containing another is masked whole.
-    secrets: Vec<String>,
+    secrets: Secrets,
+    /// Bytes each step (by its log file) has written to `console.log`.
+    console_used: std::collections::HashMap<PathBuf, u64>,
+}
+
+/// The values to mask, in every form they are written in: as they are, each of their
+/// lines, and JSON-escaped once and twice (a quote or backslash in a secret is `\"` in
+/// `detailedoutput.json`, and `\\\"` where an output is JSON inside JSON). Matching is one
+/// Aho-Corasick pass (leftmost-longest, so a secret inside another is masked whole), so a
+/// thousand-line secret costs no more per byte than a short one.
+#[derive(Default, Clone)]
+pub struct Secrets {
+    list: Vec<String>,
+    matcher: Option<std::sync::Arc<aho_corasick::AhoCorasick>>,
+}
+
+impl Secrets {
+    /// The forms of `secret` that are masked.
+    pub fn forms(secret: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let escape = |t: &str| {
+            let q = serde_json::to_string(t).unwrap_or_default();
+            q.get(1..q.len().saturating_sub(1)).unwrap_or_default().to_string()
+        };
+        for part in std::iter::once(secret.trim_end_matches('\n')).chain(secret.lines()) {
+            let once = escape(part);
+            let twice = escape(&once);
+            for form in [part.to_string(), once, twice] {
+                if form.len() >= MIN_SECRET && !out.contains(&form) {
+                    out.push(form);
+                }
+            }
+        }
+        out
+    }
+
+    /// Masks `secret` (all its forms) from now on.
+    pub fn add(&mut self, secret: &str) {
+        let before = self.list.len();
+        for form in Secrets::forms(secret) {
+            if !self.list.contains(&form) {
+                self.list.push(form);
+            }
+        }
+        if self.list.len() != before {
+            self.matcher = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&self.list)
+                .ok()
+                .map(std::sync::Arc::new);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The longest form, in bytes.
+    fn longest(&self) -> usize {
+        self.list.iter().map(String::len).max().unwrap_or(0)
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn mask(&self, text: &str) -> String {
+        match &self.matcher {
+            Some(m) => m.replace_all(text, &vec!["***"; self.list.len()]),
+            None => text.to_string(),
+        }
+    }
+
+    /// [`Secrets::mask`] for bytes that may not be UTF-8.
+    pub fn mask_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        match &self.matcher {
+            Some(m) => m.replace_all_bytes(bytes, &vec![&b"***"[..]; self.list.len()]),
+            None => bytes.to_vec(),
+        }
+    }
+
+    /// Whether `text` holds a secret.
+    pub fn found_in(&self, text: &str) -> bool {
+        self.matcher.as_ref().is_some_and(|m| m.is_match(text))
+    }
 }
 
 impl LogFolder {
@@ -158,38 +238,42 @@ impl LogFolder {
             path: path.to_path_buf(),
             console: append("console.log")?,
             application: append("application.log")?,
-            secrets: Vec::new(),
+            secrets: Secrets::default(),
+            console_used: std::collections::HashMap::new(),
         })
     }
 
-    /// Masks `secret` (and each of its lines) in everything written from now on.
+    /// Masks `secret` (each of its lines, and their JSON-escaped forms) in everything
+    /// written from now on.
     pub fn add_secret(&mut self, secret: &str) {
-        let parts = std::iter::once(secret.trim_end_matches('\n')).chain(secret.lines());
-        for part in parts {
-            if part.len() >= MIN_SECRET && !self.secrets.iter().any(|s| s == part) {
-                self.secrets.push(part.to_string());
-            }
-        }
-        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        self.secrets.add(secret);
     }
 
     /// `text` with every secret replaced by `***`.
     pub fn mask(&self, text: &str) -> String {
-        self.secrets.iter().fold(text.to_string(), |t, s| t.replace(s.as_str(), "***"))
+        self.secrets.mask(text)
     }
 
     /// A masker for one stream of output (a step's), which also catches a secret split
     /// across two chunks.
     pub fn redactor(&self) -> Redactor {
-        Redactor::new(&self.secrets)
+        Redactor::from_secrets(&self.secrets)
+    }
+
+    /// How much of `want` more bytes the step logging to `step_log` may still write to
+    /// `console.log` within `limit` (the rest is in its step log only); counts them.
+    pub fn console_room(&mut self, step_log: &Path, want: u64, limit: u64) -> u64 {
+        let used = self.console_used.entry(step_log.to_path_buf()).or_default();
+        let room = limit.saturating_sub(*used).min(want);
+        *used += want;
+        room
     }
 
     pub fn console(&mut self, bytes: &[u8]) {
         if self.secrets.is_empty() {
             let _ = self.console.write_all(bytes);
         } else {
-            let text = self.mask(&String::from_utf8_lossy(bytes));
-            let _ = self.console.write_all(text.as_bytes());
+            let _ = self.console.write_all(&self.secrets.mask_bytes(bytes));
         }
     }
 
@@ -206,7 +290,7 @@ impl LogFolder {
     /// Every string in `value`, masked.
     pub fn mask_value(&self, value: &mut serde_json::Value) {
         match value {
-            serde_json::Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
+            serde_json::Value::String(s) if self.secrets.found_in(s) => {
                 *s = self.mask(s);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.mask_value(v)),
@@ -230,60 +314,53 @@ impl LogFolder {
 /// Masks secrets in a stream of chunks: the last few bytes of each chunk wait for the next,
 /// so a secret split across two is still found.
 pub struct Redactor {
-    secrets: Vec<Vec<u8>>,
+    secrets: Secrets,
+    /// Bytes held back: one less than the longest secret form.
     keep: usize,
     carry: Vec<u8>,
 }
 
-fn replace_all(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(haystack.len());
-    let mut i = 0;
-    while i < haystack.len() {
-        if haystack[i..].starts_with(needle) {
-            out.extend_from_slice(b"***");
-            i += needle.len();
-        } else {
-            out.push(haystack[i]);
-            i += 1;
-        }
-    }
-    out
-}
-
 impl Redactor {
-    /// A masker for `secrets` (longest first, so a secret inside another is not half-masked).
+    /// A masker for `secrets` (each with all its forms).
     pub fn new(secrets: &[String]) -> Redactor {
-        let mut secrets: Vec<Vec<u8>> =
-            secrets.iter().filter(|s| s.len() >= MIN_SECRET).map(|s| s.as_bytes().to_vec()).collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        let keep = secrets.iter().map(Vec::len).max().unwrap_or(1).saturating_sub(1);
-        Redactor { secrets, keep, carry: Vec::new() }
+        let mut all = Secrets::default();
+        for s in secrets {
+            all.add(s);
+        }
+        Redactor::from_secrets(&all)
     }
 
-    /// The part of `bytes` (with what waited) that is safe to write now.
+    fn from_secrets(secrets: &Secrets) -> Redactor {
+        Redactor { secrets: secrets.clone(), keep: secrets.longest().saturating_sub(1), carry: Vec::new() }
+    }
+
+    /// The part of `bytes` (with what waited) that is safe to write now. A secret that
+    /// starts before the held-back tail ends inside the buffer, so it is always whole.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {
-        if self.secrets.is_empty() {
-            return bytes.to_vec();
-        }
+        let Some(matcher) = self.secrets.matcher.clone() else { return bytes.to_vec() };
         self.carry.extend_from_slice(bytes);
-        let mut buf = std::mem::take(&mut self.carry);
-        for s in &self.secrets {
-            if buf.windows(s.len()).any(|w| w == s.as_slice()) {
-                buf = replace_all(&buf, s);
+        let buf = std::mem::take(&mut self.carry);
+        let safe_end = buf.len().saturating_sub(self.keep);
+        let mut out = Vec::with_capacity(buf.len());
+        let mut pos = 0;
+        for m in matcher.find_iter(&buf) {
+            if m.start() >= safe_end {
+                break;
             }
+            out.extend_from_slice(&buf[pos..m.start()]);
+            out.extend_from_slice(b"***");
+            pos = m.end();
         }
-        let split = buf.len().saturating_sub(self.keep);
-        self.carry = buf.split_off(split);
-        buf
+        let emit_to = pos.max(safe_end);
+        out.extend_from_slice(&buf[pos..emit_to]);
+        self.carry = buf[emit_to..].to_vec();
+        out
     }
 
     /// What still waits, masked.
     pub fn finish(&mut self) -> Vec<u8> {
-        let mut buf = std::mem::take(&mut self.carry);
-        for s in &self.secrets {
-            buf = replace_all(&buf, s);
-        }
-        buf
+        let buf = std::mem::take(&mut self.carry);
+        self.secrets.mask_bytes(&buf)
     }
 }
 

@@ -84,6 +84,7 @@ pub fn parse_updateinfo(xml: &str) -> Result<Vec<Advisory>, FeedError> {
     let mut cur: Option<Advisory> = None;
     let mut field: Option<&'static str> = None;
     let mut depth = 0usize;
+    let mut root = false;
     let err = |reader: &quick_xml::Reader<&[u8]>, message: String| {
         let (line, column) = position(xml, reader.buffer_position() as usize);
         FeedError { what: "updateinfo".into(), line, column, message }
@@ -105,6 +106,15 @@ pub fn parse_updateinfo(xml: &str) -> Result<Vec<Advisory>, FeedError> {
                     }
                     Ok(String::new())
                 };
+                if depth <= 1 && !root {
+                    // The first element is the document's: an HTML error page or any other
+                    // XML is not an empty feed.
+                    if e.name().as_ref() != b"updates" {
+                        let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                        return Err(err(&reader, format!("the document is <{name}>, not an updateinfo <updates>")));
+                    }
+                    root = true;
+                }
                 match e.name().as_ref() {
                     b"update" => {
                         cur = Some(Advisory {
@@ -190,6 +200,9 @@ pub fn parse_updateinfo(xml: &str) -> Result<Vec<Advisory>, FeedError> {
             Event::Eof => {
                 if depth != 0 || cur.is_some() {
                     return Err(err(&reader, "the document ends inside an element (truncated?)".into()));
+                }
+                if !root {
+                    return Err(err(&reader, "no <updates> element: empty, or not an updateinfo document".into()));
                 }
                 return Ok(out);
             }
@@ -279,6 +292,14 @@ pub fn parse_debian_tracker(json: &str, release: &str) -> Result<(Vec<DebianReco
             message: "not a JSON object".into(),
         });
     };
+    if sources.is_empty() {
+        return Err(FeedError {
+            what: "debian tracker".into(),
+            line: 1,
+            column: 1,
+            message: "no source packages: an empty object is not the tracker's data".into(),
+        });
+    }
     for (source, cves) in sources {
         let Some(cves) = cves.as_object() else {
             skipped.push(source.clone());

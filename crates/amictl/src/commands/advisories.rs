@@ -82,6 +82,9 @@ fn ad_hoc(common: &Common, args: &AdvisoriesArgs, manifest: &std::path::Path, mi
     let text = toe::input::read_text(manifest, toe::input::FEED_LIMIT).map_err(|e| UsageError(e.to_string()))?;
     let (kind, installed) =
         vuln::parse_manifest(&text).map_err(|e| UsageError(format!("{}: {e}", manifest.display())))?;
+    if installed.is_empty() {
+        return Err(UsageError(format!("{}: no packages (an empty manifest finds nothing)", manifest.display())).into());
+    }
     let feed = match (&args.updateinfo, &args.debian_tracker) {
         (Some(u), None) => AdvisoryFeed::Updateinfo { location: u.clone() },
         (None, Some(d)) => AdvisoryFeed::DebianTracker {

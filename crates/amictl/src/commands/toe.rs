@@ -101,6 +101,17 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
     for d in split_list("documents", &a.documents)? {
         paths.push(fetch_document(&d, host_store.as_deref(), scratch.as_path())?);
     }
+    let bad_id = |id: &str| {
+        !(1..=128).contains(&id.len())
+            || id.contains("..")
+            || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if a.execution_id.as_deref().is_some_and(bad_id) {
+        return Err(UsageError(
+            "--execution-id: 1 to 128 letters, digits, `-`, `_` or `.` (it names the log folder), no `..`".into(),
+        )
+        .into());
+    }
     let (mut docs, diags) = load_all(&paths, false);
     print_diagnostics(&diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {

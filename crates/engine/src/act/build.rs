@@ -34,7 +34,13 @@ impl BuildEvents for Events<'_> {
 
     fn testing(&self) {
         let now = self.engine.now().to_string();
-        self.keep(self.engine.catalog().set_state(self.build_id, BuildState::Testing, None, &now));
+        let cat = self.engine.catalog();
+        // A followed build may have reached testing under the run that started it.
+        match cat.state(self.build_id) {
+            Ok(Some(BuildState::Testing)) => {}
+            Ok(_) => self.keep(cat.set_state(self.build_id, BuildState::Testing, None, &now)),
+            Err(e) => self.keep(Err(e)),
+        }
     }
 
     fn status(&self, text: &str) {
