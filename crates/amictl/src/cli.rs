@@ -26,6 +26,9 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Plan and apply for one image line.
     Build(BuildArgs),
+    /// Adopt existing AMIs as versions: the images of a line's Image Builder pipeline, or
+    /// AMIs matching its `import = { name, owner }` in every account and region. Once each.
+    Import(ImportArgs),
     /// Versions of each image line: age, parent, status, packages, tests.
     Images(ImagesArgs),
     /// One version in detail: lineage, components, artifacts, tests, manifest diff.
@@ -126,6 +129,16 @@ pub struct ConfigValidateArgs {
     /// amictl.toml itself are always checked).
     #[arg(long)]
     pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Only this image line.
+    #[arg(long, value_name = "LINE")]
+    pub image: Option<String>,
+    /// Show what would be adopted; record nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

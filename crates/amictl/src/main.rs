@@ -57,6 +57,7 @@ fn main() -> ExitCode {
         cli::Command::Plan(a) => commands::plan::run(common, &a),
         cli::Command::Apply(a) => commands::apply::apply(common, &a),
         cli::Command::Build(a) => commands::apply::build(common, &a),
+        cli::Command::Import(a) => commands::import::run(common, &a),
         cli::Command::Images(a) => commands::images::images(common, &a),
         cli::Command::Show(a) => commands::images::show(common, &a),
         cli::Command::Fleet(a) => commands::fleet::run(common, &a),

@@ -21,6 +21,10 @@ fn cloud_lines(cfg: &Config) -> bool {
     cfg.images.values().any(|i| matches!(i.builder, Builder::Ec2 { .. } | Builder::ImageBuilder { .. }))
 }
 
+fn importer(cloud: &Arc<Cloud>, image: &config::Image) -> Option<Arc<dyn provider::Importer>> {
+    aws::import::AmiImporter::new(cloud.clone(), image).map(|i| Arc::new(i) as Arc<dyn provider::Importer>)
+}
+
 /// The providers for `cfg`; the cloud (and its runtime) only when something needs it.
 pub fn providers(cfg: &Config, needs: Needs) -> Result<Providers> {
     let cloud = if needs.cloud || cloud_lines(cfg) { Some(Arc::new(Cloud::new(cfg)?)) } else { None };
@@ -28,15 +32,17 @@ pub fn providers(cfg: &Config, needs: Needs) -> Result<Providers> {
     for image in cfg.images.values() {
         let line = match (&image.builder, &cloud) {
             (Builder::Local { .. }, _) => {
-                Line { builder: Arc::new(local::LocalBuilder::new(cfg, image)), publisher: None }
+                Line { builder: Arc::new(local::LocalBuilder::new(cfg, image)), publisher: None, importer: None }
             }
             (Builder::Ec2 { .. }, Some(cloud)) => Line {
                 builder: Arc::new(aws::Ec2Builder::new(cloud.clone(), cfg, image)),
                 publisher: Some(Arc::new(aws::AmiPublisher::new(cloud.clone(), image))),
+                importer: importer(cloud, image),
             },
             (Builder::ImageBuilder { .. }, Some(cloud)) => Line {
                 builder: Arc::new(aws::imagebuilder::PipelineBuilder::new(cloud.clone(), image.clone())),
                 publisher: Some(Arc::new(aws::imagebuilder::PipelinePublisher::new(cloud.clone(), image))),
+                importer: importer(cloud, image),
             },
             (Builder::Ec2 { .. } | Builder::ImageBuilder { .. }, None) => {
                 unreachable!("the cloud exists whenever a line builds in AWS")

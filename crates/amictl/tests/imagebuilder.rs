@@ -164,3 +164,366 @@ fn a_failed_execution_a_missing_pipeline_and_a_refusal_say_what_image_builder_sa
     let (code, _, stderr) = org.run(&["--json", "plan"]);
     assert_eq!(code, 0, "{stderr}");
 }
+
+const UPDATE_LINUX: &str = "arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/x.x.x";
+const AWS_CLI: &str = "arn:aws:imagebuilder:eu-west-1:aws:component/aws-cli-version-2-linux/1.0.4/1";
+
+fn output(mut c: impl std::borrow::BorrowMut<std::process::Command>) -> (i32, String, String) {
+    let o = c.borrow_mut().output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn components_by_arn_are_fetched_once_cached_and_run_by_toe_and_execute_document() {
+    let org = Org::image_builder();
+    let gets = || org.gap.calls().get("imagebuilder:GetComponent").copied().unwrap_or(0);
+    let both = format!("{UPDATE_LINUX},{AWS_CLI}");
+
+    let (code, out, err) = output(org.command(&["--json", "toe", "validate", "--documents", &both]));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], true, "{v}");
+    assert!(err.is_empty() || !err.contains("error"), "{err}");
+    assert_eq!(gets(), 2);
+    // The build version ARN comes from the cache; the wildcard is asked again (it may move).
+    let (code, _, err) = output(org.command(&["toe", "validate", "--documents", &both]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(gets(), 3, "only the x.x.x ARN is fetched again");
+    // Image Builder out of reach: the cached copies serve, and the wildcard says so.
+    let (code, _, err) = output(
+        org.command(&["toe", "validate", "--documents", &both])
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+            .env("AWS_MAX_ATTEMPTS", "1"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("{UPDATE_LINUX}: using the cached version 1.0.2")), "{err}");
+    let missing = "arn:aws:imagebuilder:eu-west-1:aws:component/no-such-component/1.0.0";
+    let (code, _, err) = output(org.command(&["toe", "validate", "--documents", missing]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{missing}: no such component in eu-west-1")), "{err}");
+    let (code, _, err) = output(org.command(&[
+        "toe",
+        "validate",
+        "--documents",
+        "arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/x.0.1",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`x` is allowed only in trailing positions"), "{err}");
+
+    // ExecuteDocument with a component ARN, as awstoe runs it.
+    let doc = org.dir.path().join("uses-cli.yml");
+    std::fs::write(
+        &doc,
+        format!(
+            "name: uses-cli\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Cli\n        action: ExecuteDocument\n        inputs:\n          document: {AWS_CLI}\n      - name: After\n        action: ExecuteBash\n        inputs:\n          commands: ['echo after-the-component']\n"
+        ),
+    )
+    .unwrap();
+    let logs = org.dir.path().join("toe-logs");
+    let (code, out, err) = output(org.command(&[
+        "toe",
+        "run",
+        "--documents",
+        doc.to_str().unwrap(),
+        "--log-directory",
+        logs.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{err}\n{out}");
+    let summary: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "success", "{summary:#}");
+    let app_log = files_containing(
+        &logs,
+        b"resolved to arn:aws:imagebuilder:eu-west-1:aws:component/aws-cli-version-2-linux/1.0.4/1",
+    );
+    assert!(!app_log.is_empty(), "the engine's log says what the ARN resolved to");
+
+    // An account's own component, by a version ARN with wildcards, in a config.
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let ib = rt.block_on(aws::imagebuilder::client(&aws, "platform", "eu-west-1")).unwrap();
+    for (version, word) in [("1.0.0", "old"), ("1.2.0", "new")] {
+        rt.block_on(
+            ib.create_component()
+                .name("agent-check")
+                .semantic_version(version)
+                .platform(aws_sdk_imagebuilder::types::Platform::Linux)
+                .data(format!("name: agent-check\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Say\n        action: ExecuteBash\n        inputs:\n          commands: ['echo {word}']\n"))
+                .client_token(format!("create-{version}"))
+                .send(),
+        )
+        .unwrap();
+    }
+    let local = org.dir.path().join("local.toml");
+    let write = |extra: &str| {
+        std::fs::write(
+            &local,
+            format!(
+                "[components.agent]\narn = \"arn:aws:imagebuilder:eu-west-1:111111111111:component/agent-check/1.x.x\"\n{extra}\n[accounts.platform]\nid = \"111111111111\"\n\n[components.update]\narn = \"{UPDATE_LINUX}\"\n\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"update\", \"agent\"]\n"
+            ),
+        )
+        .unwrap()
+    };
+    write("");
+    let (code, out, err) = output(org.command_with(&local, &["--json", "validate"]));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let agent = v["components"].as_array().unwrap().iter().find(|c| c["name"] == "agent").unwrap().clone();
+    assert_eq!(agent["version"], "1.2.0", "1.x.x resolves to the newest 1.*: {agent}");
+    assert_eq!(agent["arn"], "arn:aws:imagebuilder:eu-west-1:111111111111:component/agent-check/1.2.0/1");
+    write("version = \"1.0.0\"");
+    let (code, _, err) = output(org.command_with(&local, &["validate"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("local.toml:3:1") && err.contains("is version 1.2.0"), "file:line:column and why: {err}");
+    write("");
+
+    // The policy reads exactly these components.
+    let (code, out, err) = output(org.command_with(&local, &["--json", "iam-policy"]));
+    assert_eq!(code, 0, "{err}");
+    let policy: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let read = policy["platform"]["policy"]["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "ReadComponents")
+        .cloned()
+        .unwrap_or_else(|| panic!("{policy:#}"));
+    assert_eq!(
+        read["Resource"],
+        serde_json::json!([
+            "arn:aws:imagebuilder:eu-west-1:111111111111:component/agent-check/*",
+            "arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/*"
+        ])
+    );
+    // Access denied is Image Builder's answer: the cached copy does not paper over it.
+    org.gap.inject(Fault {
+        op: "imagebuilder:GetComponent".into(),
+        region: None,
+        times: None,
+        kind: FaultKind::Denied,
+    });
+    let (code, _, err) = output(org.command(&["toe", "validate", "--documents", UPDATE_LINUX]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("access denied (imagebuilder:GetComponent)"), "{err}");
+    org.gap.clear_faults();
+    // A command that only reads goes on without a component it cannot fetch; one that
+    // decides does not.
+    let empty = org.dir.path().join("empty-cache");
+    let offline = |args: &[&str]| {
+        output(
+            org.command_with(&local, args)
+                .env("AMICTL_COMPONENT_CACHE", &empty)
+                .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+                .env("AWS_MAX_ATTEMPTS", "1"),
+        )
+    };
+    let (code, _, err) = offline(&["iam-policy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning[component-unavailable]"), "{err}");
+    let (code, _, err) = offline(&["validate"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("error[component-fetch-failed]") && err.contains("cannot reach Image Builder"), "{err}");
+}
+
+/// One execution of `pipeline` run to the end directly (as the organisation's own schedule
+/// or a person in the console would): the image ARN and its AMIs as (account id, region, AMI).
+async fn execution(aws: &aws::Aws, pipeline: &str, token: &str) -> (String, Vec<(String, String, String)>) {
+    let ib = aws::imagebuilder::client(aws, "platform", "eu-west-1").await.unwrap();
+    let started =
+        ib.start_image_pipeline_execution().image_pipeline_arn(pipeline).client_token(token).send().await.unwrap();
+    let arn = started.image_build_version_arn().unwrap().to_string();
+    for _ in 0..20 {
+        let got = ib.get_image().image_build_version_arn(&arn).send().await.unwrap();
+        let image = got.image().unwrap();
+        if image.state().and_then(|s| s.status()).map(|s| s.as_str()) == Some("AVAILABLE") {
+            let amis = image
+                .output_resources()
+                .unwrap()
+                .amis()
+                .iter()
+                .map(|a| {
+                    (
+                        a.account_id().unwrap().to_string(),
+                        a.region().unwrap().to_string(),
+                        a.image().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            return (arn, amis);
+        }
+    }
+    panic!("{arn} never became AVAILABLE");
+}
+
+fn ami_in(amis: &[(String, String, String)], account_id: &str) -> String {
+    amis.iter().find(|(a, r, _)| a == account_id && r == "eu-west-1").map(|(_, _, i)| i.clone()).unwrap()
+}
+
+#[test]
+fn imported_pipeline_images_let_fleet_judge_two_consumer_accounts_hosts() {
+    let org = Org::image_builder();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let pipelines = rt.block_on(seed_pipelines(&aws));
+    // History from before amictl: two executions of each pipeline.
+    let mut made = std::collections::BTreeMap::new();
+    for (line, arn) in &pipelines {
+        let old = rt.block_on(execution(&aws, arn, &format!("{line}-before-1")));
+        let new = rt.block_on(execution(&aws, arn, &format!("{line}-before-2")));
+        made.insert(line.clone(), (old, new));
+    }
+    let (workflow, digirati) = (CONSUMERS[0].1, CONSUMERS[1].1);
+    let ((_, ecs_old), (_, ecs_new)) = &made[ECS];
+    let ((_, bastion_old), (_, bastion_new)) = &made[BASTION];
+    rt.block_on(seed_group(&aws, "workflow", "archivematica-container-hosts", &ami_in(ecs_old, workflow), 2));
+    rt.block_on(seed_group(&aws, "digirati", "digirati-container-hosts", &ami_in(ecs_new, digirati), 2));
+    rt.block_on(seed_bastion(&aws, "workflow", "goobi-bastion", &ami_in(bastion_old, workflow)));
+    rt.block_on(seed_bastion(&aws, "digirati", "digirati-bastion", &ami_in(bastion_new, digirati)));
+
+    let (_, fleet, stderr) = org.run(&["--json", "fleet"]);
+    assert_eq!(consumer(&fleet, "archivematica")["summary"]["unmanaged"], 2, "before import: {stderr} {fleet:#}");
+
+    // An import killed between recording a version and its event, as it left the state.
+    let ((old_arn, _), _) = &made[ECS];
+    let killed = engine::import::import_id(ECS, old_arn);
+    let names = [("111111111111", "platform"), (workflow, "workflow"), (digirati, "digirati")];
+    let published: Vec<catalog::Published> = ecs_old
+        .iter()
+        .map(|(account, region, ami)| catalog::Published {
+            distribution: provider::Distribution {
+                target: provider::Target::new(names.iter().find(|(id, _)| id == account).unwrap().1, region),
+                image_id: ami.clone(),
+                how: provider::How::Copy,
+                parameters: Vec::new(),
+            },
+            at: "2026-12-01T00:00:00Z".into(),
+        })
+        .collect();
+    let reason = serde_json::json!({"imported": {}});
+    org.catalog()
+        .insert_imported(
+            &catalog::NewBuild {
+                build_id: &killed,
+                image: ECS,
+                version: "2026.12.01.1",
+                reason: &reason,
+                recipe_hash: "x",
+                parent_id: "unknown",
+                parent_name: "",
+                parent_created: "",
+                started_at: "2026-12-01T00:00:00Z",
+                log_dir: "",
+                components: &[],
+                runner: "",
+            },
+            Some(old_arn),
+            &published,
+            &[],
+            &[],
+        )
+        .unwrap();
+    let (code, _, stderr) = org.run(&["audit", "verify"]);
+    assert_ne!(code, 0, "a version without its event is found: {stderr}");
+
+    let (code, dry, stderr) = org.run(&["--json", "import", "--dry-run"]);
+    assert_eq!(code, 0, "{stderr}");
+    let adopted: usize = dry["lines"].as_array().unwrap().iter().map(|l| l["adopted"].as_array().unwrap().len()).sum();
+    assert_eq!(adopted, 3, "two per line, less the one recorded already: {dry:#}");
+    assert_eq!(org.catalog().versions(None).unwrap().len(), 1, "a dry run records nothing");
+
+    let (code, out, stderr) = org.run(&["--json", "import"]);
+    assert_eq!(code, 0, "{stderr}");
+    let lines = out["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    let cat = org.catalog();
+    let versions = cat.versions(None).unwrap();
+    assert_eq!(versions.len(), 4, "{versions:#?}");
+    for v in &versions {
+        assert_eq!(v.state, catalog::BuildState::Available);
+        assert!(v.execution.contains(":image/"), "the Image Builder image that made it: {v:?}");
+        assert_eq!(cat.distributions(&v.build_id).unwrap().len(), 6, "every copy, in every account and region");
+        if v.build_id != killed {
+            assert!(cat.packages(&v.build_id).unwrap().iter().any(|p| p.name == "openssl-libs"), "its manifest");
+        }
+    }
+    let imported: Vec<_> = cat.events(None).unwrap().into_iter().filter(|e| e.kind == "imported").collect();
+    assert_eq!(imported.len(), 4);
+    assert!(imported.iter().any(|e| e.data["build_id"] == killed.as_str()), "the killed import's event, written now");
+    assert!(imported[0].data["matched"].as_str().unwrap().contains("of pipeline"), "{:?}", imported[0].data);
+    drop(cat);
+
+    let (code, again, stderr) = org.run(&["--json", "import"]);
+    assert_eq!(code, 0, "{stderr}");
+    for line in again["lines"].as_array().unwrap() {
+        assert!(line["adopted"].as_array().unwrap().is_empty(), "a second import adds nothing: {line:#}");
+        assert_eq!(line["known"].as_array().unwrap().len(), 2);
+    }
+    assert_eq!(org.catalog().versions(None).unwrap().len(), 4);
+
+    let (code, fleet, stderr) = org.run(&["--json", "fleet"]);
+    assert_eq!(code, 0, "behind within the SLA is compliant: {stderr}");
+    assert_eq!(consumer(&fleet, "archivematica")["summary"]["within_sla"], 2, "{fleet:#}");
+    assert_eq!(consumer(&fleet, "digirati")["summary"]["current"], 2);
+    assert_eq!(consumer(&fleet, "goobi-bastion")["summary"]["within_sla"], 1);
+    assert_eq!(consumer(&fleet, "digirati-bastion")["summary"]["current"], 1);
+    let (code, later, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
+    assert_eq!(code, 3, "overdue 15 days on");
+    assert_eq!(consumer(&later, "archivematica")["summary"]["overdue"], 2);
+    assert_eq!(consumer(&later, "archivematica")["summary"]["unmanaged"], 0);
+    let (code, _, stderr) = org.run(&["audit", "verify"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// Import by name: AMIs made by hand (no Image Builder), owned by each consumer account,
+/// adopted with the parent their `SourceAMI` tag names.
+#[test]
+fn import_by_name_pattern_adopts_each_accounts_copies_with_their_tagged_parent() {
+    let org = Org::image_builder();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    org.edit(
+        &format!("builder = {{ kind = \"imagebuilder\", pipeline = \"{BASTION}\" }}"),
+        &format!("builder = {{ kind = \"imagebuilder\", pipeline = \"{BASTION}\" }}\nimport = {{ name = \"legacy-bastion-*\" }}"),
+    );
+    let parent = rt
+        .block_on(aws::parent::from_ssm_parameter(
+            &aws,
+            "platform",
+            "eu-west-1",
+            "/aws/service/ami-amazon-linux-latest/amzn2-ami-hvm-x86_64-gp2",
+        ))
+        .unwrap()
+        .image_id;
+    let mut ids = Vec::new();
+    for account in ["platform", "workflow", "digirati"] {
+        let ec2 = rt.block_on(aws.ec2(account, "eu-west-1")).unwrap();
+        let run = rt.block_on(ec2.run_instances().image_id(&parent).min_count(1).max_count(1).send()).unwrap();
+        let instance = run.instances()[0].instance_id().unwrap().to_string();
+        let image =
+            rt.block_on(ec2.create_image().instance_id(&instance).name("legacy-bastion-2026-06-01").send()).unwrap();
+        let id = image.image_id().unwrap().to_string();
+        rt.block_on(
+            ec2.create_tags()
+                .resources(&id)
+                .tags(aws_sdk_ec2::types::Tag::builder().key("SourceAMI").value(&parent).build())
+                .send(),
+        )
+        .unwrap();
+        ids.push(id);
+    }
+    let (code, out, stderr) = org.run(&["--json", "import", "--image", BASTION]);
+    assert_eq!(code, 0, "{stderr}");
+    let adopted = out["lines"][0]["adopted"].as_array().unwrap();
+    assert_eq!(adopted.len(), 1, "one name, one version: {out:#}");
+    assert_eq!(adopted[0]["image"]["copies"].as_array().unwrap().len(), 3, "{out:#}");
+    assert_eq!(adopted[0]["image"]["parent"]["id"], parent.as_str());
+    let v = org.catalog().versions(Some(BASTION)).unwrap().remove(0);
+    assert_eq!(v.parent_id, parent);
+    assert!(v.recipe_hash.starts_with("imported:"), "not built from amictl's recipe: {v:?}");
+    let (code, again, _) = org.run(&["--json", "import", "--image", BASTION]);
+    assert_eq!(code, 0);
+    assert!(again["lines"][0]["adopted"].as_array().unwrap().is_empty());
+}

@@ -44,7 +44,7 @@ impl Org {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = common::amictl();
         c.arg("--config").arg(self.path("amictl.toml")).args(args);
-        c.env("AMICTL_CACHE", cache());
+        c.env("AMICTL_CACHE", cache()).env("AMICTL_COMPONENT_CACHE", self.path("component-cache"));
         c
     }
 
@@ -421,4 +421,64 @@ fn a_tarball_parent_builds_and_moves_when_the_tarball_changes() {
     let plan = org.run(&["plan"]);
     assert_eq!(plan.status.code(), Some(2));
     assert!(text(&plan).contains("parent tarball:") && text(&plan).contains("moved"), "{}", text(&plan));
+}
+
+/// A recipe that names AWS's managed components by ARN, as Image Builder recipes do, and a
+/// repository component that runs one of them through `ExecuteDocument`: fetched from
+/// Image Builder (motogap) before the build, run unchanged in the sandbox, recorded with
+/// the versions the ARNs resolved to.
+#[test]
+fn a_recipe_naming_managed_components_by_arn_builds_unchanged() {
+    let moto = motogap::Moto::start();
+    let gap = motogap::Gap::start(moto.addr, 0).unwrap();
+    gap.map_key("testing", "111111111111");
+    let org = Org::new("debootstrap:stable");
+    org.write(
+        "components/wraps.yml",
+        "name: wraps\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Cli\n        action: ExecuteDocument\n        inputs:\n          document: arn:aws:imagebuilder:eu-west-1:aws:component/aws-cli-version-2-linux/1.0.4\n          phases: build\n      - name: Mark\n        action: CreateFile\n        inputs:\n          - path: /etc/wrapped\n            content: yes\n",
+    );
+    let cfg = std::fs::read_to_string(org.path("amictl.toml"))
+        .unwrap()
+        .replace("components = [\"motd\"]", "components = [\"update-linux\", \"motd\", \"wraps\"]");
+    let cfg = format!(
+        "{cfg}\n[components.update-linux]\narn = \"arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/x.x.x\"\n\n[components.wraps]\nfile = \"components/wraps.yml\"\nversion = \"1.0.0\"\n"
+    );
+    org.write("amictl.toml", &cfg);
+    let with_aws = |c: &mut Command| {
+        c.env("AWS_ENDPOINT_URL", gap.url())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+    };
+    let mut apply = org.cmd(&["apply"]);
+    with_aws(&mut apply);
+    let out = apply.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(gap.calls().get("imagebuilder:GetComponent").copied(), Some(2), "each ARN fetched once");
+    let images = org.images();
+    let components: Vec<String> = images[0]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}@{}", c["name"].as_str().unwrap(), c["version"].as_str().unwrap()))
+        .collect();
+    assert!(components.contains(&"update-linux@1.0.2".to_string()), "the version x.x.x resolved to: {components:?}");
+    let show: Value = serde_json::from_slice(&org.run(&["--json", "show", "host"]).stdout).unwrap();
+    let tarball = show["artifacts"][0]["path"].as_str().unwrap().to_string();
+    let listing = Command::new("tar").args(["--zstd", "-tf", &tarball]).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("./etc/wrapped"), "the wrapping component ran");
+    let logs = show["version"]["log_dir"].as_str().or_else(|| images[0]["log_dir"].as_str()).unwrap().to_string();
+    let grep = Command::new("grep").args(["-rl", "aws-cli-version-2-linux/1.0.4/1", &logs]).output().unwrap();
+    assert!(!grep.stdout.is_empty(), "the build log names what the ARN resolved to");
+
+    // With Image Builder out of reach, the cache serves the next plan (and says so).
+    let mut plan = org.cmd(&["plan"]);
+    with_aws(&mut plan);
+    plan.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").env("AWS_MAX_ATTEMPTS", "1");
+    let out = plan.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "nothing changed: {}", text(&out));
+    assert!(text(&out).contains("using the cached"), "{}", text(&out));
 }

@@ -72,6 +72,28 @@ pub const CONSUMER_SCAN_ACTIONS: &[&str] = &[
 pub const CONSUMER_COPY_ACTIONS: &[&str] =
     &["ec2:DescribeImages", "ec2:CopyImage", "ec2:CreateTags", "ec2:EnableImageDeprecation"];
 
+/// What the platform role needs to drive Image Builder pipelines (`kind = "imagebuilder"`
+/// lines) and adopt their images (`amictl import`).
+pub const IMAGE_BUILDER_ACTIONS: &[&str] = &[
+    "imagebuilder:GetImagePipeline",
+    "imagebuilder:ListImagePipelines",
+    "imagebuilder:GetImageRecipe",
+    "imagebuilder:StartImagePipelineExecution",
+    "imagebuilder:GetImage",
+    "imagebuilder:CancelImageCreation",
+    "imagebuilder:ListImagePackages",
+    "imagebuilder:ListWorkflowExecutions",
+    "imagebuilder:ListWorkflowStepExecutions",
+    "imagebuilder:ListImagePipelineImages",
+];
+
+/// What reading components by ARN (`[components.x] arn = …`, `ExecuteDocument` by ARN) needs.
+pub const COMPONENT_ACTIONS: &[&str] = &["imagebuilder:GetComponent"];
+
+/// What a consumer role needs when its AMIs are verified or imported (Image Builder lines'
+/// `targetAccountIds` copies, `import = { name, owner }`).
+pub const CONSUMER_IMAGE_ACTIONS: &[&str] = &["ec2:DescribeImages"];
+
 /// The platform role's policy: image actions in the configured regions, public parameters,
 /// and assuming the consumer roles.
 pub fn platform_policy(
@@ -127,6 +149,7 @@ pub fn consumer_policy(
     copy: bool,
     rollouts: bool,
     inspector: bool,
+    images: bool,
 ) -> Value {
     let resources: Vec<String> = regions
         .iter()
@@ -145,6 +168,9 @@ pub fn consumer_policy(
     if inspector {
         statements
             .push(json!({"Sid": "InspectorFindings", "Effect": "Allow", "Action": INSPECTOR_ACTIONS, "Resource": "*"}));
+    }
+    if images && !copy {
+        statements.push(json!({"Sid": "FindImages", "Effect": "Allow", "Action": CONSUMER_IMAGE_ACTIONS, "Resource": "*", "Condition": in_regions}));
     }
     if copy {
         statements.push(json!({"Sid": "OwnedCopies", "Effect": "Allow", "Action": CONSUMER_COPY_ACTIONS, "Resource": "*", "Condition": in_regions}));
@@ -191,6 +217,27 @@ pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
             }
         }
     }
+    let pipelines = cfg.images.values().any(|i| matches!(i.builder, config::Builder::ImageBuilder { .. }));
+    // Name-pattern imports read Image Builder's packages of images it made.
+    let imports = cfg.images.values().any(|i| i.import.is_some());
+    let finds_images = pipelines || cfg.images.values().any(|i| i.import.is_some());
+    // Each component read by ARN, any version: `arn:…:component/<name>/*`.
+    let component_resources: Vec<String> = cfg
+        .components
+        .values()
+        .filter(|c| c.arn.is_some())
+        .map(|c| c.file.display().to_string())
+        .chain(cfg.fetched.keys().cloned())
+        .filter_map(|arn| {
+            let (prefix, rest) = arn.split_once(":component/")?;
+            Some(format!("{prefix}:component/{}/*", rest.split('/').next()?))
+        })
+        .collect::<BTreeSet<String>>()
+        .into_iter()
+        .collect();
+    let by_arn = !component_resources.is_empty();
+    // Documents that run others by ARN are fetched by awstoe on EC2 builder instances.
+    let nested = cfg.components.values().any(|c| !c.nested.is_empty());
     let regions: Vec<String> = regions.into_iter().collect();
     let topics: Vec<String> = topics.into_iter().collect();
     let roles: Vec<String> =
@@ -204,16 +251,34 @@ pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
             json!({
                 "account": account.id,
                 "role": account.role,
-                "policy": consumer_policy(&account.id, &regions, &p, copies.contains(name), rollouts.contains(name), inspected.contains(name)),
+                "policy": consumer_policy(&account.id, &regions, &p, copies.contains(name), rollouts.contains(name), inspected.contains(name), finds_images),
                 "trust_policy": consumer_trust_policy(&platform.id, account.external_id.as_deref()),
             }),
         );
     }
+    let mut platform_doc = platform_policy(&platform.id, &regions, &roles, &topics);
+    let mut builder_instance = builder_instance_policy(&platform.id, &regions);
+    if nested && let Some(statements) = builder_instance["Statement"].as_array_mut() {
+        statements.push(json!({"Sid": "ExecuteDocumentByArn", "Effect": "Allow", "Action": COMPONENT_ACTIONS, "Resource": component_resources}));
+    }
+    if let Some(statements) = platform_doc["Statement"].as_array_mut() {
+        if imports && !pipelines {
+            statements.push(json!({"Sid": "ReadImageBuilderImages", "Effect": "Allow", "Action": ["imagebuilder:GetImage", "imagebuilder:ListImagePackages"], "Resource": "*"}));
+        }
+        if pipelines {
+            // Image Builder's read and start actions take no finer resource in practice
+            // (pipelines, images and workflows are named at run time).
+            statements.push(json!({"Sid": "ImageBuilderPipelines", "Effect": "Allow", "Action": IMAGE_BUILDER_ACTIONS, "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}));
+        }
+        if by_arn {
+            statements.push(json!({"Sid": "ReadComponents", "Effect": "Allow", "Action": COMPONENT_ACTIONS, "Resource": component_resources}));
+        }
+    }
     Ok(json!({
-        "platform": {"account": platform.id, "policy": platform_policy(&platform.id, &regions, &roles, &topics)},
+        "platform": {"account": platform.id, "policy": platform_doc},
         "builder_instance_profile": {
             "managed_policies": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"],
-            "policy": builder_instance_policy(&platform.id, &regions),
+            "policy": builder_instance,
         },
         "consumers": consumers,
     }))
@@ -240,6 +305,9 @@ mod tests {
             .chain(PUBLIC_PARAMETER_ACTIONS)
             .chain(CONSUMER_ACTIONS)
             .chain(CONSUMER_SCAN_ACTIONS)
+            .chain(IMAGE_BUILDER_ACTIONS)
+            .chain(COMPONENT_ACTIONS)
+            .chain(CONSUMER_IMAGE_ACTIONS)
             .copied()
             .collect();
         let sources = [
@@ -247,10 +315,12 @@ mod tests {
             include_str!("parent.rs"),
             include_str!("builder.rs"),
             include_str!("build.rs"),
+            include_str!("imagebuilder.rs"),
+            include_str!("import.rs"),
         ];
         for source in sources {
             for piece in source.split('"').skip(1).step_by(2) {
-                let action = ["ec2:", "ssm:", "kms:", "sns:", "autoscaling:", "inspector2:"]
+                let action = ["ec2:", "ssm:", "kms:", "sns:", "autoscaling:", "inspector2:", "imagebuilder:"]
                     .iter()
                     .find_map(|p| piece.strip_prefix(p))
                     .filter(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -271,6 +341,7 @@ mod tests {
             false,
             false,
             false,
+            false,
         );
         assert_eq!(
             p["Statement"][0]["Resource"][0],
@@ -279,8 +350,10 @@ mod tests {
         let t = consumer_trust_policy("111111111111", Some("x"));
         assert_eq!(t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "x");
         assert_eq!(p["Statement"].as_array().unwrap().len(), 2, "no image actions without copies");
-        let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true, true, false);
+        let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true, true, false, true);
         assert_eq!(c["Statement"][2]["Sid"], "Rollouts");
         assert_eq!(c["Statement"][3]["Action"][1], "ec2:CopyImage");
+        let i = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], false, false, false, true);
+        assert_eq!(i["Statement"][2]["Sid"], "FindImages", "imports and Image Builder copies are looked up");
     }
 }

@@ -19,10 +19,12 @@
 pub mod build;
 pub mod builder;
 pub mod clients;
+pub mod components;
 pub mod error;
 pub mod fleet;
 pub mod iam;
 pub mod imagebuilder;
+pub mod import;
 pub mod inspector;
 pub mod kms;
 pub mod limits;

@@ -231,7 +231,10 @@ impl Catalog {
                 check.mismatches.push(RecordMismatch { seq: 0, build_id: v.build_id, what: "outcome" });
             }
         }
-        for event in events.into_iter().filter(|e| e.kind == "build.outcome" || e.kind == "recover.outcome") {
+        for event in events
+            .into_iter()
+            .filter(|e| e.kind == "build.outcome" || e.kind == "recover.outcome" || e.kind == "imported")
+        {
             let Some(build_id) = event.data["build_id"].as_str() else { continue };
             if event.data["result"] != "done" {
                 continue;

@@ -182,6 +182,50 @@ impl Catalog {
         tx.commit().map_err(&e)
     }
 
+    /// Adopts an image amictl did not make as an `available` version (`amictl import`):
+    /// the build row (finished when it was made), where each copy lives, its packages and
+    /// its AMIs as artifacts — all or nothing.
+    pub fn insert_imported(
+        &mut self,
+        b: &NewBuild<'_>,
+        execution: Option<&str>,
+        published: &[crate::Published],
+        packages: &[Package],
+        artifacts: &[Artifact],
+    ) -> Result<()> {
+        let e = self.err_fn();
+        let tx = self.conn.transaction().map_err(&e)?;
+        tx.execute(
+            "INSERT INTO builds (build_id, image, version, state, reason, recipe_hash, parent_id, parent_name, parent_created, started_at, finished_at, log_dir, runner, execution)
+             VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12)",
+            params![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir, b.runner, execution.unwrap_or_default()],
+        )
+        .map_err(&e)?;
+        for p in published {
+            let d = &p.distribution;
+            tx.execute(
+                "INSERT INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![b.build_id, d.target.account, d.target.region, d.image_id, d.how.as_str(), d.parameters.join(","), p.at],
+            )
+            .map_err(&e)?;
+        }
+        for pk in packages {
+            tx.execute(
+                "INSERT INTO packages (build_id, name, version, arch, source_name, source_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![b.build_id, pk.name, pk.version, pk.arch, pk.source_name, pk.source_version],
+            )
+            .map_err(&e)?;
+        }
+        for ar in artifacts {
+            tx.execute(
+                "INSERT INTO artifacts (build_id, kind, path, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![b.build_id, ar.kind.as_str(), ar.path, ar.sha256, ar.size as i64],
+            )
+            .map_err(&e)?;
+        }
+        tx.commit().map_err(&e)
+    }
+
     /// Adds the components a build reports it ran (an Image Builder recipe's), with where
     /// each came from in place of a document hash.
     pub fn add_components(&mut self, build_id: &str, components: &[ComponentUse]) -> Result<()> {

@@ -14,6 +14,7 @@
 //! [`schema`] holds the types; the loader reads and checks the file.
 
 mod loader;
+pub use loader::LoadOptions;
 mod rules;
 pub mod schema;
 

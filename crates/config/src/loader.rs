@@ -23,6 +23,12 @@ impl Config {
 
     /// [`Config::load`]; with `strict`, unknown keys in documents are errors.
     pub fn load_with(path: &Path, strict: bool) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+        Config::load_opts(path, &LoadOptions { strict, components: None, lenient: false })
+    }
+
+    /// [`Config::load`] with every option.
+    pub fn load_opts(path: &Path, opts: &LoadOptions<'_>) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
+        let strict = opts.strict;
         let file = path.display().to_string();
         let mut sink = Sink::new(&file);
         let text = match toe::input::read_text(path, toe::input::CONFIG_LIMIT) {
@@ -60,6 +66,9 @@ impl Config {
             broken_components: BTreeSet::new(),
             parameter_spans: BTreeMap::new(),
             strict,
+            source: opts.components,
+            fetched: BTreeMap::new(),
+            lenient: opts.lenient,
         };
         let config = loader.config(path);
         let docs = std::mem::take(&mut loader.docs);
@@ -70,6 +79,19 @@ impl Config {
             _ => Err(all),
         }
     }
+}
+
+/// How to load a config.
+#[derive(Default)]
+pub struct LoadOptions<'a> {
+    /// Unknown keys in documents are errors.
+    pub strict: bool,
+    /// Where components given by ARN (and documents run by ARN) are fetched from; without
+    /// one, such a component is an error.
+    pub components: Option<&'a dyn toe::component::Fetch>,
+    /// A component that cannot be fetched is a warning and stands in empty: for commands
+    /// that only read the state (`images`, `audit`, `iam-policy` …), never for deciding.
+    pub lenient: bool,
 }
 
 const REGION_HINT: &str = "e.g. eu-west-1 (regions of the aws, aws-us-gov and aws-cn partitions)";
@@ -86,6 +108,10 @@ struct Loader<'a> {
     parameter_spans: BTreeMap<String, Range<usize>>,
     /// Unknown keys in documents are errors.
     strict: bool,
+    source: Option<&'a dyn toe::component::Fetch>,
+    fetched: BTreeMap<String, toe::component::Fetched>,
+    /// A component that cannot be fetched is a warning (commands that only read).
+    lenient: bool,
 }
 
 type Table<'i> = DeTable<'i>;
@@ -451,6 +477,7 @@ impl Loader<'_> {
             components,
             images,
             consumers,
+            fetched: std::mem::take(&mut self.fetched),
         })
     }
 
@@ -837,7 +864,7 @@ impl Loader<'_> {
 
     fn component(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Component> {
         let t = self.table(v, &format!("components.{name}"))?;
-        self.known(t, &["file", "version", "parameters", "services"], &format!("[components.{name}]"));
+        self.known(t, &["file", "arn", "version", "parameters", "services"], &format!("[components.{name}]"));
         let services = Self::get(t, "services").map(|v| self.strings(v, "services")).unwrap_or_default();
         for (s, span) in &services {
             self.rule(
@@ -861,29 +888,9 @@ impl Loader<'_> {
                     rules::version,
                     "e.g. version = \"1.0.0\"",
                 );
-                version
+                Some(version)
             }
-            None => {
-                self.err(
-                    v.span(),
-                    "missing-field",
-                    format!("component `{name}` needs `version`"),
-                    "e.g. version = \"1.0.0\"",
-                );
-                return None;
-            }
-        };
-        let (file_value, file_span) = match Self::get(t, "file") {
-            Some(f) => (self.string(f, "file")?, f.span()),
-            None => {
-                self.err(
-                    v.span(),
-                    "missing-field",
-                    format!("component `{name}` needs `file`"),
-                    "the path of its AWSTOE document, relative to the config",
-                );
-                return None;
-            }
+            None => None,
         };
         let mut parameters = Vec::new();
         if let Some(pv) = Self::get(t, "parameters")
@@ -895,9 +902,66 @@ impl Loader<'_> {
                 }
             }
         }
-        let file = self.dir.join(&file_value);
-        let document = self.document(&file, file_span, &format!("component `{name}`"))?;
-        for (p, _) in &parameters {
+        let (file, arn, document, resolved) = match (Self::get(t, "file"), Self::get(t, "arn")) {
+            (Some(_), Some(a)) => {
+                self.err(
+                    a.span(),
+                    "file-and-arn",
+                    format!("component `{name}` has both `file` and `arn`"),
+                    "keep one: `file` for a document in the repository, `arn` for one in Image Builder",
+                );
+                return None;
+            }
+            (Some(f), None) => {
+                let file_value = self.string(f, "file")?;
+                let file = self.dir.join(&file_value);
+                let document = self.document(&file, f.span(), &format!("component `{name}`"))?;
+                (file, None, document, None)
+            }
+            (None, Some(a)) => {
+                let written = self.string(a, "arn")?;
+                let (fetched, document) = self.fetch_component(name, &written, a.span())?;
+                if !document.source.is_empty() && version.as_deref().is_some_and(|v| v != fetched.version) {
+                    let span = Self::get(t, "version").map_or(a.span(), |v| v.span());
+                    self.err(
+                        span,
+                        "version-mismatch",
+                        format!(
+                            "component `{name}`: version = \"{}\" but {written} is version {}",
+                            version.as_deref().unwrap_or_default(),
+                            fetched.version
+                        ),
+                        "leave `version` out: a component given by ARN has the version Image Builder resolves",
+                    );
+                    return None;
+                }
+                (PathBuf::from(&written), Some(fetched.arn.clone()), document, Some(fetched.version))
+            }
+            (None, None) => {
+                self.err(
+                    v.span(),
+                    "missing-field",
+                    format!("component `{name}` needs `file` or `arn`"),
+                    "file = the path of its AWSTOE document (relative to the config), or arn = its Image Builder component ARN",
+                );
+                return None;
+            }
+        };
+        let version = match (version, resolved) {
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => {
+                self.err(
+                    v.span(),
+                    "missing-field",
+                    format!("component `{name}` needs `version`"),
+                    "e.g. version = \"1.0.0\"",
+                );
+                return None;
+            }
+        };
+        let nested = self.fetch_references(name, &document, v.span());
+        let unavailable = arn.is_some() && document.source.is_empty();
+        for (p, _) in parameters.iter().filter(|_| !unavailable) {
             if !document.parameters.iter().any(|d| &d.name == p) {
                 let span = Self::get(t, "parameters").map(|s| s.span()).unwrap_or(0..0);
                 self.err(
@@ -908,7 +972,7 @@ impl Loader<'_> {
                 );
             }
         }
-        for d in &document.parameters {
+        for d in document.parameters.iter().filter(|_| !unavailable) {
             if d.default.is_none() && !parameters.iter().any(|(p, _)| p == &d.name) {
                 self.err(
                     v.span(),
@@ -919,7 +983,7 @@ impl Loader<'_> {
             }
         }
         let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
-        Some(Component { name: name.to_string(), file, version, parameters, document, sha256, services })
+        Some(Component { name: name.to_string(), file, arn, nested, version, parameters, document, sha256, services })
     }
 
     fn param(&mut self, component: &str, name: &str, v: &Spanned<DeValue<'_>>) -> Option<ParamValue> {
@@ -966,6 +1030,181 @@ impl Loader<'_> {
                 None
             }
         }
+    }
+
+    fn import(&mut self, image: &str, v: &Spanned<DeValue<'_>>) -> Option<ImportSpec> {
+        let t = self.table(v, "import")?;
+        self.known(t, &["name", "owner"], "import");
+        let hint = "e.g. import = { name = \"weco-amzn2-hvm-x86_64-gp2*\", owner = \"self\" }";
+        let Some(nv) = Self::get(t, "name") else {
+            self.err(
+                v.span(),
+                "missing-field",
+                format!("images.{image}.import needs `name` (an AMI name pattern)"),
+                hint,
+            );
+            return None;
+        };
+        let name = self.string(nv, "name")?;
+        if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) || name == "*" {
+            self.err(
+                nv.span(),
+                "bad-import-name",
+                format!("images.{image}.import.name: `{name}` must be 1 to 128 characters and not match every AMI"),
+                hint,
+            );
+            return None;
+        }
+        let owner = match Self::get(t, "owner") {
+            None => "self".to_string(),
+            Some(ov) => {
+                let owner = self.string(ov, "owner")?;
+                if owner != "self" && !(owner.len() == 12 && owner.bytes().all(|b| b.is_ascii_digit())) {
+                    self.err(
+                        ov.span(),
+                        "bad-import-owner",
+                        format!("images.{image}.import.owner: `{owner}` is neither `self` nor a 12-digit account id"),
+                        hint,
+                    );
+                    return None;
+                }
+                owner
+            }
+        };
+        Some(ImportSpec { name, owner })
+    }
+
+    /// The component `written` names, fetched (or from the cache) and validated.
+    fn fetch_component(
+        &mut self,
+        name: &str,
+        written: &str,
+        span: Range<usize>,
+    ) -> Option<(toe::component::Fetched, Document)> {
+        let hint = "e.g. arn = \"arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/1.x.x\"";
+        if let Err(e) = toe::component::ComponentArn::parse(written) {
+            self.err(span, "bad-component-arn", format!("components.{name}.arn: {e}"), hint);
+            return None;
+        }
+        let Some(fetched) = self.fetch(written, span.clone(), &format!("component `{name}`")) else {
+            // A command that only reads the state goes on without the document.
+            return self.lenient.then(|| {
+                let stand_in = toe::component::Fetched::new(
+                    written,
+                    written.into(),
+                    name.into(),
+                    "unavailable".into(),
+                    String::new(),
+                );
+                let doc = Document {
+                    file: written.into(),
+                    dir: self.dir.to_path_buf(),
+                    source: String::new(),
+                    name: name.into(),
+                    description: "not fetched".into(),
+                    parameters: Vec::new(),
+                    constants: Vec::new(),
+                    phases: Vec::new(),
+                };
+                (stand_in, doc)
+            });
+        };
+        match fetched.document(self.dir.to_path_buf(), self.strict) {
+            Ok((d, warnings)) => {
+                self.docs.extend(warnings);
+                Some((fetched, d))
+            }
+            Err(diags) => {
+                self.docs.extend(diags);
+                None
+            }
+        }
+    }
+
+    /// One ARN through the source, remembered in `fetched`; problems reported at `span`.
+    fn fetch(&mut self, arn: &str, span: Range<usize>, what: &str) -> Option<toe::component::Fetched> {
+        if let Some(f) = self.fetched.get(arn) {
+            return Some(f.clone());
+        }
+        let Some(source) = self.source else {
+            self.err(
+                span,
+                "component-not-fetched",
+                format!("{what}: {arn} cannot be fetched here"),
+                "this command reads no components from Image Builder; run `amictl validate`",
+            );
+            return None;
+        };
+        match source.fetch(arn) {
+            Ok(f) => {
+                if let Some(why) = &f.stale {
+                    let pos = self.pos(span);
+                    self.sink.warning(
+                        pos,
+                        "component-from-cache",
+                        format!("{what}: using the cached {arn} (version {}): {why}", f.version),
+                        "a newer version may exist; the next run that reaches Image Builder will see it",
+                    );
+                }
+                self.fetched.insert(arn.to_string(), f.clone());
+                Some(f)
+            }
+            Err(e) if self.lenient => {
+                let pos = self.pos(span);
+                self.sink.warning(
+                    pos,
+                    "component-unavailable",
+                    format!("{what}: {}", e.message),
+                    "this command only reads the state; plan, apply and validate need the document",
+                );
+                None
+            }
+            Err(e) => {
+                self.err(
+                    span,
+                    "component-fetch-failed",
+                    format!("{what}: {}", e.message),
+                    "check the ARN and that the credentials may call imagebuilder:GetComponent in its region",
+                );
+                None
+            }
+        }
+    }
+
+    /// Fetches what `doc` runs by ARN through `ExecuteDocument` (and what those run), at
+    /// most 64; returns each as `<arn> sha256=<hash>`, in order.
+    fn fetch_references(&mut self, name: &str, doc: &Document, span: Range<usize>) -> Vec<String> {
+        let mut todo = toe::component::references(doc);
+        todo.reverse();
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        while let Some(arn) = todo.pop() {
+            if !seen.insert(arn.clone()) || toe::component::ComponentArn::parse(&arn).is_err() {
+                continue; // a bad ARN: the document's own diagnostics say why
+            }
+            if seen.len() > 64 {
+                self.err(
+                    span,
+                    "too-many-components",
+                    format!("component `{name}` runs more than 64 components by ARN (ExecuteDocument)"),
+                    "nest fewer documents",
+                );
+                break;
+            }
+            if self.source.is_none() {
+                continue; // nothing fetches here; a run without the document says so
+            }
+            let what = format!("component `{name}` runs {arn} (ExecuteDocument)");
+            if let Some(f) = self.fetch(&arn, span.clone(), &what) {
+                out.push(format!("{arn} sha256={}", f.sha256));
+                if let Ok((d, _)) = f.document(PathBuf::new(), false) {
+                    let mut more = toe::component::references(&d);
+                    more.reverse();
+                    todo.extend(more);
+                }
+            }
+        }
+        out
     }
 
     fn document(&mut self, file: &Path, span: Range<usize>, what: &str) -> Option<Document> {
@@ -1042,7 +1281,7 @@ impl Loader<'_> {
         let t = self.table(v, &format!("images.{name}"))?;
         self.known(
             t,
-            &["description", "parent", "components", "tests", "builder", "distribute", "advisories"],
+            &["description", "parent", "components", "tests", "builder", "distribute", "advisories", "import"],
             &format!("[images.{name}]"),
         );
         let description = Self::get(t, "description").and_then(|d| self.string(d, "description")).unwrap_or_default();
@@ -1315,6 +1554,7 @@ impl Loader<'_> {
         }
         let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(name, d, accounts));
         let advisories = Self::get(t, "advisories").and_then(|a| self.advisories(name, a));
+        let import = Self::get(t, "import").and_then(|i| self.import(name, i));
         let parent = parent?;
         let ami_parent = parent.is_ami();
         if let Builder::ImageBuilder { .. } = builder {
@@ -1362,6 +1602,9 @@ impl Loader<'_> {
         for c in &names {
             let comp = &components[c];
             h.update(format!("component={c}@{} sha256={}\n", comp.version, comp.sha256));
+            for n in &comp.nested {
+                h.update(format!("runs {n}\n"));
+            }
             let mut params: Vec<String> = comp.parameters.iter().map(|(k, v)| format!("{k}={}", v.spec())).collect();
             params.sort();
             h.update(params.join("\n"));
@@ -1379,6 +1622,7 @@ impl Loader<'_> {
             builder,
             distribute,
             advisories,
+            import,
             recipe_hash: hex(&h.finalize())[..16].to_string(),
         })
     }

@@ -28,6 +28,10 @@ pub struct Config {
     pub components: BTreeMap<String, Component>,
     pub images: BTreeMap<String, Image>,
     pub consumers: BTreeMap<String, Consumer>,
+    /// Component documents fetched by ARN while loading (components given by `arn`, and
+    /// what any document runs through `ExecuteDocument` by ARN), keyed by the ARN as
+    /// written, for builds that cannot reach Image Builder themselves.
+    pub fetched: BTreeMap<String, toe::component::Fetched>,
 }
 
 /// An AWS account amictl works in; `role` is assumed for every account but the one whose
@@ -94,7 +98,13 @@ impl Default for Policy {
 #[derive(Debug, Clone)]
 pub struct Component {
     pub name: String,
+    /// The document's file; for a component given by ARN, the ARN as written.
     pub file: PathBuf,
+    /// The build version ARN a component given by `arn` resolved to.
+    pub arn: Option<String>,
+    /// What its document runs by ARN through `ExecuteDocument` (and those in turn), as
+    /// `<arn> sha256=<hash>`: part of the recipe, so a moved version plans a rebuild.
+    pub nested: Vec<String>,
     pub version: String,
     pub parameters: Vec<(String, ParamValue)>,
     pub document: Document,
@@ -213,7 +223,19 @@ pub struct Image {
     pub distribute: Option<Distribution>,
     /// Where fixes for its packages are announced (not part of the recipe).
     pub advisories: Option<AdvisoryFeed>,
+    /// Where `amictl import` finds this line's existing AMIs (not part of the recipe).
+    pub import: Option<ImportSpec>,
     pub recipe_hash: String,
+}
+
+/// `import = { name = "weco-amzn2-hvm-x86_64-gp2*", owner = "self" }`: AMIs whose name
+/// matches (EC2's `name` filter: `*` and `?`), owned by `owner`, in the platform account's
+/// home region and every account and region the line is distributed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSpec {
+    pub name: String,
+    /// `self` (each account's own AMIs, as consumers' copies are) or a 12-digit account id.
+    pub owner: String,
 }
 
 /// A security advisory feed: a URL (`https://…/repomd.xml` or an `updateinfo.xml[.gz]`) or

@@ -41,6 +41,7 @@ pub mod advisories;
 mod error;
 pub mod feeds;
 pub mod fleet;
+pub mod import;
 pub mod observe;
 pub mod record;
 pub mod views;
@@ -97,6 +98,8 @@ pub struct Line {
     pub builder: Arc<dyn Builder>,
     /// Publishes and deprecates them (cloud lines).
     pub publisher: Option<Arc<dyn Publisher>>,
+    /// Finds the line's existing images (`amictl import`).
+    pub importer: Option<Arc<dyn provider::Importer>>,
 }
 
 /// The concrete providers, wired in by the binary.

@@ -22,7 +22,10 @@ impl LocalBuilder {
     /// The builder of `image` as `cfg` describes it.
     pub fn new(cfg: &Config, image: &Image) -> LocalBuilder {
         LocalBuilder {
-            factory: Factory::new(&cfg.work_dir),
+            factory: Factory {
+                components: std::sync::Arc::new(toe::component::Prefetched(cfg.fetched.clone())),
+                ..Factory::new(&cfg.work_dir)
+            },
             cache_dir: cfg.cache_dir.clone(),
             image: image.clone(),
             components: image.components.iter().filter_map(|c| cfg.components.get(c)).cloned().collect(),

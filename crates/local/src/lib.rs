@@ -82,6 +82,9 @@ pub enum Stage {
 
 pub struct Factory {
     pub work_dir: PathBuf,
+    /// Documents run by ARN through `ExecuteDocument`, fetched before the build (the
+    /// sandbox does not reach Image Builder).
+    pub components: std::sync::Arc<toe::component::Prefetched>,
 }
 
 /// Where the sandbox sees what the host lends it.
@@ -92,7 +95,7 @@ const IN_DOCS: &str = "/run/amictl/documents";
 
 impl Factory {
     pub fn new(work_dir: &Path) -> Factory {
-        Factory { work_dir: work_dir.to_path_buf() }
+        Factory { work_dir: work_dir.to_path_buf(), components: Default::default() }
     }
 
     pub fn build_dir(&self, build_id: &str) -> PathBuf {
@@ -271,6 +274,7 @@ impl Factory {
                             state_directory: PathBuf::from(format!("{IN_STATE}/{i}")),
                             object_store: None,
                             parameter_store: None,
+                            components: Some(self.components.clone()),
                             secrets: run.secrets.clone(),
                         };
                         match toe::run(std::slice::from_ref(doc), &opts, &mut toe::NoObserver) {

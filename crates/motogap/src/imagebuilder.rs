@@ -48,6 +48,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+/// The AWS-managed components the emulator holds, and their versions.
+const MANAGED: &[(&str, &str)] = &[("update-linux", "1.0.2"), ("aws-cli-version-2-linux", "1.0.4")];
+
 const STATES: [&str; 5] = ["PENDING", "BUILDING", "TESTING", "DISTRIBUTING", "AVAILABLE"];
 
 /// One image (a pipeline execution).
@@ -128,7 +131,7 @@ fn now() -> String {
 fn managed_document(name: &str) -> &'static str {
     match name {
         "update-linux" => {
-            "name: update-linux\ndescription: Updates the operating system's packages (emulated managed component).\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: UpdateOS\n        action: ExecuteBash\n        inputs:\n          commands:\n            - if command -v yum >/dev/null; then yum update -y; elif command -v apt-get >/dev/null; then apt-get update -qq; fi\n"
+            "name: update-linux\ndescription: Updates the operating system's packages (emulated managed component).\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: UpdateOS\n        action: ExecuteBash\n        inputs:\n          commands:\n            - if command -v dnf >/dev/null; then dnf -y update; elif command -v yum >/dev/null; then yum -y update; elif command -v dpkg >/dev/null; then dpkg --audit; fi\n"
         }
         _ => {
             "name: aws-cli-version-2-linux\ndescription: Installs the AWS CLI version 2 (emulated managed component).\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Install\n        action: ExecuteBash\n        inputs:\n          commands:\n            - echo \"would install the AWS CLI {{ cli-version\"\n  - name: validate\n    steps:\n      - name: Present\n        action: ExecuteBash\n        inputs:\n          commands:\n            - 'true'\n"
@@ -247,7 +250,7 @@ impl ImageBuilder {
             },
             "GetComponent" => {
                 let id = q("componentBuildVersionArn");
-                match self.get(&id).or_else(|| managed(&id)) {
+                match self.component(&id) {
                     Some(c) => ok(json!({"requestId": "motogap", "component": c})),
                     None => not_found(&id),
                 }
@@ -346,12 +349,48 @@ impl ImageBuilder {
         lock(&self.state).resources.get(arn).cloned()
     }
 
+    /// `GetComponent`'s lookup: a build version ARN names one build; a version ARN (its
+    /// nodes may be `x` in trailing positions) resolves to the newest matching build.
+    fn component(&self, requested: &str) -> Option<Value> {
+        let (prefix, rest) = requested.split_once(":component/")?;
+        let mut parts = rest.split('/');
+        let (name, pattern, build) = (parts.next()?, parts.next()?, parts.next());
+        let wanted: Vec<&str> = pattern.split('.').collect();
+        let matches = |version: &str| {
+            let nodes: Vec<&str> = version.split('.').collect();
+            nodes.len() == 3 && wanted.len() == 3 && wanted.iter().zip(&nodes).all(|(w, n)| *w == "x" || w == n)
+        };
+        let mut found: Vec<Value> = lock(&self.state)
+            .resources
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{prefix}:component/{name}/")))
+            .map(|(_, v)| v.clone())
+            .collect();
+        let region = prefix.split(':').nth(3).unwrap_or_default();
+        if prefix.ends_with(":aws") {
+            for (n, v) in MANAGED {
+                if *n == name {
+                    found.push(managed(&format!("arn:aws:imagebuilder:{region}:aws:component/{n}/{v}/1"))?);
+                }
+            }
+        }
+        found.retain(|c| {
+            let arn = c["arn"].as_str().unwrap_or_default();
+            matches(c["version"].as_str().unwrap_or_default())
+                && build.is_none_or(|b| arn.rsplit('/').next() == Some(b))
+        });
+        let key = |c: &Value| -> Vec<u64> {
+            c["version"].as_str().unwrap_or_default().split('.').filter_map(|n| n.parse().ok()).collect()
+        };
+        found.into_iter().max_by_key(key)
+    }
+
     fn list_components(&self, region: &str, account: &str, input: &Value) -> Answer {
         let names = filter_values(input, "name");
         let amazon = input["owner"].as_str() == Some("Amazon");
         let mut list: Vec<Value> = Vec::new();
         if amazon {
-            for (name, version) in [("update-linux", "1.0.2"), ("aws-cli-version-2-linux", "1.0.4")] {
+            for (name, version) in MANAGED {
                 let arn = format!("arn:aws:imagebuilder:{region}:aws:component/{name}/{version}");
                 list.push(json!({"arn": arn, "name": name, "version": version, "platform": "Linux", "owner": "Amazon", "type": "BUILD"}));
             }
@@ -470,7 +509,7 @@ fn managed(arn: &str) -> Option<Value> {
     let rest = arn.split(":aws:component/").nth(1)?;
     let mut parts = rest.split('/');
     let (name, version) = (parts.next()?, parts.next()?);
-    if !["update-linux", "aws-cli-version-2-linux"].contains(&name) {
+    if !MANAGED.iter().any(|(n, _)| *n == name) {
         return None;
     }
     Some(json!({
@@ -761,6 +800,36 @@ mod tests {
         let r = recipe.body["imageRecipeArn"].as_str().unwrap().to_string();
         let p = h("CreateImagePipeline", json!({"name": "weco-pipeline", "imageRecipeArn": r}));
         p.body["imagePipelineArn"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn get_component_resolves_wildcard_versions_to_the_newest_build() {
+        let (ib, up) = ib();
+        let h = |op: &str, query: &str, body: Value| {
+            ib.handle(up, "111111111111", "eu-west-1", op, query, body.to_string().as_bytes())
+        };
+        for v in ["1.0.0", "1.2.0", "2.0.0"] {
+            h(
+                "CreateComponent",
+                "",
+                json!({"name": "agent", "semanticVersion": v, "platform": "Linux", "data": format!("v{v}")}),
+            );
+        }
+        let get = |arn: &str| {
+            let q = format!("componentBuildVersionArn={}", form_encode(arn));
+            h("GetComponent", &q, json!({}))
+        };
+        let own = "arn:aws:imagebuilder:eu-west-1:111111111111:component/agent";
+        assert_eq!(get(&format!("{own}/1.x.x")).body["component"]["version"], "1.2.0");
+        assert_eq!(get(&format!("{own}/x.x.x")).body["component"]["data"], "v2.0.0");
+        assert_eq!(get(&format!("{own}/1.0.0/1")).body["component"]["version"], "1.0.0");
+        assert_eq!(get(&format!("{own}/3.x.x")).status, 404);
+        let managed = get("arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/x.x.x");
+        assert_eq!(
+            managed.body["component"]["arn"],
+            "arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/1.0.2/1"
+        );
+        assert!(managed.body["component"]["data"].as_str().unwrap().contains("name: update-linux"));
     }
 
     #[test]

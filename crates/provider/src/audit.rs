@@ -60,6 +60,8 @@ pub enum EventKind {
     RolloutNotified,
     /// A group's rollout stopped, and what was restored.
     RolloutStopped,
+    /// An existing image was adopted as a version (`amictl import`), with what matched and why.
+    Imported,
 }
 
 impl EventKind {
@@ -90,6 +92,7 @@ impl EventKind {
             EventKind::RolloutLaunchTemplate => "rollout.launch-template",
             EventKind::RolloutNotified => "rollout.notified",
             EventKind::RolloutStopped => "rollout.stopped",
+            EventKind::Imported => "imported",
         }
     }
 
@@ -104,6 +107,7 @@ impl EventKind {
             EventKind::RolloutLaunchTemplate,
             EventKind::RolloutNotified,
             EventKind::RolloutStopped,
+            EventKind::Imported,
         ]);
         all
     }

@@ -16,6 +16,7 @@
 //! - [`rollout`]: how a consumer's hosts move ([`RolloutMethod`]) and what moving did.
 //! - [`audit`]: the kinds of audit events ([`EventKind`]).
 //! - [`builder`], [`publisher`], [`source`]: the traits and their job and report types.
+//! - [`import`]: images amictl did not make, found to be adopted ([`Importer`]).
 //!
 //! ## Why the traits are synchronous
 //!
@@ -35,6 +36,7 @@ mod cancel;
 mod error;
 pub mod fleet;
 pub mod image;
+pub mod import;
 pub mod place;
 pub mod publisher;
 pub mod rollout;
@@ -50,6 +52,7 @@ pub use cancel::Cancel;
 pub use error::{ProviderError, chain};
 pub use fleet::{Agent, Host, Selection};
 pub use image::{Artifact, ArtifactKind, Package, ParentRef, TestResult};
+pub use import::{FoundCopy, FoundImage, Importer};
 pub use place::{AmiRef, Target, VersionRef};
 pub use publisher::{
     Deprecated, Distribution, How, PublishJob, PublishReport, Publisher, RegionFailure, RegionPublished,

@@ -854,6 +854,20 @@ impl Loader<'_> {
                 }
                 Some(v) => {
                     if let Some(value) = self.field_value(field, v, uses) {
+                        if module.name == "ExecuteDocument"
+                            && field.name == "document"
+                            && let Some(text) = value.as_str()
+                            && crate::component::ComponentArn::looks_like(text)
+                            && !text.contains("{{")
+                            && let Err(e) = crate::component::ComponentArn::parse(text.trim())
+                        {
+                            self.sink.error(
+                                v.pos,
+                                "bad-component-arn",
+                                e,
+                                "e.g. arn:aws:imagebuilder:eu-west-1:aws:component/update-linux/1.x.x",
+                            );
+                        }
                         obj.insert(field.name.to_string(), value);
                     }
                 }

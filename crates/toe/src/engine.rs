@@ -49,6 +49,8 @@ pub struct RunOptions {
     pub state_directory: PathBuf,
     pub object_store: Option<Arc<dyn ObjectStore>>,
     pub parameter_store: Option<Arc<dyn ParameterStore>>,
+    /// Where `ExecuteDocument` finds documents named by Image Builder component ARN.
+    pub components: Option<Arc<dyn crate::component::Fetch>>,
     /// Values masked in every log and report (secret parameters); the outputs of
     /// `disableLogging` steps are added as the run makes them.
     pub secrets: Vec<String>,
@@ -1002,28 +1004,45 @@ impl Runner<'_> {
                 "cannot run {path_text}: documents nest at most {MAX_DOCUMENT_DEPTH} levels below the top document"
             ));
         }
-        let path = if let Some((bucket, key)) = crate::objstore::parse_uri(&path_text) {
-            let Some(store) = self.opts.object_store.as_deref() else {
-                return failed(format!("{path_text}: no object store is configured for s3:// documents"));
+        let loaded = if crate::component::ComponentArn::looks_like(&path_text) {
+            let Some(source) = self.opts.components.as_deref() else {
+                return failed(format!("{path_text}: no component source is configured for documents named by ARN"));
             };
-            let scratch = self.opts.state_directory.join("scratch");
-            std::fs::create_dir_all(&scratch).map_err(|e| ActionError::Failed(e.to_string()))?;
-            let local = scratch.join(format!("{}-{}", uuid::Uuid::new_v4(), file_name(key)));
-            let owner = input.get("document-s3-bucket-owner").and_then(Value::as_str);
-            store.get(bucket, key, owner, &local).map_err(|e| ActionError::Failed(e.to_string()))?;
-            local
-        } else if Path::new(&path_text).is_absolute() {
-            PathBuf::from(&path_text)
+            let arn = path_text.trim();
+            if self.stack.iter().any(|p| p.as_os_str() == arn) {
+                return failed(format!("{path_text} is already being executed higher in the call chain (cycle)"));
+            }
+            let fetched = source.fetch(arn).map_err(|e| ActionError::Failed(e.message))?;
+            if let Some(why) = &fetched.stale {
+                self.log.app(&format!("{arn}: using the cached version {} ({why})", fetched.version));
+            }
+            self.log.app(&format!("{arn} resolved to {} (sha256 {})", fetched.arn, fetched.sha256));
+            (PathBuf::from(arn), fetched.document(self.opts.state_directory.join("scratch"), false))
         } else {
-            parent.dir.join(&path_text)
+            let path = if let Some((bucket, key)) = crate::objstore::parse_uri(&path_text) {
+                let Some(store) = self.opts.object_store.as_deref() else {
+                    return failed(format!("{path_text}: no object store is configured for s3:// documents"));
+                };
+                let scratch = self.opts.state_directory.join("scratch");
+                std::fs::create_dir_all(&scratch).map_err(|e| ActionError::Failed(e.to_string()))?;
+                let local = scratch.join(format!("{}-{}", uuid::Uuid::new_v4(), file_name(key)));
+                let owner = input.get("document-s3-bucket-owner").and_then(Value::as_str);
+                store.get(bucket, key, owner, &local).map_err(|e| ActionError::Failed(e.to_string()))?;
+                local
+            } else if Path::new(&path_text).is_absolute() {
+                PathBuf::from(&path_text)
+            } else {
+                parent.dir.join(&path_text)
+            };
+            let canon = canonical(&path);
+            if self.stack.contains(&canon) {
+                return failed(format!("{path_text} is already being executed higher in the call chain (cycle)"));
+            }
+            (canon, Document::load(&path))
         };
-        let canon = canonical(&path);
-        if self.stack.contains(&canon) {
-            return failed(format!("{path_text} is already being executed higher in the call chain (cycle)"));
-        }
-        let (child, warnings) = match Document::load(&path) {
-            Ok(d) => d,
-            Err(diags) => {
+        let (canon, (child, warnings)) = match loaded {
+            (canon, Ok(d)) => (canon, d),
+            (_, Err(diags)) => {
                 let text: Vec<String> = diags
                     .iter()
                     .filter(|d| d.severity == crate::diag::Severity::Error)

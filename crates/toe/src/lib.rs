@@ -20,13 +20,14 @@
 //! let opts = RunOptions {
 //!     phases: None, parameters: vec![], execution_id: None,
 //!     log_directory: ".".into(), log_directory_display: None,
-//!     state_directory: ".toe-state".into(), object_store: None, parameter_store: None,
+//!     state_directory: ".toe-state".into(), object_store: None, parameter_store: None, components: None,
 //!     secrets: vec![],
 //! };
 //! let outcome = run(&[doc], &opts, &mut NoObserver).expect("run");
 //! ```
 
 pub mod actions;
+pub mod component;
 pub mod condition;
 pub mod diag;
 pub mod digest;

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use provider::{Finding, Severity};
 use serde_json::json;
 
-use super::{catalog_read, load_config};
+use super::{catalog_read, load_config_reading};
 use crate::cli::{AdvisoriesArgs, Common};
 use crate::wiring::{self, Needs};
 use crate::{UsageError, exit};
@@ -23,7 +23,7 @@ pub fn run(common: &Common, args: &AdvisoriesArgs) -> Result<u8> {
     if let Some(manifest) = &args.manifest {
         return ad_hoc(common, args, manifest, min);
     }
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     let cat = catalog_read(&cfg)?;
     let (image, version) = match args.target.as_deref().map(|t| t.split_once('@').unwrap_or((t, ""))) {
         Some((i, v)) => (Some(i.to_string()), (!v.is_empty()).then(|| v.to_string())),

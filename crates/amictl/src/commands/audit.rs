@@ -3,12 +3,12 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::{catalog, catalog_read, load_config};
+use super::{catalog, catalog_read, load_config_reading};
 use crate::cli::{AuditCommand, Common, StateCommand};
 use crate::exit;
 
 pub fn run(common: &Common, cmd: &AuditCommand) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     let cat = catalog_read(&cfg)?;
     match cmd {
         AuditCommand::Verify => verify(common, &cat),
@@ -80,7 +80,7 @@ fn verify(common: &Common, cat: &catalog::Catalog) -> Result<u8> {
 }
 
 pub fn state(common: &Common, cmd: &StateCommand) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     match cmd {
         StateCommand::Backup { dest } => {
             if !cfg.state.exists() {

@@ -8,14 +8,14 @@ use anyhow::Result;
 use engine::fleet::{ConsumerScan, record, scan};
 use serde_json::json;
 
-use super::{catalog, load_config};
+use super::{catalog, load_config_reading};
 use crate::cli::{Common, FleetArgs};
 use crate::render::table;
 use crate::wiring::{self, Needs};
 use crate::{UsageError, clock, exit};
 
 pub fn run(common: &Common, args: &FleetArgs) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     if cfg.consumers.is_empty() {
         return Err(UsageError(format!("{} defines no [consumers.*]", cfg.file.display())).into());
     }

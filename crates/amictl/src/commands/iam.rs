@@ -2,12 +2,12 @@
 
 use anyhow::Result;
 
-use super::load_config;
+use super::load_config_reading;
 use crate::cli::Common;
 use crate::{UsageError, exit};
 
 pub fn run(common: &Common) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     let out = aws::iam::for_config(&cfg).map_err(UsageError)?;
     if common.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

@@ -8,13 +8,13 @@ use engine::views;
 use jiff::Timestamp;
 use serde_json::json;
 
-use super::{catalog_read, load_config};
+use super::{catalog_read, load_config_reading};
 use crate::cli::{Common, ImagesArgs, ShowArgs};
 use crate::render::table;
 use crate::{UsageError, exit};
 
 pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     let cat = catalog_read(&cfg)?;
     let versions = cat.versions(args.image.as_deref())?;
     let mut published = Vec::new();
@@ -86,7 +86,7 @@ pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
 }
 
 pub fn show(common: &Common, args: &ShowArgs) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     let cat = catalog_read(&cfg)?;
     let (image, version) = match args.target.split_once('@') {
         Some((i, v)) => (i.to_string(), Some(v.to_string())),

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod fleet;
 pub mod iam;
 pub mod images;
+pub mod import;
 pub mod plan;
 pub mod report;
 pub mod toe;
@@ -17,14 +18,31 @@ use config::Config;
 use crate::UsageError;
 use crate::cli::Common;
 
-/// Loads and validates the config; every problem is printed and nothing changes.
+/// Loads and validates the config for a command that decides (plan, apply, validate,
+/// import): components by ARN with `x` in their version are asked for again. Every
+/// problem is printed and nothing changes.
 pub fn load_config(common: &Common) -> Result<Config> {
     load_config_with(common, false)
 }
 
 /// [`load_config`]; with `strict`, unknown keys in documents are errors.
 pub fn load_config_with(common: &Common, strict: bool) -> Result<Config> {
-    match Config::load_with(&common.config, strict) {
+    load(common, strict, false, component_source())
+}
+
+/// [`load_config`] for a command that only reads and reports: cached components serve,
+/// and one that cannot be fetched is a warning.
+pub fn load_config_reading(common: &Common) -> Result<Config> {
+    let cache = ::toe::component::Cache::cached_first(
+        ::toe::component::Cache::default_dir(),
+        Some(std::sync::Arc::new(aws::components::ComponentFetcher::new())),
+    );
+    load(common, false, true, cache)
+}
+
+fn load(common: &Common, strict: bool, lenient: bool, source: ::toe::component::Cache) -> Result<Config> {
+    let opts = config::LoadOptions { strict, components: Some(&source), lenient };
+    match Config::load_opts(&common.config, &opts) {
         Ok((cfg, warnings)) => {
             toe::print_diagnostics(&warnings);
             Ok(cfg)
@@ -35,6 +53,14 @@ pub fn load_config_with(common: &Common, strict: bool) -> Result<Config> {
             Err(UsageError(format!("{} has {errors} error(s); nothing was changed", common.config.display())).into())
         }
     }
+}
+
+/// Components by ARN: the on-disk cache in front of Image Builder's `GetComponent`.
+pub fn component_source() -> ::toe::component::Cache {
+    ::toe::component::Cache::new(
+        ::toe::component::Cache::default_dir(),
+        Some(std::sync::Arc::new(aws::components::ComponentFetcher::new())),
+    )
 }
 
 /// Who runs amictl, for the audit trail: `user@host (amictl 0.1.0)`.

@@ -5,13 +5,13 @@
 use anyhow::{Context, Result};
 use engine::views;
 
-use super::{catalog_read, load_config};
+use super::{catalog_read, load_config_reading};
 use crate::cli::{Common, MetricsArgs, ReportArgs};
 use crate::render::{html, prometheus};
 use crate::{clock, exit};
 
 pub fn report(common: &Common, args: &ReportArgs) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     let now = clock::resolve(args.now.as_deref())?;
     let report = views::report(&cfg, &catalog_read(&cfg)?, now)?;
     if let Some(path) = &args.html {
@@ -30,7 +30,7 @@ pub fn report(common: &Common, args: &ReportArgs) -> Result<u8> {
 }
 
 pub fn metrics(common: &Common, args: &MetricsArgs) -> Result<u8> {
-    let cfg = load_config(common)?;
+    let cfg = load_config_reading(common)?;
     let now = clock::resolve(args.now.as_deref())?;
     let report = views::report(&cfg, &catalog_read(&cfg)?, now)?;
     if common.json {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use sandbox::Sandbox;
+use toe::component::{ComponentArn, Fetch};
 use toe::{Diagnostic, DirectoryStore, Document, ObjectStore, RunOptions, RunOutcome, Severity};
 
 use crate::cli::{RunArgs, ToeCommand, ValidateArgs};
@@ -42,12 +43,35 @@ pub fn parse_parameters(list: &str) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-/// Loads every document, returning all of them or every diagnostic.
-fn load_all(paths: &[PathBuf], strict: bool) -> (Vec<Document>, Vec<Diagnostic>) {
+/// Loads every document (a file, or an Image Builder component ARN), returning all of
+/// them or every diagnostic.
+fn load_all(specs: &[String], strict: bool, components: &dyn Fetch) -> (Vec<Document>, Vec<Diagnostic>) {
     let mut docs = Vec::new();
     let mut diags = Vec::new();
-    for p in paths {
-        match Document::load_with(p, strict) {
+    for spec in specs {
+        let loaded = if ComponentArn::looks_like(spec) {
+            match components.fetch(spec) {
+                Ok(f) => {
+                    if let Some(why) = &f.stale {
+                        eprintln!("amictl: warning: {spec}: using the cached version {} ({why})", f.version);
+                    }
+                    f.document(PathBuf::from("."), strict)
+                }
+                Err(e) => {
+                    let mut sink = toe::diag::Sink::new(spec);
+                    sink.error(
+                        toe::yaml::Pos { line: 1, column: 1 },
+                        "component-fetch-failed",
+                        e.message,
+                        "check the ARN and that the credentials may call imagebuilder:GetComponent in its region",
+                    );
+                    Err(sink.items)
+                }
+            }
+        } else {
+            Document::load_with(Path::new(spec), strict)
+        };
+        match loaded {
             Ok((d, warnings)) => {
                 docs.push(d);
                 diags.extend(warnings);
@@ -65,8 +89,8 @@ pub fn print_diagnostics(diags: &[Diagnostic]) {
 }
 
 fn validate(a: ValidateArgs, json: bool) -> Result<u8> {
-    let paths: Vec<PathBuf> = split_list("documents", &a.documents)?.into_iter().map(PathBuf::from).collect();
-    let (docs, diags) = load_all(&paths, a.strict);
+    let paths = split_list("documents", &a.documents)?;
+    let (docs, diags) = load_all(&paths, a.strict, &super::component_source());
     let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
     let warnings = diags.len() - errors;
     if json {
@@ -99,8 +123,13 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
     let scratch = std::env::temp_dir();
     let mut paths = Vec::new();
     for d in split_list("documents", &a.documents)? {
-        paths.push(fetch_document(&d, host_store.as_deref(), scratch.as_path())?);
+        if ComponentArn::looks_like(&d) {
+            paths.push(d);
+        } else {
+            paths.push(fetch_document(&d, host_store.as_deref(), scratch.as_path())?.display().to_string());
+        }
     }
+    let source = Arc::new(super::component_source());
     let bad_id = |id: &str| {
         !(1..=128).contains(&id.len())
             || id.contains("..")
@@ -112,7 +141,7 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
         )
         .into());
     }
-    let (mut docs, diags) = load_all(&paths, false);
+    let (mut docs, diags) = load_all(&paths, false, source.as_ref());
     print_diagnostics(&diags);
     if diags.iter().any(|d| d.severity == Severity::Error) {
         return Err(UsageError("the documents are invalid; nothing was run".into()).into());
@@ -137,20 +166,34 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
             state_directory: state_dir,
             object_store: host_store,
             parameter_store: None,
+            components: Some(source as Arc<dyn Fetch>),
             secrets: Vec::new(),
         };
         return execute(&docs, &opts, progress, false);
     };
 
+    // The sandbox does not reach Image Builder: what the documents run by ARN is fetched now.
+    let refs: Vec<&Document> = docs.iter().collect();
+    let prefetched = toe::component::prefetch(&refs, source.as_ref()).map_err(|e| UsageError(e.message))?;
     // Sandbox: lend the log, state and object-store folders and each document's folder.
     let mut sb = Sandbox::new(root).map_err(|e| UsageError(e.to_string()))?;
     sb = sb.bind(&log_dir, IN_LOGS, true)?.bind(&state_dir, IN_STATE, true)?;
     if let Some(dir) = &store_dir {
         sb = sb.bind(dir, IN_OBJECTS, false)?;
     }
+    // A document fetched by ARN has no folder of its own: lend it an empty one, never the
+    // working directory.
+    let no_folder = log_dir.join(".amictl-documents-by-arn");
+    std::fs::create_dir_all(&no_folder)?;
     for (i, doc) in docs.iter_mut().enumerate() {
         let inside = format!("{IN_DOCUMENTS}/{}", i + 1);
-        let host_dir = if doc.dir.as_os_str().is_empty() { PathBuf::from(".") } else { doc.dir.clone() };
+        let host_dir = if ComponentArn::looks_like(&doc.file) {
+            no_folder.clone()
+        } else if doc.dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            doc.dir.clone()
+        };
         sb = sb.bind(&host_dir, &inside, false)?;
         doc.dir = PathBuf::from(inside);
     }
@@ -163,6 +206,7 @@ fn run_documents(a: RunArgs, json: bool) -> Result<u8> {
         state_directory: IN_STATE.into(),
         object_store: store_dir.map(|_| Arc::new(DirectoryStore::new(IN_OBJECTS)) as Arc<dyn ObjectStore>),
         parameter_store: None,
+        components: Some(Arc::new(prefetched) as Arc<dyn Fetch>),
         secrets: Vec::new(),
     };
     progress.finish();

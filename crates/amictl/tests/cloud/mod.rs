@@ -67,10 +67,16 @@ impl Org {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&self.config, args)
+    }
+
+    /// [`Org::command`] with another config.
+    pub fn command_with(&self, config: &Path, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_amictl"));
         c.arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
+            .env("AMICTL_COMPONENT_CACHE", self.dir.path().join("components"))
             .env("AWS_ENDPOINT_URL", self.gap.url())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")

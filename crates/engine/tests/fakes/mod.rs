@@ -339,8 +339,10 @@ rollout = {{ kind = "notify", sns_topic = "arn:aws:sns:eu-west-1:111111111111:ro
     pub fn providers(&self) -> Providers {
         let mut p = Providers::default();
         for name in self.config.images.keys() {
-            p.lines
-                .insert(name.clone(), Line { builder: self.builder.clone(), publisher: Some(self.publisher.clone()) });
+            p.lines.insert(
+                name.clone(),
+                Line { builder: self.builder.clone(), publisher: Some(self.publisher.clone()), importer: None },
+            );
         }
         p.fleet = Some(self.fleet.clone());
         p.rollout = Some(self.rollout.clone());
