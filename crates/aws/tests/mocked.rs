@@ -234,3 +234,32 @@ async fn a_failed_agent_check_is_reported_per_instance_mocked_because_moto_repor
     assert_eq!(got[0], ("i-ok".to_string(), Ok(())));
     assert_eq!(got[1], ("i-sick".to_string(), Err("Failed: inactive: scan-agent(failed)".to_string())));
 }
+
+#[tokio::test]
+async fn every_page_of_an_images_packages_is_read_mocked_because_motogap_never_paginates() {
+    use aws_sdk_imagebuilder::operation::list_image_packages::ListImagePackagesOutput;
+    use aws_sdk_imagebuilder::types::ImagePackage;
+    let arn = "arn:aws:imagebuilder:eu-west-1:111111111111:image/weco/1.0.0/3";
+    let first = mock!(aws_sdk_imagebuilder::Client::list_image_packages)
+        .match_requests(move |r| r.image_build_version_arn() == Some(arn) && r.next_token().is_none())
+        .then_output(|| {
+            ListImagePackagesOutput::builder()
+                .image_package_list(
+                    ImagePackage::builder().package_name("openssl-libs").package_version("1.0.2k").build(),
+                )
+                .next_token("page-2")
+                .build()
+        });
+    let second = mock!(aws_sdk_imagebuilder::Client::list_image_packages)
+        .match_requests(|r| r.next_token() == Some("page-2"))
+        .then_output(|| {
+            ListImagePackagesOutput::builder()
+                .image_package_list(ImagePackage::builder().package_name("bash").package_version("4.2.46").build())
+                .build()
+        });
+    let ib = mock_client!(aws_sdk_imagebuilder, RuleMode::MatchAny, [&first, &second]);
+    let packages = aws::imagebuilder::packages(&ib, "platform", "eu-west-1", arn).await.unwrap();
+    let names: Vec<&str> = packages.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["bash", "openssl-libs"], "both pages, sorted");
+    assert_eq!((first.num_calls(), second.num_calls()), (1, 1));
+}

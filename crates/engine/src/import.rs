@@ -240,7 +240,7 @@ impl Engine {
         };
         let (parent_id, parent_name, parent_created) = match &found.parent {
             Some(p) => (p.id.clone(), p.name.clone(), p.created.clone()),
-            None => ("unknown".to_string(), "not recorded by the image's maker".to_string(), String::new()),
+            None => ("unknown".to_string(), "not recorded by its maker".to_string(), String::new()),
         };
         let reason = json!({"imported": {"source": source, "matched": found.matched, "key": found.key}});
         let published: Vec<Published> = found
