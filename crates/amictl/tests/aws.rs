@@ -96,6 +96,24 @@ fn apply_builds_tests_and_publishes_the_reference_organisation_through_moto() {
     assert!(scripts.iter().any(|s| s.contains("'amazon-ssm-agent' 'auditd' 'scan-agent'")), "{scripts:#?}");
     assert!(scripts.iter().any(|s| s.contains("--phases 'build,validate'") && s.contains("/ActivationKey'")));
     assert!(!scripts.iter().any(|s| s.contains(SECRET)), "a secret travelled in a command");
+    // The snapshot cleanup is each build's last build document: after every component,
+    // so the AMI (CreateImage comes next) is made from the cleaned instance.
+    let built: Vec<(String, String)> = scripts
+        .iter()
+        .filter(|s| s.contains("--phases 'build,validate'"))
+        .filter_map(|s| {
+            let dir = s.lines().find_map(|l| l.strip_prefix("d="))?.trim_matches('\'');
+            let mut parts = dir.rsplit('/');
+            let name = parts.next()?.to_string();
+            Some((parts.next()?.to_string(), name))
+        })
+        .collect();
+    let builds: std::collections::BTreeSet<&String> = built.iter().map(|(b, _)| b).collect();
+    assert_eq!(builds.len(), 2, "{built:#?}");
+    for b in builds {
+        let last = built.iter().rfind(|(id, _)| id == b).map(|(_, n)| n.as_str());
+        assert_eq!(last, Some("amictl-snapshot-cleanup"), "{b}: {built:#?}");
+    }
 
     let (code, plan, stderr) = org.run(&["--json", "plan"]);
     assert_eq!(code, 0, "nothing left to do: {stderr} {plan:#}");

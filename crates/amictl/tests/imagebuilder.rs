@@ -25,6 +25,16 @@ fn a_pipeline_driven_build_is_started_once_followed_recorded_and_published() {
     let (code, plan, stderr) = org.run(&["--json", "plan"]);
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(actions(&plan), [("build".to_string(), ECS.to_string()), ("build".into(), BASTION.into())]);
+    // Both lines are Amazon Linux 2, whose support ended on 2026-06-30: said, with where to go.
+    let eos = plan["end_of_support"].as_array().unwrap();
+    assert_eq!(eos.len(), 2, "{plan:#}");
+    let ecs = eos.iter().find(|e| e["image"] == ECS).unwrap();
+    assert_eq!(ecs["ends"], "2026-06-30");
+    assert_eq!(ecs["successor"], "ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id");
+    let human = org.command(&["plan"]).output().unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains(&format!("{ECS}: its parent amzn2-ami-ecs-hvm-")), "{human}");
+    assert!(human.contains("whose support ended 2026-06-30"), "{human}");
 
     org.gap.reset_calls();
     let (code, out, stderr) = org.run(&["--json", "apply"]);

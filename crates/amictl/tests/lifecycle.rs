@@ -482,3 +482,46 @@ fn a_recipe_naming_managed_components_by_arn_builds_unchanged() {
     assert_eq!(out.status.code(), Some(0), "nothing changed: {}", text(&out));
     assert!(text(&out).contains("using the cached"), "{}", text(&out));
 }
+
+/// The image is cleaned before it is made: SSH host keys, machine-id, logs, shell history
+/// and a component's own agent id (its `snapshot_cleanup`) are not in the snapshot — and are
+/// when the line says `snapshot_cleanup = false`.
+#[test]
+fn the_snapshot_has_no_host_keys_machine_id_or_agent_id_unless_cleanup_is_off() {
+    let org = Org::new("debootstrap:stable");
+    org.write(
+        "components/agent.yml",
+        "name: agent\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Leave\n        action: ExecuteBash\n        inputs:\n          commands:\n            - mkdir -p /etc/ssh /var/lib/agent /var/log/agent\n            - echo key > /etc/ssh/ssh_host_ed25519_key\n            - echo 0123456789abcdef0123456789abcdef > /etc/machine-id\n            - echo sensor-42 > /var/lib/agent/id\n            - echo build-noise > /var/log/agent/agent.log\n            - echo history > /root/.bash_history\n",
+    );
+    let cfg = std::fs::read_to_string(org.path("amictl.toml")).unwrap();
+    let cfg = cfg.replace("components = [\"motd\"]", "components = [\"motd\", \"agent\"]")
+        + "\n[components.agent]\nfile = \"components/agent.yml\"\nversion = \"1.0.0\"\nsnapshot_cleanup = [\"rm -f /var/lib/agent/id\"]\n";
+    org.write("amictl.toml", &cfg);
+    let tarball = |org: &Org| {
+        let show: Value = serde_json::from_slice(&org.run(&["--json", "show", "host"]).stdout).unwrap();
+        show["artifacts"][0]["path"].as_str().unwrap().to_string()
+    };
+    let read = |tarball: &str, path: &str| {
+        let o = Command::new("tar").args(["--zstd", "-xOf", tarball, path]).output().unwrap();
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).to_string())
+    };
+
+    let out = org.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = tarball(&org);
+    assert_eq!(read(&t, "./etc/ssh/ssh_host_ed25519_key"), None, "host keys are made per instance");
+    assert_eq!(read(&t, "./etc/machine-id").as_deref(), Some(""), "machine-id is emptied, not removed");
+    assert_eq!(read(&t, "./var/lib/agent/id"), None, "the component's own cleanup ran");
+    assert_eq!(read(&t, "./var/log/agent/agent.log").as_deref(), Some(""), "logs are kept, empty");
+    assert_eq!(read(&t, "./root/.bash_history"), None);
+    assert_eq!(read(&t, "./etc/motd-amictl").as_deref(), Some("hello"), "and the build's work is there");
+
+    org.write("amictl.toml", &cfg.replace("builder = {", "snapshot_cleanup = false\nbuilder = {"));
+    let plan = org.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "turning the cleanup off changes the recipe: {}", text(&plan));
+    let out = org.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = tarball(&org);
+    assert_eq!(read(&t, "./var/lib/agent/id").as_deref(), Some("sensor-42\n"), "off means off");
+    assert_eq!(read(&t, "./etc/machine-id").as_deref(), Some("0123456789abcdef0123456789abcdef\n"));
+}

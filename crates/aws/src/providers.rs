@@ -178,6 +178,17 @@ impl Ec2Builder {
             components.push(doc);
             services.extend(c.services.iter().cloned());
         }
+        if self.image.snapshot_cleanup {
+            // The last build document: nothing a component does after it undoes it, and
+            // CreateImage follows it.
+            let refs: Vec<&Component> = self.components.iter().collect();
+            components.push(RemoteDocument {
+                name: config::hygiene::NAME.into(),
+                yaml: config::hygiene::document(&refs),
+                parameters: Vec::new(),
+                secrets: Vec::new(),
+            });
+        }
         for t in &self.image.tests {
             let name = t.file.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "test".into());
             tests.push(RemoteDocument {

@@ -149,6 +149,36 @@ pub struct Catalog {
     path: PathBuf,
 }
 
+/// The setup lock, held exclusively. A new one appears already locked (made under another
+/// name, locked, then linked into place), so a reader never sees it unlocked before the
+/// database it guards exists — which would read as a history that was lost.
+fn locked_setup_file(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{FlockOperation, flock};
+    if !path.exists() {
+        let tmp = path.with_extension(format!("setup-lock.{}.{}", std::process::id(), uuid_like()));
+        let f = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
+        flock(&f, FlockOperation::LockExclusive)?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => return Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    flock(&f, FlockOperation::LockExclusive)?;
+    Ok(f)
+}
+
+/// A value unique enough for a temporary name beside the state (time and a counter).
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{t:x}{:x}", N.fetch_add(1, Ordering::Relaxed))
+}
+
 impl Catalog {
     /// Opens (creating and migrating as needed) the state database, for a command that
     /// writes. A new file is made only where no history existed (see [`safety`]).
@@ -162,14 +192,7 @@ impl Catalog {
         // wait on SQLite's own busy timeout.
         let setup_lock = safety::setup_lock(path);
         let existed = safety::markers(path).into_iter().find(|m| m.exists());
-        let guard = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&setup_lock)
-            .map_err(|e| CatalogError::Io { path: setup_lock.clone(), message: e.to_string() })?;
-        rustix::fs::flock(&guard, rustix::fs::FlockOperation::LockExclusive)
+        let guard = locked_setup_file(&setup_lock)
             .map_err(|e| CatalogError::Io { path: setup_lock.clone(), message: e.to_string() })?;
         let present = Catalog::check_history(path, existed)?;
         let conn = Connection::open(path).map_err(|source| sqlite_error(path, source))?;

@@ -28,6 +28,7 @@ const SAFEGUARD_SQL: [&str; 2] = [
 ];
 
 /// What is at the state's path before it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StateFile {
     Present,
     Missing,
@@ -103,16 +104,24 @@ impl Catalog {
     /// Opens the state for a command that only reads: never creates a file. With no
     /// history at `path`, an empty in-memory catalog; with a history gone, an error.
     pub fn open_read(path: &Path) -> Result<Catalog> {
-        // A first `apply` may be creating the file right now, under the setup lock.
-        let _guard = match std::fs::File::open(setup_lock(path)) {
+        // A first `apply` may be creating the file right now, under the setup lock; one that
+        // began after this look is waited for below, before "missing" or "empty" is said.
+        let shared = || match std::fs::File::open(setup_lock(path)) {
             Ok(f) => {
                 rustix::fs::flock(&f, rustix::fs::FlockOperation::LockShared)
                     .map_err(|e| CatalogError::Io { path: setup_lock(path), message: e.to_string() })?;
-                Some(f)
+                Ok(Some(f))
             }
-            Err(_) => None,
+            Err(_) => Ok(None),
         };
-        match state_file(path)? {
+        let mut guard = shared()?;
+        let mut state = state_file(path)?;
+        if guard.is_none() && state != StateFile::Present && setup_lock(path).exists() {
+            guard = shared()?;
+            state = state_file(path)?;
+        }
+        let _guard = guard;
+        match state {
             StateFile::Present => {}
             StateFile::Empty => return Err(missing(path, marker_of(path), true)),
             StateFile::Missing => {
@@ -351,6 +360,27 @@ mod tests {
             closes: None,
         };
         c.append_event(&ev).unwrap();
+    }
+
+    #[test]
+    fn a_read_while_the_first_write_creates_the_state_never_calls_it_lost() {
+        for _ in 0..40 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let writer = {
+                let path = path.clone();
+                std::thread::spawn(move || Catalog::open(&path).map(|_| ()))
+            };
+            while !writer.is_finished() {
+                match Catalog::open_read(&path) {
+                    Ok(_) => {}
+                    Err(e @ CatalogError::Missing { .. }) => panic!("a history being created read as lost: {e}"),
+                    Err(_) => {} // e.g. the file exists but is not yet a database: not this race
+                }
+            }
+            writer.join().unwrap().unwrap();
+            assert!(Catalog::open_read(&path).is_ok());
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!
 //! [`schema`] holds the types; the loader reads and checks the file.
 
+pub mod hygiene;
 mod loader;
 pub use loader::LoadOptions;
 mod rules;

@@ -864,7 +864,28 @@ impl Loader<'_> {
 
     fn component(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> Option<Component> {
         let t = self.table(v, &format!("components.{name}"))?;
-        self.known(t, &["file", "arn", "version", "parameters", "services"], &format!("[components.{name}]"));
+        self.known(
+            t,
+            &["file", "arn", "version", "parameters", "services", "snapshot_cleanup"],
+            &format!("[components.{name}]"),
+        );
+        let snapshot_cleanup: Vec<String> = Self::get(t, "snapshot_cleanup")
+            .map(|v| self.strings(v, "snapshot_cleanup"))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(cmd, span)| {
+                if cmd.trim().is_empty() || cmd.len() > 4096 || cmd.contains('\0') {
+                    self.err(
+                        span,
+                        "bad-cleanup",
+                        format!("components.{name}.snapshot_cleanup: a command is 1 to 4096 characters"),
+                        "e.g. snapshot_cleanup = [\"rm -f /var/lib/scan-agent/agent-id\"]",
+                    );
+                    return None;
+                }
+                Some(cmd)
+            })
+            .collect();
         let services = Self::get(t, "services").map(|v| self.strings(v, "services")).unwrap_or_default();
         for (s, span) in &services {
             self.rule(
@@ -983,7 +1004,18 @@ impl Loader<'_> {
             }
         }
         let sha256 = hex(&Sha256::digest(document.source.as_bytes()));
-        Some(Component { name: name.to_string(), file, arn, nested, version, parameters, document, sha256, services })
+        Some(Component {
+            name: name.to_string(),
+            file,
+            arn,
+            nested,
+            snapshot_cleanup,
+            version,
+            parameters,
+            document,
+            sha256,
+            services,
+        })
     }
 
     fn param(&mut self, component: &str, name: &str, v: &Spanned<DeValue<'_>>) -> Option<ParamValue> {
@@ -1281,7 +1313,17 @@ impl Loader<'_> {
         let t = self.table(v, &format!("images.{name}"))?;
         self.known(
             t,
-            &["description", "parent", "components", "tests", "builder", "distribute", "advisories", "import"],
+            &[
+                "description",
+                "parent",
+                "components",
+                "tests",
+                "builder",
+                "distribute",
+                "advisories",
+                "import",
+                "snapshot_cleanup",
+            ],
             &format!("[images.{name}]"),
         );
         let description = Self::get(t, "description").and_then(|d| self.string(d, "description")).unwrap_or_default();
@@ -1555,6 +1597,8 @@ impl Loader<'_> {
         let distribute = Self::get(t, "distribute").and_then(|d| self.distribution(name, d, accounts));
         let advisories = Self::get(t, "advisories").and_then(|a| self.advisories(name, a));
         let import = Self::get(t, "import").and_then(|i| self.import(name, i));
+        let snapshot_cleanup =
+            Self::get(t, "snapshot_cleanup").and_then(|v| self.boolean(v, "snapshot_cleanup")).unwrap_or(true);
         let parent = parent?;
         let ami_parent = parent.is_ami();
         if let Builder::ImageBuilder { .. } = builder {
@@ -1605,6 +1649,9 @@ impl Loader<'_> {
             for n in &comp.nested {
                 h.update(format!("runs {n}\n"));
             }
+            for cmd in &comp.snapshot_cleanup {
+                h.update(format!("cleanup {cmd}\n"));
+            }
             let mut params: Vec<String> = comp.parameters.iter().map(|(k, v)| format!("{k}={}", v.spec())).collect();
             params.sort();
             h.update(params.join("\n"));
@@ -1613,6 +1660,9 @@ impl Loader<'_> {
             h.update(format!("test sha256={}\n", t.sha256));
         }
         h.update(format!("builder={builder:?}\n"));
+        if !snapshot_cleanup {
+            h.update("snapshot_cleanup=false\n");
+        }
         Some(Image {
             name: name.to_string(),
             description,
@@ -1623,6 +1673,7 @@ impl Loader<'_> {
             distribute,
             advisories,
             import,
+            snapshot_cleanup,
             recipe_hash: hex(&h.finalize())[..16].to_string(),
         })
     }

@@ -105,6 +105,9 @@ pub struct Component {
     /// What its document runs by ARN through `ExecuteDocument` (and those in turn), as
     /// `<arn> sha256=<hash>`: part of the recipe, so a moved version plans a rebuild.
     pub nested: Vec<String>,
+    /// Commands run before the snapshot, after the default cleanup (`crate::hygiene`):
+    /// what this component leaves that must be fresh on each instance (an agent's id).
+    pub snapshot_cleanup: Vec<String>,
     pub version: String,
     pub parameters: Vec<(String, ParamValue)>,
     pub document: Document,
@@ -225,6 +228,8 @@ pub struct Image {
     pub advisories: Option<AdvisoryFeed>,
     /// Where `amictl import` finds this line's existing AMIs (not part of the recipe).
     pub import: Option<ImportSpec>,
+    /// Run the cleanup before the snapshot (`crate::hygiene`; default true).
+    pub snapshot_cleanup: bool,
     pub recipe_hash: String,
 }
 

@@ -42,6 +42,7 @@ impl Observation {
         if let Some(only) = &scope.only {
             plan.actions.retain(|a| a.image() == only);
             plan.running.retain(|r| r.image == *only);
+            plan.end_of_support.retain(|e| e.image == *only);
         }
         plan
     }

@@ -88,6 +88,7 @@ impl Builder for LocalBuilder {
                 BuilderSpec::Local { disk_size_mb } => disk_size_mb,
                 _ => None,
             },
+            snapshot_cleanup: self.image.snapshot_cleanup,
         };
         let result = self.factory.build(&request, |stage| {
             events.status(match stage {

@@ -62,6 +62,8 @@ pub struct BuildRequest<'a> {
     pub components: Vec<&'a Component>,
     pub tests: &'a [TestDocument],
     pub disk_size_mb: Option<u64>,
+    /// Run the cleanup before the image is made from the build (`config::hygiene`).
+    pub snapshot_cleanup: bool,
 }
 
 #[derive(Debug)]
@@ -154,11 +156,30 @@ impl Factory {
             work: dir.join("work"),
             merged: dir.join("merged"),
         };
-        let plans: Vec<ComponentRun> = req
+        let mut plans: Vec<ComponentRun> = req
             .components
             .iter()
             .map(|c| ComponentRun::new(c, Some(vec!["build".into(), "validate".into()])))
             .collect::<Result<_, _>>()?;
+        if req.snapshot_cleanup {
+            // Last in the build, so nothing a component does afterwards undoes it.
+            let folder = dir.join("cleanup");
+            fs::create_dir_all(&folder).map_err(stage_err("build"))?;
+            let (document, _) =
+                Document::parse(config::hygiene::NAME, folder, config::hygiene::document(&req.components)).map_err(
+                    |d| FactoryError::Stage {
+                        stage: "build",
+                        message: format!("the snapshot cleanup document is invalid: {d:?}"),
+                    },
+                )?;
+            plans.push(ComponentRun {
+                label: config::hygiene::NAME.into(),
+                document,
+                phases: None,
+                parameters: Vec::new(),
+                secrets: Vec::new(),
+            });
+        }
         self.run_documents(&build_overlay, &plans, &logs.join("build"), &dir.join("state-build"), None, "build")?;
 
         on_stage(Stage::Materialise);

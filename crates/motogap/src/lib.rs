@@ -57,7 +57,15 @@ impl Moto {
     /// launch a shared AMI, since moto does not emulate cross-account AMI visibility.
     pub fn start_with_ami_validation(validate: bool) -> Moto {
         let server = std::env::var("AMICTL_MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+        // A port no other server of this process holds: the kernel may hand a released
+        // ephemeral port out again, and a second moto that cannot bind it would leave this
+        // test talking to another test's server (until that one stops: "connection refused").
+        let port = loop {
+            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+            if ports_in_use().insert(port) {
+                break port;
+            }
+        };
         let mut command = Command::new(&server);
         // moto treats any value, "false" included, as "on".
         if validate {
@@ -76,11 +84,18 @@ impl Moto {
             });
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let start = Instant::now();
+        let mut moto = Moto { child, addr };
         while TcpStream::connect(addr).is_err() {
             assert!(start.elapsed() < Duration::from_secs(30), "moto did not start on port {port}");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { child, addr }
+        // Someone else's server answered on the port and ours exited, unable to bind it:
+        // start again on another.
+        if let Ok(Some(_)) = moto.child.try_wait() {
+            drop(moto);
+            return Moto::start_with_ami_validation(validate);
+        }
+        moto
     }
 
     pub fn url(&self) -> String {
@@ -92,7 +107,15 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        ports_in_use().remove(&self.addr.port());
     }
+}
+
+/// Ports held by this process's moto servers.
+fn ports_in_use() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<u16>> {
+    static PORTS: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    PORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One injected fault.

@@ -347,6 +347,9 @@ pub struct Plan {
     pub running: Vec<Running>,
     /// Consumers behind that their method cannot move.
     pub unmovable: Vec<Unmovable>,
+    /// Lines whose parent's operating system is past, or within 90 days of, its end of
+    /// support: rebuilding does not help; moving to the successor does.
+    pub end_of_support: Vec<crate::eol::EndOfSupport>,
 }
 
 impl Plan {

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod action;
+pub mod eol;
 pub mod observed;
 
 use std::collections::BTreeSet;
@@ -99,6 +100,11 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
         available.sort_by(|a, b| newest_first(a, b));
         if !busy.contains(&image.name) {
             build_or_distribute(&mut plan, image, policy, observed, &available, now);
+        }
+        if let Some(p) = observed.parents.get(&image.name)
+            && let Some(e) = eol::check(&image.name, &p.name, now).or_else(|| eol::check(&image.name, &p.id, now))
+        {
+            plan.end_of_support.push(e);
         }
         plan.actions.extend(deprecations(&image.name, policy, observed));
         for (i, old) in available.iter().enumerate().skip(policy.keep_versions.max(1)) {

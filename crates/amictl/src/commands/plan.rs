@@ -40,6 +40,15 @@ pub fn print(plan: &Plan, json: bool) -> Result<()> {
     for n in &plan.notes {
         println!("  {} {} is current; rebuild due in {} day(s)", n.image, n.version, n.due_in_days);
     }
+    for e in &plan.end_of_support {
+        let when = if e.days_left < 0 {
+            format!("ended {} ({} day(s) ago)", e.ends, -e.days_left)
+        } else {
+            format!("ends {} (in {} day(s))", e.ends, e.days_left)
+        };
+        let to = e.successor.as_deref().map(|s| format!("; move `parent` to {s}")).unwrap_or_default();
+        println!("  {}: its parent {} is {}, whose support {when}{to} (source: {})", e.image, e.parent, e.os, e.source);
+    }
     for s in &plan.stale {
         println!("  {}: advisory check STALE — {}", s.image, s.reason);
     }
