@@ -537,3 +537,72 @@ fn import_by_name_pattern_adopts_each_accounts_copies_with_their_tagged_parent()
     assert_eq!(code, 0);
     assert!(again["lines"][0]["adopted"].as_array().unwrap().is_empty());
 }
+
+/// A consumer whose Terraform pins the AMI id is told the exact change (the AMI in each of
+/// its regions, the deadline) and amictl writes nothing to its groups, templates or hosts.
+#[test]
+fn a_pinned_consumer_gets_the_exact_change_and_nothing_moves_its_hosts() {
+    let org = Org::image_builder();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let pipelines = rt.block_on(seed_pipelines(&aws));
+    let (_, old) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-1"));
+    let (_, new) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-2"));
+    let digirati = CONSUMERS[1].1;
+    rt.block_on(seed_group(&aws, "digirati", "digirati-container-hosts", &ami_in(&old, digirati), 2));
+    org.edit(
+        "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+        "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"pinned\", sns_topic = \"arn:aws:sns:eu-west-1:111111111111:amictl-rollouts\" }",
+    );
+    org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
+    let platform = rt.block_on(aws.config("platform", "eu-west-1")).unwrap();
+    let (sns, sqs) = (aws_sdk_sns::Client::new(&platform), aws_sdk_sqs::Client::new(&platform));
+    let topic =
+        rt.block_on(sns.create_topic().name("amictl-rollouts").send()).unwrap().topic_arn().unwrap().to_string();
+    let queue = rt.block_on(sqs.create_queue().queue_name("owners").send()).unwrap().queue_url().unwrap().to_string();
+    let attrs = rt
+        .block_on(
+            sqs.get_queue_attributes()
+                .queue_url(&queue)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .unwrap();
+    let queue_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    rt.block_on(sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send()).unwrap();
+    let (code, _, stderr) = org.run(&["import", "--image", ECS]);
+    assert_eq!(code, 0, "{stderr}");
+
+    org.gap.reset_calls();
+    let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+15d"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    let calls = org.gap.calls();
+    let writes: Vec<&String> = calls
+        .keys()
+        .filter(|k| {
+            k.starts_with("autoscaling:")
+                || ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "ec2:TerminateInstances"]
+                    .contains(&k.as_str())
+        })
+        .collect();
+    assert!(writes.is_empty(), "nothing touched the pinned consumer's groups: {writes:?}");
+    let rollout = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "rollout" && a["subject"] == "consumer:digirati")
+        .cloned()
+        .unwrap_or_else(|| panic!("{out:#}"));
+    let text = rollout.to_string();
+    let wanted = ami_in(&new, digirati);
+    assert!(text.contains(&wanted) && text.contains("\"deadline\""), "the change, as JSON: {rollout:#}");
+    let got = rt.block_on(sqs.receive_message().queue_url(&queue).max_number_of_messages(10).send()).unwrap();
+    let bodies: Vec<&str> = got.messages().iter().filter_map(|m| m.body()).collect();
+    let notice = bodies.iter().find(|b| b.contains("digirati:")).unwrap_or_else(|| panic!("{bodies:#?}"));
+    assert!(notice.contains(&format!("eu-west-1: {wanted}")), "the AMI per region: {notice}");
+    assert!(notice.contains("OVERDUE") && notice.contains("amictl changes nothing in your account"), "{notice}");
+    // Hosts stay where they are until the owner moves them; the fleet says so.
+    let (code, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
+    assert_eq!(code, 3);
+    assert_eq!(consumer(&fleet, "digirati")["summary"]["overdue"], 2, "{fleet:#}");
+}

@@ -211,7 +211,9 @@ pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
     for c in cfg.consumers.values() {
         prefixes.entry(c.account.clone()).or_default();
         match &c.rollout {
-            config::RolloutMethod::Notify { sns_topic } => topics.extend(sns_topic.iter().cloned()),
+            config::RolloutMethod::Notify { sns_topic } | config::RolloutMethod::Pinned { sns_topic } => {
+                topics.extend(sns_topic.iter().cloned())
+            }
             _ => {
                 rollouts.insert(c.account.clone());
             }

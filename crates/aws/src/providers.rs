@@ -517,7 +517,7 @@ impl Rollout for AsgRollout {
                     crate::rollout::instance_refresh(&cloud.aws, &t, *min_healthy_percent, polling),
                 )
                 .map(|id| Some(Replacement { instance_refresh: Some(id), ..Replacement::default() })),
-            RolloutMethod::LaunchTemplate | RolloutMethod::Notify { .. } => Ok(None),
+            RolloutMethod::LaunchTemplate | RolloutMethod::Notify { .. } | RolloutMethod::Pinned { .. } => Ok(None),
         };
         match replaced {
             Ok(replacement) => Ok(GroupRolled { template: change, replacement }),

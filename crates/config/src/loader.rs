@@ -650,7 +650,7 @@ impl Loader<'_> {
         }
         let rollout =
             Self::get(t, "rollout").map(|r| self.rollout(name, r)).unwrap_or(RolloutMethod::Notify { sns_topic: None });
-        if !matches!(rollout, RolloutMethod::Notify { .. }) && select.asgs.is_empty() {
+        if rollout.moves_groups() && select.asgs.is_empty() {
             let span = Self::get(t, "rollout").map(|r| r.span()).unwrap_or(v.span());
             self.err(
                 span,
@@ -779,6 +779,9 @@ impl Loader<'_> {
             Some("notify") => {
                 RolloutMethod::Notify { sns_topic: Self::get(t, "sns_topic").and_then(|s| self.string(s, "sns_topic")) }
             }
+            Some("pinned") => {
+                RolloutMethod::Pinned { sns_topic: Self::get(t, "sns_topic").and_then(|s| self.string(s, "sns_topic")) }
+            }
             Some("launch-template") => RolloutMethod::LaunchTemplate,
             Some("rolling-replace") => RolloutMethod::RollingReplace { batch: number(self, "batch", 1, 1000) as usize },
             Some("instance-refresh") => RolloutMethod::InstanceRefresh {
@@ -789,7 +792,7 @@ impl Loader<'_> {
                     v.span(),
                     "bad-rollout",
                     format!("consumer `{name}`: unknown rollout kind {:?}", other.unwrap_or_default()),
-                    "kind = \"notify\", \"launch-template\", \"rolling-replace\" or \"instance-refresh\"",
+                    "kind = \"notify\", \"pinned\", \"launch-template\", \"rolling-replace\" or \"instance-refresh\"",
                 );
                 fallback
             }

@@ -13,6 +13,13 @@ pub enum RolloutMethod {
         /// The topic's ARN.
         sns_topic: Option<String>,
     },
+    /// The consumer's code owns the AMI id (Terraform pins it): amictl writes nothing in
+    /// its account; it sends the exact change (the AMI per region, the deadline) to the
+    /// owner, again each day while hosts are behind, and follows the fleet.
+    Pinned {
+        /// The topic's ARN.
+        sns_topic: Option<String>,
+    },
     /// A new launch template version with the new AMI becomes the group's default.
     LaunchTemplate,
     /// The launch template change, then amictl replaces the group's instances `batch` at a
@@ -33,15 +40,16 @@ impl RolloutMethod {
     pub fn name(&self) -> &'static str {
         match self {
             RolloutMethod::Notify { .. } => "notify",
+            RolloutMethod::Pinned { .. } => "pinned",
             RolloutMethod::LaunchTemplate => "launch-template",
             RolloutMethod::RollingReplace { .. } => "rolling-replace",
             RolloutMethod::InstanceRefresh { .. } => "instance-refresh",
         }
     }
 
-    /// Whether the method moves auto scaling groups (everything but notify).
+    /// Whether the method moves auto scaling groups (everything but notify and pinned).
     pub fn moves_groups(&self) -> bool {
-        !matches!(self, RolloutMethod::Notify { .. })
+        !matches!(self, RolloutMethod::Notify { .. } | RolloutMethod::Pinned { .. })
     }
 }
 

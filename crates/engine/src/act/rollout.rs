@@ -22,6 +22,7 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
         engine.progress().status(&format!("{consumer}: rolling out {image}@{version} ({})", method.name()));
         let result = match method {
             RolloutMethod::Notify { sns_topic } => notify(engine, a, sns_topic.as_deref())?,
+            RolloutMethod::Pinned { sns_topic } => notify(engine, a, sns_topic.as_deref())?,
             _ => move_groups(engine, &subject, method, groups, unpublished)?,
         };
         Ok(Done { reason: "done".into(), data: json!({"version": version, "method": method.name(), "result": result}) })
@@ -30,18 +31,58 @@ pub(super) fn run(engine: &Engine, a: &Action) -> Result<Value, EngineError> {
     Ok(data)
 }
 
+/// What a `pinned` consumer's code must change to: the version's AMI in each region of
+/// its account, and the deadline (its release there + the rollout SLA).
+fn pinned_change(engine: &Engine, a: &Action) -> Result<Option<Value>, Fail> {
+    let Action::Rollout { consumer, build_id, method: RolloutMethod::Pinned { .. }, .. } = a else {
+        return Ok(None);
+    };
+    let cfg = engine.config();
+    let c = cfg.consumers.get(consumer).ok_or_else(|| EngineError::Failed(format!("no consumer `{consumer}`")))?;
+    let rows = engine.catalog().distributions(build_id)?;
+    let mine: Vec<&catalog::Published> = rows.iter().filter(|p| p.distribution.target.account == c.account).collect();
+    let released = mine.iter().map(|p| time(&p.at)).min().unwrap_or_else(|| engine.now());
+    let deadline = jiff::Timestamp::from_second(released.as_second().saturating_add(cfg.policy.rollout_sla_seconds))
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let amis: Vec<Value> = mine
+        .iter()
+        .map(|p| json!({"region": p.distribution.target.region, "image_id": p.distribution.image_id}))
+        .collect();
+    Ok(Some(json!({"account": c.account, "amis": amis, "deadline": deadline})))
+}
+
 fn notify(engine: &Engine, a: &Action, topic: Option<&str>) -> Result<Value, Fail> {
     let Action::Rollout { consumer, image, version, .. } = a else { unreachable!() };
     let subject = a.subject();
     let now = engine.now();
+    // A pinned consumer's change is recorded (and returned as JSON) even when no topic
+    // carries it; amictl writes nothing in its account.
+    let change = pinned_change(engine, a)?;
+    let change_text = change
+        .as_ref()
+        .map(|c| {
+            let lines: Vec<String> = c["amis"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| format!("- {}: {}", r["region"].as_str().unwrap_or_default(), r["image_id"].as_str().unwrap_or_default()))
+                .collect();
+            format!(
+                "\nThe AMI id is pinned in your code: set it to\n{}\nby {} (the deadline), and apply the change yourself; amictl changes nothing in your account.\n",
+                lines.join("\n"),
+                c["deadline"].as_str().unwrap_or_default()
+            )
+        })
+        .unwrap_or_default();
     if let Some(last) = engine.catalog().last_notice(consumer, image, version)?
         && now.as_second() - time(&last).as_second() < RENOTIFY_SECONDS
     {
-        return Ok(json!({"notified": false, "already_at": last}));
+        return Ok(json!({"notified": false, "already_at": last, "change": change}));
     }
     let Some(topic) = topic else {
         // Nothing to send to: the audit record and the fleet report are the notice.
-        return Ok(json!({"notified": false, "reason": "no sns_topic configured"}));
+        return Ok(json!({"notified": false, "reason": "no sns_topic configured", "change": change}));
     };
     let cfg = engine.config();
     let rollout = engine
@@ -54,14 +95,15 @@ fn notify(engine: &Engine, a: &Action, topic: Option<&str>) -> Result<Value, Fai
         EngineError::Failed("no platform account to send the notice from (one account must have no role)".into())
     })?;
     let message = format!(
-        "{owner}: hosts of {consumer} run an old base image.\n\n{reasons}\n\nMove them to {image} {version} (SSM parameter …/{image}/latest in your account).\n",
+        "{owner}: hosts of {consumer} run an old base image.\n\n{reasons}\n\nMove them to {image} {version} (SSM parameter …/{image}/latest in your account).\n{change_text}",
         owner = c.owner.as_deref().unwrap_or(consumer),
         reasons = a.reasons().iter().map(|r| format!("- {r}")).collect::<Vec<_>>().join("\n"),
     );
+    let overdue = a.reasons().iter().any(|r| matches!(r, policy::Reason::DeadlinePassed { .. }));
     let notice = Notice {
         account: platform,
         topic: topic.to_string(),
-        subject: format!("[amictl] {consumer}: move to {image} {version}"),
+        subject: format!("[amictl] {consumer}: {}move to {image} {version}", if overdue { "OVERDUE — " } else { "" }),
         message,
     };
     let id = rollout
@@ -72,9 +114,9 @@ fn notify(engine: &Engine, a: &Action, topic: Option<&str>) -> Result<Value, Fai
         EventKind::RolloutNotified,
         &subject,
         "owner told",
-        json!({"version": version, "topic": topic, "message_id": id}),
+        json!({"version": version, "topic": topic, "message_id": id, "change": change}),
     )?;
-    Ok(json!({"notified": true, "topic": topic, "message_id": id}))
+    Ok(json!({"notified": true, "topic": topic, "message_id": id, "change": change}))
 }
 
 fn move_groups(
