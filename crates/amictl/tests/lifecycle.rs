@@ -491,7 +491,7 @@ fn the_snapshot_has_no_host_keys_machine_id_or_agent_id_unless_cleanup_is_off() 
     let org = Org::new("debootstrap:stable");
     org.write(
         "components/agent.yml",
-        "name: agent\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Leave\n        action: ExecuteBash\n        inputs:\n          commands:\n            - mkdir -p /etc/ssh /var/lib/agent /var/log/agent\n            - echo key > /etc/ssh/ssh_host_ed25519_key\n            - echo 0123456789abcdef0123456789abcdef > /etc/machine-id\n            - echo sensor-42 > /var/lib/agent/id\n            - echo build-noise > /var/log/agent/agent.log\n            - echo history > /root/.bash_history\n",
+        "name: agent\nschemaVersion: 1.0\nphases:\n  - name: build\n    steps:\n      - name: Leave\n        action: ExecuteBash\n        inputs:\n          commands:\n            - mkdir -p /etc/ssh /var/lib/agent /var/log/agent /etc/systemd/system\n            - echo key > /etc/ssh/ssh_host_ed25519_key\n            - echo 0123456789abcdef0123456789abcdef > /etc/machine-id\n            - echo sensor-42 > /var/lib/agent/id\n            - echo build-noise > /var/log/agent/agent.log\n            - echo old-noise > /var/log/agent/agent.log.1\n            - echo history > /root/.bash_history\n",
     );
     let cfg = std::fs::read_to_string(org.path("amictl.toml")).unwrap();
     let cfg = cfg.replace("components = [\"motd\"]", "components = [\"motd\", \"agent\"]")
@@ -510,6 +510,11 @@ fn the_snapshot_has_no_host_keys_machine_id_or_agent_id_unless_cleanup_is_off() 
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let t = tarball(&org);
     assert_eq!(read(&t, "./etc/ssh/ssh_host_ed25519_key"), None, "host keys are made per instance");
+    // Nothing here (no cloud-init, no sshd-keygen) remakes them at boot: a one-shot unit does.
+    let unit = read(&t, "./etc/systemd/system/amictl-ssh-host-keys.service").unwrap_or_default();
+    assert!(unit.contains("ExecStart=/usr/bin/ssh-keygen -A"), "{unit}");
+    assert!(read(&t, "./etc/systemd/system/multi-user.target.wants/amictl-ssh-host-keys.service").is_some());
+    assert_eq!(read(&t, "./var/log/agent/agent.log.1"), None, "rotated logs are removed");
     assert_eq!(read(&t, "./etc/machine-id").as_deref(), Some(""), "machine-id is emptied, not removed");
     assert_eq!(read(&t, "./var/lib/agent/id"), None, "the component's own cleanup ran");
     assert_eq!(read(&t, "./var/log/agent/agent.log").as_deref(), Some(""), "logs are kept, empty");

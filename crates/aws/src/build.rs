@@ -260,6 +260,17 @@ async fn run(
         region: region.into(),
         message,
     })?;
+    command(
+        &ssm,
+        account,
+        region,
+        &instance,
+        "removing the build's files",
+        &remote::build_files_script(),
+        spec.timing,
+        journal,
+    )
+    .await?;
 
     // Image.
     step(Step::Imaging);

@@ -99,6 +99,12 @@ pub fn run_document(build_id: &str, doc: &RemoteDocument, phases: &str, region: 
 
 /// The installed packages, `rpm -qa` with epochs, gzip+base64 so a full Amazon Linux
 /// manifest fits in Run Command's 24,000-character output.
+/// Removes what the build put on the builder (documents, awstoe, its logs — which may
+/// quote a secret a step printed) before the image is made from it.
+pub fn build_files_script() -> String {
+    format!("rm -rf {HOST_DIR}\nsync\n")
+}
+
 pub fn manifest_script() -> String {
     "set -o pipefail\nrpm -qa --qf '%{NAME}\\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\\t%{ARCH}\\t%{SOURCERPM}\\n' | sort | gzip -9 | base64 -w0\n".into()
 }

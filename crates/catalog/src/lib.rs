@@ -157,14 +157,15 @@ fn locked_setup_file(path: &Path) -> std::io::Result<std::fs::File> {
     if !path.exists() {
         let tmp = path.with_extension(format!("setup-lock.{}.{}", std::process::id(), uuid_like()));
         let f = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
-        flock(&f, FlockOperation::LockExclusive)?;
-        let linked = std::fs::hard_link(&tmp, path);
+        let linked = flock(&f, FlockOperation::LockExclusive)
+            .map_err(std::io::Error::from)
+            .and_then(|()| std::fs::hard_link(&tmp, path));
         let _ = std::fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => return Ok(f),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
+        if linked.is_ok() {
+            return Ok(f);
         }
+        // Already there (another opener was first), or a filesystem without hard links:
+        // the plain way below (on the latter, a reader may meet the brief window this avoids).
     }
     let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
     flock(&f, FlockOperation::LockExclusive)?;

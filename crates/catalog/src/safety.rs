@@ -114,18 +114,29 @@ impl Catalog {
             }
             Err(_) => Ok(None),
         };
-        let mut guard = shared()?;
-        let mut state = state_file(path)?;
-        if guard.is_none() && state != StateFile::Present && setup_lock(path).exists() {
-            guard = shared()?;
-            state = state_file(path)?;
-        }
-        let _guard = guard;
+        // Decided under the setup lock when there is one; without it (it was not there when
+        // looked for), only the run lock can show a history — a setup lock appearing later
+        // is a first write under way, taken and waited for on the next turn.
+        let (state, marker, _guard) = loop {
+            let guard = shared()?;
+            let state = state_file(path)?;
+            if state == StateFile::Present {
+                break (state, None, guard);
+            }
+            if guard.is_some() {
+                break (state, marker_of(path), guard);
+            }
+            if setup_lock(path).exists() {
+                continue;
+            }
+            let run_lock = crate::lock::lock_path(path);
+            break (state, run_lock.exists().then_some(run_lock), None);
+        };
         match state {
             StateFile::Present => {}
-            StateFile::Empty => return Err(missing(path, marker_of(path), true)),
+            StateFile::Empty => return Err(missing(path, marker, true)),
             StateFile::Missing => {
-                if let Some(marker) = marker_of(path) {
+                if let Some(marker) = marker {
                     return Err(missing(path, Some(marker), false));
                 }
                 let conn = Connection::open_in_memory().map_err(|source| crate::sqlite_error(path, source))?;

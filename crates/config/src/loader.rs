@@ -889,6 +889,22 @@ impl Loader<'_> {
                 Some(cmd)
             })
             .collect();
+        if let Some(v) = Self::get(t, "snapshot_cleanup").filter(|_| !snapshot_cleanup.is_empty()) {
+            // Checked now, not on a builder instance after every component has run.
+            let steps: Vec<(String, String)> =
+                snapshot_cleanup.iter().enumerate().map(|(j, c)| (format!("Step{}", j + 1), c.clone())).collect();
+            if let Err(diags) =
+                Document::parse(crate::hygiene::NAME, self.dir.to_path_buf(), crate::hygiene::render(&steps))
+            {
+                let why: Vec<String> = diags.iter().map(|d| d.message.clone()).collect();
+                self.err(
+                    v.span(),
+                    "bad-cleanup",
+                    format!("components.{name}.snapshot_cleanup: {}", why.join("; ")),
+                    "each command is run by bash as written; `{{ … }}` is an AWSTOE variable",
+                );
+            }
+        }
         let services = Self::get(t, "services").map(|v| self.strings(v, "services")).unwrap_or_default();
         for (s, span) in &services {
             self.rule(
@@ -1617,12 +1633,13 @@ impl Loader<'_> {
                 );
                 return None;
             }
-            for key in ["components", "tests"] {
+            for key in ["components", "tests", "snapshot_cleanup"] {
                 if let Some(v) = Self::get(t, key) {
+                    let what = if key == "snapshot_cleanup" { "snapshot cleanup is" } else { &format!("{key} are") };
                     self.err(
                         v.span(),
                         "recipe-owned",
-                        format!("image `{name}`: an Image Builder line's {key} are its recipe's"),
+                        format!("image `{name}`: an Image Builder line's {what} its recipe's"),
                         &format!("remove `{key}`; change the pipeline's recipe instead"),
                     );
                 }

@@ -61,7 +61,10 @@ impl Moto {
         // ephemeral port out again, and a second moto that cannot bind it would leave this
         // test talking to another test's server (until that one stops: "connection refused").
         let port = loop {
-            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0);
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("no free port on 127.0.0.1 for moto");
             if ports_in_use().insert(port) {
                 break port;
             }

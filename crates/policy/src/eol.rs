@@ -42,6 +42,15 @@ pub const LIFECYCLES: &[Lifecycle] = &[
         source: "https://aws.amazon.com/amazon-linux-2/faqs/",
     },
     Lifecycle {
+        os: "Amazon Linux AMI (2018.03, ECS-optimised)",
+        // ECS-optimised names are `amzn-ami-2018.03.<date>-amazon-ecs-optimized`; the plain
+        // ones `amzn-ami-hvm-2018.03…`, `amzn-ami-minimal-…`.
+        prefixes: &["amzn-ami-2018.03."],
+        ends: jiff::civil::date(2023, 12, 31),
+        successor: Some("ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"),
+        source: "https://aws.amazon.com/amazon-linux-ami/faqs/",
+    },
+    Lifecycle {
         os: "Amazon Linux AMI (2018.03)",
         prefixes: &["amzn-ami-"],
         ends: jiff::civil::date(2023, 12, 31),
@@ -57,16 +66,16 @@ pub const LIFECYCLES: &[Lifecycle] = &[
     },
     Lifecycle {
         os: "Debian 11 (bullseye; LTS to 2026-08-31)",
-        prefixes: &["debootstrap:bullseye", "debootstrap:oldoldstable", "debian-11-"],
+        prefixes: &["debootstrap:bullseye", "debian-11-"],
         ends: jiff::civil::date(2024, 8, 14),
-        successor: Some("debootstrap:trixie"),
+        successor: Some("Debian 13 (debootstrap:trixie, or AMIs named debian-13-*)"),
         source: "https://www.debian.org/releases/bullseye/",
     },
     Lifecycle {
         os: "Debian 12 (bookworm; LTS to 2028-06-30)",
         prefixes: &["debootstrap:bookworm", "debian-12-"],
         ends: jiff::civil::date(2026, 6, 10),
-        successor: Some("debootstrap:trixie"),
+        successor: Some("Debian 13 (debootstrap:trixie, or AMIs named debian-13-*)"),
         source: "https://www.debian.org/releases/bookworm/",
     },
 ];
@@ -98,6 +107,17 @@ pub fn lifecycle(parent: &str) -> Option<&'static Lifecycle> {
     LIFECYCLES.iter().find(|l| l.prefixes.iter().any(|p| parent.starts_with(p)))
 }
 
+/// The successor for the parent's architecture: the table names x86_64 parameters.
+fn for_arch(successor: &str, parent: &str) -> String {
+    if !(parent.contains("arm64") || parent.contains("aarch64")) {
+        return successor.to_string();
+    }
+    if successor.contains("ecs/optimized-ami/amazon-linux-2023/recommended") {
+        return successor.replace("amazon-linux-2023/recommended", "amazon-linux-2023/arm64/recommended");
+    }
+    successor.replace("x86_64", "arm64")
+}
+
 /// The line's end of support when it is past or within [`WARN_DAYS`] of `now`.
 pub fn check(image: &str, parent: &str, now: Timestamp) -> Option<EndOfSupport> {
     let l = lifecycle(parent)?;
@@ -110,7 +130,7 @@ pub fn check(image: &str, parent: &str, now: Timestamp) -> Option<EndOfSupport> 
         os: l.os.into(),
         ends: l.ends.to_string(),
         days_left,
-        successor: l.successor.map(str::to_string),
+        successor: l.successor.map(|s| for_arch(s, parent)),
         source: l.source.into(),
     })
 }
@@ -138,5 +158,18 @@ mod tests {
         assert_eq!(check("d", "debootstrap:bookworm", at("2026-12-02T00:00:00Z")).unwrap().ends, "2026-06-10");
         assert!(check("d", "debootstrap:stable", at("2026-12-02T00:00:00Z")).is_none(), "`stable` moves on");
         assert!(check("x", "ubuntu-noble", at("2026-12-02T00:00:00Z")).is_none(), "unknown: nothing guessed");
+        let arm = check("a", "amzn2-ami-hvm-2.0.20260930.0-arm64-gp2", at("2026-12-02T00:00:00Z")).unwrap();
+        assert_eq!(
+            arm.successor.as_deref(),
+            Some("ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64")
+        );
+        let arm_ecs = check("e", "amzn2-ami-ecs-hvm-2.0.20260924-arm64-ebs", at("2026-12-02T00:00:00Z")).unwrap();
+        assert_eq!(
+            arm_ecs.successor.as_deref(),
+            Some("ssm:/aws/service/ecs/optimized-ami/amazon-linux-2023/arm64/recommended/image_id")
+        );
+        let al1_ecs = check("e", "amzn-ami-2018.03.20231218-amazon-ecs-optimized", at("2026-12-02T00:00:00Z")).unwrap();
+        assert!(al1_ecs.successor.unwrap().contains("ecs/optimized-ami"));
+        assert!(check("d", "debootstrap:oldoldstable", at("2026-12-02T00:00:00Z")).is_none(), "aliases move on");
     }
 }
