@@ -317,23 +317,8 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     let rt = runtime();
     let aws = rt.block_on(org.aws());
     // The bastions' owners listen on an SNS topic; a queue stands in for their mailboxes.
-    let platform = rt.block_on(aws.config("platform", "eu-west-1")).unwrap();
-    let sns = aws_sdk_sns::Client::new(&platform);
-    let sqs = aws_sdk_sqs::Client::new(&platform);
-    let topic =
-        rt.block_on(sns.create_topic().name("amictl-rollouts").send()).unwrap().topic_arn().unwrap().to_string();
+    let (topic, sqs, queue) = owners_queue(&rt, &aws);
     assert_eq!(topic, "arn:aws:sns:eu-west-1:111111111111:amictl-rollouts");
-    let queue = rt.block_on(sqs.create_queue().queue_name("owners").send()).unwrap().queue_url().unwrap().to_string();
-    let attrs = rt
-        .block_on(
-            sqs.get_queue_attributes()
-                .queue_url(&queue)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .send(),
-        )
-        .unwrap();
-    let queue_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    rt.block_on(sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send()).unwrap();
 
     // A consumer found by launch template name instead of group (same hosts as goobi).
     let text = std::fs::read_to_string(&org.config).unwrap();

@@ -555,21 +555,7 @@ fn a_pinned_consumer_gets_the_exact_change_and_nothing_moves_its_hosts() {
         "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"pinned\", sns_topic = \"arn:aws:sns:eu-west-1:111111111111:amictl-rollouts\" }",
     );
     org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
-    let platform = rt.block_on(aws.config("platform", "eu-west-1")).unwrap();
-    let (sns, sqs) = (aws_sdk_sns::Client::new(&platform), aws_sdk_sqs::Client::new(&platform));
-    let topic =
-        rt.block_on(sns.create_topic().name("amictl-rollouts").send()).unwrap().topic_arn().unwrap().to_string();
-    let queue = rt.block_on(sqs.create_queue().queue_name("owners").send()).unwrap().queue_url().unwrap().to_string();
-    let attrs = rt
-        .block_on(
-            sqs.get_queue_attributes()
-                .queue_url(&queue)
-                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .send(),
-        )
-        .unwrap();
-    let queue_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
-    rt.block_on(sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send()).unwrap();
+    let (_, sqs, queue) = owners_queue(&rt, &aws);
     let (code, _, stderr) = org.run(&["import", "--image", ECS]);
     assert_eq!(code, 0, "{stderr}");
 

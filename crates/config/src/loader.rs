@@ -141,6 +141,11 @@ impl Loader<'_> {
         self.sink.error(pos, code, message, hint);
     }
 
+    fn warn(&mut self, span: Range<usize>, code: &'static str, message: String, hint: &str) {
+        let pos = self.pos(span);
+        self.sink.warning(pos, code, message, hint);
+    }
+
     /// Checks `value` of `key` against `rule`; the error names the key, the value and the rule.
     fn rule(
         &mut self,
@@ -1189,9 +1194,8 @@ impl Loader<'_> {
         match source.fetch(arn) {
             Ok(f) => {
                 if let Some(why) = &f.stale {
-                    let pos = self.pos(span);
-                    self.sink.warning(
-                        pos,
+                    self.warn(
+                        span,
                         "component-from-cache",
                         format!("{what}: using the cached {arn} (version {}): {why}", f.version),
                         "a newer version may exist; the next run that reaches Image Builder will see it",
@@ -1201,9 +1205,8 @@ impl Loader<'_> {
                 Some(f)
             }
             Err(e) if self.lenient => {
-                let pos = self.pos(span);
-                self.sink.warning(
-                    pos,
+                self.warn(
+                    span,
                     "component-unavailable",
                     format!("{what}: {}", e.message),
                     "this command only reads the state; plan, apply and validate need the document",
@@ -1222,40 +1225,32 @@ impl Loader<'_> {
         }
     }
 
-    /// Fetches what `doc` runs by ARN through `ExecuteDocument` (and what those run), at
-    /// most 64; returns each as `<arn> sha256=<hash>`, in order.
+    /// Fetches what `doc` runs by ARN through `ExecuteDocument` (and what those run);
+    /// returns each as `<arn> sha256=<hash>`, in the order met.
     fn fetch_references(&mut self, name: &str, doc: &Document, span: Range<usize>) -> Vec<String> {
-        let mut todo = toe::component::references(doc);
-        todo.reverse();
-        let mut seen = BTreeSet::new();
-        let mut out = Vec::new();
-        while let Some(arn) = todo.pop() {
-            if !seen.insert(arn.clone()) || toe::component::ComponentArn::parse(&arn).is_err() {
-                continue; // a bad ARN: the document's own diagnostics say why
-            }
-            if seen.len() > 64 {
+        if self.source.is_none() {
+            return Vec::new(); // nothing fetches here; a run without the document says so
+        }
+        let walked = toe::component::walk_references(
+            toe::component::references(doc),
+            |arn| Ok(self.fetch(arn, span.clone(), &format!("component `{name}` runs {arn} (ExecuteDocument)"))),
+            || (),
+        );
+        match walked {
+            Ok(list) => list.into_iter().map(|(arn, f)| format!("{arn} sha256={}", f.sha256)).collect(),
+            Err(()) => {
                 self.err(
                     span,
                     "too-many-components",
-                    format!("component `{name}` runs more than 64 components by ARN (ExecuteDocument)"),
+                    format!(
+                        "component `{name}` runs more than {} components by ARN (ExecuteDocument)",
+                        toe::component::MAX_REFERENCES
+                    ),
                     "nest fewer documents",
                 );
-                break;
-            }
-            if self.source.is_none() {
-                continue; // nothing fetches here; a run without the document says so
-            }
-            let what = format!("component `{name}` runs {arn} (ExecuteDocument)");
-            if let Some(f) = self.fetch(&arn, span.clone(), &what) {
-                out.push(format!("{arn} sha256={}", f.sha256));
-                if let Ok((d, _)) = f.document(PathBuf::new(), false) {
-                    let mut more = toe::component::references(&d);
-                    more.reverse();
-                    todo.extend(more);
-                }
+                Vec::new()
             }
         }
-        out
     }
 
     fn document(&mut self, file: &Path, span: Range<usize>, what: &str) -> Option<Document> {
@@ -1605,9 +1600,8 @@ impl Loader<'_> {
             && tests.is_empty()
             && !names.iter().any(|c| components[c].document.phases.iter().any(|p| p.name == "test"))
         {
-            let pos = self.pos(name_span.clone());
-            self.sink.warning(
-                pos,
+            self.warn(
+                name_span.clone(),
                 "untested",
                 format!("image `{name}`: nothing tests it (no `tests`, no component with a test phase)"),
                 "add tests = [\"tests/….yml\"]: amictl ships what passed its tests, and this line has none",

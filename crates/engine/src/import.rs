@@ -53,11 +53,19 @@ pub struct Known {
     pub why: String,
 }
 
+/// Which version an adopted image is, and where it was found.
+#[derive(Clone, Copy)]
+struct Adoption<'a> {
+    image: &'a str,
+    build_id: &'a str,
+    version: &'a str,
+    source: &'a str,
+}
+
 /// The build id an adopted image gets: the same for the same line and image, every time.
 pub fn import_id(image: &str, key: &str) -> String {
     let digest = Sha256::digest(format!("{image}\0{key}").as_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("import-{hex}")
+    format!("import-{}", config::hex(&digest[..6]))
 }
 
 /// What amictl already records, for [`decide`].
@@ -123,6 +131,8 @@ impl Engine {
                 || self.cancel().is_cancelled(),
             )?)
         };
+        // Build ids with their `imported` event; ids are per line, so one read serves all.
+        let noted = if dry_run { BTreeSet::new() } else { self.imported_events()? };
         let mut out = Vec::new();
         for (name, line) in &self.providers().lines {
             if only.is_some_and(|o| o != name) {
@@ -135,11 +145,15 @@ impl Engine {
             let recorded = self.import_records(name)?;
             // A version recorded by an import that died before its event: the event now.
             if !dry_run {
-                let noted = self.imported_events()?;
                 for f in &found {
                     let id = import_id(name, &f.key);
                     if let Some(version) = recorded.adopted.get(&id).filter(|_| !noted.contains(&id)) {
-                        self.note_imported(name, &id, version, &source, f)?;
+                        let (artifacts, packages) = {
+                            let cat = self.catalog();
+                            (cat.artifacts(&id)?, cat.packages(&id)?)
+                        };
+                        let what = Adoption { image: name, build_id: &id, version, source: &source };
+                        self.note_imported(&what, f, &artifacts, &packages)?;
                         self.progress().line(&format!("{name}: recorded the missing imported event of {version}"));
                     }
                 }
@@ -284,21 +298,18 @@ impl Engine {
         };
         self.catalog().insert_imported(&b, found.execution.as_deref(), &published, packages, &artifacts)?;
         // Killed here, the version stands without its event; the next import writes it.
-        self.note_imported(image, build_id, version, source, found)
+        self.note_imported(&Adoption { image, build_id, version, source }, found, &artifacts, packages)
     }
 
-    /// The `imported` event of one adopted image.
+    /// The `imported` event of one adopted image, with the artifacts and packages recorded.
     fn note_imported(
         &self,
-        image: &str,
-        build_id: &str,
-        version: &str,
-        source: &str,
+        what: &Adoption<'_>,
         found: &FoundImage,
+        artifacts: &[Artifact],
+        packages: &[Package],
     ) -> Result<(), EngineError> {
-        let artifacts = self.catalog().artifacts(build_id)?;
-        let packages = self.catalog().packages(build_id)?;
-        let packages: &[Package] = &packages;
+        let Adoption { image, build_id, version, source } = *what;
         let subject = provider::VersionRef::new(image, version).to_string();
         let why = format!("adopted {} ({}) made {}", found.name, found.matched, found.created);
         self.note(

@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use crate::document::Document;
 
 /// A component ARN, checked against the pattern of `GetComponent`'s
@@ -127,7 +125,7 @@ pub struct Fetched {
 
 impl Fetched {
     pub fn new(requested: &str, arn: String, name: String, version: String, data: String) -> Fetched {
-        let sha256 = hex(&Sha256::digest(data.as_bytes()));
+        let sha256 = crate::digest::sha256_hex(data.as_bytes());
         Fetched { requested: requested.into(), arn, name, version, sha256, data, stale: None }
     }
 
@@ -139,10 +137,6 @@ impl Fetched {
     ) -> Result<(Document, Vec<crate::Diagnostic>), Vec<crate::Diagnostic>> {
         Document::parse_with(&self.requested, dir, self.data.clone(), strict)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a component could not be fetched: one sentence naming the ARN.
@@ -235,7 +229,7 @@ impl Cache {
     }
 
     fn entry(&self, arn: &str) -> PathBuf {
-        self.dir.join(format!("{}.json", hex(&Sha256::digest(arn.as_bytes()))))
+        self.dir.join(format!("{}.json", crate::digest::sha256_hex(arn.as_bytes())))
     }
 
     /// Whether the folder is this user's alone (a shared or world-writable folder could
@@ -253,7 +247,7 @@ impl Cache {
         }
         let text = crate::input::read_text(&self.entry(arn), CACHE_LIMIT).ok()?;
         let f: Fetched = serde_json::from_str(&text).ok()?;
-        let sha = hex(&Sha256::digest(f.data.as_bytes()));
+        let sha = crate::digest::sha256_hex(f.data.as_bytes());
         (f.requested == arn && sha == f.sha256).then_some(f)
     }
 
@@ -324,25 +318,48 @@ pub fn references(doc: &Document) -> Vec<String> {
     out
 }
 
-/// Fetches every ARN `docs` reference, and those the fetched documents reference in turn
-/// (at most 64 in all), so a run that cannot reach the service has them.
-pub fn prefetch(docs: &[&Document], source: &dyn Fetch) -> Result<Prefetched, FetchError> {
-    let mut todo: Vec<String> = docs.iter().flat_map(|d| references(d)).collect();
-    let mut done = Prefetched::default();
-    while let Some(arn) = todo.pop() {
-        if done.0.contains_key(&arn) {
+/// The most components documents may run by ARN, directly or through those they run.
+pub const MAX_REFERENCES: usize = 64;
+
+/// Walks the ARNs in `start` and those each fetched document runs in turn: each once, in
+/// the order met, at most [`MAX_REFERENCES`]. `fetch` gives the document, or `None` to go
+/// on without it (the caller has said why); a malformed ARN is passed over (the document's
+/// own validation reports it); past the limit the walk ends with `too_many()`.
+pub fn walk_references<E>(
+    start: Vec<String>,
+    mut fetch: impl FnMut(&str) -> Result<Option<Fetched>, E>,
+    too_many: impl FnOnce() -> E,
+) -> Result<Vec<(String, Fetched)>, E> {
+    let mut todo: std::collections::VecDeque<String> = start.into();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    while let Some(arn) = todo.pop_front() {
+        if ComponentArn::parse(&arn).is_err() || !seen.insert(arn.clone()) {
             continue;
         }
-        if done.0.len() >= 64 {
-            return Err(FetchError::refused("documents reference more than 64 components by ARN"));
+        if seen.len() > MAX_REFERENCES {
+            return Err(too_many());
         }
-        let f = source.fetch(&arn)?;
-        if let Ok((d, _)) = f.document(PathBuf::new(), false) {
-            todo.extend(references(&d));
+        if let Some(f) = fetch(&arn)? {
+            if let Ok((d, _)) = f.document(PathBuf::new(), false) {
+                todo.extend(references(&d));
+            }
+            out.push((arn, f));
         }
-        done.0.insert(arn, f);
     }
-    Ok(done)
+    Ok(out)
+}
+
+/// Fetches every ARN `docs` run, and those the fetched documents run in turn, so a run
+/// that cannot reach the service has them.
+pub fn prefetch(docs: &[&Document], source: &dyn Fetch) -> Result<Prefetched, FetchError> {
+    let start = docs.iter().flat_map(|d| references(d)).collect();
+    let walked = walk_references(
+        start,
+        |arn| source.fetch(arn).map(Some),
+        || FetchError::refused(format!("documents reference more than {MAX_REFERENCES} components by ARN")),
+    )?;
+    Ok(Prefetched(walked.into_iter().collect()))
 }
 
 #[cfg(test)]

@@ -77,3 +77,10 @@ pub fn file_hex(a: Algorithm, path: &Path) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
 }
+
+/// SHA-256 of `data`, lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut h = Hasher::new(Algorithm::Sha256);
+    h.update(data);
+    h.hex()
+}

@@ -33,11 +33,7 @@ pub fn load_config_with(common: &Common, strict: bool) -> Result<Config> {
 /// [`load_config`] for a command that only reads and reports: cached components serve,
 /// and one that cannot be fetched is a warning.
 pub fn load_config_reading(common: &Common) -> Result<Config> {
-    let cache = ::toe::component::Cache::cached_first(
-        ::toe::component::Cache::default_dir(),
-        Some(std::sync::Arc::new(aws::components::ComponentFetcher::new())),
-    );
-    load(common, false, true, cache)
+    load(common, false, true, cache(true))
 }
 
 fn load(common: &Common, strict: bool, lenient: bool, source: ::toe::component::Cache) -> Result<Config> {
@@ -57,10 +53,18 @@ fn load(common: &Common, strict: bool, lenient: bool, source: ::toe::component::
 
 /// Components by ARN: the on-disk cache in front of Image Builder's `GetComponent`.
 pub fn component_source() -> ::toe::component::Cache {
-    ::toe::component::Cache::new(
-        ::toe::component::Cache::default_dir(),
-        Some(std::sync::Arc::new(aws::components::ComponentFetcher::new())),
-    )
+    cache(false)
+}
+
+/// The cache; `cached_first` for commands that only read.
+fn cache(cached_first: bool) -> ::toe::component::Cache {
+    let upstream = Some(std::sync::Arc::new(aws::components::ComponentFetcher::new()) as _);
+    let dir = ::toe::component::Cache::default_dir();
+    if cached_first {
+        ::toe::component::Cache::cached_first(dir, upstream)
+    } else {
+        ::toe::component::Cache::new(dir, upstream)
+    }
 }
 
 /// Who runs amictl, for the audit trail: `user@host (amictl 0.1.0)`.

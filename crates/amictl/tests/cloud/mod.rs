@@ -199,6 +199,28 @@ pub async fn parent_ami(aws: &Aws, name: &str) -> String {
     id
 }
 
+/// The owners' notice channel: the `amictl-rollouts` SNS topic in the platform account and
+/// a queue subscribed to it standing in for their mailboxes. (topic ARN, SQS client, queue URL)
+pub fn owners_queue(rt: &tokio::runtime::Runtime, aws: &Aws) -> (String, aws_sdk_sqs::Client, String) {
+    let platform = rt.block_on(aws.config("platform", "eu-west-1")).unwrap();
+    let sns = aws_sdk_sns::Client::new(&platform);
+    let sqs = aws_sdk_sqs::Client::new(&platform);
+    let topic =
+        rt.block_on(sns.create_topic().name("amictl-rollouts").send()).unwrap().topic_arn().unwrap().to_string();
+    let queue = rt.block_on(sqs.create_queue().queue_name("owners").send()).unwrap().queue_url().unwrap().to_string();
+    let attrs = rt
+        .block_on(
+            sqs.get_queue_attributes()
+                .queue_url(&queue)
+                .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .send(),
+        )
+        .unwrap();
+    let queue_arn = attrs.attributes().unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn].clone();
+    rt.block_on(sns.subscribe().topic_arn(&topic).protocol("sqs").endpoint(queue_arn).send()).unwrap();
+    (topic, sqs, queue)
+}
+
 /// A consumer's auto scaling group on `ami` (launch template + group of `size`).
 pub async fn seed_group(aws: &Aws, account: &str, name: &str, ami: &str, size: i32) {
     let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
