@@ -338,40 +338,6 @@ fn components_by_arn_are_fetched_once_cached_and_run_by_toe_and_execute_document
     assert!(err.contains("error[component-fetch-failed]") && err.contains("cannot reach Image Builder"), "{err}");
 }
 
-/// One execution of `pipeline` run to the end directly (as the organisation's own schedule
-/// or a person in the console would): the image ARN and its AMIs as (account id, region, AMI).
-async fn execution(aws: &aws::Aws, pipeline: &str, token: &str) -> (String, Vec<(String, String, String)>) {
-    let ib = aws::imagebuilder::client(aws, "platform", "eu-west-1").await.unwrap();
-    let started =
-        ib.start_image_pipeline_execution().image_pipeline_arn(pipeline).client_token(token).send().await.unwrap();
-    let arn = started.image_build_version_arn().unwrap().to_string();
-    for _ in 0..20 {
-        let got = ib.get_image().image_build_version_arn(&arn).send().await.unwrap();
-        let image = got.image().unwrap();
-        if image.state().and_then(|s| s.status()).map(|s| s.as_str()) == Some("AVAILABLE") {
-            let amis = image
-                .output_resources()
-                .unwrap()
-                .amis()
-                .iter()
-                .map(|a| {
-                    (
-                        a.account_id().unwrap().to_string(),
-                        a.region().unwrap().to_string(),
-                        a.image().unwrap().to_string(),
-                    )
-                })
-                .collect();
-            return (arn, amis);
-        }
-    }
-    panic!("{arn} never became AVAILABLE");
-}
-
-fn ami_in(amis: &[(String, String, String)], account_id: &str) -> String {
-    amis.iter().find(|(a, r, _)| a == account_id && r == "eu-west-1").map(|(_, _, i)| i.clone()).unwrap()
-}
-
 #[test]
 fn imported_pipeline_images_let_fleet_judge_two_consumer_accounts_hosts() {
     let org = Org::image_builder();

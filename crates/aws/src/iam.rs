@@ -48,12 +48,20 @@ pub const CONSUMER_ROLLOUT_ACTIONS: &[&str] = &[
     "autoscaling:DescribeAutoScalingGroups",
     "autoscaling:UpdateAutoScalingGroup",
     "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "autoscaling:SetInstanceProtection",
     "autoscaling:StartInstanceRefresh",
     "autoscaling:DescribeInstanceRefreshes",
     "autoscaling:RollbackInstanceRefresh",
     "ec2:DescribeLaunchTemplateVersions",
     "ec2:CreateLaunchTemplateVersion",
     "ec2:ModifyLaunchTemplate",
+    // ECS container hosts: found, drained before they go, and their capacity provider's
+    // managed draining checked before an instance refresh.
+    "ecs:ListClusters",
+    "ecs:ListContainerInstances",
+    "ecs:DescribeContainerInstances",
+    "ecs:UpdateContainerInstancesState",
+    "ecs:DescribeCapacityProviders",
 ];
 
 /// What the platform role needs to tell owners (SNS topics named in `rollout.sns_topic`).

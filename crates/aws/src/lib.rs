@@ -20,6 +20,7 @@ pub mod build;
 pub mod builder;
 pub mod clients;
 pub mod components;
+pub mod ecs;
 pub mod error;
 pub mod fleet;
 pub mod iam;

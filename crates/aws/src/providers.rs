@@ -503,19 +503,22 @@ impl Rollout for AsgRollout {
         let failed = |error: AwsError, template, restored| GroupFailure { error: error.into(), template, restored };
         // Not cancellable: stopping between setting the new default version and recording it
         // would leave a template nobody restores. The waits below are.
+        let refresh = matches!(method, RolloutMethod::InstanceRefresh { .. });
         let change = cloud
-            .block_on(crate::rollout::update_launch_template(&cloud.aws, &t))
+            .block_on(crate::rollout::update_launch_template(&cloud.aws, &t, !refresh))
             .map_err(|e| failed(e, None, None))?;
         let polling = cloud.polling();
         let replaced: Result<Option<Replacement>, AwsError> = match method {
-            RolloutMethod::RollingReplace { batch } => cloud
-                .until_cancelled(cancel, crate::rollout::rolling_replace(&cloud.aws, &t, *batch, polling))
-                .map(Some),
-            RolloutMethod::InstanceRefresh { min_healthy_percent } => cloud
-                .until_cancelled(
-                    cancel,
-                    crate::rollout::instance_refresh(&cloud.aws, &t, *min_healthy_percent, polling),
-                )
+            RolloutMethod::RollingReplace { batch, protected, drain_timeout_seconds } => {
+                let how = crate::rollout::Replace {
+                    batch: *batch,
+                    protected: *protected,
+                    drain_timeout: std::time::Duration::from_secs(*drain_timeout_seconds),
+                };
+                cloud.until_cancelled(cancel, crate::rollout::rolling_replace(&cloud.aws, &t, how, polling)).map(Some)
+            }
+            RolloutMethod::InstanceRefresh { .. } => cloud
+                .until_cancelled(cancel, crate::rollout::instance_refresh(&cloud.aws, &t, method, &change, polling))
                 .map(|id| Some(Replacement { instance_refresh: Some(id), ..Replacement::default() })),
             RolloutMethod::LaunchTemplate | RolloutMethod::Notify { .. } | RolloutMethod::Pinned { .. } => Ok(None),
         };
@@ -526,7 +529,7 @@ impl Rollout for AsgRollout {
                 let restored = change.changed.then(|| {
                     cloud.block_on(crate::rollout::restore(&cloud.aws, &t, &change)).map_err(|r| r.to_string())
                 });
-                Err(failed(e, Some(change), restored))
+                Err(failed(e, Some(Box::new(change)), restored))
             }
         }
     }

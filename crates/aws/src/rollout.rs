@@ -2,17 +2,23 @@
 //!
 //! Every method starts the same way: the group's launch template gets a new version with
 //! the new AMI (made from the current one with `SourceVersion`, so everything else is
-//! inherited) and becomes the group's default, so new launches use the new image. Then
-//! `rolling-replace` replaces instances in batches and waits for each replacement to be
-//! InService with its SSM agent Online; `instance-refresh` hands the replacement to EC2
-//! Auto Scaling and follows it to the end, rolling back on failure. `notify` tells the
-//! owner. A failure stops the rollout and restores the previous launch template version
-//! where the method allows, so new launches do not keep using a version that failed.
+//! inherited) and becomes the group's default, so new launches use the new image. A
+//! template whose image is `resolve:ssm:<parameter>` is never rewritten: the parameter is
+//! what moved (amictl checks it names the new AMI), and only the instances are replaced.
+//! Then `rolling-replace` replaces instances in batches (draining ECS container instances
+//! first, leaving scale-in protected ones unless told) and waits for each replacement to
+//! be InService with its SSM agent Online; `instance-refresh` hands the replacement to EC2
+//! Auto Scaling with the preferences for protected and standby hosts, checkpoints, and a
+//! desired configuration, and follows it to the end, rolling back on failure. A failure
+//! stops the rollout and restores the previous launch template version where the method
+//! allows, so new launches do not keep using a version that failed.
 
-use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, RefreshPreferences};
+use aws_sdk_autoscaling::types::{
+    DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences, ScaleInProtectedInstances, StandbyInstances,
+};
 use aws_sdk_ec2::types::{LaunchTemplateIamInstanceProfileSpecificationRequest, RequestLaunchTemplateData};
 
-use provider::{Replacement, TemplateChange};
+use provider::{Protected, RefreshProtected, RefreshStandby, Replacement, RolloutMethod, TemplateChange};
 
 use crate::Aws;
 use crate::builder::Polling;
@@ -48,7 +54,10 @@ async fn group(
 }
 
 /// Points the group's launch template at the new AMI (a new default version). Idempotent.
-pub async fn update_launch_template(aws: &Aws, t: &Target) -> Result<TemplateChange, AwsError> {
+/// A group that pins a version number is moved to the new one unless `move_group` is
+/// false (an instance refresh moves it through its desired configuration, so AWS's
+/// rollback can put it back).
+pub async fn update_launch_template(aws: &Aws, t: &Target, move_group: bool) -> Result<TemplateChange, AwsError> {
     let (account, region) = (t.account.as_str(), t.region.as_str());
     let asc = autoscaling(aws, account, region).await?;
     let ec2 = aws.ec2(account, region).await?;
@@ -81,8 +90,31 @@ pub async fn update_launch_template(aws: &Aws, t: &Target) -> Result<TemplateCha
     let from_version = current.version_number().unwrap_or_default();
     let data = current.launch_template_data();
     let from_image = data.and_then(|d| d.image_id()).unwrap_or_default().to_string();
+    let unchanged = |resolves: Option<String>| TemplateChange {
+        template_id: template_id.clone(),
+        from_version,
+        to_version: from_version,
+        from_image: from_image.clone(),
+        changed: false,
+        resolves,
+        group_version: pinned.clone(),
+    };
+    if let Some(parameter) = from_image.strip_prefix("resolve:ssm:") {
+        let names = resolve(aws, account, region, parameter).await?;
+        if names != t.image_id {
+            return Err(AwsError::Failed {
+                what: format!("launch template {template_id} of {}", t.asg),
+                region: region.into(),
+                message: format!(
+                    "its image is resolve:ssm:{parameter}, which names {names}, not {}: replacing hosts now would launch the old image",
+                    t.image_id
+                ),
+            });
+        }
+        return Ok(unchanged(Some(parameter.to_string())));
+    }
     if from_image == t.image_id {
-        return Ok(TemplateChange { template_id, from_version, to_version: from_version, from_image, changed: false });
+        return Ok(unchanged(None));
     }
     // SourceVersion makes AWS inherit everything; the plain fields are carried explicitly too
     // so emulators that do not merge behave the same.
@@ -112,8 +144,28 @@ pub async fn update_launch_template(aws: &Aws, t: &Target) -> Result<TemplateCha
         .await
         .map_err(api("ec2:CreateLaunchTemplateVersion", account, region))?;
     let to_version = created.launch_template_version().and_then(|v| v.version_number()).unwrap_or_default();
-    set_version(aws, t, &template_id, to_version, &pinned).await?;
-    Ok(TemplateChange { template_id, from_version, to_version, from_image, changed: true })
+    set_version(aws, t, &template_id, to_version, if move_group { &pinned } else { "$Default" }).await?;
+    Ok(TemplateChange {
+        template_id,
+        from_version,
+        to_version,
+        from_image,
+        changed: true,
+        resolves: None,
+        group_version: pinned,
+    })
+}
+
+/// What an SSM parameter (a name, `name:version`, `name:label` or an ARN) names now.
+async fn resolve(aws: &Aws, account: &str, region: &str, parameter: &str) -> Result<String, AwsError> {
+    // A parameter shared by ARN is read in its own region.
+    let region = match parameter.strip_prefix("arn:") {
+        Some(rest) => rest.split(':').nth(2).filter(|r| !r.is_empty()).unwrap_or(region),
+        None => region,
+    };
+    let ssm = aws.ssm(account, region).await?;
+    let out = ssm.get_parameter().name(parameter).send().await.map_err(api("ssm:GetParameter", account, region))?;
+    Ok(out.parameter().and_then(|p| p.value()).unwrap_or_default().to_string())
 }
 
 /// Makes `version` the template's default and, when the group pins a number, the group's.
@@ -152,22 +204,83 @@ pub async fn restore(aws: &Aws, t: &Target, change: &TemplateChange) -> Result<(
     set_version(aws, t, &change.template_id, change.from_version, &pinned).await
 }
 
+/// How `rolling-replace` treats the group's hosts.
+#[derive(Debug, Clone, Copy)]
+pub struct Replace {
+    /// Instances replaced at once.
+    pub batch: usize,
+    /// Scale-in protected instances: left alone, or drained, unprotected and replaced.
+    pub protected: Protected,
+    /// How long an ECS container instance may take to drain.
+    pub drain_timeout: std::time::Duration,
+}
+
 /// Replaces the group's instances not on the new AMI, `batch` at a time; each batch's
-/// replacements must be InService with SSM Online before the next batch starts.
-pub async fn rolling_replace(aws: &Aws, t: &Target, batch: usize, p: Polling) -> Result<Replacement, AwsError> {
+/// replacements must be InService with SSM Online before the next batch starts. ECS
+/// container instances are drained (their tasks gone) before they are terminated.
+pub async fn rolling_replace(aws: &Aws, t: &Target, how: Replace, p: Polling) -> Result<Replacement, AwsError> {
     let (account, region) = (t.account.as_str(), t.region.as_str());
     let asc = autoscaling(aws, account, region).await?;
     let ec2 = aws.ec2(account, region).await?;
     let ssm = aws.ssm(account, region).await?;
     let mut report = Replacement::default();
+    // Found once, from the hosts behind at the start: replacements are already current.
+    let mut containers = None;
     loop {
         let g = group(&asc, t).await?;
         let members: Vec<String> = g.instances().iter().filter_map(|i| i.instance_id()).map(str::to_string).collect();
-        let old = instances_not_on(&ec2, t, &members).await?;
+        let behind = instances_not_on(&ec2, t, &members).await?;
+        // A replacement that is itself behind means the group launches another image: going
+        // on would replace hosts forever.
+        if let Some((id, image)) = behind.iter().find(|(id, _)| report.launched.contains(id)) {
+            return Err(AwsError::Failed {
+                what: format!("replacing hosts of {}", t.asg),
+                region: region.into(),
+                message: format!("its replacement {id} launched {image}, not {}; stopped", t.image_id),
+            });
+        }
+        let mut old: Vec<String> = behind.into_iter().map(|(id, _)| id).collect();
+        old.retain(|id| !report.skipped.iter().any(|(s, _)| s == id));
         if old.is_empty() {
             return Ok(report);
         }
-        let this_batch: Vec<String> = old.into_iter().take(batch.max(1)).collect();
+        let containers = match &containers {
+            Some(c) => c,
+            None => containers.insert(crate::ecs::container_hosts(aws, account, region, &old).await?),
+        };
+        let protected = |id: &str| {
+            g.instances().iter().any(|i| i.instance_id() == Some(id) && i.protected_from_scale_in() == Some(true))
+        };
+        let mut this_batch: Vec<String> = Vec::new();
+        for id in old {
+            if this_batch.len() >= how.batch.max(1) {
+                break;
+            }
+            if protected(&id) && how.protected == Protected::Skip {
+                report.skipped.push((id, "protected from scale-in (rollout.protected = \"skip\")".into()));
+                continue;
+            }
+            this_batch.push(id);
+        }
+        if this_batch.is_empty() {
+            continue;
+        }
+        for id in &this_batch {
+            if let Some(host) = containers.get(id) {
+                crate::ecs::drain(aws, account, region, id, host, how.drain_timeout, p).await?;
+                report.drained.push(id.clone());
+            }
+        }
+        let lift: Vec<String> = this_batch.iter().filter(|id| protected(id)).cloned().collect();
+        if !lift.is_empty() {
+            asc.set_instance_protection()
+                .auto_scaling_group_name(&t.asg)
+                .set_instance_ids(Some(lift))
+                .protected_from_scale_in(false)
+                .send()
+                .await
+                .map_err(api("autoscaling:SetInstanceProtection", account, region))?;
+        }
         for id in &this_batch {
             asc.terminate_instance_in_auto_scaling_group()
                 .instance_id(id)
@@ -208,7 +321,12 @@ pub async fn rolling_replace(aws: &Aws, t: &Target, batch: usize, p: Polling) ->
     }
 }
 
-async fn instances_not_on(ec2: &aws_sdk_ec2::Client, t: &Target, ids: &[String]) -> Result<Vec<String>, AwsError> {
+/// (instance, image) of those among `ids` not on the new AMI, by id.
+async fn instances_not_on(
+    ec2: &aws_sdk_ec2::Client,
+    t: &Target,
+    ids: &[String],
+) -> Result<Vec<(String, String)>, AwsError> {
     let mut old = Vec::new();
     for chunk in ids.chunks(100) {
         let out = ec2.describe_instances().set_instance_ids(Some(chunk.to_vec())).send().await.map_err(api(
@@ -220,7 +338,7 @@ async fn instances_not_on(ec2: &aws_sdk_ec2::Client, t: &Target, ids: &[String])
             if i.image_id() != Some(t.image_id.as_str())
                 && let Some(id) = i.instance_id()
             {
-                old.push(id.to_string());
+                old.push((id.to_string(), i.image_id().unwrap_or_default().to_string()));
             }
         }
     }
@@ -228,11 +346,87 @@ async fn instances_not_on(ec2: &aws_sdk_ec2::Client, t: &Target, ids: &[String])
     Ok(old)
 }
 
-/// Starts an instance refresh that skips instances already on the new template, follows it
-/// to the end, and rolls it back if it fails.
-pub async fn instance_refresh(aws: &Aws, t: &Target, min_healthy_percent: u8, p: Polling) -> Result<String, AwsError> {
+/// What an instance refresh is started with, from the consumer's method and the template
+/// change: pure, so the mapping is tested without AWS.
+#[derive(Debug, Clone)]
+pub struct Refresh {
+    pub preferences: RefreshPreferences,
+    pub desired: Option<DesiredConfiguration>,
+}
+
+/// The refresh for `method` after `change`. Skip matching compares template versions, so it
+/// is off for a `resolve:ssm:` template (whose version did not move); AWS rolls back only a
+/// group that pins a version number of a template naming an AMI id, so only then is
+/// `AutoRollback` asked for — elsewhere amictl restores the template itself on failure.
+pub fn refresh_for(method: &RolloutMethod, change: &TemplateChange) -> Refresh {
+    let RolloutMethod::InstanceRefresh {
+        min_healthy_percent,
+        scale_in_protected,
+        standby,
+        checkpoints,
+        checkpoint_delay_seconds,
+    } = method
+    else {
+        return Refresh { preferences: RefreshPreferences::builder().build(), desired: None };
+    };
+    let numbered = change.group_version.parse::<i64>().is_ok();
+    let mut p = RefreshPreferences::builder()
+        .min_healthy_percentage(i32::from(*min_healthy_percent))
+        .skip_matching(change.resolves.is_none())
+        .scale_in_protected_instances(match scale_in_protected {
+            RefreshProtected::Refresh => ScaleInProtectedInstances::Refresh,
+            RefreshProtected::Ignore => ScaleInProtectedInstances::Ignore,
+            RefreshProtected::Wait => ScaleInProtectedInstances::Wait,
+        })
+        .standby_instances(match standby {
+            RefreshStandby::Terminate => StandbyInstances::Terminate,
+            RefreshStandby::Ignore => StandbyInstances::Ignore,
+            RefreshStandby::Wait => StandbyInstances::Wait,
+        });
+    if !checkpoints.is_empty() {
+        p = p.set_checkpoint_percentages(Some(checkpoints.iter().map(|c| i32::from(*c)).collect()));
+        if let Some(d) = checkpoint_delay_seconds {
+            p = p.checkpoint_delay(*d as i32);
+        }
+    }
+    let rollback = numbered && change.resolves.is_none();
+    p = p.auto_rollback(rollback);
+    let desired = numbered.then(|| {
+        DesiredConfiguration::builder()
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(&change.template_id)
+                    .version(change.to_version.to_string())
+                    .build(),
+            )
+            .build()
+    });
+    Refresh { preferences: p.build(), desired }
+}
+
+/// Starts an instance refresh, follows it to the end, and rolls it back if it fails. A
+/// group an ECS capacity provider manages without managed draining is refused: AWS would
+/// terminate its hosts with their tasks running.
+pub async fn instance_refresh(
+    aws: &Aws,
+    t: &Target,
+    method: &RolloutMethod,
+    change: &TemplateChange,
+    p: Polling,
+) -> Result<String, AwsError> {
     let asc = autoscaling(aws, &t.account, &t.region).await?;
-    follow_instance_refresh(&asc, t, min_healthy_percent, p).await
+    let g = group(&asc, t).await?;
+    let arn = g.auto_scaling_group_arn().unwrap_or_default();
+    if let Some((provider, false)) = crate::ecs::capacity_provider(aws, &t.account, &t.region, arn, &t.asg).await? {
+        return Err(AwsError::Failed {
+            what: format!("instance refresh of {}", t.asg),
+            region: t.region.clone(),
+            message: format!(
+                "the group is ECS capacity provider {provider}'s, whose managed draining is DISABLED: a refresh would stop running tasks; enable managed draining, or use rollout = {{ kind = \"rolling-replace\" }}, which drains each host"
+            ),
+        });
+    }
+    follow_instance_refresh(&asc, t, &refresh_for(method, change), p).await
 }
 
 /// [`instance_refresh`] on a given client (tests hand in a mocked one: moto has no
@@ -240,23 +434,20 @@ pub async fn instance_refresh(aws: &Aws, t: &Target, min_healthy_percent: u8, p:
 pub async fn follow_instance_refresh(
     asc: &aws_sdk_autoscaling::Client,
     t: &Target,
-    min_healthy_percent: u8,
+    refresh: &Refresh,
     p: Polling,
 ) -> Result<String, AwsError> {
     let (account, region) = (t.account.as_str(), t.region.as_str());
     let started = asc
         .start_instance_refresh()
         .auto_scaling_group_name(&t.asg)
-        .preferences(
-            RefreshPreferences::builder()
-                .min_healthy_percentage(i32::from(min_healthy_percent))
-                .skip_matching(true)
-                .build(),
-        )
+        .preferences(refresh.preferences.clone())
+        .set_desired_configuration(refresh.desired.clone())
         .send()
         .await
         .map_err(api("autoscaling:StartInstanceRefresh", account, region))?;
     let id = started.instance_refresh_id().unwrap_or_default().to_string();
+    let auto_rollback = refresh.preferences.auto_rollback() == Some(true);
     let start = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(p.interval).await;
@@ -269,29 +460,27 @@ pub async fn follow_instance_refresh(
             .map_err(api("autoscaling:DescribeInstanceRefreshes", account, region))?;
         let refresh = out.instance_refreshes().first();
         let status = refresh.and_then(|r| r.status()).map(|s| s.as_str().to_string()).unwrap_or_default();
+        let reason = refresh.and_then(|r| r.status_reason()).unwrap_or_default().to_string();
+        let failed = |message: String| AwsError::Failed {
+            what: format!("instance refresh {id} of {}", t.asg),
+            region: region.into(),
+            message,
+        };
         match status.as_str() {
             "Successful" => return Ok(id),
-            "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed" => {
-                let reason = refresh.and_then(|r| r.status_reason()).unwrap_or_default().to_string();
-                if status == "Failed" {
-                    // Best effort: the rollback's own failure is reported with the original.
-                    let rollback = asc.rollback_instance_refresh().auto_scaling_group_name(&t.asg).send().await;
-                    let note = match rollback {
-                        Ok(_) => "rolled back".to_string(),
-                        Err(e) => format!("rollback failed: {}", sdk_message(&e)),
-                    };
-                    return Err(AwsError::Failed {
-                        what: format!("instance refresh {id} of {}", t.asg),
-                        region: region.into(),
-                        message: format!("Failed: {reason}; {note}"),
-                    });
-                }
-                return Err(AwsError::Failed {
-                    what: format!("instance refresh {id} of {}", t.asg),
-                    region: region.into(),
-                    message: format!("{status}: {reason}"),
-                });
+            // AWS is rolling back on its own: follow it.
+            "Failed" if auto_rollback => {}
+            "Failed" => {
+                // Best effort: the rollback's own failure is reported with the original.
+                let rollback = asc.rollback_instance_refresh().auto_scaling_group_name(&t.asg).send().await;
+                let note = match rollback {
+                    Ok(_) => "rolled back".to_string(),
+                    Err(e) => format!("rollback failed: {}", sdk_message(&e)),
+                };
+                return Err(failed(format!("Failed: {reason}; {note}")));
             }
+            "RollbackSuccessful" => return Err(failed(format!("failed and AWS rolled the group back: {reason}"))),
+            "Cancelled" | "RollbackFailed" => return Err(failed(format!("{status}: {reason}"))),
             _ => {}
         }
         if start.elapsed() >= p.timeout {
@@ -325,4 +514,54 @@ pub async fn notify(
         region,
     ))?;
     Ok(out.message_id().unwrap_or_default().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(group_version: &str, resolves: Option<&str>) -> TemplateChange {
+        TemplateChange {
+            template_id: "lt-1".into(),
+            from_version: 1,
+            to_version: 2,
+            from_image: "ami-old".into(),
+            changed: resolves.is_none(),
+            resolves: resolves.map(str::to_string),
+            group_version: group_version.into(),
+        }
+    }
+
+    fn refresh() -> RolloutMethod {
+        RolloutMethod::InstanceRefresh {
+            min_healthy_percent: 90,
+            scale_in_protected: RefreshProtected::default(),
+            standby: RefreshStandby::default(),
+            checkpoints: Vec::new(),
+            checkpoint_delay_seconds: None,
+        }
+    }
+
+    #[test]
+    fn only_a_numbered_ami_template_gets_a_desired_configuration_and_aws_rollback() {
+        let r = refresh_for(&refresh(), &change("7", None));
+        assert_eq!(r.preferences.auto_rollback(), Some(true));
+        let lt = r.desired.as_ref().and_then(|d| d.launch_template()).unwrap();
+        assert_eq!((lt.launch_template_id(), lt.version()), (Some("lt-1"), Some("2")));
+        assert_eq!(r.preferences.skip_matching(), Some(true));
+        assert_eq!(r.preferences.scale_in_protected_instances(), Some(&ScaleInProtectedInstances::Refresh));
+        assert_eq!(r.preferences.standby_instances(), Some(&StandbyInstances::Ignore));
+        assert!(r.preferences.checkpoint_percentages().is_empty());
+
+        let r = refresh_for(&refresh(), &change("$Default", None));
+        assert_eq!(r.preferences.auto_rollback(), Some(false), "AWS rolls back no $Default group");
+        assert!(r.desired.is_none());
+    }
+
+    #[test]
+    fn a_resolve_ssm_template_is_refreshed_without_skip_matching_or_rollback() {
+        let r = refresh_for(&refresh(), &change("3", Some("/platform/base-ami/x/latest")));
+        assert_eq!(r.preferences.skip_matching(), Some(false), "the version did not move: nothing would be replaced");
+        assert_eq!(r.preferences.auto_rollback(), Some(false));
+    }
 }

@@ -140,7 +140,7 @@ mod instance_refresh {
     use std::time::Duration;
 
     use aws::builder::Polling;
-    use aws::rollout::{Target, follow_instance_refresh};
+    use aws::rollout::{Refresh, Target, follow_instance_refresh, refresh_for};
     use aws_sdk_autoscaling::Client;
     use aws_sdk_autoscaling::operation::describe_instance_refreshes::DescribeInstanceRefreshesOutput;
     use aws_sdk_autoscaling::operation::rollback_instance_refresh::RollbackInstanceRefreshOutput;
@@ -159,6 +159,27 @@ mod instance_refresh {
         }
     }
 
+    /// An ECS group that pins launch template version 4, moved to 5, refreshed in stages.
+    fn staged() -> Refresh {
+        let method = provider::RolloutMethod::InstanceRefresh {
+            min_healthy_percent: 90,
+            scale_in_protected: provider::RefreshProtected::Refresh,
+            standby: provider::RefreshStandby::Ignore,
+            checkpoints: vec![50, 100],
+            checkpoint_delay_seconds: Some(600),
+        };
+        let change = provider::TemplateChange {
+            template_id: "lt-0goobi".into(),
+            from_version: 4,
+            to_version: 5,
+            from_image: "ami-0old".into(),
+            changed: true,
+            resolves: None,
+            group_version: "4".into(),
+        };
+        refresh_for(&method, &change)
+    }
+
     fn status(s: InstanceRefreshStatus, reason: &str) -> DescribeInstanceRefreshesOutput {
         DescribeInstanceRefreshesOutput::builder()
             .instance_refreshes(
@@ -173,9 +194,17 @@ mod instance_refresh {
         let start = mock!(Client::start_instance_refresh)
             .match_requests(|r| {
                 let p = r.preferences().unwrap();
+                let lt = r.desired_configuration().and_then(|d| d.launch_template());
                 r.auto_scaling_group_name() == Some("goobi-container-hosts")
                     && p.min_healthy_percentage() == Some(90)
                     && p.skip_matching() == Some(true)
+                    && p.scale_in_protected_instances().map(|v| v.as_str()) == Some("Refresh")
+                    && p.standby_instances().map(|v| v.as_str()) == Some("Ignore")
+                    && p.checkpoint_percentages() == [50, 100]
+                    && p.checkpoint_delay() == Some(600)
+                    && p.auto_rollback() == Some(true)
+                    && lt.and_then(|l| l.launch_template_id()) == Some("lt-0goobi")
+                    && lt.and_then(|l| l.version()) == Some("5")
             })
             .then_output(|| StartInstanceRefreshOutput::builder().instance_refresh_id("r-1").build());
         let describe = mock!(Client::describe_instance_refreshes)
@@ -184,12 +213,15 @@ mod instance_refresh {
             .output(|| status(InstanceRefreshStatus::Successful, ""))
             .build();
         let asc = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&start, &describe]);
-        assert_eq!(follow_instance_refresh(&asc, &target(), 90, FAST).await.unwrap(), "r-1");
+        assert_eq!(follow_instance_refresh(&asc, &target(), &staged(), FAST).await.unwrap(), "r-1");
         assert_eq!((start.num_calls(), describe.num_calls()), (1, 2));
     }
 
     #[tokio::test]
     async fn a_failed_refresh_is_rolled_back_and_reported_mocked_because_moto_lacks_instance_refresh() {
+        // A group on `$Default`: AWS cannot roll it back, amictl asks for the rollback.
+        let mut refresh = staged();
+        refresh.preferences = aws_sdk_autoscaling::types::RefreshPreferences::builder().auto_rollback(false).build();
         let start = mock!(Client::start_instance_refresh)
             .then_output(|| StartInstanceRefreshOutput::builder().instance_refresh_id("r-1").build());
         let describe = mock!(Client::describe_instance_refreshes)
@@ -198,9 +230,28 @@ mod instance_refresh {
             .match_requests(|r| r.auto_scaling_group_name() == Some("goobi-container-hosts"))
             .then_output(|| RollbackInstanceRefreshOutput::builder().instance_refresh_id("r-2").build());
         let asc = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&start, &describe, &rollback]);
-        let err = follow_instance_refresh(&asc, &target(), 90, FAST).await.unwrap_err().to_string();
+        let err = follow_instance_refresh(&asc, &target(), &refresh, FAST).await.unwrap_err().to_string();
         assert!(err.contains("ELB health checks") && err.contains("rolled back"), "{err}");
         assert_eq!(rollback.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_aws_rolls_back_is_followed_to_its_end_mocked_because_moto_lacks_instance_refresh() {
+        let start = mock!(Client::start_instance_refresh)
+            .then_output(|| StartInstanceRefreshOutput::builder().instance_refresh_id("r-1").build());
+        let describe = mock!(Client::describe_instance_refreshes)
+            .sequence()
+            .output(|| status(InstanceRefreshStatus::Failed, "health checks"))
+            .output(|| status(InstanceRefreshStatus::RollbackInProgress, "rolling back"))
+            .output(|| status(InstanceRefreshStatus::RollbackSuccessful, "rolled back after health checks"))
+            .build();
+        let rollback = mock!(Client::rollback_instance_refresh)
+            .then_output(|| RollbackInstanceRefreshOutput::builder().instance_refresh_id("r-2").build());
+        let asc = mock_client!(aws_sdk_autoscaling, RuleMode::MatchAny, [&start, &describe, &rollback]);
+        let err = follow_instance_refresh(&asc, &target(), &staged(), FAST).await.unwrap_err().to_string();
+        assert!(err.contains("AWS rolled the group back"), "{err}");
+        assert_eq!(rollback.num_calls(), 0, "AWS's own rollback is not asked for twice");
+        assert_eq!(describe.num_calls(), 3);
     }
 }
 

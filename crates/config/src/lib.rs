@@ -197,6 +197,70 @@ mod tests {
     }
 
     #[test]
+    fn rollout_preferences_are_read_and_keys_of_another_method_refused() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "c.yml",
+            &DOC.replace("  - Key:\n      type: string\n", "  - Key:\n      type: string\n      default: k\n"),
+        );
+        let head = "[accounts.platform]\nid = \"111111111111\"\n[accounts.workflow]\nid = \"222222222222\"\nrole = \"arn:aws:iam::222222222222:role/x\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n";
+        let consumer = |rollout: &str| {
+            format!(
+                "{head}[consumers.goobi]\naccount = \"workflow\"\nimage = \"host\"\nselect = {{ asgs = [\"g\"] }}\nrollout = {rollout}\n"
+            )
+        };
+        let cfg = write(
+            d.path(),
+            "ok.toml",
+            &consumer(
+                "{ kind = \"instance-refresh\", scale_in_protected = \"wait\", standby = \"terminate\", checkpoints = [20, 100], checkpoint_delay = \"10m\" }",
+            ),
+        );
+        let (c, _) = Config::load(&cfg).unwrap();
+        assert_eq!(
+            c.consumers["goobi"].rollout,
+            provider::RolloutMethod::InstanceRefresh {
+                min_healthy_percent: 90,
+                scale_in_protected: provider::RefreshProtected::Wait,
+                standby: provider::RefreshStandby::Terminate,
+                checkpoints: vec![20, 100],
+                checkpoint_delay_seconds: Some(600),
+            }
+        );
+        let cfg = write(
+            d.path(),
+            "rr.toml",
+            &consumer("{ kind = \"rolling-replace\", protected = \"replace\", drain_timeout = \"5m\" }"),
+        );
+        let (c, _) = Config::load(&cfg).unwrap();
+        assert_eq!(
+            c.consumers["goobi"].rollout,
+            provider::RolloutMethod::RollingReplace {
+                batch: 1,
+                protected: provider::Protected::Replace,
+                drain_timeout_seconds: 300
+            }
+        );
+        for (rollout, code, needle) in [
+            (
+                "{ kind = \"rolling-replace\", checkpoints = [100] }",
+                "unknown-key",
+                "does not apply to kind = \"rolling-replace\"",
+            ),
+            ("{ kind = \"instance-refresh\", checkpoints = [50, 20, 100] }", "bad-rollout", "must ascend"),
+            ("{ kind = \"instance-refresh\", checkpoints = [20, 50] }", "bad-rollout", "must end at 100"),
+            ("{ kind = \"instance-refresh\", standby = \"drop\" }", "bad-rollout", "is not one of"),
+            ("{ kind = \"rolling-replace\", protected = \"ignore\" }", "bad-rollout", "\"skip\", \"replace\""),
+        ] {
+            let cfg = write(d.path(), "bad.toml", &consumer(rollout));
+            let errs = Config::load(&cfg).unwrap_err();
+            let hit = errs.iter().find(|e| e.code == code && e.line == 16 && e.message.contains(needle));
+            assert!(hit.is_some(), "{rollout}: {errs:#?}");
+        }
+    }
+
+    #[test]
     fn document_errors_are_reported_in_the_document() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "c.yml", "schemaVersion: 3\nphases: []\n");

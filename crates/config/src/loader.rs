@@ -758,9 +758,36 @@ impl Loader<'_> {
     }
 
     fn rollout(&mut self, name: &str, v: &Spanned<DeValue<'_>>) -> RolloutMethod {
+        use provider::{Protected, RefreshProtected, RefreshStandby};
         let fallback = RolloutMethod::Notify { sns_topic: None };
         let Some(t) = self.table(v, "rollout") else { return fallback };
-        self.known(t, &["kind", "sns_topic", "batch", "min_healthy_percent"], "rollout");
+        const KEYS: [(&str, &[&str]); 5] = [
+            ("notify", &["sns_topic"]),
+            ("pinned", &["sns_topic"]),
+            ("launch-template", &[]),
+            ("rolling-replace", &["batch", "protected", "drain_timeout"]),
+            (
+                "instance-refresh",
+                &["min_healthy_percent", "scale_in_protected", "standby", "checkpoints", "checkpoint_delay"],
+            ),
+        ];
+        let all: Vec<&str> = std::iter::once("kind").chain(KEYS.iter().flat_map(|(_, k)| k.iter().copied())).collect();
+        self.known(t, &all, "rollout");
+        let kind = Self::get(t, "kind").and_then(|k| self.string(k, "rollout.kind"));
+        // A key of another method is a mistake worth naming: it would silently do nothing.
+        if let Some(allowed) = KEYS.iter().find(|(k, _)| Some(*k) == kind.as_deref()).map(|(_, keys)| *keys) {
+            for (k, _) in t.iter() {
+                let key = k.get_ref().as_ref();
+                if key != "kind" && all.contains(&key) && !allowed.contains(&key) {
+                    self.err(
+                        k.span(),
+                        "unknown-key",
+                        format!("`rollout.{key}` does not apply to kind = {:?}", kind.as_deref().unwrap_or_default()),
+                        &format!("{} keys are: kind, {}", kind.as_deref().unwrap_or_default(), allowed.join(", ")),
+                    );
+                }
+            }
+        }
         let number = |this: &mut Self, key: &str, default: u64, max: u64| -> u64 {
             match Self::get(t, key) {
                 None => default,
@@ -780,7 +807,25 @@ impl Loader<'_> {
                 },
             }
         };
-        match Self::get(t, "kind").and_then(|k| self.string(k, "rollout.kind")).as_deref() {
+        // One of a few words, each naming a value.
+        fn choice<T: Copy + Default>(this: &mut Loader<'_>, t: &Table<'_>, key: &str, options: &[(&str, T)]) -> T {
+            let Some(v) = Loader::get(t, key) else { return T::default() };
+            let Some(text) = this.string(v, &format!("rollout.{key}")) else { return T::default() };
+            match options.iter().find(|(word, _)| *word == text) {
+                Some((_, value)) => *value,
+                None => {
+                    let words: Vec<String> = options.iter().map(|(w, _)| format!("\"{w}\"")).collect();
+                    this.err(
+                        v.span(),
+                        "bad-rollout",
+                        format!("`rollout.{key}` = {text:?} is not one of {}", words.join(", ")),
+                        "README, \"Rolling out\", says what each does",
+                    );
+                    T::default()
+                }
+            }
+        }
+        match kind.as_deref() {
             Some("notify") => {
                 RolloutMethod::Notify { sns_topic: Self::get(t, "sns_topic").and_then(|s| self.string(s, "sns_topic")) }
             }
@@ -788,9 +833,40 @@ impl Loader<'_> {
                 RolloutMethod::Pinned { sns_topic: Self::get(t, "sns_topic").and_then(|s| self.string(s, "sns_topic")) }
             }
             Some("launch-template") => RolloutMethod::LaunchTemplate,
-            Some("rolling-replace") => RolloutMethod::RollingReplace { batch: number(self, "batch", 1, 1000) as usize },
+            Some("rolling-replace") => RolloutMethod::RollingReplace {
+                batch: number(self, "batch", 1, 1000) as usize,
+                protected: choice(self, t, "protected", &[("skip", Protected::Skip), ("replace", Protected::Replace)]),
+                drain_timeout_seconds: Self::get(t, "drain_timeout")
+                    .and_then(|d| self.bounded(d, "rollout.drain_timeout", (1, 48 * 3600)))
+                    .map_or(provider::DEFAULT_DRAIN_SECONDS, |s| s as u64),
+            },
             Some("instance-refresh") => RolloutMethod::InstanceRefresh {
                 min_healthy_percent: number(self, "min_healthy_percent", 90, 100) as u8,
+                scale_in_protected: choice(
+                    self,
+                    t,
+                    "scale_in_protected",
+                    &[
+                        ("refresh", RefreshProtected::Refresh),
+                        ("ignore", RefreshProtected::Ignore),
+                        ("wait", RefreshProtected::Wait),
+                    ],
+                ),
+                standby: choice(
+                    self,
+                    t,
+                    "standby",
+                    &[
+                        ("terminate", RefreshStandby::Terminate),
+                        ("ignore", RefreshStandby::Ignore),
+                        ("wait", RefreshStandby::Wait),
+                    ],
+                ),
+                checkpoints: self.checkpoints(t),
+                // AWS allows up to two days between checkpoints.
+                checkpoint_delay_seconds: Self::get(t, "checkpoint_delay")
+                    .and_then(|d| self.bounded(d, "rollout.checkpoint_delay", (0, 172_800)))
+                    .map(|s| s as u32),
             },
             other => {
                 self.err(
@@ -802,6 +878,43 @@ impl Loader<'_> {
                 fallback
             }
         }
+    }
+
+    /// `checkpoints = [20, 50, 100]`: ascending percentages ending at 100, so the refresh
+    /// replaces every host (one that stops short would report success with hosts behind).
+    fn checkpoints(&mut self, t: &Table<'_>) -> Vec<u8> {
+        let Some(v) = Self::get(t, "checkpoints") else { return Vec::new() };
+        let hint = "ascending whole percentages ending at 100, e.g. [20, 50, 100]";
+        let DeValue::Array(items) = v.get_ref() else {
+            self.err(v.span(), "wrong-type", "`rollout.checkpoints` must be a list of percentages".to_string(), hint);
+            return Vec::new();
+        };
+        let mut out: Vec<u8> = Vec::new();
+        for item in items.iter() {
+            match item.get_ref() {
+                DeValue::Integer(i)
+                    if i.as_str()
+                        .parse::<u8>()
+                        .is_ok_and(|p| (1..=100).contains(&p) && out.last().is_none_or(|l| *l < p)) =>
+                {
+                    out.push(i.as_str().parse().unwrap_or(100));
+                }
+                _ => {
+                    self.err(
+                        item.span(),
+                        "bad-rollout",
+                        "`rollout.checkpoints` must ascend from 1 to 100".to_string(),
+                        hint,
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        if out.last() != Some(&100) {
+            self.err(v.span(), "bad-rollout", "`rollout.checkpoints` must end at 100".to_string(), hint);
+            return Vec::new();
+        }
+        out
     }
 
     fn distribution(

@@ -41,10 +41,9 @@
 //! components (an execution "succeeds" unless told to fail), and deleting anything.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -763,24 +762,10 @@ fn call(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<(u16, String)> {
-    let mut up = TcpStream::connect(upstream)?;
-    up.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!(
-        "POST / HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\nContent-Length: {}\r\nx-moto-account-id: {account}\r\nAuthorization: AWS4-HMAC-SHA256 Credential=motogap/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0\r\n",
-        body.len()
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=motogap/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
     );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    up.write_all(head.as_bytes())?;
-    up.write_all(body)?;
-    let mut raw = Vec::new();
-    up.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Ok((status, body))
+    crate::post(upstream, &auth, Some(account), headers, body)
 }
 
 #[cfg(test)]

@@ -21,6 +21,13 @@
 //!   AMI exists or the caller owns it, EC2's refusal of past times, and hiding deprecated
 //!   images from public listings. Refusals are tested with injected faults.
 //!
+//! - resolves `resolve:ssm:<parameter>` launch template images as EC2 does at launch (moto
+//!   launches the literal string): after every call that can launch instances, and in
+//!   every `DescribeInstances` answer, an instance whose image is such a reference gets the
+//!   AMI the parameter names the first time motogap sees it, and keeps it when the
+//!   parameter moves later, as a launched instance does. Not modelled: parameter versions
+//!   and labels (`name:3`), which moto's GetParameter answers as it can;
+//!
 //! - emulates **EC2 Image Builder** ([`imagebuilder`]: pipelines, executions with the
 //!   clientToken rule, output AMIs made in moto, packages, workflows, managed components).
 //!
@@ -155,6 +162,8 @@ struct Inner {
     offline: AtomicBool,
     /// AMI id → deprecation time (ISO 8601, as the request gave it).
     deprecations: Mutex<BTreeMap<String, String>>,
+    /// Instance id → the AMI its `resolve:ssm:` image named when it was launched.
+    resolved: Mutex<BTreeMap<String, String>>,
     image_builder: imagebuilder::ImageBuilder,
 }
 
@@ -396,7 +405,129 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
     if op == "ec2:DescribeImages" {
         answer = with_deprecation_times(&lock(&inner.deprecations), answer);
     }
+    if op == "ec2:DescribeInstances" {
+        answer = rewrite_body(answer, |body| resolve_launched(inner, upstream, &req, account.as_deref(), body));
+    } else if LAUNCHES.contains(&op.as_str()) && answer.starts_with(b"HTTP/1.1 200") {
+        // Pin what the launches just made resolve to, before the parameter can move.
+        let list = b"Action=DescribeInstances&Version=2016-11-15";
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        if let Ok((_, body)) = call_as(upstream, &req, account.as_deref(), "ec2", &form, list) {
+            resolve_launched(inner, upstream, &req, account.as_deref(), body);
+        }
+    }
     out.write_all(&answer)
+}
+
+/// Calls after which moto may have launched instances from a launch template.
+const LAUNCHES: [&str; 5] = [
+    "autoscaling:CreateAutoScalingGroup",
+    "autoscaling:UpdateAutoScalingGroup",
+    "autoscaling:SetDesiredCapacity",
+    "autoscaling:TerminateInstanceInAutoScalingGroup",
+    "ec2:RunInstances",
+];
+
+/// The DescribeInstances body with every `<imageId>resolve:ssm:…</imageId>` replaced by the
+/// AMI its instance launched with (resolved now for an instance not seen before).
+fn resolve_launched(inner: &Inner, upstream: SocketAddr, req: &Request, account: Option<&str>, body: String) -> String {
+    const OPEN: &str = "<imageId>resolve:ssm:";
+    if !body.contains(OPEN) {
+        return body;
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body.as_str();
+    while let Some(at) = rest.find(OPEN) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + OPEN.len()..];
+        let Some(end) = after.find("</imageId>") else { break };
+        let parameter = &after[..end];
+        let tail = &after[end + "</imageId>".len()..];
+        // moto writes an instance's id before its image id.
+        let instance = out
+            .rfind("<instanceId>")
+            .and_then(|i| out[i + "<instanceId>".len()..].split("</instanceId>").next())
+            .unwrap_or_default()
+            .to_string();
+        if instance.is_empty() {
+            out.push_str(&format!("{OPEN}{parameter}</imageId>"));
+            rest = tail;
+            continue;
+        }
+        let known = lock(&inner.resolved).get(&instance).cloned();
+        let ami = known.or_else(|| {
+            let ami = get_parameter(upstream, req, account, parameter)?;
+            lock(&inner.resolved).insert(instance.clone(), ami.clone());
+            Some(ami)
+        });
+        match ami {
+            Some(ami) => out.push_str(&format!("<imageId>{ami}</imageId>")),
+            None => out.push_str(&format!("{OPEN}{parameter}</imageId>")),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+fn get_parameter(upstream: SocketAddr, req: &Request, account: Option<&str>, name: &str) -> Option<String> {
+    let body = serde_json::json!({ "Name": name }).to_string();
+    let headers = [("x-amz-target", "AmazonSSM.GetParameter"), ("content-type", "application/x-amz-json-1.1")];
+    let (status, text) = call_as(upstream, req, account, "ssm", &headers, body.as_bytes()).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    (status == 200).then(|| v["Parameter"]["Value"].as_str().map(str::to_string)).flatten()
+}
+
+/// One request to moto as the caller of `req` (its credentials, so its account), for
+/// another service: (status, body).
+fn call_as(
+    upstream: SocketAddr,
+    req: &Request,
+    account: Option<&str>,
+    service: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<(u16, String)> {
+    let (_, region, from) = req.scope();
+    let auth = req
+        .header("authorization")
+        .unwrap_or_default()
+        .replace(&format!("/{region}/{from}/aws4_request"), &format!("/{region}/{service}/aws4_request"));
+    let mut extra: Vec<(&str, &str)> = headers.to_vec();
+    if let Some(token) = req.header("x-amz-security-token") {
+        extra.push(("x-amz-security-token", token));
+    }
+    post(upstream, &auth, account, &extra, body)
+}
+
+/// A POST to moto with these credentials (moto reads the account from the access key, or
+/// from `x-moto-account-id`): (status, body).
+pub(crate) fn post(
+    upstream: SocketAddr,
+    authorization: &str,
+    account: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<(u16, String)> {
+    let mut up = TcpStream::connect(upstream)?;
+    up.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "POST / HTTP/1.1\r\nHost: {upstream}\r\nConnection: close\r\nContent-Length: {}\r\nAuthorization: {authorization}\r\n",
+        body.len()
+    );
+    if let Some(account) = account {
+        head.push_str(&format!("x-moto-account-id: {account}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    up.write_all(head.as_bytes())?;
+    up.write_all(body)?;
+    let mut raw = Vec::new();
+    up.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
 }
 
 /// A query-protocol form value, percent-decoded.
@@ -455,21 +586,28 @@ fn deprecation(inner: &Inner, op: &str, body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Adds `<deprecationTime>` after the `<imageId>` of every deprecated image in a
-/// DescribeImages response (and fixes its length). A chunked response is left alone.
+/// DescribeImages response.
 fn with_deprecation_times(times: &BTreeMap<String, String>, answer: Vec<u8>) -> Vec<u8> {
     if times.is_empty() {
         return answer;
     }
+    rewrite_body(answer, |mut body| {
+        for (image, at) in times {
+            let tag = format!("<imageId>{image}</imageId>");
+            body = body.replace(&tag, &format!("{tag}<deprecationTime>{at}</deprecationTime>"));
+        }
+        body
+    })
+}
+
+/// A response with its body rewritten (and its length fixed). A chunked response is left alone.
+fn rewrite_body(answer: Vec<u8>, f: impl FnOnce(String) -> String) -> Vec<u8> {
     let Some(split) = answer.windows(4).position(|w| w == b"\r\n\r\n") else { return answer };
     let head = String::from_utf8_lossy(&answer[..split]).to_string();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         return answer;
     }
-    let mut body = String::from_utf8_lossy(&answer[split + 4..]).to_string();
-    for (image, at) in times {
-        let tag = format!("<imageId>{image}</imageId>");
-        body = body.replace(&tag, &format!("{tag}<deprecationTime>{at}</deprecationTime>"));
-    }
+    let body = f(String::from_utf8_lossy(&answer[split + 4..]).to_string());
     let mut out = String::new();
     for line in head.split("\r\n") {
         if line.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("content-length")) {

@@ -272,7 +272,16 @@ fn a_rollout_names_each_group_with_the_ami_its_account_launches_there() {
         placed("workflow", "eu-west-1", "ami-w1", How::Copy),
     ];
     let mut o = observed(vec![version(1, 0), v2]);
-    let mut l = lag("goobi", 3, 0, RolloutMethod::RollingReplace { batch: 1 });
+    let mut l = lag(
+        "goobi",
+        3,
+        0,
+        RolloutMethod::RollingReplace {
+            batch: 1,
+            protected: provider::Protected::Skip,
+            drain_timeout_seconds: provider::DEFAULT_DRAIN_SECONDS,
+        },
+    );
     l.loose = vec!["i-loose".into()];
     o.lagging = vec![l];
     let p = plan(&[desired()], &policy(), &o, t(4));

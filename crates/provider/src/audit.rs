@@ -60,6 +60,9 @@ pub enum EventKind {
     RolloutNotified,
     /// A group's rollout stopped, and what was restored.
     RolloutStopped,
+    /// A launch template version amictl wrote is no longer what the group launches
+    /// (Terraform or a person put another back).
+    RolloutDrift,
     /// An existing image was adopted as a version (`amictl import`), with what matched and why.
     Imported,
 }
@@ -92,6 +95,7 @@ impl EventKind {
             EventKind::RolloutLaunchTemplate => "rollout.launch-template",
             EventKind::RolloutNotified => "rollout.notified",
             EventKind::RolloutStopped => "rollout.stopped",
+            EventKind::RolloutDrift => "rollout.drift",
             EventKind::Imported => "imported",
         }
     }
@@ -107,6 +111,7 @@ impl EventKind {
             EventKind::RolloutLaunchTemplate,
             EventKind::RolloutNotified,
             EventKind::RolloutStopped,
+            EventKind::RolloutDrift,
             EventKind::Imported,
         ]);
         all

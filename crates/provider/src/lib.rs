@@ -57,5 +57,8 @@ pub use place::{AmiRef, Target, VersionRef};
 pub use publisher::{
     Deprecated, Distribution, How, PublishJob, PublishReport, Publisher, RegionFailure, RegionPublished,
 };
-pub use rollout::{GroupFailure, GroupRolled, Notice, Replacement, RolloutGroup, RolloutMethod, TemplateChange};
+pub use rollout::{
+    DEFAULT_DRAIN_SECONDS, GroupFailure, GroupRolled, Notice, Protected, RefreshProtected, RefreshStandby, Replacement,
+    RolloutGroup, RolloutMethod, TemplateChange,
+};
 pub use source::{AdvisorySource, AgentCheck, FleetSource, HostQuery, Rollout};

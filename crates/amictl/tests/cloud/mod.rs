@@ -44,6 +44,12 @@ impl Org {
         Org::from_example(Moto::start(), "imagebuilder.toml")
     }
 
+    /// The Image Builder organisation on a moto that launches any AMI id (consumer accounts
+    /// launching shared copies, `resolve:ssm:` templates motogap resolves).
+    pub fn image_builder_unvalidated() -> Org {
+        Org::from_example(Moto::start_with_ami_validation(false), "imagebuilder.toml")
+    }
+
     fn from_example(moto: Moto, file: &str) -> Org {
         let gap = Gap::start(moto.addr, 0).unwrap();
         gap.map_key("testing", "111111111111");
@@ -404,4 +410,39 @@ pub async fn seed_pipelines(aws: &Aws) -> BTreeMap<String, String> {
         out.insert(line.to_string(), pipeline.image_pipeline_arn().unwrap().to_string());
     }
     out
+}
+
+/// Runs one execution of `pipeline` (as the organisation did before amictl) and returns
+/// its image ARN and (account, region, AMI) per copy.
+pub async fn execution(aws: &aws::Aws, pipeline: &str, token: &str) -> (String, Vec<(String, String, String)>) {
+    let ib = aws::imagebuilder::client(aws, "platform", "eu-west-1").await.unwrap();
+    let started =
+        ib.start_image_pipeline_execution().image_pipeline_arn(pipeline).client_token(token).send().await.unwrap();
+    let arn = started.image_build_version_arn().unwrap().to_string();
+    for _ in 0..20 {
+        let got = ib.get_image().image_build_version_arn(&arn).send().await.unwrap();
+        let image = got.image().unwrap();
+        if image.state().and_then(|s| s.status()).map(|s| s.as_str()) == Some("AVAILABLE") {
+            let amis = image
+                .output_resources()
+                .unwrap()
+                .amis()
+                .iter()
+                .map(|a| {
+                    (
+                        a.account_id().unwrap().to_string(),
+                        a.region().unwrap().to_string(),
+                        a.image().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            return (arn, amis);
+        }
+    }
+    panic!("{arn} never became AVAILABLE");
+}
+
+/// The copy in `account_id`'s eu-west-1.
+pub fn ami_in(amis: &[(String, String, String)], account_id: &str) -> String {
+    amis.iter().find(|(a, r, _)| a == account_id && r == "eu-west-1").map(|(_, _, i)| i.clone()).unwrap()
 }

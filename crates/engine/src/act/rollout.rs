@@ -1,7 +1,7 @@
 //! Rollout: move a consumer's groups by its method, or tell its owner.
 
 use policy::Action;
-use provider::{Act, EventKind, Notice, RolloutGroup, RolloutMethod};
+use provider::{Act, EventKind, Notice, RolloutGroup, RolloutMethod, TemplateChange};
 use serde_json::{Value, json};
 
 use crate::record::{Done, Fail};
@@ -119,6 +119,40 @@ fn notify(engine: &Engine, a: &Action, topic: Option<&str>) -> Result<Value, Fai
     Ok(json!({"notified": true, "topic": topic, "message_id": id, "change": change}))
 }
 
+/// The last launch template version amictl wrote for this group, and when.
+fn last_written(engine: &Engine, subject: &str, g: &RolloutGroup) -> Result<Option<(String, TemplateChange)>, Fail> {
+    let kind = EventKind::RolloutLaunchTemplate.as_str();
+    let events = engine.catalog().events(Some(subject))?;
+    Ok(events
+        .into_iter()
+        .rev()
+        .filter(|e| e.kind == kind && e.data["asg"] == g.asg && e.data["region"] == g.target.region)
+        .filter_map(|e| Some((e.time, serde_json::from_value::<TemplateChange>(e.data["change"].clone()).ok()?)))
+        .find(|(_, c)| c.changed))
+}
+
+/// Whether the group had left what amictl last wrote before this rollout looked: the
+/// template's owner (Terraform, a person) put another version back. The rollout writes
+/// again, and the owner is told why that will keep happening.
+fn drift(written: &Option<(String, TemplateChange)>, now: &TemplateChange) -> Option<Value> {
+    let (at, w) = written.as_ref()?;
+    if w.template_id != now.template_id || w.to_version == now.from_version {
+        return None;
+    }
+    Some(json!({
+        "template_id": w.template_id,
+        "written_version": w.to_version,
+        "written_at": at,
+        "written_image": w.from_image,
+        "found_version": now.from_version,
+        "found_image": now.from_image,
+        "reason": format!(
+            "launch template {} version {} was written by amictl at {at}; the group launched version {} ({}) since: its owner (Terraform?) put it back and will again — use image_id = \"resolve:ssm:<parameter>\" or rollout = {{ kind = \"pinned\" }}",
+            w.template_id, w.to_version, now.from_version, now.from_image
+        ),
+    }))
+}
+
 fn move_groups(
     engine: &Engine,
     subject: &str,
@@ -142,20 +176,34 @@ fn move_groups(
     for g in groups {
         engine.cancel().check().map_err(|e| EngineError::provider("rolling out", e))?;
         engine.progress().status(&format!("{subject}: {} {} in {}", method.name(), g.asg, g.target));
+        let written = last_written(engine, subject, g)?;
         match rollout.roll_group(g, method, engine.cancel()) {
             Ok(moved) => {
+                let drift = drift(&written, &moved.template);
+                if let Some(d) = &drift {
+                    engine
+                        .progress()
+                        .line(&format!("warning: {subject}: {}", d["reason"].as_str().unwrap_or_default()));
+                    engine.note(
+                        EventKind::RolloutDrift,
+                        subject,
+                        d["reason"].as_str().unwrap_or_default(),
+                        json!({"asg": g.asg, "region": g.target.region, "drift": d}),
+                    )?;
+                }
+                let how = match (&moved.template.resolves, moved.template.changed) {
+                    (Some(_), _) => "the template resolves the SSM parameter, which names the new AMI: not rewritten",
+                    (None, true) => "new default version with the new AMI",
+                    (None, false) => "already on the new AMI",
+                };
                 engine.note(
                     EventKind::RolloutLaunchTemplate,
                     subject,
-                    if moved.template.changed {
-                        "new default version with the new AMI"
-                    } else {
-                        "already on the new AMI"
-                    },
+                    how,
                     json!({"asg": g.asg, "region": g.target.region, "change": moved.template}),
                 )?;
                 done.push(json!({"asg": g.asg, "region": g.target.region, "image_id": g.image_id,
-                                 "template": moved.template, "replacement": moved.replacement}));
+                                 "template": moved.template, "replacement": moved.replacement, "drift": drift}));
             }
             Err(f) => {
                 engine.note(

@@ -236,11 +236,13 @@ impl Rollout for FakeRollout {
             to_version: 2,
             from_image: "ami-old".into(),
             changed: true,
+            resolves: None,
+            group_version: "$Default".into(),
         };
         if self.fail.load(Ordering::SeqCst) {
             return Err(GroupFailure {
                 error: ProviderError::message("its SSM agent did not report Online within 1s"),
-                template: Some(template),
+                template: Some(Box::new(template)),
                 restored: Some(Ok(())),
             });
         }

@@ -1,0 +1,392 @@
+//! Rollouts the way the organisation's consumers really run (examples/reference-org):
+//! Terraform-owned launch templates whose image is `resolve:ssm:<parameter>`, ECS
+//! capacity-provider groups whose hosts are scale-in protected and run tasks, and
+//! templates someone puts back after amictl wrote them. The real binary against moto (ECS,
+//! ASG, EC2, SSM) behind motogap, which resolves `resolve:ssm:` at launch as EC2 does.
+
+mod cloud;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cloud::*;
+use serde_json::Value;
+
+const PARAMETER: &str = "/platform/base-ami/weco-amzn2-ecs-optimised-hvm-x86_64/latest";
+const GROUP: &str = "archivematica-container-hosts";
+
+/// The group's instances and the AMI each runs (as DescribeInstances reports it).
+async fn group_amis(aws: &aws::Aws, account: &str, group: &str) -> BTreeMap<String, String> {
+    let asc = aws_sdk_autoscaling::Client::new(&aws.config(account, "eu-west-1").await.unwrap());
+    let g = asc.describe_auto_scaling_groups().auto_scaling_group_names(group).send().await.unwrap();
+    let ids: Vec<String> =
+        g.auto_scaling_groups()[0].instances().iter().filter_map(|i| i.instance_id()).map(str::to_string).collect();
+    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
+    let out = ec2.describe_instances().set_instance_ids(Some(ids)).send().await.unwrap();
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| (i.instance_id().unwrap().to_string(), i.image_id().unwrap_or_default().to_string()))
+        .collect()
+}
+
+/// An ECS capacity-provider group as the consumer's Terraform makes it: the template's
+/// image resolves the platform's parameter, new instances are protected from scale-in, and
+/// every host is a container instance of `cluster` running one task.
+async fn seed_ecs_group(aws: &aws::Aws, account: &str, cluster: &str) {
+    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id(format!("resolve:ssm:{PARAMETER}"))
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+        .build();
+    let lt = ec2.create_launch_template().launch_template_name(GROUP).launch_template_data(data).send().await.unwrap();
+    let lt_id = lt.launch_template().unwrap().launch_template_id().unwrap().to_string();
+    let conf = aws.config(account, "eu-west-1").await.unwrap();
+    let asc = aws_sdk_autoscaling::Client::new(&conf);
+    asc.create_auto_scaling_group()
+        .auto_scaling_group_name(GROUP)
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(lt_id)
+                .version("$Default")
+                .build(),
+        )
+        .min_size(2)
+        .max_size(4)
+        .desired_capacity(2)
+        .new_instances_protected_from_scale_in(true)
+        .availability_zones("eu-west-1a")
+        .send()
+        .await
+        .unwrap();
+    let ecs = aws_sdk_ecs::Client::new(&conf);
+    ecs.create_cluster().cluster_name(cluster).send().await.unwrap();
+    ecs.register_task_definition()
+        .family("archivematica-mcp")
+        .container_definitions(
+            aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("mcp")
+                .image("archivematica/mcp")
+                .memory(256)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    register_hosts(aws, account, cluster).await;
+}
+
+/// Registers the group's instances that are not yet container instances, each with a task.
+async fn register_hosts(aws: &aws::Aws, account: &str, cluster: &str) {
+    let ecs = aws_sdk_ecs::Client::new(&aws.config(account, "eu-west-1").await.unwrap());
+    let known = container_instances(&ecs, cluster).await;
+    for instance in group_amis(aws, account, GROUP).await.into_keys() {
+        if known.iter().any(|(i, _, _)| *i == instance) {
+            continue;
+        }
+        let doc = serde_json::json!({ "instanceId": instance, "region": "eu-west-1" }).to_string();
+        let ci =
+            ecs.register_container_instance().cluster(cluster).instance_identity_document(doc).send().await.unwrap();
+        let arn = ci.container_instance().unwrap().container_instance_arn().unwrap().to_string();
+        ecs.start_task()
+            .cluster(cluster)
+            .task_definition("archivematica-mcp")
+            .container_instances(arn)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// (EC2 instance, status, running tasks) of every container instance in `cluster`.
+async fn container_instances(ecs: &aws_sdk_ecs::Client, cluster: &str) -> Vec<(String, String, i32)> {
+    let arns = ecs.list_container_instances().cluster(cluster).send().await.unwrap().container_instance_arns().to_vec();
+    if arns.is_empty() {
+        return Vec::new();
+    }
+    let out =
+        ecs.describe_container_instances().cluster(cluster).set_container_instances(Some(arns)).send().await.unwrap();
+    out.container_instances()
+        .iter()
+        .map(|c| {
+            (
+                c.ec2_instance_id().unwrap_or_default().to_string(),
+                c.status().unwrap_or_default().to_string(),
+                c.running_tasks_count(),
+            )
+        })
+        .collect()
+}
+
+/// Plays ECS's part while a rollout runs: a DRAINING host's tasks stop a little later (the
+/// service scheduler moving them), and new hosts register. Records every moment a host
+/// with running tasks was already terminating: the rollout must never cause one.
+struct EcsScheduler {
+    stop: Arc<AtomicBool>,
+    drained: Arc<Mutex<Vec<String>>>,
+    killed_with_tasks: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EcsScheduler {
+    fn start(org: &Org, account: &'static str, cluster: &'static str) -> EcsScheduler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(Mutex::new(Vec::new()));
+        let killed = Arc::new(Mutex::new(Vec::new()));
+        let (s, d, k) = (stop.clone(), drained.clone(), killed.clone());
+        let url = org.gap.url();
+        let thread = std::thread::spawn(move || {
+            let rt = runtime();
+            let aws = rt.block_on(cloud_aws(&url));
+            let conf = rt.block_on(aws.config(account, "eu-west-1")).unwrap();
+            let ecs = aws_sdk_ecs::Client::new(&conf);
+            let ec2 = rt.block_on(aws.ec2(account, "eu-west-1")).unwrap();
+            while !s.load(Ordering::SeqCst) {
+                rt.block_on(register_hosts(&aws, account, cluster));
+                let arns = rt
+                    .block_on(ecs.list_container_instances().cluster(cluster).send())
+                    .unwrap()
+                    .container_instance_arns()
+                    .to_vec();
+                let out = rt
+                    .block_on(
+                        ecs.describe_container_instances().cluster(cluster).set_container_instances(Some(arns)).send(),
+                    )
+                    .unwrap();
+                for ci in out.container_instances() {
+                    let instance = ci.ec2_instance_id().unwrap_or_default().to_string();
+                    let state = rt
+                        .block_on(ec2.describe_instances().instance_ids(&instance).send())
+                        .ok()
+                        .and_then(|o| {
+                            o.reservations()
+                                .iter()
+                                .flat_map(|r| r.instances())
+                                .next()
+                                .and_then(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()))
+                        })
+                        .unwrap_or_default();
+                    if ci.running_tasks_count() > 0 && ["shutting-down", "terminated"].contains(&state.as_str()) {
+                        k.lock().unwrap().push(instance.clone());
+                    }
+                    if ci.status() == Some("DRAINING") && ci.running_tasks_count() > 0 {
+                        std::thread::sleep(Duration::from_millis(300));
+                        let tasks = rt
+                            .block_on(
+                                ecs.list_tasks()
+                                    .cluster(cluster)
+                                    .container_instance(ci.container_instance_arn().unwrap())
+                                    .send(),
+                            )
+                            .unwrap();
+                        for task in tasks.task_arns() {
+                            rt.block_on(
+                                ecs.stop_task().cluster(cluster).task(task).reason("moved by the service").send(),
+                            )
+                            .unwrap();
+                        }
+                        d.lock().unwrap().push(instance);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        EcsScheduler { stop, drained, killed_with_tasks: killed, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> (Vec<String>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (self.drained.lock().unwrap().clone(), self.killed_with_tasks.lock().unwrap().clone())
+    }
+}
+
+/// The test's own clients, on another thread.
+async fn cloud_aws(url: &str) -> aws::Aws {
+    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    let mut accounts =
+        vec![aws::AccountAccess { name: "platform".into(), id: "111111111111".into(), role: None, external_id: None }];
+    for (name, id) in CONSUMERS {
+        accounts.push(aws::AccountAccess {
+            name: name.into(),
+            id: id.into(),
+            role: Some(format!("arn:aws:iam::{id}:role/amictl-consumer")),
+            external_id: None,
+        });
+    }
+    aws::Aws::with_config(base, accounts)
+}
+
+fn rollout_of<'a>(out: &'a Value, consumer: &str) -> &'a Value {
+    out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["action"] == "rollout" && a["subject"] == format!("consumer:{consumer}"))
+        .unwrap_or_else(|| panic!("no rollout of {consumer}: {out:#}"))
+}
+
+#[test]
+fn a_resolve_ssm_ecs_group_keeps_its_template_and_its_hosts_are_drained_before_they_go() {
+    let org = Org::image_builder_unvalidated();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let pipelines = rt.block_on(seed_pipelines(&aws));
+    let (_, old) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-1"));
+    let (_, new) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-2"));
+    let workflow = CONSUMERS[0].1;
+    let (old_ami, new_ami) = (ami_in(&old, workflow), ami_in(&new, workflow));
+    // The platform's parameter named the old image when the hosts launched.
+    let ssm = rt.block_on(aws.ssm("workflow", "eu-west-1")).unwrap();
+    rt.block_on(
+        ssm.put_parameter().name(PARAMETER).value(&old_ami).r#type(aws_sdk_ssm::types::ParameterType::String).send(),
+    )
+    .unwrap();
+    rt.block_on(seed_ecs_group(&aws, "workflow", "archivematica"));
+    let before = rt.block_on(group_amis(&aws, "workflow", GROUP));
+    assert_eq!(before.values().collect::<Vec<_>>(), [&old_ami, &old_ami], "launched from the parameter: {before:?}");
+    org.edit(
+        "select = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+        "select = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 1 }",
+    );
+    org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
+    let (code, _, stderr) = org.run(&["import", "--image", ECS]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // The parameter still names the old image: replacing hosts would relaunch it.
+    let (code, out, _) = org.run(&["--json", "apply", "--now", "+15d"]);
+    assert_eq!(code, 1, "{out:#}");
+    let error = rollout_of(&out, "archivematica")["error"].as_str().unwrap();
+    assert!(error.contains(&format!("which names {old_ami}, not {new_ami}")), "{error}");
+    assert_eq!(rt.block_on(group_amis(&aws, "workflow", GROUP)), before, "nothing replaced");
+    // The pipeline's distribution moves it (Image Builder's ssmParameterConfigurations).
+    rt.block_on(
+        ssm.put_parameter()
+            .name(PARAMETER)
+            .value(&new_ami)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .overwrite(true)
+            .send(),
+    )
+    .unwrap();
+
+    // Scale-in protected hosts are left alone by default: nothing is drained or replaced.
+    let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+15d"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    let result = &rollout_of(&out, "archivematica")["result"]["result"][0];
+    assert_eq!(result["replacement"]["skipped"].as_array().map(Vec::len), Some(2), "{result:#}");
+    assert_eq!(rt.block_on(group_amis(&aws, "workflow", GROUP)), before, "protected hosts stay");
+
+    // Told to replace them: each host is drained, its tasks gone, then replaced.
+    org.edit(
+        "rollout = { kind = \"rolling-replace\", batch = 1 }",
+        "rollout = { kind = \"rolling-replace\", batch = 1, protected = \"replace\", drain_timeout = \"30s\" }",
+    );
+    org.gap.reset_calls();
+    let ecs_play = EcsScheduler::start(&org, "workflow", "archivematica");
+    let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+15d"]);
+    let (drained, killed) = ecs_play.finish();
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    assert!(killed.is_empty(), "hosts terminated with tasks running: {killed:?}");
+    let mut old_hosts: Vec<&String> = before.keys().collect();
+    old_hosts.sort();
+    let mut drained_sorted = drained.clone();
+    drained_sorted.sort();
+    drained_sorted.dedup();
+    assert_eq!(drained_sorted.iter().collect::<Vec<_>>(), old_hosts, "ECS saw both old hosts drain");
+    let result = &rollout_of(&out, "archivematica")["result"]["result"][0];
+    assert_eq!(result["template"]["resolves"], PARAMETER, "{result:#}");
+    assert_eq!(result["template"]["changed"], false);
+    assert_eq!(result["replacement"]["drained"].as_array().map(Vec::len), Some(2), "{result:#}");
+    let after = rt.block_on(group_amis(&aws, "workflow", GROUP));
+    assert_eq!(after.len(), 2);
+    assert!(after.values().all(|a| *a == new_ami), "every host launched the parameter's new AMI: {after:?}");
+    assert!(after.keys().all(|i| !before.contains_key(i)), "{after:?}");
+    // The template was never rewritten: no new version, its default still resolves.
+    let calls = org.gap.calls();
+    for op in ["ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "autoscaling:UpdateAutoScalingGroup"] {
+        assert_eq!(calls.get(op), None, "{op}: {calls:#?}");
+    }
+    assert!(calls.get("ecs:UpdateContainerInstancesState").copied().unwrap_or(0) >= 2, "{calls:#?}");
+    assert_eq!(calls.get("autoscaling:SetInstanceProtection").copied(), Some(2), "{calls:#?}");
+    let ec2 = rt.block_on(aws.ec2("workflow", "eu-west-1")).unwrap();
+    let versions = rt.block_on(ec2.describe_launch_template_versions().launch_template_name(GROUP).send()).unwrap();
+    let images: Vec<&str> = versions
+        .launch_template_versions()
+        .iter()
+        .filter_map(|v| v.launch_template_data().and_then(|d| d.image_id()))
+        .collect();
+    assert_eq!(images, [format!("resolve:ssm:{PARAMETER}").as_str()]);
+    let (code, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
+    assert_eq!(consumer(&fleet, "archivematica")["summary"]["current"], 2, "{code} {fleet:#}");
+    let (code, _, stderr) = org.run(&["audit", "verify"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn a_template_put_back_after_amictl_wrote_it_is_reported_as_drift() {
+    let org = Org::image_builder_unvalidated();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let pipelines = rt.block_on(seed_pipelines(&aws));
+    let (_, first) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-1"));
+    rt.block_on(execution(&aws, &pipelines[ECS], "ecs-2"));
+    let workflow = CONSUMERS[0].1;
+    rt.block_on(seed_group(&aws, "workflow", "goobi-container-hosts", &ami_in(&first, workflow), 1));
+    org.edit(
+        "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+        "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"launch-template\" }",
+    );
+    org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
+    let (code, _, stderr) = org.run(&["import", "--image", ECS]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+15d"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    let goobi = rollout_of(&out, "goobi");
+    let written =
+        goobi["result"]["result"][0]["template"]["to_version"].as_i64().unwrap_or_else(|| panic!("{goobi:#}"));
+    assert_eq!(written, 2, "{out:#}");
+
+    // The consumer's Terraform applies: a new version with the AMI it pins, made default.
+    let ec2 = rt.block_on(aws.ec2("workflow", "eu-west-1")).unwrap();
+    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+        .image_id(ami_in(&first, workflow))
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+        .build();
+    let v = rt
+        .block_on(
+            ec2.create_launch_template_version()
+                .launch_template_name("goobi-container-hosts")
+                .launch_template_data(data)
+                .send(),
+        )
+        .unwrap();
+    let terraform = v.launch_template_version().unwrap().version_number().unwrap();
+    rt.block_on(
+        ec2.modify_launch_template()
+            .launch_template_name("goobi-container-hosts")
+            .default_version(terraform.to_string())
+            .send(),
+    )
+    .unwrap();
+
+    let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+16d"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    assert!(rollout_of(&out, "goobi")["ok"] == true, "amictl writes again, and says why it will be undone");
+    let drift = &rollout_of(&out, "goobi")["result"]["result"][0]["drift"];
+    assert_eq!(drift["written_version"], written, "{out:#}");
+    assert_eq!(drift["found_version"], terraform, "{drift:#}");
+    assert!(drift["reason"].as_str().unwrap().contains("resolve:ssm:"), "{drift:#}");
+    let events = org.catalog().events(Some("consumer:goobi")).unwrap();
+    let recorded = events.iter().find(|e| e.kind == "rollout.drift").unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(recorded.data["drift"]["found_version"], terraform);
+}
