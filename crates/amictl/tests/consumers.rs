@@ -139,7 +139,7 @@ impl EcsScheduler {
         let url = org.gap.url();
         let thread = std::thread::spawn(move || {
             let rt = runtime();
-            let aws = rt.block_on(cloud_aws(&url));
+            let aws = rt.block_on(aws_at(&url));
             let conf = rt.block_on(aws.config(account, "eu-west-1")).unwrap();
             let ecs = aws_sdk_ecs::Client::new(&conf);
             let ec2 = rt.block_on(aws.ec2(account, "eu-west-1")).unwrap();
@@ -203,27 +203,6 @@ impl EcsScheduler {
         }
         (self.drained.lock().unwrap().clone(), self.killed_with_tasks.lock().unwrap().clone())
     }
-}
-
-/// The test's own clients, on another thread.
-async fn cloud_aws(url: &str) -> aws::Aws {
-    let base = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("eu-west-1"))
-        .endpoint_url(url)
-        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
-        .load()
-        .await;
-    let mut accounts =
-        vec![aws::AccountAccess { name: "platform".into(), id: "111111111111".into(), role: None, external_id: None }];
-    for (name, id) in CONSUMERS {
-        accounts.push(aws::AccountAccess {
-            name: name.into(),
-            id: id.into(),
-            role: Some(format!("arn:aws:iam::{id}:role/amictl-consumer")),
-            external_id: None,
-        });
-    }
-    aws::Aws::with_config(base, accounts)
 }
 
 fn rollout_of<'a>(out: &'a Value, consumer: &str) -> &'a Value {

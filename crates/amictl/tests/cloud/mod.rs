@@ -106,28 +106,34 @@ impl Org {
     }
 
     pub async fn aws(&self) -> Aws {
-        let base = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new("eu-west-1"))
-            .endpoint_url(self.gap.url())
-            .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
-            .load()
-            .await;
-        let mut accounts =
-            vec![AccountAccess { name: "platform".into(), id: "111111111111".into(), role: None, external_id: None }];
-        for (name, id) in CONSUMERS {
-            accounts.push(AccountAccess {
-                name: name.into(),
-                id: id.into(),
-                role: Some(format!("arn:aws:iam::{id}:role/amictl-consumer")),
-                external_id: None,
-            });
-        }
-        Aws::with_config(base, accounts)
+        aws_at(&self.gap.url()).await
     }
 
     pub fn catalog(&self) -> catalog::Catalog {
         catalog::Catalog::open(&self.dir.path().join(".amictl/state.db")).unwrap()
     }
+}
+
+/// The test's own clients for the organisation's accounts, through the endpoint at `url`
+/// (a thread of its own can make them from the URL alone).
+pub async fn aws_at(url: &str) -> Aws {
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_credential_types::Credentials::new("testing", "testing", None, None, "test"))
+        .load()
+        .await;
+    let mut accounts =
+        vec![AccountAccess { name: "platform".into(), id: "111111111111".into(), role: None, external_id: None }];
+    for (name, id) in CONSUMERS {
+        accounts.push(AccountAccess {
+            name: name.into(),
+            id: id.into(),
+            role: Some(format!("arn:aws:iam::{id}:role/amictl-consumer")),
+            external_id: None,
+        });
+    }
+    Aws::with_config(base, accounts)
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
