@@ -36,31 +36,8 @@ async fn group_amis(aws: &aws::Aws, account: &str, group: &str) -> BTreeMap<Stri
 /// image resolves the platform's parameter, new instances are protected from scale-in, and
 /// every host is a container instance of `cluster` running one task.
 async fn seed_ecs_group(aws: &aws::Aws, account: &str, cluster: &str) {
-    let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
-    let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-        .image_id(format!("resolve:ssm:{PARAMETER}"))
-        .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
-        .build();
-    let lt = ec2.create_launch_template().launch_template_name(GROUP).launch_template_data(data).send().await.unwrap();
-    let lt_id = lt.launch_template().unwrap().launch_template_id().unwrap().to_string();
+    seed_group_with(aws, account, GROUP, &format!("resolve:ssm:{PARAMETER}"), 2, true).await;
     let conf = aws.config(account, "eu-west-1").await.unwrap();
-    let asc = aws_sdk_autoscaling::Client::new(&conf);
-    asc.create_auto_scaling_group()
-        .auto_scaling_group_name(GROUP)
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(lt_id)
-                .version("$Default")
-                .build(),
-        )
-        .min_size(2)
-        .max_size(4)
-        .desired_capacity(2)
-        .new_instances_protected_from_scale_in(true)
-        .availability_zones("eu-west-1a")
-        .send()
-        .await
-        .unwrap();
     let ecs = aws_sdk_ecs::Client::new(&conf);
     ecs.create_cluster().cluster_name(cluster).send().await.unwrap();
     ecs.register_task_definition()

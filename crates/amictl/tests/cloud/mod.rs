@@ -235,9 +235,15 @@ pub fn owners_queue(rt: &tokio::runtime::Runtime, aws: &Aws) -> (String, aws_sdk
 
 /// A consumer's auto scaling group on `ami` (launch template + group of `size`).
 pub async fn seed_group(aws: &Aws, account: &str, name: &str, ami: &str, size: i32) {
+    seed_group_with(aws, account, name, ami, size, false).await
+}
+
+/// [`seed_group`] with the template's `image` as given (an AMI id or `resolve:ssm:…`) and,
+/// when `protected`, new instances protected from scale-in.
+pub async fn seed_group_with(aws: &Aws, account: &str, name: &str, image: &str, size: i32, protected: bool) {
     let ec2 = aws.ec2(account, "eu-west-1").await.unwrap();
     let data = aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-        .image_id(ami)
+        .image_id(image)
         .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
         .build();
     let lt = ec2.create_launch_template().launch_template_name(name).launch_template_data(data).send().await.unwrap();
@@ -254,6 +260,7 @@ pub async fn seed_group(aws: &Aws, account: &str, name: &str, ami: &str, size: i
         .min_size(size)
         .max_size(size + 2)
         .desired_capacity(size)
+        .new_instances_protected_from_scale_in(protected)
         .availability_zones("eu-west-1a")
         .send()
         .await

@@ -119,38 +119,43 @@ fn notify(engine: &Engine, a: &Action, topic: Option<&str>) -> Result<Value, Fai
     Ok(json!({"notified": true, "topic": topic, "message_id": id, "change": change}))
 }
 
-/// The last launch template version amictl wrote for this group, and when.
-fn last_written(engine: &Engine, subject: &str, g: &RolloutGroup) -> Result<Option<(String, TemplateChange)>, Fail> {
+/// The last launch template version amictl wrote for this group, and when, from the
+/// consumer's events (read once per rollout).
+fn last_written(events: &[catalog::AuditEvent], g: &RolloutGroup) -> Option<(String, TemplateChange)> {
     let kind = EventKind::RolloutLaunchTemplate.as_str();
-    let events = engine.catalog().events(Some(subject))?;
-    Ok(events
-        .into_iter()
+    events
+        .iter()
         .rev()
         .filter(|e| e.kind == kind && e.data["asg"] == g.asg && e.data["region"] == g.target.region)
-        .filter_map(|e| Some((e.time, serde_json::from_value::<TemplateChange>(e.data["change"].clone()).ok()?)))
-        .find(|(_, c)| c.changed))
+        .filter_map(|e| {
+            Some((e.time.clone(), serde_json::from_value::<TemplateChange>(e.data["change"].clone()).ok()?))
+        })
+        .find(|(_, c)| c.changed)
 }
 
 /// Whether the group had left what amictl last wrote before this rollout looked: the
 /// template's owner (Terraform, a person) put another version back. The rollout writes
-/// again, and the owner is told why that will keep happening.
-fn drift(written: &Option<(String, TemplateChange)>, now: &TemplateChange) -> Option<Value> {
-    let (at, w) = written.as_ref()?;
+/// again, and the owner is told why that will keep happening. Returns the reason and the
+/// record.
+fn drift(written: Option<(String, TemplateChange)>, now: &TemplateChange) -> Option<(String, Value)> {
+    let (at, w) = written?;
     if w.template_id != now.template_id || w.to_version == now.from_version {
         return None;
     }
-    Some(json!({
+    let reason = format!(
+        "launch template {} version {} was written by amictl at {at}; the group launched version {} ({}) since: its owner (Terraform?) put it back and will again — use image_id = \"resolve:ssm:<parameter>\" or rollout = {{ kind = \"pinned\" }}",
+        w.template_id, w.to_version, now.from_version, now.from_image
+    );
+    let record = json!({
         "template_id": w.template_id,
         "written_version": w.to_version,
         "written_at": at,
         "written_image": w.from_image,
         "found_version": now.from_version,
         "found_image": now.from_image,
-        "reason": format!(
-            "launch template {} version {} was written by amictl at {at}; the group launched version {} ({}) since: its owner (Terraform?) put it back and will again — use image_id = \"resolve:ssm:<parameter>\" or rollout = {{ kind = \"pinned\" }}",
-            w.template_id, w.to_version, now.from_version, now.from_image
-        ),
-    }))
+        "reason": reason,
+    });
+    Some((reason, record))
 }
 
 fn move_groups(
@@ -172,25 +177,25 @@ fn move_groups(
         ))
         .into());
     }
+    let history = engine.catalog().events(Some(subject))?;
     let mut done = Vec::new();
     for g in groups {
         engine.cancel().check().map_err(|e| EngineError::provider("rolling out", e))?;
         engine.progress().status(&format!("{subject}: {} {} in {}", method.name(), g.asg, g.target));
-        let written = last_written(engine, subject, g)?;
+        let written = last_written(&history, g);
         match rollout.roll_group(g, method, engine.cancel()) {
             Ok(moved) => {
-                let drift = drift(&written, &moved.template);
-                if let Some(d) = &drift {
-                    engine
-                        .progress()
-                        .line(&format!("warning: {subject}: {}", d["reason"].as_str().unwrap_or_default()));
+                let drift = drift(written, &moved.template);
+                if let Some((reason, record)) = &drift {
+                    engine.progress().line(&format!("warning: {subject}: {reason}"));
                     engine.note(
                         EventKind::RolloutDrift,
                         subject,
-                        d["reason"].as_str().unwrap_or_default(),
-                        json!({"asg": g.asg, "region": g.target.region, "drift": d}),
+                        reason,
+                        json!({"asg": g.asg, "region": g.target.region, "drift": record}),
                     )?;
                 }
+                let drift = drift.map(|(_, record)| record);
                 let how = match (&moved.template.resolves, moved.template.changed) {
                     (Some(_), _) => "the template resolves the SSM parameter, which names the new AMI: not rewritten",
                     (None, true) => "new default version with the new AMI",
