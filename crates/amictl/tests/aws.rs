@@ -605,3 +605,131 @@ fn an_inventory_audit_and_a_live_scan_select_the_same_hosts_by_tags_groups_and_l
     assert_eq!(ids(&live, "by-group").len(), 2);
     assert_eq!(ids(&live, "by-template").len(), 2);
 }
+
+/// Creates the platform's organisation in moto, with one OU under its root: (org, OU) ARNs.
+fn organization(org: &Org) -> (String, String) {
+    let call = |target: &str, body: &str| {
+        let (status, text) = org
+            .gap
+            .call("111111111111", "organizations", &format!("AWSOrganizationsV20161128.{target}"), body)
+            .unwrap();
+        assert_eq!(status, 200, "{target}: {text}");
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    let created = call("CreateOrganization", r#"{"FeatureSet":"ALL"}"#);
+    let arn = created["Organization"]["Arn"].as_str().unwrap().to_string();
+    let roots = call("ListRoots", "{}");
+    let root = roots["Roots"][0]["Id"].as_str().unwrap().to_string();
+    let ou = call("CreateOrganizationalUnit", &serde_json::json!({"ParentId": root, "Name": "workloads"}).to_string());
+    (arn, ou["OrganizationalUnit"]["Arn"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn a_line_shared_with_the_organisation_has_its_launch_permission_a_ram_shared_parameter_owned_copies_and_tags() {
+    let org = Org::new();
+    let (organization, ou) = organization(&org);
+    let prefix = format!("/platform/base-ami/{BASTION}");
+    org.edit(
+        &format!("ssm_parameter = \"{prefix}\" }}"),
+        &format!(
+            "ssm_parameter = \"{prefix}\", copy = true, organizations = [\"{organization}\"], organizational_units = [\"{ou}\"], share_parameter = true, tags = {{ CostCentre = \"platform-42\", Team = \"platform\" }} }}"
+        ),
+    );
+    let (code, out, stderr) = org.run(&["--json", "build", BASTION]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let cat = org.catalog();
+    let version = cat.versions(Some(BASTION)).unwrap().pop().unwrap();
+    let rows = cat.distributions(&version.build_id).unwrap();
+    let name = format!("{BASTION}-{}", version.version);
+    let tagged = |account: &str, region: &str, id: &str| {
+        let ec2 = rt.block_on(aws.ec2(account, region)).unwrap();
+        let image = rt.block_on(ec2.describe_images().image_ids(id).send()).unwrap().images()[0].clone();
+        let snapshots: Vec<String> = image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect();
+        assert!(!snapshots.is_empty(), "{id} has no snapshot");
+        let tags =
+            rt.block_on(ec2.describe_tags().filters(Filter::builder().name("key").values("CostCentre").build()).send());
+        let on: Vec<String> = tags
+            .unwrap()
+            .tags()
+            .iter()
+            .filter(|t| t.value() == Some("platform-42"))
+            .filter_map(|t| t.resource_id())
+            .map(str::to_string)
+            .collect();
+        for r in std::iter::once(id.to_string()).chain(snapshots) {
+            assert!(on.contains(&r), "{r} ({account} {region}) lacks the owner's tag: {on:?}");
+        }
+    };
+    for region in REGIONS {
+        let platform = rows
+            .iter()
+            .find(|r| r.distribution.how == provider::How::Owner && r.distribution.target.region == region)
+            .unwrap();
+        let ami = platform.distribution.image_id.clone();
+        tagged("platform", region, &ami);
+
+        // Launch permission for the organisation and the OU, beside the accounts.
+        let ec2 = rt.block_on(aws.ec2("platform", region)).unwrap();
+        let perms = rt
+            .block_on(
+                ec2.describe_image_attribute()
+                    .image_id(&ami)
+                    .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+                    .send(),
+            )
+            .unwrap();
+        let perms = perms.launch_permissions();
+        assert!(perms.iter().any(|p| p.organization_arn() == Some(organization.as_str())), "{perms:?}");
+        assert!(perms.iter().any(|p| p.organizational_unit_arn() == Some(ou.as_str())), "{perms:?}");
+
+        // The platform's own pointer, shared by RAM with the organisation and the OU.
+        let latest = format!("arn:aws:ssm:{region}:111111111111:parameter{prefix}/latest");
+        let ram = aws_sdk_ram::Client::new(&rt.block_on(aws.config("platform", region)).unwrap());
+        let shares = rt
+            .block_on(ram.get_resource_shares().resource_owner(aws_sdk_ram::types::ResourceOwner::SelfValue).send())
+            .unwrap();
+        let share = shares.resource_shares().iter().find(|s| s.name() == Some(&format!("amictl-{BASTION}"))).unwrap();
+        let arn = share.resource_share_arn().unwrap();
+        let entities = |kind: aws_sdk_ram::types::ResourceShareAssociationType| -> Vec<String> {
+            let out = rt
+                .block_on(ram.get_resource_share_associations().association_type(kind).resource_share_arns(arn).send())
+                .unwrap();
+            out.resource_share_associations().iter().filter_map(|a| a.associated_entity()).map(str::to_string).collect()
+        };
+        assert_eq!(entities(aws_sdk_ram::types::ResourceShareAssociationType::Resource), [latest.as_str()]);
+        let principals = entities(aws_sdk_ram::types::ResourceShareAssociationType::Principal);
+        assert!(principals.contains(&organization) && principals.contains(&ou), "{principals:?}");
+        let ssm = rt.block_on(aws.ssm("workflow", region)).unwrap();
+        let read = rt.block_on(ssm.get_parameter().name(&latest).send()).unwrap();
+        assert_eq!(read.parameter().unwrap().value(), Some(ami.as_str()), "a consumer resolves it by ARN");
+
+        // `owners = ["self"]` with `name = "<line>*"` finds each consumer's own copy.
+        for (account, _) in CONSUMERS {
+            let ec2 = rt.block_on(aws.ec2(account, region)).unwrap();
+            let own = rt
+                .block_on(
+                    ec2.describe_images()
+                        .owners("self")
+                        .filters(Filter::builder().name("name").values(format!("{BASTION}*")).build())
+                        .send(),
+                )
+                .unwrap();
+            let found: Vec<&str> = own.images().iter().filter_map(|i| i.name()).collect();
+            assert_eq!(found, [name.as_str()], "{account} {region}");
+            let id = own.images()[0].image_id().unwrap();
+            let row = rows
+                .iter()
+                .find(|r| r.distribution.target.account == account && r.distribution.target.region == region)
+                .unwrap();
+            assert_eq!((row.distribution.how, row.distribution.image_id.as_str()), (provider::How::Copy, id));
+            tagged(account, region, id);
+        }
+    }
+}

@@ -98,6 +98,16 @@ pub const IMAGE_BUILDER_ACTIONS: &[&str] = &[
 /// What reading components by ARN (`[components.x] arn = …`, `ExecuteDocument` by ARN) needs.
 pub const COMPONENT_ACTIONS: &[&str] = &["imagebuilder:GetComponent"];
 
+/// What the platform needs to share its own `latest` parameter by AWS RAM
+/// (`distribute.share_parameter`); creating a share with tags needs `ram:TagResource`.
+pub const SHARE_ACTIONS: &[&str] = &[
+    "ram:GetResourceShares",
+    "ram:CreateResourceShare",
+    "ram:AssociateResourceShare",
+    "ram:GetResourceShareAssociations",
+    "ram:TagResource",
+];
+
 /// What a consumer role needs when its AMIs are verified or imported (Image Builder lines'
 /// `targetAccountIds` copies, `import = { name, owner }`).
 pub const CONSUMER_IMAGE_ACTIONS: &[&str] = &["ec2:DescribeImages"];
@@ -196,10 +206,16 @@ pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
     let mut regions: BTreeSet<String> = cfg.aws_region.iter().cloned().collect();
     let mut prefixes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut copies: BTreeSet<String> = BTreeSet::new();
+    let mut shared_parameters: BTreeSet<String> = BTreeSet::new();
     let mut inspected: BTreeSet<String> = BTreeSet::new();
     for image in cfg.images.values() {
         if let Some(d) = &image.distribute {
             regions.extend(d.regions.iter().cloned());
+            if d.share_parameter
+                && let Some(p) = &d.ssm_parameter
+            {
+                shared_parameters.insert(p.trim_end_matches('/').to_string());
+            }
             for account in &d.accounts {
                 let entry = prefixes.entry(account.clone()).or_default();
                 if let Some(p) = &d.ssm_parameter {
@@ -280,6 +296,16 @@ pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
             // (pipelines, images and workflows are named at run time).
             statements.push(json!({"Sid": "ImageBuilderPipelines", "Effect": "Allow", "Action": IMAGE_BUILDER_ACTIONS, "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}));
         }
+        if !shared_parameters.is_empty() {
+            let own: Vec<String> = regions
+                .iter()
+                .flat_map(|r| {
+                    shared_parameters.iter().map(move |p| format!("arn:aws:ssm:{r}:{}:parameter{p}/*", platform.id))
+                })
+                .collect();
+            statements.push(json!({"Sid": "SharedPointers", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"], "Resource": own}));
+            statements.push(json!({"Sid": "ShareByRam", "Effect": "Allow", "Action": SHARE_ACTIONS, "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}));
+        }
         if by_arn {
             statements.push(json!({"Sid": "ReadComponents", "Effect": "Allow", "Action": COMPONENT_ACTIONS, "Resource": component_resources}));
         }
@@ -318,6 +344,7 @@ mod tests {
             .chain(IMAGE_BUILDER_ACTIONS)
             .chain(COMPONENT_ACTIONS)
             .chain(CONSUMER_IMAGE_ACTIONS)
+            .chain(SHARE_ACTIONS)
             .copied()
             .collect();
         let sources = [
@@ -327,10 +354,11 @@ mod tests {
             include_str!("build.rs"),
             include_str!("imagebuilder.rs"),
             include_str!("import.rs"),
+            include_str!("ram.rs"),
         ];
         for source in sources {
             for piece in source.split('"').skip(1).step_by(2) {
-                let action = ["ec2:", "ssm:", "kms:", "sns:", "autoscaling:", "inspector2:", "imagebuilder:"]
+                let action = ["ec2:", "ssm:", "kms:", "sns:", "autoscaling:", "inspector2:", "imagebuilder:", "ram:"]
                     .iter()
                     .find_map(|p| piece.strip_prefix(p))
                     .filter(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()));

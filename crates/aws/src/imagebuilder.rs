@@ -589,6 +589,12 @@ impl PipelinePublisher {
         if home_image.is_empty() {
             home_image = distributions.first().map(|d| d.image_id.clone()).unwrap_or_default();
         }
-        Ok(RegionPublished { region: region.into(), image_id: home_image, copied: false, distributions })
+        Ok(RegionPublished {
+            region: region.into(),
+            image_id: home_image,
+            copied: false,
+            distributions,
+            resource_share: None,
+        })
     }
 }

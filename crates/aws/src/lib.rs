@@ -32,6 +32,7 @@ pub mod limits;
 pub mod parent;
 pub mod providers;
 pub mod publish;
+pub mod ram;
 pub mod remote;
 pub mod rollout;
 

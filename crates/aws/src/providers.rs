@@ -350,7 +350,7 @@ fn region_published(platform: &str, r: RegionReport) -> RegionPublished {
         target: Target::new(platform, &r.region),
         image_id: r.image_id.clone(),
         how: How::Owner,
-        parameters: Vec::new(),
+        parameters: r.parameters,
     }];
     distributions.extend(r.consumers.into_iter().map(|c| Distribution {
         target: Target::new(c.account, &r.region),
@@ -358,7 +358,13 @@ fn region_published(platform: &str, r: RegionReport) -> RegionPublished {
         how: How::parse(&c.how).unwrap_or(How::Shared),
         parameters: c.parameters,
     }));
-    RegionPublished { region: r.region, image_id: r.image_id, copied: r.copied, distributions }
+    RegionPublished {
+        region: r.region,
+        image_id: r.image_id,
+        copied: r.copied,
+        distributions,
+        resource_share: r.resource_share,
+    }
 }
 
 impl Publisher for AmiPublisher {
@@ -387,6 +393,9 @@ impl Publisher for AmiPublisher {
             consumers,
             copy: self.distribution.copy,
             ssm_prefix: self.distribution.ssm_parameter.clone(),
+            organizations: [&self.distribution.organizations[..], &self.distribution.organizational_units[..]].concat(),
+            share_parameter: self.distribution.share_parameter,
+            tags: self.distribution.tags.clone(),
             wait: cloud.timing.waiter(),
         };
         let report = cloud.until_cancelled(job.cancel, async { Ok(crate::publish::publish(&cloud.aws, &req).await) });

@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::{
     CreateVolumePermission, CreateVolumePermissionModifications, ImageAttributeName, ImageState, LaunchPermission,
     LaunchPermissionModifications, Tag,
 };
-use aws_sdk_ssm::types::ParameterType;
+use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use futures::StreamExt;
 
 use crate::Aws;
@@ -36,6 +36,13 @@ pub struct PublishRequest {
     pub copy: bool,
     /// e.g. `/platform/base-ami/weco-amzn2-hvm-x86_64-gp2`: `<prefix>/<version>` and `<prefix>/latest`.
     pub ssm_prefix: Option<String>,
+    /// Organisation and OU ARNs given launch permission (and RAM principals).
+    pub organizations: Vec<String>,
+    /// The pointers are also written in the owner's account, and `<prefix>/latest` shared
+    /// by AWS RAM with the consumers (or the organisations, when given).
+    pub share_parameter: bool,
+    /// The owner's tags, on every AMI, snapshot and copy.
+    pub tags: Vec<(String, String)>,
     pub wait: Waiter,
 }
 
@@ -61,6 +68,10 @@ pub struct RegionReport {
     pub image_id: String,
     /// False when an existing AMI of this name was adopted.
     pub copied: bool,
+    /// The owner's own pointers (when the parameter is shared).
+    pub parameters: Vec<String>,
+    /// The RAM share that holds `<prefix>/latest`.
+    pub resource_share: Option<String>,
     pub consumers: Vec<ConsumerReport>,
 }
 
@@ -167,28 +178,37 @@ async fn publish_region(
 
     // 2. Tags (CopyImage does not always carry them).
     aws.limits(owner, region).await.mutate.take().await;
-    let tags = [
+    let mut tags: Vec<(&str, String)> = vec![
         ("Name", name.clone()),
         ("amictl:image", req.image.clone()),
         ("amictl:version", req.version.clone()),
         ("amictl:build-id", req.build_id.clone()),
         ("amictl:source-ami", req.source_image_id.clone()),
     ];
-    let mut create_tags = ec2.create_tags().resources(&image_id);
-    for s in &snapshots {
-        create_tags = create_tags.resources(s);
-    }
-    for (k, v) in &tags {
-        create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
-    }
-    create_tags.send().await.map_err(api("ec2:CreateTags", owner, region))?;
+    tags.extend(req.tags.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    tag(&ec2, owner, region, &image_id, &snapshots, &tags).await?;
 
-    // 3. Share with every consumer account not yet allowed.
+    // 3. Share with every consumer account, organisation and OU not yet allowed.
     let mut ids = Vec::new();
     for c in &req.consumers {
         ids.push(aws.account(c)?.id.clone());
     }
     let granted = launch_permissions(aws, &ec2, owner, region, &image_id).await?;
+    let orgs: Vec<&String> = req.organizations.iter().filter(|a| !granted.contains(a)).collect();
+    if !orgs.is_empty() {
+        aws.limits(owner, region).await.mutate.take().await;
+        let mut perms = LaunchPermissionModifications::builder();
+        for arn in &orgs {
+            let p = LaunchPermission::builder();
+            let p = if arn.contains(":ou/") { p.organizational_unit_arn(*arn) } else { p.organization_arn(*arn) };
+            perms = perms.add(p.build());
+        }
+        ec2.modify_image_attribute().image_id(&image_id).launch_permission(perms.build()).send().await.map_err(api(
+            "ec2:ModifyImageAttribute",
+            owner,
+            region,
+        ))?;
+    }
     let missing: Vec<&String> = ids.iter().filter(|id| !granted.contains(id)).collect();
     if !missing.is_empty() {
         aws.limits(owner, region).await.mutate.take().await;
@@ -218,7 +238,7 @@ async fn publish_region(
     }
     // Verify before any pointer moves.
     let granted = launch_permissions(aws, &ec2, owner, region, &image_id).await?;
-    if let Some(absent) = ids.iter().find(|id| !granted.contains(id)) {
+    if let Some(absent) = ids.iter().chain(&req.organizations).find(|id| !granted.contains(id)) {
         return Err(AwsError::Failed {
             what: format!("launch permission for {absent} on {image_id}"),
             region: region.into(),
@@ -240,7 +260,43 @@ async fn publish_region(
         };
         consumers.push(ConsumerReport { account: consumer.clone(), image_id: id, how: how.into(), parameters });
     }
-    Ok(RegionReport { region: region.into(), image_id, copied, consumers })
+
+    // 5. The owner's own pointers, the latest shared by RAM (advanced tier: RAM shares
+    //    only those).
+    let (parameters, resource_share) = match (&req.ssm_prefix, req.share_parameter) {
+        (Some(prefix), true) => {
+            let parameters = pointers_in(aws, &req.version, prefix, region, owner, &image_id, true).await?;
+            let owner_id = aws.account(owner)?.id.clone();
+            let latest = crate::ram::parameter_arn(region, &owner_id, &parameters[1]);
+            let principals = if req.organizations.is_empty() { ids.clone() } else { req.organizations.clone() };
+            let share =
+                crate::ram::share(aws, owner, region, &crate::ram::share_name(&req.image), &latest, &principals)
+                    .await?;
+            (parameters, Some(share))
+        }
+        _ => (Vec::new(), None),
+    };
+    Ok(RegionReport { region: region.into(), image_id, copied, parameters, resource_share, consumers })
+}
+
+/// Tags an AMI and its snapshots.
+async fn tag(
+    ec2: &aws_sdk_ec2::Client,
+    account: &str,
+    region: &str,
+    image_id: &str,
+    snapshots: &[String],
+    tags: &[(&str, String)],
+) -> Result<(), AwsError> {
+    let mut create_tags = ec2.create_tags().resources(image_id);
+    for s in snapshots {
+        create_tags = create_tags.resources(s);
+    }
+    for (k, v) in tags {
+        create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
+    }
+    create_tags.send().await.map_err(api("ec2:CreateTags", account, region))?;
+    Ok(())
 }
 
 /// The consumer's own copy of the shared AMI, found by name before it is made.
@@ -270,13 +326,9 @@ async fn owned_copy(
             out.image_id().unwrap_or_default().to_string()
         }
     };
-    wait_available(aws, &ec2, consumer, region, &id, req.wait).await?;
+    let snapshots = wait_available(aws, &ec2, consumer, region, &id, req.wait).await?;
     aws.limits(consumer, region).await.mutate.take().await;
-    let mut create_tags = ec2.create_tags().resources(&id);
-    for (k, v) in tags {
-        create_tags = create_tags.tags(Tag::builder().key(*k).value(v).build());
-    }
-    create_tags.send().await.map_err(api("ec2:CreateTags", consumer, region))?;
+    tag(&ec2, consumer, region, &id, &snapshots, tags).await?;
     Ok(id)
 }
 
@@ -289,14 +341,29 @@ pub(crate) async fn pointers(
     consumer: &str,
     image_id: &str,
 ) -> Result<Vec<String>, AwsError> {
+    pointers_in(aws, version, prefix, region, consumer, image_id, false).await
+}
+
+/// [`pointers`], as advanced-tier parameters when they are to be shared.
+async fn pointers_in(
+    aws: &Aws,
+    version: &str,
+    prefix: &str,
+    region: &str,
+    consumer: &str,
+    image_id: &str,
+    advanced: bool,
+) -> Result<Vec<String>, AwsError> {
     let ssm = aws.ssm(consumer, region).await?;
+    let tier = advanced.then_some(ParameterTier::Advanced);
     let versioned = format!("{}/{}", prefix.trim_end_matches('/'), version);
-    put_once(&ssm, consumer, region, &versioned, image_id).await?;
+    put_once(&ssm, consumer, region, &versioned, image_id, tier.clone()).await?;
     let latest = format!("{}/latest", prefix.trim_end_matches('/'));
     ssm.put_parameter()
         .name(&latest)
         .value(image_id)
         .r#type(ParameterType::String)
+        .set_tier(tier)
         .data_type("aws:ec2:image")
         .overwrite(true)
         .send()
@@ -384,7 +451,13 @@ async fn launch_permissions(
         .send()
         .await
         .map_err(api("ec2:DescribeImageAttribute", owner, region))?;
-    Ok(out.launch_permissions().iter().filter_map(|p| p.user_id()).map(str::to_string).collect())
+    // Accounts by id, organisations and OUs by ARN.
+    Ok(out
+        .launch_permissions()
+        .iter()
+        .filter_map(|p| p.user_id().or(p.organization_arn()).or(p.organizational_unit_arn()))
+        .map(str::to_string)
+        .collect())
 }
 
 async fn get(ssm: &aws_sdk_ssm::Client, account: &str, region: &str, name: &str) -> Result<Option<String>, AwsError> {
@@ -403,6 +476,7 @@ async fn put_once(
     region: &str,
     name: &str,
     value: &str,
+    tier: Option<ParameterTier>,
 ) -> Result<(), AwsError> {
     match get(ssm, account, region, name).await? {
         Some(existing) if existing == value => return Ok(()),
@@ -421,6 +495,7 @@ async fn put_once(
         .name(name)
         .value(value)
         .r#type(ParameterType::String)
+        .set_tier(tier)
         .data_type("aws:ec2:image")
         .overwrite(false)
         .send()

@@ -81,6 +81,9 @@ fn request(source: &str) -> PublishRequest {
         consumers: vec!["workflow".into(), "digirati".into()],
         copy: false,
         ssm_prefix: Some("/platform/base-ami/weco-amzn2-hvm-x86_64-gp2".into()),
+        organizations: Vec::new(),
+        share_parameter: false,
+        tags: Vec::new(),
         wait: Waiter { interval: Duration::from_millis(20), sightings: 3, timeout: Duration::from_secs(30) },
     }
 }

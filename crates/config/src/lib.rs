@@ -261,6 +261,46 @@ mod tests {
     }
 
     #[test]
+    fn sharing_by_organisation_ram_and_tags_is_read_and_bad_values_are_refused_at_their_key() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "c.yml",
+            &DOC.replace("  - Key:\n      type: string\n", "  - Key:\n      type: string\n      default: k\n"),
+        );
+        let head = "[accounts.platform]\nid = \"111111111111\"\n[accounts.workflow]\nid = \"222222222222\"\nrole = \"arn:aws:iam::222222222222:role/x\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n";
+        let org = "arn:aws:organizations::111111111111:organization/o-abcd123456";
+        let ou = "arn:aws:organizations::111111111111:ou/o-abcd123456/ou-ab12-cdef3456";
+        let distribute = |rest: &str| {
+            format!("{head}distribute = {{ accounts = [\"workflow\"], regions = [\"eu-west-1\"]{rest} }}\n")
+        };
+        let cfg = write(
+            d.path(),
+            "ok.toml",
+            &distribute(&format!(
+                ", ssm_parameter = \"/p/host\", share_parameter = true, copy = true, organizations = [\"{org}\"], organizational_units = [\"{ou}\"], tags = {{ CostCentre = \"42\" }}"
+            )),
+        );
+        let (c, _) = Config::load(&cfg).unwrap();
+        let got = c.images["host"].distribute.clone().unwrap();
+        assert_eq!((got.organizations, got.organizational_units), (vec![org.to_string()], vec![ou.to_string()]));
+        assert!(got.share_parameter && got.copy);
+        assert_eq!(got.tags, [("CostCentre".to_string(), "42".to_string())]);
+        for (rest, code, needle) in [
+            (", share_parameter = true", "missing-field", "needs distribute.ssm_parameter"),
+            (", organizations = [\"o-abcd123456\"]", "bad-arn", "not an organisation ARN"),
+            (&format!(", organizational_units = [\"{org}\"]"), "bad-arn", "not an organisational unit ARN"),
+            (", tags = { \"aws:cost\" = \"x\" }", "bad-tag", "reserved by AWS"),
+            (", tags = { Name = \"x\" }", "bad-tag", "amictl sets Name"),
+        ] {
+            let cfg = write(d.path(), "bad.toml", &distribute(rest));
+            let errs = Config::load(&cfg).unwrap_err();
+            let hit = errs.iter().find(|e| e.code == code && e.line == 12 && e.message.contains(needle));
+            assert!(hit.is_some(), "{rest}: {errs:#?}");
+        }
+    }
+
+    #[test]
     fn document_errors_are_reported_in_the_document() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "c.yml", "schemaVersion: 3\nphases: []\n");

@@ -924,7 +924,20 @@ impl Loader<'_> {
         accounts: &BTreeMap<String, Account>,
     ) -> Option<Distribution> {
         let t = self.table(v, "distribute")?;
-        self.known(t, &["accounts", "regions", "ssm_parameter", "copy"], "distribute");
+        self.known(
+            t,
+            &[
+                "accounts",
+                "regions",
+                "ssm_parameter",
+                "copy",
+                "organizations",
+                "organizational_units",
+                "share_parameter",
+                "tags",
+            ],
+            "distribute",
+        );
         let mut d = Distribution::default();
         if let Some(a) = Self::get(t, "accounts") {
             for (name, span) in self.strings(a, "distribute.accounts") {
@@ -980,6 +993,59 @@ impl Loader<'_> {
             d.ssm_parameter = Some(p);
         }
         d.copy = Self::get(t, "copy").and_then(|c| self.boolean(c, "copy")).unwrap_or(false);
+        type Rule = fn(&str) -> Result<(), String>;
+        let arns: [(&str, Rule); 2] =
+            [("organizations", rules::organization_arn), ("organizational_units", rules::organizational_unit_arn)];
+        for (key, rule) in arns {
+            let Some(list) = Self::get(t, key) else { continue };
+            let what = format!("distribute.{key}");
+            for (arn, span) in self.strings(list, &what) {
+                if self.rule(span, "bad-arn", &what, &arn, rule, "copy it from the Organizations console") {
+                    if key == "organizations" { d.organizations.push(arn) } else { d.organizational_units.push(arn) }
+                }
+            }
+        }
+        if let Some(sv) = Self::get(t, "share_parameter") {
+            d.share_parameter = self.boolean(sv, "share_parameter").unwrap_or(false);
+            if d.share_parameter && d.ssm_parameter.is_none() {
+                self.err(
+                    sv.span(),
+                    "missing-field",
+                    "distribute.share_parameter needs distribute.ssm_parameter: it shares that parameter".into(),
+                    "add ssm_parameter = \"/platform/base-ami/<line>\"",
+                );
+            }
+        }
+        if let Some(tv) = Self::get(t, "tags")
+            && let Some(tt) = self.table(tv, "distribute.tags")
+        {
+            for (k, v) in tt.iter() {
+                let key = k.get_ref().to_string();
+                let span = k.span();
+                if !self.rule(span.clone(), "bad-tag", "distribute.tags", &key, rules::tag_key, "e.g. CostCentre") {
+                    continue;
+                }
+                let Some(value) = self.string(v, "tag value") else { continue };
+                if value.chars().count() > 256 {
+                    self.err(
+                        v.span(),
+                        "bad-tag",
+                        format!("tag {key}: a value is at most 256 characters"),
+                        "shorten it",
+                    );
+                    continue;
+                }
+                d.tags.push((key, value));
+            }
+            if d.tags.len() > 40 {
+                self.err(
+                    tv.span(),
+                    "bad-tag",
+                    format!("{} tags: EC2 allows 50 per resource and amictl sets 6", d.tags.len()),
+                    "keep at most 40",
+                );
+            }
+        }
         Some(d)
     }
 

@@ -200,6 +200,57 @@ pub(crate) fn human(seconds: i64) -> String {
     }
 }
 
+/// An organisation ARN, as launch permissions and RAM take it.
+pub(crate) fn organization_arn(text: &str) -> Result<(), String> {
+    let ok = text.strip_prefix("arn:aws:organizations::").and_then(|r| r.split_once(":organization/o-")).is_some_and(
+        |(account, id)| {
+            account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && (10..=32).contains(&id.len())
+                && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        },
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err("not an organisation ARN such as arn:aws:organizations::111111111111:organization/o-abcd123456".into())
+    }
+}
+
+/// An organisational unit ARN.
+pub(crate) fn organizational_unit_arn(text: &str) -> Result<(), String> {
+    let ok = text.strip_prefix("arn:aws:organizations::").and_then(|r| r.split_once(":ou/o-")).is_some_and(
+        |(account, rest)| {
+            account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && rest.split_once("/ou-").is_some_and(|(org, ou)| {
+                    !org.is_empty()
+                        && org.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                        && !ou.is_empty()
+                        && ou.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                })
+        },
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err("not an organisational unit ARN such as arn:aws:organizations::111111111111:ou/o-abcd123456/ou-ab12-cdef3456".into())
+    }
+}
+
+/// A tag key the owner may set: EC2's limits, and not one of AWS's or amictl's own.
+pub(crate) fn tag_key(text: &str) -> Result<(), String> {
+    if text.is_empty() || text.chars().count() > 128 {
+        Err("a tag key is 1 to 128 characters".into())
+    } else if text.to_ascii_lowercase().starts_with("aws:") {
+        Err("keys starting with aws: are reserved by AWS".into())
+    } else if text.starts_with("amictl:") || text == "Name" {
+        Err("amictl sets Name and the amictl: keys itself".into())
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,7 +71,17 @@ pub struct Distribution {
     pub accounts: Vec<String>,
     pub regions: Vec<String>,
     pub ssm_parameter: Option<String>,
+    /// Each consumer account gets its own copy: what `owners = ["self"]` lookups need.
     pub copy: bool,
+    /// Organisation ARNs given launch permission (and the RAM share, when there is one).
+    pub organizations: Vec<String>,
+    /// Organisational unit ARNs given launch permission (and the RAM share).
+    pub organizational_units: Vec<String>,
+    /// `<ssm_parameter>/latest` is also written in the platform account and shared by AWS
+    /// RAM, so consumers resolve one central parameter by its ARN.
+    pub share_parameter: bool,
+    /// The owner's tags, on every AMI, snapshot and copy amictl makes.
+    pub tags: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -28,6 +28,14 @@
 //!   parameter moves later, as a launched instance does. Not modelled: parameter versions
 //!   and labels (`name:3`), which moto's GetParameter answers as it can;
 //!
+//! - copies an AMI another account shared with the caller (`CopyImage`, same region), which
+//!   moto cannot see: the copy is registered in the caller's account with the source's name
+//!   and architecture. Not modelled: snapshots (moto's RegisterImage makes none), encryption,
+//!   and copies across regions;
+//!
+//! - shares **SSM parameters with AWS RAM** ([`ram`]: moto's RAM refuses the resource type
+//!   and its SSM cannot read another account's parameter by ARN);
+//!
 //! - emulates **EC2 Image Builder** ([`imagebuilder`]: pipelines, executions with the
 //!   clientToken rule, output AMIs made in moto, packages, workflows, managed components).
 //!
@@ -35,6 +43,7 @@
 //! `Content-Length`. Everything else goes to moto untouched.
 
 pub mod imagebuilder;
+mod ram;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -164,6 +173,10 @@ struct Inner {
     deprecations: Mutex<BTreeMap<String, String>>,
     /// Instance id → the AMI its `resolve:ssm:` image named when it was launched.
     resolved: Mutex<BTreeMap<String, String>>,
+    /// RAM shares of SSM parameters.
+    shares: Mutex<ram::Shares>,
+    /// Access key → account, as moto's STS said.
+    callers: Mutex<BTreeMap<String, String>>,
     image_builder: imagebuilder::ImageBuilder,
 }
 
@@ -223,6 +236,18 @@ impl Gap {
         lock(&self.inner.calls).clear();
     }
 
+    /// One JSON-protocol call straight to moto as `account` (e.g. `organizations`,
+    /// `AWSOrganizationsV20161128.CreateOrganization`), for a test to set up what amictl has
+    /// no client for: (status, body).
+    pub fn call(&self, account: &str, service: &str, target: &str, body: &str) -> io::Result<(u16, String)> {
+        let upstream = self.inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=motogap/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+        );
+        let headers = [("x-amz-target", target), ("content-type", "application/x-amz-json-1.1")];
+        post(upstream, &auth, Some(account), &headers, body.as_bytes())
+    }
+
     /// The Image Builder emulation, to set what executions do.
     pub fn image_builder(&self) -> &imagebuilder::ImageBuilder {
         &self.inner.image_builder
@@ -276,8 +301,10 @@ impl Request {
             return target.rsplit('.').next().unwrap_or(target).to_string();
         }
         // restJson1 services name the operation in the path: `PUT /StartImagePipelineExecution`.
-        if self.scope().2 == "imagebuilder" {
-            return self.path().trim_start_matches('/').to_string();
+        match self.scope().2.as_str() {
+            "imagebuilder" => return self.path().trim_start_matches('/').to_string(),
+            "ram" => return ram::operation(self.path()),
+            _ => {}
         }
         let body = String::from_utf8_lossy(&self.body);
         let query = self.head[0].split_whitespace().nth(1).and_then(|p| p.split_once('?')).map(|(_, q)| q);
@@ -401,7 +428,18 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
             None => response(200, "application/json", &body),
         });
     }
+    if (service == "ram" || op == "ssm:GetParameter")
+        && let Some(answer) = shared_parameters(inner, upstream, &req, &op, account.as_deref())?
+    {
+        return out.write_all(&answer);
+    }
     let mut answer = forward(upstream, &req, account.as_deref())?;
+    if op == "ec2:CopyImage"
+        && String::from_utf8_lossy(&answer).contains("InvalidAMIID.NotFound")
+        && let Some(copied) = copy_shared(inner, upstream, &req, account.as_deref())
+    {
+        answer = copied;
+    }
     if op == "ec2:DescribeImages" {
         answer = with_deprecation_times(&lock(&inner.deprecations), answer);
     }
@@ -455,7 +493,7 @@ fn resolve_launched(inner: &Inner, upstream: SocketAddr, req: &Request, account:
         }
         let known = lock(&inner.resolved).get(&instance).cloned();
         let ami = known.or_else(|| {
-            let ami = get_parameter(upstream, req, account, parameter)?;
+            let ami = get_parameter(inner, upstream, req, account, parameter)?;
             lock(&inner.resolved).insert(instance.clone(), ami.clone());
             Some(ami)
         });
@@ -469,7 +507,142 @@ fn resolve_launched(inner: &Inner, upstream: SocketAddr, req: &Request, account:
     out
 }
 
-fn get_parameter(upstream: SocketAddr, req: &Request, account: Option<&str>, name: &str) -> Option<String> {
+/// RAM calls about SSM parameters, and reads of a parameter shared from another account
+/// (see [`ram`]); `None` when moto answers as it is.
+fn shared_parameters(
+    inner: &Inner,
+    upstream: SocketAddr,
+    req: &Request,
+    op: &str,
+    account: Option<&str>,
+) -> io::Result<Option<Vec<u8>>> {
+    let json = |status: u16, v: serde_json::Value| {
+        let body = v.to_string();
+        let mut r = response(status, "application/json", body.as_bytes());
+        if status != 200
+            && let Some(kind) = v["__type"].as_str()
+        {
+            r = rest_error_body(status, kind, body.as_bytes());
+        }
+        r
+    };
+    let caller = || caller_account(inner, upstream, req, account).unwrap_or_default();
+    match op {
+        "ram:CreateResourceShare" => {
+            let Some((body, parameters, principals)) = ram::Shares::split_create(&req.body) else { return Ok(None) };
+            let answer = forward_body(upstream, req, account, &body)?;
+            if answer.starts_with(b"HTTP/1.1 200") {
+                let text = String::from_utf8_lossy(&answer);
+                let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+                lock(&inner.shares).created(&caller(), body, parameters, principals);
+            }
+            Ok(Some(answer))
+        }
+        "ram:AssociateResourceShare" => {
+            let (status, v) = lock(&inner.shares).associate(&caller(), &req.body);
+            Ok(Some(json(status, v)))
+        }
+        "ram:GetResourceShareAssociations" => {
+            let answer = forward(upstream, req, account)?;
+            let owner = caller();
+            Ok(Some(rewrite_body(answer, |b| lock(&inner.shares).associations(&owner, &req.body, b))))
+        }
+        "ssm:GetParameter" => {
+            let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let name = v["Name"].as_str().unwrap_or_default();
+            if !name.starts_with("arn:") {
+                return Ok(None);
+            }
+            match lock(&inner.shares).reader(&caller(), name) {
+                Ok(None) => Ok(None),
+                Ok(Some(owner)) => forward(upstream, req, Some(&owner)).map(Some),
+                Err(()) => {
+                    let body = serde_json::json!({"__type": "ParameterNotFound", "message": format!("{name} is not shared with this account (motogap)")});
+                    Ok(Some(response(400, "application/x-amz-json-1.1", body.to_string().as_bytes())))
+                }
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `CopyImage` of an AMI another account shared with the caller, in the same region, which
+/// moto cannot see: the copy is registered in the caller's account with the source's name
+/// and architecture (moto's RegisterImage makes no snapshots, so the copy has none).
+fn copy_shared(inner: &Inner, upstream: SocketAddr, req: &Request, account: Option<&str>) -> Option<Vec<u8>> {
+    let source = form_value(&req.body, "SourceImageId")?;
+    let name = form_value(&req.body, "Name")?;
+    let description = form_value(&req.body, "Description").unwrap_or_default();
+    let caller = caller_account(inner, upstream, req, account)?;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let owners: std::collections::BTreeSet<String> = lock(&inner.keys).values().cloned().collect();
+    let owner = owners.into_iter().filter(|o| *o != caller).find(|owner| {
+        let body =
+            format!("Action=DescribeImageAttribute&Version=2016-11-15&ImageId={source}&Attribute=launchPermission");
+        call_as(upstream, req, Some(owner), "ec2", &form, body.as_bytes())
+            .is_ok_and(|(status, text)| status == 200 && text.contains(&format!("<userId>{caller}</userId>")))
+    })?;
+    let body = format!("Action=DescribeImages&Version=2016-11-15&ImageId.1={source}");
+    let (_, text) = call_as(upstream, req, Some(&owner), "ec2", &form, body.as_bytes()).ok()?;
+    let arch = text.split("<architecture>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("x86_64").to_string();
+    let enc = |v: &str| {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    let body = format!(
+        "Action=RegisterImage&Version=2016-11-15&Name={}&Description={}&Architecture={arch}",
+        enc(&name),
+        enc(&description)
+    );
+    let (status, text) = call_as(upstream, req, account, "ec2", &form, body.as_bytes()).ok()?;
+    let id = text.split("<imageId>").nth(1)?.split("</imageId>").next()?.to_string();
+    (status == 200).then(|| {
+        let body = format!(
+            "<CopyImageResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>motogap</requestId><imageId>{id}</imageId></CopyImageResponse>"
+        );
+        response(200, "text/xml", body.as_bytes())
+    })
+}
+
+/// The caller's account: mapped from its key, or as moto's STS names it (for assumed roles).
+fn caller_account(inner: &Inner, upstream: SocketAddr, req: &Request, account: Option<&str>) -> Option<String> {
+    if let Some(a) = account {
+        return Some(a.to_string());
+    }
+    let key = req.scope().0;
+    if let Some(a) = lock(&inner.callers).get(&key) {
+        return Some(a.clone());
+    }
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let (status, text) =
+        call_as(upstream, req, None, "sts", &form, b"Action=GetCallerIdentity&Version=2011-06-15").ok()?;
+    let a = text.split("<Account>").nth(1)?.split("</Account>").next()?.to_string();
+    if status == 200 {
+        lock(&inner.callers).insert(key, a.clone());
+    }
+    Some(a)
+}
+
+fn get_parameter(
+    inner: &Inner,
+    upstream: SocketAddr,
+    req: &Request,
+    account: Option<&str>,
+    name: &str,
+) -> Option<String> {
+    // A parameter shared by ARN is read in its owner's account (see [`ram`]).
+    let owner = match lock(&inner.shares).reader(&caller_account(inner, upstream, req, account)?, name) {
+        Ok(owner) => owner,
+        Err(()) => return None,
+    };
+    let account = owner.as_deref().or(account);
     let body = serde_json::json!({ "Name": name }).to_string();
     let headers = [("x-amz-target", "AmazonSSM.GetParameter"), ("content-type", "application/x-amz-json-1.1")];
     let (status, text) = call_as(upstream, req, account, "ssm", &headers, body.as_bytes()).ok()?;
@@ -621,6 +794,22 @@ fn rewrite_body(answer: Vec<u8>, f: impl FnOnce(String) -> String) -> Vec<u8> {
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body.as_bytes());
     bytes
+}
+
+/// [`forward`] with another body (its length fixed).
+fn forward_body(upstream: SocketAddr, req: &Request, account: Option<&str>, body: &[u8]) -> io::Result<Vec<u8>> {
+    let head = req
+        .head
+        .iter()
+        .map(|l| {
+            if l.split(':').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("content-length")) {
+                format!("Content-Length: {}", body.len())
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    forward(upstream, &Request { head, body: body.to_vec() }, account)
 }
 
 fn forward(upstream: SocketAddr, req: &Request, account: Option<&str>) -> io::Result<Vec<u8>> {

@@ -110,6 +110,9 @@ pub struct RegionPublished {
     pub copied: bool,
     /// The platform's own row, then each consumer's.
     pub distributions: Vec<Distribution>,
+    /// The AWS RAM share that holds the platform's `latest` parameter, when it is shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_share: Option<String>,
 }
 
 /// One region that failed.

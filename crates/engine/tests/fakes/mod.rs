@@ -195,7 +195,13 @@ impl Publisher for FakePublisher {
                     parameters: vec![],
                 });
             }
-            report.done.push(RegionPublished { region, image_id: ami, copied: true, distributions });
+            report.done.push(RegionPublished {
+                region,
+                image_id: ami,
+                copied: true,
+                distributions,
+                resource_share: None,
+            });
         }
         report
     }
