@@ -346,3 +346,149 @@ fn a_template_put_back_after_amictl_wrote_it_is_reported_as_drift() {
     let recorded = events.iter().find(|e| e.kind == "rollout.drift").unwrap_or_else(|| panic!("{events:#?}"));
     assert_eq!(recorded.data["drift"]["found_version"], terraform);
 }
+
+/// The AMIs of `amis` that EC2 still lists, and the snapshots of those it lists.
+async fn registered(aws: &aws::Aws, amis: &[(String, String, String)]) -> (Vec<String>, Vec<String>) {
+    let name = |id: &str| CONSUMERS.iter().find(|(_, i)| *i == id).map_or("platform", |(n, _)| *n).to_string();
+    let (mut images, mut snapshots) = (Vec::new(), Vec::new());
+    for (account, region, ami) in amis {
+        let ec2 = aws.ec2(&name(account), region).await.unwrap();
+        let out = ec2.describe_images().owners("self").send().await.unwrap();
+        for i in out.images().iter().filter(|i| i.image_id() == Some(ami)) {
+            images.push(ami.clone());
+            snapshots.extend(
+                i.block_device_mappings()
+                    .iter()
+                    .filter_map(|b| b.ebs().and_then(|e| e.snapshot_id()))
+                    .map(str::to_string),
+            );
+        }
+    }
+    (images, snapshots)
+}
+
+#[test]
+fn an_old_version_is_kept_while_a_consumer_template_names_it_and_removed_everywhere_after() {
+    let org = Org::image_builder();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let pipelines = rt.block_on(seed_pipelines(&aws));
+    let (_, first) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-1"));
+    rt.block_on(execution(&aws, &pipelines[ECS], "ecs-2"));
+    org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
+    org.edit("keep_versions = 3", "keep_versions = 1");
+    let (code, _, stderr) = org.run(&["import", "--image", ECS]);
+    assert_eq!(code, 0, "{stderr}");
+    let versions = org.catalog().versions(Some(ECS)).unwrap();
+    let old = format!("{ECS}@{}", versions[0].version);
+    let (amis, snapshots) = rt.block_on(registered(&aws, &first));
+    assert_eq!(amis.len(), first.len(), "every copy of the first version exists: {first:?}");
+    assert!(!snapshots.is_empty());
+
+    // A consumer's Terraform keeps a launch template on the old copy, with no instance.
+    let workflow = CONSUMERS[0].1;
+    let ec2 = rt.block_on(aws.ec2("workflow", "eu-west-1")).unwrap();
+    let data = |ami: String| {
+        aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+            .image_id(ami)
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+            .build()
+    };
+    rt.block_on(
+        ec2.create_launch_template()
+            .launch_template_name("goobi-bastion")
+            .launch_template_data(data(ami_in(&first, workflow)))
+            .send(),
+    )
+    .unwrap();
+
+    // And someone runs a stopped instance of it in another account that no consumer selects.
+    let digirati = rt.block_on(aws.ec2("digirati", "eu-west-2")).unwrap();
+    let copy = first.iter().find(|(a, r, _)| a == CONSUMERS[1].1 && r == "eu-west-2").unwrap().2.clone();
+    let run = rt
+        .block_on(
+            digirati
+                .run_instances()
+                .image_id(&copy)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .min_count(1)
+                .max_count(1)
+                .send(),
+        )
+        .unwrap();
+    let stray = run.instances()[0].instance_id().unwrap().to_string();
+    rt.block_on(digirati.stop_instances().instance_ids(&stray).send()).unwrap();
+
+    let (_, plan, _) = org.run(&["--json", "plan"]);
+    assert!(actions(&plan).contains(&("retire".into(), ECS.into())), "{plan:#}");
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    assert_eq!(code, 0, "a kept version is not a failure: {stderr}\n{out:#}");
+    let retire = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "retire")
+        .unwrap_or_else(|| panic!("{out:#}"));
+    assert_eq!(retire["result"]["refused"], true, "{retire:#}");
+    let checked = retire["result"]["checked"].as_array().unwrap();
+    assert_eq!(checked.len(), first.len(), "every place a copy lives is checked: {checked:#?}");
+    let found: Vec<&Value> = checked.iter().flat_map(|c| c["references"].as_array().unwrap()).collect();
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert_eq!((found[0]["kind"].as_str(), found[0]["id"].as_str()), (Some("instance"), Some(stray.as_str())));
+    assert_eq!(found[0]["place"], "digirati/eu-west-2", "{found:#?}");
+    assert_eq!((found[1]["kind"].as_str(), found[1]["id"].as_str()), (Some("launch-template"), Some("goobi-bastion")));
+    assert!(found[1]["how"].as_str().unwrap().contains("$Default"), "{found:#?}");
+    assert_eq!(rt.block_on(registered(&aws, &first)).0.len(), first.len(), "nothing is removed anywhere");
+    let events = org.catalog().events(Some(&old)).unwrap();
+    let outcome = events.iter().rev().find(|e| e.kind == "retire.outcome").unwrap_or_else(|| panic!("{events:#?}"));
+    assert_eq!(outcome.data["refused"], true, "the references are in the audit event: {outcome:#?}");
+    let text = String::from_utf8(org.command(&["images", ECS]).output().unwrap().stdout).unwrap();
+    assert!(text.contains(&format!("cannot be retired yet: 2 still use it: instance {stray}")), "{text}");
+    assert!(text.contains("launch-template goobi-bastion (version 1 ($Default)"), "{text}");
+    let plan = String::from_utf8(org.command(&["plan"]).output().unwrap().stdout).unwrap();
+    assert!(plan.contains("the last retirement was refused: 2 still use it"), "{plan}");
+    rt.block_on(digirati.terminate_instances().instance_ids(&stray).send()).unwrap();
+
+    // Terraform moves the template to the new version: both $Default and $Latest.
+    let second = org.catalog().distributions(&versions[1].build_id).unwrap();
+    let new = second
+        .iter()
+        .find(|p| p.distribution.target.account == "workflow" && p.distribution.target.region == "eu-west-1")
+        .unwrap();
+    let v = rt
+        .block_on(
+            ec2.create_launch_template_version()
+                .launch_template_name("goobi-bastion")
+                .launch_template_data(data(new.distribution.image_id.clone()))
+                .send(),
+        )
+        .unwrap();
+    let n = v.launch_template_version().unwrap().version_number().unwrap();
+    rt.block_on(
+        ec2.modify_launch_template().launch_template_name("goobi-bastion").default_version(n.to_string()).send(),
+    )
+    .unwrap();
+
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    let retire = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "retire")
+        .unwrap_or_else(|| panic!("{out:#}"));
+    assert_eq!(retire["result"]["refused"], false, "{retire:#}");
+    let checked = retire["result"]["checked"].as_array().unwrap();
+    assert!(checked.iter().all(|c| c["references"].as_array().unwrap().is_empty()), "{checked:#?}");
+    assert_eq!(
+        rt.block_on(registered(&aws, &first)),
+        (Vec::new(), Vec::new()),
+        "deregistered in every account and region"
+    );
+    let ec2p = rt.block_on(aws.ec2("platform", "eu-west-1")).unwrap();
+    let snaps = rt.block_on(ec2p.describe_snapshots().set_snapshot_ids(Some(snapshots.clone())).send());
+    assert!(snaps.map(|s| s.snapshots().is_empty()).unwrap_or(true), "snapshots deleted: {snapshots:?}");
+    assert_eq!(org.catalog().versions(Some(ECS)).unwrap()[0].state, catalog::BuildState::Retired);
+    let (_, images, _) = org.run(&["--json", "images", ECS]);
+    assert!(images[0]["cleanup"].is_null(), "{images:#}");
+}

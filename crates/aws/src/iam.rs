@@ -38,7 +38,7 @@ pub const PLATFORM_ACTIONS: &[&str] = &[
 pub const PUBLIC_PARAMETER_ACTIONS: &[&str] = &["ssm:GetParameter"];
 
 /// Actions a consumer account's role needs (the versioned SSM pointers).
-pub const CONSUMER_ACTIONS: &[&str] = &["ssm:GetParameter", "ssm:PutParameter"];
+pub const CONSUMER_ACTIONS: &[&str] = &["ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"];
 
 /// What a consumer role needs when an image line takes advisories from Inspector.
 pub const INSPECTOR_ACTIONS: &[&str] = &["inspector2:ListFindings"];
@@ -64,6 +64,21 @@ pub const CONSUMER_ROLLOUT_ACTIONS: &[&str] = &[
     "ecs:DescribeCapacityProviders",
 ];
 
+/// What retiring a version searches in every account and region it reached, for anything
+/// that still uses its AMIs (see `crate::retire`).
+pub const RETIRE_SEARCH_ACTIONS: &[&str] = &[
+    "ec2:DescribeInstances",
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeLaunchTemplateVersions",
+    "autoscaling:DescribeAutoScalingGroups",
+    "autoscaling:DescribeLaunchConfigurations",
+    "ssm:GetParameter",
+];
+
+/// What retiring removes where the organisation owns the AMIs.
+pub const RETIRE_REMOVE_ACTIONS: &[&str] =
+    &["ec2:DescribeImages", "ec2:DisableImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ssm:DeleteParameter"];
+
 /// What the platform role needs to tell owners (SNS topics named in `rollout.sns_topic`).
 pub const NOTIFY_ACTIONS: &[&str] = &["sns:Publish"];
 
@@ -77,8 +92,15 @@ pub const CONSUMER_SCAN_ACTIONS: &[&str] = &[
 ];
 
 /// What a consumer role also needs when it receives owned copies (`copy = true`).
-pub const CONSUMER_COPY_ACTIONS: &[&str] =
-    &["ec2:DescribeImages", "ec2:CopyImage", "ec2:CreateTags", "ec2:EnableImageDeprecation"];
+pub const CONSUMER_COPY_ACTIONS: &[&str] = &[
+    "ec2:DescribeImages",
+    "ec2:CopyImage",
+    "ec2:CreateTags",
+    "ec2:EnableImageDeprecation",
+    "ec2:DisableImage",
+    "ec2:DeregisterImage",
+    "ec2:DeleteSnapshot",
+];
 
 /// What the platform role needs to drive Image Builder pipelines (`kind = "imagebuilder"`
 /// lines) and adopt their images (`amictl import`).
@@ -128,7 +150,8 @@ pub fn platform_policy(
     let mut statements = vec![
         json!({"Sid": "Describe", "Effect": "Allow", "Action": PLATFORM_ACTIONS.iter().filter(|a| a.contains(":Describe") || a.starts_with("ssm:GetCommand")).collect::<Vec<_>>(), "Resource": "*"}),
         json!({"Sid": "CheckImageKeys", "Effect": "Allow", "Action": ["kms:GetKeyPolicy", "kms:ListGrants"], "Resource": format!("arn:aws:kms:*:{platform_account}:key/*")}),
-        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DeregisterImage", "ec2:DeleteSnapshot"], "Resource": images}),
+        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot"], "Resource": images}),
+        json!({"Sid": "RetireSearch", "Effect": "Allow", "Action": RETIRE_SEARCH_ACTIONS, "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}),
         json!({"Sid": "BuildAndTestInstances", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:RebootInstances", "ec2:CreateImage", "ec2:CreateTags", "ssm:SendCommand"], "Resource": "*",
                "Condition": {"StringEqualsIfExists": {"aws:RequestedRegion": regions}}}),
         json!({"Sid": "PassBuilderInstanceProfile", "Effect": "Allow", "Action": "iam:PassRole", "Resource": format!("arn:aws:iam::{platform_account}:role/*"),
@@ -178,6 +201,7 @@ pub fn consumer_policy(
     let mut statements = vec![
         json!({"Sid": "BaseImagePointers", "Effect": "Allow", "Action": CONSUMER_ACTIONS, "Resource": resources}),
         json!({"Sid": "FleetScan", "Effect": "Allow", "Action": CONSUMER_SCAN_ACTIONS, "Resource": "*"}),
+        json!({"Sid": "RetireSearch", "Effect": "Allow", "Action": RETIRE_SEARCH_ACTIONS, "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}),
     ];
     let in_regions = json!({"StringEquals": {"aws:RequestedRegion": regions}});
     if rollouts {
@@ -303,7 +327,7 @@ pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
                     shared_parameters.iter().map(move |p| format!("arn:aws:ssm:{r}:{}:parameter{p}/*", platform.id))
                 })
                 .collect();
-            statements.push(json!({"Sid": "SharedPointers", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"], "Resource": own}));
+            statements.push(json!({"Sid": "SharedPointers", "Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter", "ssm:DeleteParameter"], "Resource": own}));
             statements.push(json!({"Sid": "ShareByRam", "Effect": "Allow", "Action": SHARE_ACTIONS, "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}));
         }
         if by_arn {
@@ -345,6 +369,8 @@ mod tests {
             .chain(COMPONENT_ACTIONS)
             .chain(CONSUMER_IMAGE_ACTIONS)
             .chain(SHARE_ACTIONS)
+            .chain(RETIRE_SEARCH_ACTIONS)
+            .chain(RETIRE_REMOVE_ACTIONS)
             .copied()
             .collect();
         let sources = [
@@ -355,6 +381,7 @@ mod tests {
             include_str!("imagebuilder.rs"),
             include_str!("import.rs"),
             include_str!("ram.rs"),
+            include_str!("retire.rs"),
         ];
         for source in sources {
             for piece in source.split('"').skip(1).step_by(2) {
@@ -387,11 +414,16 @@ mod tests {
         );
         let t = consumer_trust_policy("111111111111", Some("x"));
         assert_eq!(t["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "x");
-        assert_eq!(p["Statement"].as_array().unwrap().len(), 2, "no image actions without copies");
+        let sids: Vec<&str> = p["Statement"].as_array().unwrap().iter().filter_map(|s| s["Sid"].as_str()).collect();
+        assert_eq!(sids, ["BaseImagePointers", "FleetScan", "RetireSearch"], "no image actions without copies");
         let c = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], true, true, false, true);
-        assert_eq!(c["Statement"][2]["Sid"], "Rollouts");
-        assert_eq!(c["Statement"][3]["Action"][1], "ec2:CopyImage");
+        assert_eq!(c["Statement"][3]["Sid"], "Rollouts");
+        assert_eq!(c["Statement"][4]["Action"][1], "ec2:CopyImage");
+        assert!(
+            c["Statement"][4]["Action"].as_array().unwrap().contains(&"ec2:DeregisterImage".into()),
+            "copies are retired"
+        );
         let i = consumer_policy("222222222222", &["eu-west-1".into()], &["/p".into()], false, false, false, true);
-        assert_eq!(i["Statement"][2]["Sid"], "FindImages", "imports and Image Builder copies are looked up");
+        assert_eq!(i["Statement"][3]["Sid"], "FindImages", "imports and Image Builder copies are looked up");
     }
 }

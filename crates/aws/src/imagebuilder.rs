@@ -30,7 +30,7 @@ use jiff::Timestamp;
 use provider::{
     AmiRef, Artifact, ArtifactKind, BuildEvents, BuildFailure, BuildJob, BuildOutput, Builder, Cancel, CleanupJob,
     CleanupReport, ComponentVersion, Deprecated, Distribution, How, Package, ParentRef, ProviderError, PublishJob,
-    PublishReport, Publisher, RegionFailure, RegionPublished, Resource, RetireJob, RetireReport, Target, TestResult,
+    PublishReport, Publisher, RegionFailure, RegionPublished, RetireJob, RetireReport, Target, TestResult,
 };
 
 use crate::error::api;
@@ -469,18 +469,21 @@ impl Builder for PipelineBuilder {
         Ok(CleanupReport::default())
     }
 
-    /// The pipeline's AMIs stay registered (deregistering them is not done yet); the report
-    /// lists each, so a retired version never pretends.
+    /// Every AMI the pipeline made (each distribution, and any artifact beyond them) is
+    /// retired as [`crate::retire`] does, with proof that nothing uses it.
     fn retire(&self, job: &RetireJob<'_>) -> Result<RetireReport, ProviderError> {
-        let mut left: Vec<Resource> = job
-            .artifacts
-            .iter()
-            .filter_map(|a| a.ami())
-            .map(|a| Resource { kind: "ami".into(), id: a.image_id, place: Some(a.target) })
-            .collect();
-        left.sort();
-        left.dedup();
-        Ok(RetireReport { removed: Vec::new(), left })
+        let mut places: Vec<Distribution> = job.distributions.to_vec();
+        for a in job.artifacts.iter().filter_map(|a| a.ami()) {
+            if !places.iter().any(|d| d.target == a.target && d.image_id == a.image_id) {
+                places.push(Distribution {
+                    target: a.target,
+                    image_id: a.image_id,
+                    how: How::Copy,
+                    parameters: Vec::new(),
+                });
+            }
+        }
+        Ok(self.cloud.block_on(crate::retire::retire(&self.cloud.aws, &places))?)
     }
 }
 

@@ -34,6 +34,7 @@ pub mod providers;
 pub mod publish;
 pub mod ram;
 pub mod remote;
+pub mod retire;
 pub mod rollout;
 
 pub use clients::{AccountAccess, Aws};

@@ -316,18 +316,10 @@ impl Builder for Ec2Builder {
         Ok(cleanup_report(&c, &self.home()))
     }
 
-    /// Deregistering a retired version's AMIs (with proof nothing runs them) is not done
-    /// yet: the report lists every AMI left registered, so a retired version never pretends.
+    /// Retires the version's AMIs in every account and region, with proof that nothing
+    /// uses them (see [`crate::retire`]).
     fn retire(&self, job: &RetireJob<'_>) -> Result<RetireReport, ProviderError> {
-        let mut left: Vec<Resource> = job
-            .distributions
-            .iter()
-            .filter(|d| d.how.owns())
-            .map(|d| Resource { kind: "ami".into(), id: d.image_id.clone(), place: Some(d.target.clone()) })
-            .collect();
-        left.sort();
-        left.dedup();
-        Ok(RetireReport { removed: Vec::new(), left })
+        Ok(self.cloud.block_on(crate::retire::retire(&self.cloud.aws, job.distributions))?)
     }
 }
 

@@ -105,4 +105,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // v5: the cloud execution a build started (an Image Builder image ARN), so the next run
     // follows it rather than starting another.
     "ALTER TABLE builds ADD COLUMN execution TEXT NOT NULL DEFAULT '';",
+    // v6: why the last retirement of a version was refused (what still used its AMIs, and
+    // when that was found), until it is retired.
+    "ALTER TABLE builds ADD COLUMN cleanup TEXT;",
 ];

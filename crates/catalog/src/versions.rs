@@ -111,6 +111,8 @@ pub struct Version {
     pub runner: Option<String>,
     /// The cloud execution it started (an Image Builder image ARN); empty when none.
     pub execution: String,
+    /// Why its last retirement was refused (what still uses it, when found).
+    pub cleanup: Option<String>,
     /// The components it was built with.
     pub components: Vec<ComponentUse>,
     /// Packages in its manifest.
@@ -278,6 +280,14 @@ impl Catalog {
         Ok(found.map(|s| BuildState::parse(&s)))
     }
 
+    /// Records why a retirement was refused, or clears it (`None`).
+    pub fn set_cleanup(&self, build_id: &str, why: Option<&str>) -> Result<()> {
+        self.conn
+            .execute("UPDATE builds SET cleanup = ?2 WHERE build_id = ?1", params![build_id, why])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Records the cloud execution a build started.
     pub fn set_execution(&self, build_id: &str, execution: &str) -> Result<()> {
         self.conn
@@ -335,7 +345,7 @@ impl Catalog {
             .conn
             .prepare(
                 "SELECT b.build_id, b.image, b.version, b.state, b.reason, b.recipe_hash, b.parent_id, b.parent_name, b.parent_created,
-                        b.started_at, b.finished_at, b.failure, b.log_dir, b.runner, b.execution,
+                        b.started_at, b.finished_at, b.failure, b.log_dir, b.runner, b.execution, b.cleanup,
                         (SELECT COUNT(*) FROM packages p WHERE p.build_id = b.build_id),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND t.passed),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND NOT t.passed)
@@ -360,10 +370,11 @@ impl Catalog {
                     log_dir: r.get(12)?,
                     runner: r.get(13)?,
                     execution: r.get(14)?,
+                    cleanup: r.get(15)?,
                     components: Vec::new(),
-                    package_count: r.get::<_, i64>(15)? as usize,
-                    tests_passed: r.get::<_, i64>(16)? as usize,
-                    tests_failed: r.get::<_, i64>(17)? as usize,
+                    package_count: r.get::<_, i64>(16)? as usize,
+                    tests_passed: r.get::<_, i64>(17)? as usize,
+                    tests_failed: r.get::<_, i64>(18)? as usize,
                 })
             })
             .map_err(|e| self.err(e))?;

@@ -142,6 +142,7 @@ impl Engine {
                 distributions: published.into_iter().map(|p| p.distribution).collect(),
                 source,
                 deprecations,
+                cleanup_blocked: v.cleanup.clone(),
             });
         }
         Ok(out)

@@ -157,6 +157,7 @@ impl Builder for LocalBuilder {
         Ok(RetireReport {
             removed: vec![Resource { kind: "files".into(), id: dir.display().to_string(), place: None }],
             left: Vec::new(),
+            checked: Vec::new(),
         })
     }
 }

@@ -28,6 +28,8 @@ pub enum Reason {
     Forced,
     /// More available versions exist than `keep_versions`.
     BeyondKeep { keep: usize, newer: usize },
+    /// The last retirement was refused: something still used the version (it is checked again).
+    CleanupBlocked { why: String },
     /// Configured targets the newest version has not reached.
     NotDistributed { missing: Vec<Target> },
     /// A consumer runs older versions.
@@ -65,6 +67,7 @@ impl std::fmt::Display for Reason {
             Reason::RecipeChanged { from, to } => write!(f, "recipe changed: {} → {}", short(from), short(to)),
             Reason::Forced => write!(f, "forced"),
             Reason::BeyondKeep { keep, newer } => write!(f, "{newer} newer versions exist; keep {keep}"),
+            Reason::CleanupBlocked { why } => write!(f, "the last retirement was refused: {why}"),
             Reason::NotDistributed { missing } => {
                 let list: Vec<String> = missing.iter().map(ToString::to_string).collect();
                 write!(f, "not yet published to {}", list.join(", "))
@@ -350,6 +353,19 @@ pub struct Plan {
     /// Lines whose parent's operating system is past, or within 90 days of, its end of
     /// support: rebuilding does not help; moving to the successor does.
     pub end_of_support: Vec<crate::eol::EndOfSupport>,
+    /// Versions beyond `keep_versions` that are not retired, and why.
+    pub kept: Vec<Kept>,
+}
+
+/// A version that would be retired but is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    /// The line.
+    pub image: String,
+    /// The version.
+    pub version: String,
+    /// Why.
+    pub why: String,
 }
 
 impl Plan {

@@ -39,7 +39,7 @@ use std::collections::BTreeSet;
 use jiff::Timestamp;
 use provider::{RolloutGroup, Target};
 
-pub use action::{Action, Note, Plan, Reason, Running, StaleCheck, Unmovable};
+pub use action::{Action, Kept, Note, Plan, Reason, Running, StaleCheck, Unmovable};
 pub use observed::{
     AdvisoryCheck, ConsumerLag, DeprecationRecord, DesiredImage, MissingFix, Observed, ObservedVersion, PolicyView,
     VersionState,
@@ -109,13 +109,20 @@ pub fn plan(desired: &[DesiredImage], policy: &PolicyView, observed: &Observed, 
         plan.actions.extend(deprecations(&image.name, policy, observed));
         for (i, old) in available.iter().enumerate().skip(policy.keep_versions.max(1)) {
             if observed.in_use.contains(&(old.image.clone(), old.version.clone())) {
+                plan.kept.push(Kept {
+                    image: image.name.clone(),
+                    version: old.version.clone(),
+                    why: "consumers' hosts run it (last fleet scan)".into(),
+                });
                 continue;
             }
+            let mut reasons = vec![Reason::BeyondKeep { keep: policy.keep_versions, newer: i }];
+            reasons.extend(old.cleanup_blocked.clone().map(|why| Reason::CleanupBlocked { why }));
             plan.actions.push(Action::Retire {
                 image: image.name.clone(),
                 version: old.version.clone(),
                 build_id: old.build_id.clone(),
-                reasons: vec![Reason::BeyondKeep { keep: policy.keep_versions, newer: i }],
+                reasons,
             });
         }
     }

@@ -94,6 +94,8 @@ pub struct ObservedVersion {
     pub source: Option<AmiRef>,
     /// Deprecations recorded for its AMIs.
     pub deprecations: BTreeMap<AmiRef, DeprecationRecord>,
+    /// Why its last retirement was refused (what still used it).
+    pub cleanup_blocked: Option<String>,
 }
 
 impl ObservedVersion {

@@ -46,6 +46,7 @@ fn version(n: u32, day: i64) -> ObservedVersion {
         distributions: Vec::new(),
         source: None,
         deprecations: BTreeMap::new(),
+        cleanup_blocked: None,
     }
 }
 
@@ -199,6 +200,14 @@ fn old_versions_beyond_keep_are_retired_unless_in_use() {
     o.in_use.insert(("host".into(), "v1".into()));
     let p = plan(&[desired()], &policy(), &o, t(6));
     assert_eq!(retired(&p), vec!["v2"], "a version a consumer runs is never retired");
+    assert_eq!(p.kept.iter().map(|k| k.version.as_str()).collect::<Vec<_>>(), ["v1"], "and the plan says why");
+    assert!(p.kept[0].why.contains("hosts run it"), "{:?}", p.kept);
+
+    // A refused retirement is tried again, and the plan carries what refused it.
+    o.versions[1].cleanup_blocked = Some("launch-template lt-1 (version 3 ($Default))".into());
+    let p = plan(&[desired()], &policy(), &o, t(6));
+    let retire = p.actions.iter().find(|a| a.act() == Act::Retire).unwrap();
+    assert!(retire.reasons_text().contains("the last retirement was refused: launch-template lt-1"), "{retire:?}");
 }
 
 #[test]

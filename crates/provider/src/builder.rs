@@ -196,4 +196,47 @@ pub struct RetireReport {
     pub removed: Vec<Resource>,
     /// Still there, and why (in `kind`/`id` terms), so a retired version never pretends.
     pub left: Vec<Resource>,
+    /// Every place searched for something that still uses the version's AMIs, with what
+    /// was found there: the proof behind a removal, or the reason for a refusal.
+    #[serde(default)]
+    pub checked: Vec<Checked>,
+}
+
+impl RetireReport {
+    /// Everything found that still uses the version; when not empty nothing was removed.
+    pub fn references(&self) -> impl Iterator<Item = &Reference> {
+        self.checked.iter().flat_map(|c| c.references.iter())
+    }
+}
+
+/// One account and region searched for uses of one AMI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checked {
+    /// Where.
+    pub place: Target,
+    /// The AMI looked for.
+    pub image_id: String,
+    /// What was searched: `instances`, `launch-templates`, `auto-scaling-groups`, `parameters`.
+    pub searched: Vec<String>,
+    /// What still uses it.
+    pub references: Vec<Reference>,
+}
+
+/// Something that still uses an AMI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Where.
+    pub place: Target,
+    /// `instance`, `launch-template`, `auto-scaling-group`, `launch-configuration`, `parameter`.
+    pub kind: String,
+    /// Its id or name.
+    pub id: String,
+    /// How it uses the AMI (`version 3 ($Default)`, `running`).
+    pub how: String,
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({}) in {}", self.kind, self.id, self.how, self.place)
+    }
 }

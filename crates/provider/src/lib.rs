@@ -45,8 +45,8 @@ pub mod source;
 pub use advisory::{Finding, Severity};
 pub use audit::{Act, EventKind};
 pub use builder::{
-    BuildEvents, BuildFailure, BuildJob, BuildOutput, Builder, CleanupJob, CleanupReport, ComponentVersion, Resource,
-    RetireJob, RetireReport,
+    BuildEvents, BuildFailure, BuildJob, BuildOutput, Builder, Checked, CleanupJob, CleanupReport, ComponentVersion,
+    Reference, Resource, RetireJob, RetireReport,
 };
 pub use cancel::Cancel;
 pub use error::{ProviderError, chain};

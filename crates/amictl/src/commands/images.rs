@@ -82,6 +82,11 @@ pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
         ]);
     }
     table::print(&rows, &[3, 5]);
+    for v in versions.iter().rev().filter(|v| v.state == BuildState::Available) {
+        if let Some(why) = &v.cleanup {
+            println!("  {}@{} cannot be retired yet: {why}", v.image, v.version);
+        }
+    }
     Ok(exit::OK)
 }
 
@@ -135,6 +140,9 @@ pub fn show(common: &Common, args: &ShowArgs) -> Result<u8> {
     println!("  recipe     {}", v.recipe_hash);
     if let Some(f) = &v.failure {
         println!("  failure    {f}");
+    }
+    if let Some(why) = v.cleanup.as_ref().filter(|_| v.state == BuildState::Available) {
+        println!("  retirement refused: {why}");
     }
     println!("  logs       {}", v.log_dir);
     for c in &v.components {

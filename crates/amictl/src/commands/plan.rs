@@ -52,6 +52,9 @@ pub fn print(plan: &Plan, json: bool) -> Result<()> {
     for s in &plan.stale {
         println!("  {}: advisory check STALE — {}", s.image, s.reason);
     }
+    for k in &plan.kept {
+        println!("  {}@{} is beyond keep_versions but kept: {}", k.image, k.version, k.why);
+    }
     for u in &plan.unmovable {
         println!(
             "  {}: {} host(s) behind in none of its auto scaling groups; {} cannot move them: {}",

@@ -151,7 +151,7 @@ impl Builder for FakeBuilder {
             .filter(|d| d.how.owns())
             .map(|d| Resource { kind: "ami".into(), id: d.image_id.clone(), place: Some(d.target.clone()) })
             .collect();
-        Ok(RetireReport { removed: vec![], left })
+        Ok(RetireReport { removed: vec![], left, checked: vec![] })
     }
 }
 
