@@ -308,11 +308,11 @@ fn consumers_lagging_behind_are_rolled_out_notified_and_reported_against_the_dea
     // moto lets no account see another's AMI; without validation consumers can launch the
     // shared AMI ids, as they can on AWS.
     let org = Org::with_moto(Moto::start_with_ami_validation(false));
-    org.edit("consumers.archivematica]\naccount = \"workflow\"\nimage = \"weco-amzn2-ecs-optimised-hvm-x86_64\"\nowner = \"archivematica-team\"\nselect = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+    org.edit("consumers.archivematica]\naccount = \"workflow\"\nimage = \"weco-amzn2-ecs-optimised-hvm-x86_64\"\nowner = \"archivematica-team\"\nselect = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90, scale_in_protected = \"refresh\", checkpoints = [50, 100], checkpoint_delay = \"10m\" }",
              "consumers.archivematica]\naccount = \"workflow\"\nimage = \"weco-amzn2-ecs-optimised-hvm-x86_64\"\nowner = \"archivematica-team\"\nselect = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 1 }");
-    org.edit("select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+    org.edit("select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"pinned\", sns_topic = \"arn:aws:sns:eu-west-1:111111111111:amictl-rollouts\" }",
              "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"launch-template\" }");
-    org.edit("select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+    org.edit("select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 1, protected = \"replace\", drain_timeout = \"15m\" }",
              "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 2 }");
     let rt = runtime();
     let aws = rt.block_on(org.aws());

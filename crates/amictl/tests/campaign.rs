@@ -263,7 +263,7 @@ fn a_killed_rollout_is_closed_as_interrupted_and_the_next_run_finishes_it() {
     // shared ids, as they can on AWS.
     let org = Org::with_moto(motogap::Moto::start_with_ami_validation(false));
     org.edit(
-        "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+        "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"pinned\", sns_topic = \"arn:aws:sns:eu-west-1:111111111111:amictl-rollouts\" }",
         "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 1 }",
     );
     let (code, _, stderr) = org.run(&["build", ECS]);

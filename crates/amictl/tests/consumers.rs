@@ -211,7 +211,7 @@ fn a_resolve_ssm_ecs_group_keeps_its_template_and_its_hosts_are_drained_before_t
     let before = rt.block_on(group_amis(&aws, "workflow", GROUP));
     assert_eq!(before.values().collect::<Vec<_>>(), [&old_ami, &old_ami], "launched from the parameter: {before:?}");
     org.edit(
-        "select = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+        "select = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90, scale_in_protected = \"refresh\", checkpoints = [50, 100], checkpoint_delay = \"10m\" }",
         "select = { asgs = [\"archivematica-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 1 }",
     );
     org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
@@ -299,7 +299,7 @@ fn a_template_put_back_after_amictl_wrote_it_is_reported_as_drift() {
     let workflow = CONSUMERS[0].1;
     rt.block_on(seed_group(&aws, "workflow", "goobi-container-hosts", &ami_in(&first, workflow), 1));
     org.edit(
-        "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+        "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"pinned\", sns_topic = \"arn:aws:sns:eu-west-1:111111111111:amictl-rollouts\" }",
         "select = { asgs = [\"goobi-container-hosts\"] }\nrollout = { kind = \"launch-template\" }",
     );
     org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
@@ -491,4 +491,59 @@ fn an_old_version_is_kept_while_a_consumer_template_names_it_and_removed_everywh
     assert_eq!(org.catalog().versions(Some(ECS)).unwrap()[0].state, catalog::BuildState::Retired);
     let (_, images, _) = org.run(&["--json", "images", ECS]);
     assert!(images[0]["cleanup"].is_null(), "{images:#}");
+}
+
+#[test]
+fn archivematicas_protected_resolve_ssm_group_is_moved_by_an_instance_refresh_in_two_stages() {
+    let org = Org::image_builder_unvalidated();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    let pipelines = rt.block_on(seed_pipelines(&aws));
+    let (_, old) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-1"));
+    let (_, new) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-2"));
+    let workflow = CONSUMERS[0].1;
+    let (old_ami, new_ami) = (ami_in(&old, workflow), ami_in(&new, workflow));
+    let ssm = rt.block_on(aws.ssm("workflow", "eu-west-1")).unwrap();
+    let put = |ami: &str| {
+        rt.block_on(
+            ssm.put_parameter()
+                .name(PARAMETER)
+                .value(ami)
+                .r#type(aws_sdk_ssm::types::ParameterType::String)
+                .overwrite(true)
+                .send(),
+        )
+        .unwrap();
+    };
+    put(&old_ami);
+    rt.block_on(seed_group_with(&aws, "workflow", GROUP, &format!("resolve:ssm:{PARAMETER}"), 2, true));
+    let before = rt.block_on(group_amis(&aws, "workflow", GROUP));
+    put(&new_ami);
+    org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
+    let (code, _, stderr) = org.run(&["import", "--image", ECS]);
+    assert_eq!(code, 0, "{stderr}");
+
+    // The reference config as it is: refresh, protected hosts included, half then all.
+    org.gap.reset_calls();
+    let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+15d"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    let result = &rollout_of(&out, "archivematica")["result"]["result"][0];
+    assert_eq!(result["template"]["resolves"], PARAMETER, "{result:#}");
+    let after = rt.block_on(group_amis(&aws, "workflow", GROUP));
+    assert_eq!(after.len(), 2);
+    assert!(after.values().all(|a| *a == new_ami), "{after:?}");
+    assert!(after.keys().all(|i| !before.contains_key(i)), "protected hosts were refreshed too: {after:?}");
+    let calls = org.gap.calls();
+    assert_eq!(calls.get("autoscaling:StartInstanceRefresh"), Some(&1), "{calls:#?}");
+    // Pending, a step, the 50% checkpoint, a step, done: at least five looks.
+    assert!(calls.get("autoscaling:DescribeInstanceRefreshes").copied().unwrap_or(0) >= 5, "{calls:#?}");
+    for op in [
+        "ec2:CreateLaunchTemplateVersion",
+        "ec2:ModifyLaunchTemplate",
+        "autoscaling:TerminateInstanceInAutoScalingGroup",
+    ] {
+        assert_eq!(calls.get(op), None, "amictl itself never {op}: {calls:#?}");
+    }
+    let (_, fleet, _) = org.run(&["--json", "fleet", "--now", "+15d"]);
+    assert_eq!(consumer(&fleet, "archivematica")["summary"]["current"], 2, "{fleet:#}");
 }

@@ -517,7 +517,7 @@ fn a_pinned_consumer_gets_the_exact_change_and_nothing_moves_its_hosts() {
     let digirati = CONSUMERS[1].1;
     rt.block_on(seed_group(&aws, "digirati", "digirati-container-hosts", &ami_in(&old, digirati), 2));
     org.edit(
-        "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"instance-refresh\", min_healthy_percent = 90 }",
+        "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"rolling-replace\", batch = 1, protected = \"replace\", drain_timeout = \"15m\" }",
         "select = { asgs = [\"digirati-container-hosts\"] }\nrollout = { kind = \"pinned\", sns_topic = \"arn:aws:sns:eu-west-1:111111111111:amictl-rollouts\" }",
     );
     org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");

@@ -152,13 +152,33 @@ pub async fn capacity_provider(
     group_name: &str,
 ) -> Result<Option<(String, bool)>, AwsError> {
     let ecs = client(aws, account, region).await?;
-    let mut next: Option<String> = None;
-    loop {
-        let out = ecs.describe_capacity_providers().set_next_token(next.take()).send().await.map_err(api(
-            "ecs:DescribeCapacityProviders",
+    // The providers in use are the clusters' (DescribeCapacityProviders is asked by name:
+    // every provider an account ever made may be many, and moto requires the names).
+    let mut clusters = Vec::new();
+    let mut pages = ecs.list_clusters().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        clusters.extend(page.map_err(api("ecs:ListClusters", account, region))?.cluster_arns().iter().cloned());
+    }
+    let mut names = Vec::new();
+    for chunk in clusters.chunks(100) {
+        let out = ecs.describe_clusters().set_clusters(Some(chunk.to_vec())).send().await.map_err(api(
+            "ecs:DescribeClusters",
             account,
             region,
         ))?;
+        for c in out.clusters() {
+            names.extend(c.capacity_providers().iter().filter(|n| !n.starts_with("FARGATE")).cloned());
+        }
+    }
+    names.sort();
+    names.dedup();
+    for chunk in names.chunks(10) {
+        let out = ecs
+            .describe_capacity_providers()
+            .set_capacity_providers(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(api("ecs:DescribeCapacityProviders", account, region))?;
         for cp in out.capacity_providers() {
             let Some(asg) = cp.auto_scaling_group_provider() else { continue };
             let arn = asg.auto_scaling_group_arn();
@@ -167,9 +187,6 @@ pub async fn capacity_provider(
                 return Ok(Some((cp.name().unwrap_or_default().to_string(), drains)));
             }
         }
-        match out.next_token() {
-            Some(t) if !t.is_empty() => next = Some(t.to_string()),
-            _ => return Ok(None),
-        }
     }
+    Ok(None)
 }

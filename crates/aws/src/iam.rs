@@ -61,6 +61,7 @@ pub const CONSUMER_ROLLOUT_ACTIONS: &[&str] = &[
     "ecs:ListContainerInstances",
     "ecs:DescribeContainerInstances",
     "ecs:UpdateContainerInstancesState",
+    "ecs:DescribeClusters",
     "ecs:DescribeCapacityProviders",
 ];
 

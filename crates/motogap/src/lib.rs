@@ -33,6 +33,9 @@
 //!   and architecture. Not modelled: snapshots (moto's RegisterImage makes none), encryption,
 //!   and copies across regions;
 //!
+//! - emulates **instance refresh** ([`refresh`]: start, describe, cancel, rollback), which
+//!   moto has not, by replacing a group's instances one describe at a time;
+//!
 //! - shares **SSM parameters with AWS RAM** ([`ram`]: moto's RAM refuses the resource type
 //!   and its SSM cannot read another account's parameter by ARN);
 //!
@@ -44,6 +47,7 @@
 
 pub mod imagebuilder;
 mod ram;
+mod refresh;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -177,6 +181,8 @@ struct Inner {
     shares: Mutex<ram::Shares>,
     /// Access key → account, as moto's STS said.
     callers: Mutex<BTreeMap<String, String>>,
+    /// Instance refreshes.
+    refreshes: Mutex<refresh::Refreshes>,
     image_builder: imagebuilder::ImageBuilder,
 }
 
@@ -433,6 +439,15 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
     {
         return out.write_all(&answer);
     }
+    if op.contains("InstanceRefresh") && service == "autoscaling" {
+        let caller = caller_account(inner, upstream, &req, account.as_deref()).unwrap_or_default();
+        let up = Caller { inner, upstream, req: &req, account: account.as_deref() };
+        let form = |k: &str| form_value(&req.body, k);
+        let answer = lock(&inner.refreshes).handle((&caller, &region), &op, &form, &up);
+        if let Some((status, body)) = answer {
+            return out.write_all(&response(status, "text/xml", body.as_bytes()));
+        }
+    }
     let mut answer = forward(upstream, &req, account.as_deref())?;
     if op == "ec2:CopyImage"
         && String::from_utf8_lossy(&answer).contains("InvalidAMIID.NotFound")
@@ -454,6 +469,29 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         }
     }
     out.write_all(&answer)
+}
+
+/// moto, as the caller of one request.
+struct Caller<'a> {
+    inner: &'a Inner,
+    upstream: SocketAddr,
+    req: &'a Request,
+    account: Option<&'a str>,
+}
+
+impl refresh::Upstream for Caller<'_> {
+    fn autoscaling(&self, form: &str) -> Option<(u16, String)> {
+        let headers = [("content-type", "application/x-www-form-urlencoded")];
+        call_as(self.upstream, self.req, self.account, "autoscaling", &headers, form.as_bytes()).ok()
+    }
+
+    fn launched(&self) {
+        let list = b"Action=DescribeInstances&Version=2016-11-15";
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        if let Ok((_, body)) = call_as(self.upstream, self.req, self.account, "ec2", &form, list) {
+            resolve_launched(self.inner, self.upstream, self.req, self.account, body);
+        }
+    }
 }
 
 /// Calls after which moto may have launched instances from a launch template.
