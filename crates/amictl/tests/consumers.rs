@@ -14,7 +14,10 @@ use std::time::Duration;
 use cloud::*;
 use serde_json::Value;
 
-const PARAMETER: &str = "/platform/base-ami/weco-amzn2-ecs-optimised-hvm-x86_64/latest";
+/// A parameter the team's own pipeline moves (amictl reads it, never writes it).
+const PARAMETER: &str = "/archivematica/base-ami/latest";
+/// The pointer amictl moves in each consumer account.
+const POINTER: &str = "/platform/base-ami/weco-amzn2-ecs-optimised-hvm-x86_64/latest";
 const GROUP: &str = "archivematica-container-hosts";
 
 /// The group's instances and the AMI each runs (as DescribeInstances reports it).
@@ -507,7 +510,7 @@ fn archivematicas_protected_resolve_ssm_group_is_moved_by_an_instance_refresh_in
     let put = |ami: &str| {
         rt.block_on(
             ssm.put_parameter()
-                .name(PARAMETER)
+                .name(POINTER)
                 .value(ami)
                 .r#type(aws_sdk_ssm::types::ParameterType::String)
                 .overwrite(true)
@@ -516,9 +519,8 @@ fn archivematicas_protected_resolve_ssm_group_is_moved_by_an_instance_refresh_in
         .unwrap();
     };
     put(&old_ami);
-    rt.block_on(seed_group_with(&aws, "workflow", GROUP, &format!("resolve:ssm:{PARAMETER}"), 2, true));
+    rt.block_on(seed_group_with(&aws, "workflow", GROUP, &format!("resolve:ssm:{POINTER}"), 2, true));
     let before = rt.block_on(group_amis(&aws, "workflow", GROUP));
-    put(&new_ami);
     org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
     let (code, _, stderr) = org.run(&["import", "--image", ECS]);
     assert_eq!(code, 0, "{stderr}");
@@ -527,8 +529,11 @@ fn archivematicas_protected_resolve_ssm_group_is_moved_by_an_instance_refresh_in
     org.gap.reset_calls();
     let (code, out, stderr) = org.run(&["--json", "apply", "--now", "+15d"]);
     assert_eq!(code, 0, "{stderr}\n{out:#}");
+    // The imported version's pointers are written first (then the refresh launches it).
+    let read = rt.block_on(ssm.get_parameter().name(POINTER).send()).unwrap();
+    assert_eq!(read.parameter().unwrap().value(), Some(new_ami.as_str()), "{out:#}");
     let result = &rollout_of(&out, "archivematica")["result"]["result"][0];
-    assert_eq!(result["template"]["resolves"], PARAMETER, "{result:#}");
+    assert_eq!(result["template"]["resolves"], POINTER, "{result:#}");
     let after = rt.block_on(group_amis(&aws, "workflow", GROUP));
     assert_eq!(after.len(), 2);
     assert!(after.values().all(|a| *a == new_ami), "{after:?}");

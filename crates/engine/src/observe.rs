@@ -79,6 +79,7 @@ impl Engine {
                     (Some(d), Some(p)) => d.targets(p),
                     _ => Default::default(),
                 },
+                pointers: i.distribute.as_ref().is_some_and(|d| d.ssm_parameter.is_some()),
                 resumes: self.providers().lines.get(&i.name).is_some_and(|l| l.builder.resumes()),
             })
             .collect()

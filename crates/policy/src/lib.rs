@@ -217,7 +217,7 @@ fn build_or_distribute(
     }
     let due = due_in_days(policy.max_age_seconds, age);
     plan.notes.push(Note { image: image.name.clone(), version: newest.version.clone(), due_in_days: due });
-    let missing: Vec<Target> = image.targets.difference(&newest.reached()).cloned().collect();
+    let missing: Vec<Target> = image.targets.difference(&newest.reached_by(image)).cloned().collect();
     if let (false, Some(source)) = (missing.is_empty(), &newest.source) {
         plan.actions.push(Action::Distribute {
             image: image.name.clone(),

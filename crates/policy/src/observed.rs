@@ -33,6 +33,9 @@ pub struct DesiredImage {
     pub components: BTreeMap<String, String>,
     /// Where its versions must be published.
     pub targets: BTreeSet<Target>,
+    /// Its versions move SSM pointers in the consumers' accounts (`ssm_parameter`): a
+    /// consumer target is reached only when they were written there.
+    pub pointers: bool,
     /// Its builder's work goes on without amictl (see `provider::Builder::resumes`): an
     /// interrupted build is followed, not failed and rebuilt.
     pub resumes: bool,
@@ -102,6 +105,16 @@ impl ObservedVersion {
     /// The targets it reached.
     pub fn reached(&self) -> BTreeSet<Target> {
         self.distributions.iter().map(|d| d.target.clone()).collect()
+    }
+
+    /// The targets it reached as `image` wants: with its pointers, when it has them (an
+    /// imported version has its AMIs in place but no pointer of amictl's yet).
+    pub fn reached_by(&self, image: &DesiredImage) -> BTreeSet<Target> {
+        self.distributions
+            .iter()
+            .filter(|d| !image.pointers || d.how == provider::How::Owner || !d.parameters.is_empty())
+            .map(|d| d.target.clone())
+            .collect()
     }
 }
 

@@ -25,6 +25,7 @@ fn desired() -> DesiredImage {
         recipe_hash: "r1".into(),
         components: [("agent".to_string(), "1.0".to_string())].into(),
         targets: BTreeSet::new(),
+        pointers: false,
         resumes: false,
     }
 }
@@ -227,6 +228,14 @@ fn a_current_version_missing_targets_is_distributed_and_a_rebuild_supersedes_tha
     // Everything reached: nothing to do.
     v.distributions.push(placed("workflow", "eu-west-2", "ami-2", How::Shared));
     assert!(plan(std::slice::from_ref(&d), &policy(), &observed(vec![v.clone()]), t(5)).is_empty());
+    // A line with pointers: an AMI in place without its pointer (an imported version) is
+    // not reached there until they are written.
+    let mut with_pointers = d.clone();
+    with_pointers.pointers = true;
+    v.distributions[0].parameters = vec!["/p/host/v1".into(), "/p/host/latest".into()];
+    let p = plan(std::slice::from_ref(&with_pointers), &policy(), &observed(vec![v.clone()]), t(5));
+    let Action::Distribute { targets, .. } = &p.actions[0] else { panic!("{p:?}") };
+    assert_eq!(targets, &[Target::new("workflow", "eu-west-2")]);
     // Due for a rebuild: the new version gets distributed instead.
     v.distributions.clear();
     let p = plan(&[d], &policy(), &observed(vec![v]), t(95));
