@@ -356,7 +356,7 @@ async fn registered(aws: &aws::Aws, amis: &[(String, String, String)]) -> (Vec<S
     let (mut images, mut snapshots) = (Vec::new(), Vec::new());
     for (account, region, ami) in amis {
         let ec2 = aws.ec2(&name(account), region).await.unwrap();
-        let out = ec2.describe_images().owners("self").send().await.unwrap();
+        let out = ec2.describe_images().owners("self").include_disabled(true).send().await.unwrap();
         for i in out.images().iter().filter(|i| i.image_id() == Some(ami)) {
             images.push(ami.clone());
             snapshots.extend(

@@ -77,8 +77,15 @@ pub const RETIRE_SEARCH_ACTIONS: &[&str] = &[
 ];
 
 /// What retiring removes where the organisation owns the AMIs.
-pub const RETIRE_REMOVE_ACTIONS: &[&str] =
-    &["ec2:DescribeImages", "ec2:DisableImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot", "ssm:DeleteParameter"];
+pub const RETIRE_REMOVE_ACTIONS: &[&str] = &[
+    "ec2:DescribeImages",
+    "ec2:DescribeImageAttribute",
+    "ec2:DisableImage",
+    "ec2:EnableImage",
+    "ec2:DeregisterImage",
+    "ec2:DeleteSnapshot",
+    "ssm:DeleteParameter",
+];
 
 /// What the platform role needs to tell owners (SNS topics named in `rollout.sns_topic`).
 pub const NOTIFY_ACTIONS: &[&str] = &["sns:Publish"];
@@ -98,7 +105,9 @@ pub const CONSUMER_COPY_ACTIONS: &[&str] = &[
     "ec2:CopyImage",
     "ec2:CreateTags",
     "ec2:EnableImageDeprecation",
+    "ec2:DescribeImageAttribute",
     "ec2:DisableImage",
+    "ec2:EnableImage",
     "ec2:DeregisterImage",
     "ec2:DeleteSnapshot",
 ];
@@ -151,7 +160,7 @@ pub fn platform_policy(
     let mut statements = vec![
         json!({"Sid": "Describe", "Effect": "Allow", "Action": PLATFORM_ACTIONS.iter().filter(|a| a.contains(":Describe") || a.starts_with("ssm:GetCommand")).collect::<Vec<_>>(), "Resource": "*"}),
         json!({"Sid": "CheckImageKeys", "Effect": "Allow", "Action": ["kms:GetKeyPolicy", "kms:ListGrants"], "Resource": format!("arn:aws:kms:*:{platform_account}:key/*")}),
-        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot"], "Resource": images}),
+        json!({"Sid": "PublishImages", "Effect": "Allow", "Action": ["ec2:CopyImage", "ec2:CreateTags", "ec2:ModifyImageAttribute", "ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DisableImage", "ec2:EnableImage", "ec2:DeregisterImage", "ec2:DeleteSnapshot"], "Resource": images}),
         json!({"Sid": "RetireSearch", "Effect": "Allow", "Action": RETIRE_SEARCH_ACTIONS, "Resource": "*", "Condition": {"StringEquals": {"aws:RequestedRegion": regions}}}),
         json!({"Sid": "BuildAndTestInstances", "Effect": "Allow", "Action": ["ec2:RunInstances", "ec2:TerminateInstances", "ec2:RebootInstances", "ec2:CreateImage", "ec2:CreateTags", "ssm:SendCommand"], "Resource": "*",
                "Condition": {"StringEqualsIfExists": {"aws:RequestedRegion": regions}}}),

@@ -268,7 +268,8 @@ async fn publish_region(
             let parameters = pointers_in(aws, &req.version, prefix, region, owner, &image_id, true).await?;
             let owner_id = aws.account(owner)?.id.clone();
             let latest = crate::ram::parameter_arn(region, &owner_id, &parameters[1]);
-            let principals = if req.organizations.is_empty() { ids.clone() } else { req.organizations.clone() };
+            // The organisations, and the listed accounts (one may be outside them).
+            let principals: Vec<String> = req.organizations.iter().chain(&ids).cloned().collect();
             let share =
                 crate::ram::share(aws, owner, region, &crate::ram::share_name(&req.image), &latest, &principals)
                     .await?;

@@ -4,7 +4,9 @@
 //! there: instances (pending, running, stopping or stopped), every launch template's
 //! `$Default` and `$Latest` version (a `resolve:ssm:` image is resolved now), every auto
 //! scaling group's pinned template version or launch configuration, and the `latest`
-//! parameters amictl wrote. Anything found refuses the whole retirement: nothing is
+//! parameters amictl wrote; and who else may launch an owned AMI (a launch permission to an
+//! account amictl does not search, an organisation, an OU or everyone counts as a use it
+//! cannot rule out). Anything found refuses the whole retirement: nothing is
 //! removed anywhere, and what was found is reported. Otherwise every AMI the organisation
 //! owns (the platform's in each region, consumers' own copies) is first **disabled** — no
 //! launch can start from it while the rest is removed, and an interrupted run leaves only
@@ -28,13 +30,41 @@ pub async fn retire(aws: &Aws, distributions: &[Distribution]) -> Result<RetireR
     for d in distributions {
         report.checked.push(check(aws, d).await?);
     }
+    // Whoever may launch an owned AMI but is not searched could still use it.
+    let searched: Vec<String> =
+        distributions.iter().filter_map(|d| aws.account(&d.target.account).ok().map(|a| a.id.clone())).collect();
+    for d in distributions.iter().filter(|d| d.how.owns()) {
+        let unsearched: Vec<Reference> = grantees(aws, &d.target, &d.image_id)
+            .await?
+            .into_iter()
+            .filter(|g| !searched.contains(g))
+            .map(|g| Reference {
+                place: d.target.clone(),
+                kind: "launch-permission".into(),
+                id: g,
+                how: format!("may launch {} and is not an account amictl searches", d.image_id),
+            })
+            .collect();
+        if !unsearched.is_empty()
+            && let Some(c) = report.checked.iter_mut().find(|c| c.place == d.target && c.image_id == d.image_id)
+        {
+            c.searched.push("launch-permissions".into());
+            c.references.extend(unsearched);
+        }
+    }
     if report.references().next().is_some() {
         report.left = owned(distributions);
         return Ok(report);
     }
     let owned: Vec<&Distribution> = distributions.iter().filter(|d| d.how.owns()).collect();
-    for d in &owned {
-        disable(aws, &d.target, &d.image_id).await?;
+    for (i, d) in owned.iter().enumerate() {
+        if let Err(e) = disable(aws, &d.target, &d.image_id).await {
+            // Nothing is half-disabled: those already disabled launch again.
+            for done in &owned[..i] {
+                let _ = enable(aws, &done.target, &done.image_id).await;
+            }
+            return Err(e);
+        }
     }
     for d in &owned {
         report.removed.extend(deregister(aws, &d.target, &d.image_id).await?);
@@ -135,31 +165,33 @@ async fn check(aws: &Aws, d: &Distribution) -> Result<Checked, AwsError> {
             if let Some(lc) = g.launch_configuration_name() {
                 configurations.push((group.to_string(), lc.to_string()));
             }
-            let spec = g.launch_template().or_else(|| {
-                g.mixed_instances_policy()
-                    .and_then(|m| m.launch_template())
-                    .and_then(|t| t.launch_template_specification())
-            });
-            // `$Default` and `$Latest` were checked with the templates; a pinned number is not.
-            let Some(spec) = spec else { continue };
-            let Some(version) = spec.version().filter(|v| v.bytes().all(|b| b.is_ascii_digit())) else { continue };
-            let out = ec2
-                .describe_launch_template_versions()
-                .set_launch_template_id(spec.launch_template_id().map(str::to_string))
-                .set_launch_template_name(
-                    spec.launch_template_id()
-                        .is_none()
-                        .then(|| spec.launch_template_name().map(str::to_string))
-                        .flatten(),
-                )
-                .versions(version)
-                .send()
-                .await
-                .map_err(api("ec2:DescribeLaunchTemplateVersions", account, region))?;
-            for v in out.launch_template_versions() {
-                let image = v.launch_template_data().and_then(|t| t.image_id()).unwrap_or_default();
-                if names(aws, account, region, image, ami).await? {
-                    found.push(at("auto-scaling-group", group, format!("pins launch template version {version}")));
+            // The group's template, a mixed-instances policy's, and each override's.
+            let mixed = g.mixed_instances_policy().and_then(|m| m.launch_template());
+            let specs =
+                g.launch_template().into_iter().chain(mixed.and_then(|t| t.launch_template_specification())).chain(
+                    mixed.into_iter().flat_map(|t| t.overrides()).filter_map(|o| o.launch_template_specification()),
+                );
+            for spec in specs {
+                // `$Default` and `$Latest` were checked with the templates; a pinned number is not.
+                let Some(version) = spec.version().filter(|v| v.bytes().all(|b| b.is_ascii_digit())) else { continue };
+                let out = ec2
+                    .describe_launch_template_versions()
+                    .set_launch_template_id(spec.launch_template_id().map(str::to_string))
+                    .set_launch_template_name(
+                        spec.launch_template_id()
+                            .is_none()
+                            .then(|| spec.launch_template_name().map(str::to_string))
+                            .flatten(),
+                    )
+                    .versions(version)
+                    .send()
+                    .await
+                    .map_err(api("ec2:DescribeLaunchTemplateVersions", account, region))?;
+                for v in out.launch_template_versions() {
+                    let image = v.launch_template_data().and_then(|t| t.image_id()).unwrap_or_default();
+                    if names(aws, account, region, image, ami).await? {
+                        found.push(at("auto-scaling-group", group, format!("pins launch template version {version}")));
+                    }
                 }
             }
         }
@@ -229,11 +261,48 @@ async fn disable(aws: &Aws, t: &Target, ami: &str) -> Result<(), AwsError> {
     }
 }
 
+/// Enables a disabled AMI again.
+async fn enable(aws: &Aws, t: &Target, ami: &str) -> Result<(), AwsError> {
+    let ec2 = aws.ec2(&t.account, &t.region).await?;
+    aws.limits(&t.account, &t.region).await.mutate.take().await;
+    ec2.enable_image().image_id(ami).send().await.map_err(api("ec2:EnableImage", &t.account, &t.region))?;
+    Ok(())
+}
+
+/// Who may launch an AMI besides its owner: account ids, organisation and OU ARNs, `all`.
+async fn grantees(aws: &Aws, t: &Target, ami: &str) -> Result<Vec<String>, AwsError> {
+    let ec2 = aws.ec2(&t.account, &t.region).await?;
+    aws.limits(&t.account, &t.region).await.describe.take().await;
+    let out = ec2
+        .describe_image_attribute()
+        .image_id(ami)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await;
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.as_service_error().is_some_and(gone) => return Ok(Vec::new()),
+        Err(e) => return Err(api("ec2:DescribeImageAttribute", &t.account, &t.region)(e)),
+    };
+    Ok(out
+        .launch_permissions()
+        .iter()
+        .filter_map(|p| {
+            p.user_id()
+                .or(p.organization_arn())
+                .or(p.organizational_unit_arn())
+                .map(str::to_string)
+                .or_else(|| p.group().map(|g| g.as_str().to_string()))
+        })
+        .collect())
+}
+
 /// Deregisters an AMI and deletes its snapshots: what was removed.
 async fn deregister(aws: &Aws, t: &Target, ami: &str) -> Result<Vec<Resource>, AwsError> {
     let (account, region) = (t.account.as_str(), t.region.as_str());
     let ec2 = aws.ec2(account, region).await?;
-    let out = ec2.describe_images().image_ids(ami).send().await;
+    // A disabled AMI is left out of DescribeImages unless asked for.
+    let out = ec2.describe_images().image_ids(ami).include_disabled(true).send().await;
     let image = match out {
         Ok(out) => out.images().first().cloned(),
         Err(e) if e.as_service_error().is_some_and(gone) => None,

@@ -298,6 +298,14 @@ mod tests {
             let hit = errs.iter().find(|e| e.code == code && e.line == 12 && e.message.contains(needle));
             assert!(hit.is_some(), "{rest}: {errs:#?}");
         }
+        // A pipeline's distribution configuration shares and tags what it makes.
+        let pipeline = "[accounts.platform]\nid = \"111111111111\"\n[accounts.workflow]\nid = \"222222222222\"\nrole = \"arn:aws:iam::222222222222:role/x\"\n[images.host]\nbuilder = { kind = \"imagebuilder\", pipeline = \"host\" }\ndistribute = { accounts = [\"workflow\"], regions = [\"eu-west-1\"], tags = { CostCentre = \"42\" } }\n";
+        let cfg = write(d.path(), "ib.toml", pipeline);
+        let errs = Config::load(&cfg).unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.code == "recipe-owned" && e.line == 8 && e.message.contains("distribute.tags")),
+            "{errs:#?}"
+        );
     }
 
     #[test]

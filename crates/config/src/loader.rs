@@ -1041,7 +1041,7 @@ impl Loader<'_> {
                 self.err(
                     tv.span(),
                     "bad-tag",
-                    format!("{} tags: EC2 allows 50 per resource and amictl sets 6", d.tags.len()),
+                    format!("{} tags: EC2 allows 50 per resource and amictl sets 5", d.tags.len()),
                     "keep at most 40",
                 );
             }
@@ -1805,6 +1805,19 @@ impl Loader<'_> {
                     "leave `parent` out (the recipe's is used), or give the recipe's: ssm:/… or ami:…",
                 );
                 return None;
+            }
+            // The pipeline's distribution configuration shares and tags what it makes.
+            if let Some(DeValue::Table(dt)) = Self::get(t, "distribute").map(|d| d.get_ref()) {
+                for key in ["organizations", "organizational_units", "share_parameter", "tags", "copy"] {
+                    if let Some(v) = Self::get(dt, key) {
+                        self.err(
+                            v.span(),
+                            "recipe-owned",
+                            format!("image `{name}`: an Image Builder line's `distribute.{key}` is its distribution configuration's"),
+                            "remove it; set launchPermission, targetAccountIds or amiTags in the pipeline's distribution configuration",
+                        );
+                    }
+                }
             }
             for key in ["components", "tests", "snapshot_cleanup"] {
                 if let Some(v) = Self::get(t, key) {

@@ -28,6 +28,9 @@
 //!   parameter moves later, as a launched instance does. Not modelled: parameter versions
 //!   and labels (`name:3`), which moto's GetParameter answers as it can;
 //!
+//! - leaves disabled AMIs out of `DescribeImages` unless `IncludeDisabled` is true, as EC2
+//!   does (moto lists them);
+//!
 //! - copies an AMI another account shared with the caller (`CopyImage`, same region), which
 //!   moto cannot see: the copy is registered in the caller's account with the source's name
 //!   and architecture. Not modelled: snapshots (moto's RegisterImage makes none), encryption,
@@ -456,6 +459,9 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         answer = copied;
     }
     if op == "ec2:DescribeImages" {
+        if form_value(&req.body, "IncludeDisabled").as_deref() != Some("true") {
+            answer = rewrite_body(answer, without_disabled);
+        }
         answer = with_deprecation_times(&lock(&inner.deprecations), answer);
     }
     if op == "ec2:DescribeInstances" {
@@ -796,6 +802,36 @@ fn deprecation(inner: &Inner, op: &str, body: &[u8]) -> Option<Vec<u8>> {
     Some(response(200, "text/xml", xml.as_bytes()))
 }
 
+/// A DescribeImages body without its disabled images, which EC2 lists only when
+/// `IncludeDisabled` is true (moto lists them always).
+fn without_disabled(body: String) -> String {
+    let (Some(start), Some(end)) = (body.find("<imagesSet>"), body.rfind("</imagesSet>")) else { return body };
+    let inner = &body[start + "<imagesSet>".len()..end];
+    let mut kept = String::new();
+    let (mut depth, mut from, mut i) = (0usize, 0usize, 0usize);
+    while i < inner.len() {
+        if inner[i..].starts_with("<item>") {
+            if depth == 0 {
+                from = i;
+            }
+            depth += 1;
+            i += "<item>".len();
+        } else if inner[i..].starts_with("</item>") {
+            depth = depth.saturating_sub(1);
+            i += "</item>".len();
+            if depth == 0 {
+                let item = &inner[from..i];
+                if !item.contains("<imageState>disabled</imageState>") {
+                    kept.push_str(item);
+                }
+            }
+        } else {
+            i += inner[i..].chars().next().map_or(1, char::len_utf8);
+        }
+    }
+    format!("{}<imagesSet>{kept}{}", &body[..start], &body[end..])
+}
+
 /// Adds `<deprecationTime>` after the `<imageId>` of every deprecated image in a
 /// DescribeImages response.
 fn with_deprecation_times(times: &BTreeMap<String, String>, answer: Vec<u8>) -> Vec<u8> {
@@ -971,6 +1007,15 @@ mod tests {
         assert_eq!(ids, ["i-1", "i-2"]);
         let v: serde_json::Value = serde_json::from_slice(&instance_information(body, false)).unwrap();
         assert!(v["InstanceInformationList"].as_array().unwrap().is_empty());
+    }
+
+    #[test]
+    fn disabled_images_are_left_out_of_describe_images_with_their_nested_items_kept() {
+        let body = "<DescribeImagesResponse><imagesSet><item><imageId>ami-1</imageId><imageState>available</imageState><tagSet><item><key>a</key></item></tagSet></item><item><imageId>ami-2</imageId><imageState>disabled</imageState><blockDeviceMapping><item><deviceName>/dev/xvda</deviceName></item></blockDeviceMapping></item></imagesSet></DescribeImagesResponse>";
+        let out = without_disabled(body.to_string());
+        assert!(out.contains("<imageId>ami-1</imageId>") && out.contains("<key>a</key>"), "{out}");
+        assert!(!out.contains("ami-2") && !out.contains("/dev/xvda"), "{out}");
+        assert!(out.ends_with("</imagesSet></DescribeImagesResponse>"), "{out}");
     }
 
     #[test]

@@ -9,14 +9,18 @@
 //! - the instances to replace are those in the group at the start, less those whose
 //!   template version already matches (`SkipMatching`) and scale-in protected ones when
 //!   `ScaleInProtectedInstances` is `Ignore`; with `Wait` (AWS's default) protected ones
-//!   hold the refresh `InProgress` ("Waiting for protected instances") until it times out;
+//!   hold the refresh `InProgress` ("Waiting for protected instances"), and the caller's
+//!   wait runs out (AWS fails it after an hour);
 //! - each `DescribeInstanceRefreshes` advances the refresh by one instance, replaced with
 //!   `TerminateInstanceInAutoScalingGroup` without decrementing the desired capacity (so
 //!   moto launches its successor from the group's template), and reports
 //!   `PercentageComplete`; at each checkpoint below 100 it pauses for one describe
 //!   ("Waiting for checkpoint"), then `Successful` when all are replaced;
-//! - `CancelInstanceRefresh` makes it `Cancelled`; `RollbackInstanceRefresh` puts the
-//!   previous template back on the group and makes it `RollbackSuccessful`.
+//! - `CancelInstanceRefresh` makes a pending or running refresh `Cancelled`;
+//!   `RollbackInstanceRefresh` puts the previous template back on the group and makes it
+//!   `RollbackSuccessful` (instances already replaced are not replaced back), and is
+//!   refused (`IrreversibleInstanceRefresh`) for a refresh without a desired
+//!   configuration; either is `ActiveInstanceRefreshNotFound` once it has ended.
 //!
 //! Not modelled: `MinHealthyPercentage` batching (one instance at a time is always within
 //! it), warm-up and checkpoint delays (time), health checks, `StandbyInstances`, automatic
@@ -157,8 +161,7 @@ impl Refreshes {
                 ))
             }
             "autoscaling:CancelInstanceRefresh" | "autoscaling:RollbackInstanceRefresh" => {
-                let Some(r) =
-                    self.by_group.get_mut(&key).filter(|r| matches!(r.status, "Pending" | "InProgress" | "Failed"))
+                let Some(r) = self.by_group.get_mut(&key).filter(|r| matches!(r.status, "Pending" | "InProgress"))
                 else {
                     return Some(error(
                         "ActiveInstanceRefreshNotFound",
@@ -166,14 +169,19 @@ impl Refreshes {
                     ));
                 };
                 if op.ends_with("RollbackInstanceRefresh") {
-                    if let Some((id, version)) = r.previous.clone() {
-                        up.autoscaling(&format!(
-                            "Action=UpdateAutoScalingGroup&Version=2011-01-01&AutoScalingGroupName={}&LaunchTemplate.LaunchTemplateId={}&LaunchTemplate.Version={}",
-                            encode(&name),
-                            encode(&id),
-                            encode(&version)
+                    // Without a desired configuration there is nothing to go back to.
+                    let Some((id, version)) = r.previous.clone() else {
+                        return Some(error(
+                            "IrreversibleInstanceRefresh",
+                            "The instance refresh cannot be rolled back: it has no desired configuration",
                         ));
-                    }
+                    };
+                    up.autoscaling(&format!(
+                        "Action=UpdateAutoScalingGroup&Version=2011-01-01&AutoScalingGroupName={}&LaunchTemplate.LaunchTemplateId={}&LaunchTemplate.Version={}",
+                        encode(&name),
+                        encode(&id),
+                        encode(&version)
+                    ));
                     r.status = "RollbackSuccessful";
                     r.reason = "rolled back on request".into();
                 } else {
