@@ -629,17 +629,7 @@ fn copy_shared(inner: &Inner, upstream: SocketAddr, req: &Request, account: Opti
     let body = format!("Action=DescribeImages&Version=2016-11-15&ImageId.1={source}");
     let (_, text) = call_as(upstream, req, Some(&owner), "ec2", &form, body.as_bytes()).ok()?;
     let arch = text.split("<architecture>").nth(1).and_then(|t| t.split('<').next()).unwrap_or("x86_64").to_string();
-    let enc = |v: &str| {
-        v.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect::<String>()
-    };
+    let enc = refresh::encode;
     let body = format!(
         "Action=RegisterImage&Version=2016-11-15&Name={}&Description={}&Architecture={arch}",
         enc(&name),
