@@ -20,6 +20,15 @@ const PARAMETER: &str = "/archivematica/base-ami/latest";
 const POINTER: &str = "/platform/base-ami/weco-amzn2-ecs-optimised-hvm-x86_64/latest";
 const GROUP: &str = "archivematica-container-hosts";
 
+/// The pipelines as Terraform made them, and two executions of the ECS line's before
+/// amictl: the AMIs (account, region, id) of each.
+async fn two_ecs_versions(aws: &aws::Aws) -> (Vec<(String, String, String)>, Vec<(String, String, String)>) {
+    let pipelines = seed_pipelines(aws).await;
+    let (_, old) = execution(aws, &pipelines[ECS], "ecs-1").await;
+    let (_, new) = execution(aws, &pipelines[ECS], "ecs-2").await;
+    (old, new)
+}
+
 /// The group's instances and the AMI each runs (as DescribeInstances reports it).
 async fn group_amis(aws: &aws::Aws, account: &str, group: &str) -> BTreeMap<String, String> {
     let asc = aws_sdk_autoscaling::Client::new(&aws.config(account, "eu-west-1").await.unwrap());
@@ -199,9 +208,7 @@ fn a_resolve_ssm_ecs_group_keeps_its_template_and_its_hosts_are_drained_before_t
     let org = Org::image_builder_unvalidated();
     let rt = runtime();
     let aws = rt.block_on(org.aws());
-    let pipelines = rt.block_on(seed_pipelines(&aws));
-    let (_, old) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-1"));
-    let (_, new) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-2"));
+    let (old, new) = rt.block_on(two_ecs_versions(&aws));
     let workflow = CONSUMERS[0].1;
     let (old_ami, new_ami) = (ami_in(&old, workflow), ami_in(&new, workflow));
     // The platform's parameter named the old image when the hosts launched.
@@ -296,9 +303,7 @@ fn a_template_put_back_after_amictl_wrote_it_is_reported_as_drift() {
     let org = Org::image_builder_unvalidated();
     let rt = runtime();
     let aws = rt.block_on(org.aws());
-    let pipelines = rt.block_on(seed_pipelines(&aws));
-    let (_, first) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-1"));
-    rt.block_on(execution(&aws, &pipelines[ECS], "ecs-2"));
+    let (first, _) = rt.block_on(two_ecs_versions(&aws));
     let workflow = CONSUMERS[0].1;
     rt.block_on(seed_group(&aws, "workflow", "goobi-container-hosts", &ami_in(&first, workflow), 1));
     org.edit(
@@ -375,9 +380,7 @@ fn an_old_version_is_kept_while_a_consumer_template_names_it_and_removed_everywh
     let org = Org::image_builder();
     let rt = runtime();
     let aws = rt.block_on(org.aws());
-    let pipelines = rt.block_on(seed_pipelines(&aws));
-    let (_, first) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-1"));
-    rt.block_on(execution(&aws, &pipelines[ECS], "ecs-2"));
+    let (first, _) = rt.block_on(two_ecs_versions(&aws));
     org.edit("rebuild_on_parent_update = true", "rebuild_on_parent_update = false");
     org.edit("keep_versions = 3", "keep_versions = 1");
     let (code, _, stderr) = org.run(&["import", "--image", ECS]);
@@ -501,9 +504,7 @@ fn archivematicas_protected_resolve_ssm_group_is_moved_by_an_instance_refresh_in
     let org = Org::image_builder_unvalidated();
     let rt = runtime();
     let aws = rt.block_on(org.aws());
-    let pipelines = rt.block_on(seed_pipelines(&aws));
-    let (_, old) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-1"));
-    let (_, new) = rt.block_on(execution(&aws, &pipelines[ECS], "ecs-before-2"));
+    let (old, new) = rt.block_on(two_ecs_versions(&aws));
     let workflow = CONSUMERS[0].1;
     let (old_ami, new_ami) = (ami_in(&old, workflow), ami_in(&new, workflow));
     let ssm = rt.block_on(aws.ssm("workflow", "eu-west-1")).unwrap();

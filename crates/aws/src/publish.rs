@@ -461,7 +461,13 @@ async fn launch_permissions(
         .collect())
 }
 
-async fn get(ssm: &aws_sdk_ssm::Client, account: &str, region: &str, name: &str) -> Result<Option<String>, AwsError> {
+/// A parameter's value; `None` when it does not exist.
+pub(crate) async fn get(
+    ssm: &aws_sdk_ssm::Client,
+    account: &str,
+    region: &str,
+    name: &str,
+) -> Result<Option<String>, AwsError> {
     match ssm.get_parameter().name(name).send().await {
         Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
         Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),

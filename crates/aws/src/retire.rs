@@ -13,6 +13,8 @@
 //! unlaunchable AMIs for the next one — then deregistered and its snapshots deleted, and
 //! the version's own `<prefix>/<version>` parameters are deleted.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::Filter;
 use provider::{Checked, Distribution, Reference, Resource, RetireReport, Target};
@@ -106,6 +108,7 @@ async fn check(aws: &Aws, d: &Distribution) -> Result<Checked, AwsError> {
         how,
     };
     let mut found = Vec::new();
+    let mut resolved = BTreeMap::new();
     let ec2 = aws.ec2(account, region).await?;
 
     let mut pages = ec2
@@ -147,7 +150,7 @@ async fn check(aws: &Aws, d: &Distribution) -> Result<Checked, AwsError> {
             }
             seen.push(n);
             let image = v.launch_template_data().and_then(|t| t.image_id()).unwrap_or_default();
-            if names(aws, account, region, image, ami).await? {
+            if names(aws, (account, region), &mut resolved, image, ami).await? {
                 let which = if v.default_version() == Some(true) { "$Default" } else { "$Latest" };
                 let name = v.launch_template_name().unwrap_or(id);
                 found.push(at("launch-template", name, format!("version {n} ({which}) image {image}")));
@@ -189,7 +192,7 @@ async fn check(aws: &Aws, d: &Distribution) -> Result<Checked, AwsError> {
                     .map_err(api("ec2:DescribeLaunchTemplateVersions", account, region))?;
                 for v in out.launch_template_versions() {
                     let image = v.launch_template_data().and_then(|t| t.image_id()).unwrap_or_default();
-                    if names(aws, account, region, image, ami).await? {
+                    if names(aws, (account, region), &mut resolved, image, ami).await? {
                         found.push(at("auto-scaling-group", group, format!("pins launch template version {version}")));
                     }
                 }
@@ -222,24 +225,24 @@ async fn check(aws: &Aws, d: &Distribution) -> Result<Checked, AwsError> {
 }
 
 /// Whether a template's image (an AMI id or `resolve:ssm:<parameter>`) is `ami` now.
-async fn names(aws: &Aws, account: &str, region: &str, image: &str, ami: &str) -> Result<bool, AwsError> {
-    match image.strip_prefix("resolve:ssm:") {
-        Some(p) => {
-            let region =
-                p.strip_prefix("arn:").and_then(|r| r.split(':').nth(2)).filter(|r| !r.is_empty()).unwrap_or(region);
-            Ok(parameter(aws, account, region, p).await?.as_deref() == Some(ami))
-        }
-        None => Ok(image == ami),
+/// Many templates resolve one parameter: each is read once per place.
+async fn names(
+    aws: &Aws,
+    (account, region): (&str, &str),
+    resolved: &mut BTreeMap<String, Option<String>>,
+    image: &str,
+    ami: &str,
+) -> Result<bool, AwsError> {
+    let Some(p) = image.strip_prefix("resolve:ssm:") else { return Ok(image == ami) };
+    if !resolved.contains_key(p) {
+        let value = parameter(aws, account, crate::rollout::parameter_region(p, region), p).await?;
+        resolved.insert(p.to_string(), value);
     }
+    Ok(resolved[p].as_deref() == Some(ami))
 }
 
 async fn parameter(aws: &Aws, account: &str, region: &str, name: &str) -> Result<Option<String>, AwsError> {
-    let ssm = aws.ssm(account, region).await?;
-    match ssm.get_parameter().name(name).send().await {
-        Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_parameter_not_found()) => Ok(None),
-        Err(e) => Err(api("ssm:GetParameter", account, region)(e)),
-    }
+    crate::publish::get(&aws.ssm(account, region).await?, account, region, name).await
 }
 
 fn gone<E: ProvideErrorMetadata>(e: &E) -> bool {

@@ -156,13 +156,14 @@ pub async fn update_launch_template(aws: &Aws, t: &Target, move_group: bool) -> 
     })
 }
 
+/// Where a parameter is read: a parameter shared by ARN in its own region, a name in `region`.
+pub(crate) fn parameter_region<'a>(parameter: &'a str, region: &'a str) -> &'a str {
+    parameter.strip_prefix("arn:").and_then(|r| r.split(':').nth(2)).filter(|r| !r.is_empty()).unwrap_or(region)
+}
+
 /// What an SSM parameter (a name, `name:version`, `name:label` or an ARN) names now.
 async fn resolve(aws: &Aws, account: &str, region: &str, parameter: &str) -> Result<String, AwsError> {
-    // A parameter shared by ARN is read in its own region.
-    let region = match parameter.strip_prefix("arn:") {
-        Some(rest) => rest.split(':').nth(2).filter(|r| !r.is_empty()).unwrap_or(region),
-        None => region,
-    };
+    let region = parameter_region(parameter, region);
     let ssm = aws.ssm(account, region).await?;
     let out = ssm.get_parameter().name(parameter).send().await.map_err(api("ssm:GetParameter", account, region))?;
     Ok(out.parameter().and_then(|p| p.value()).unwrap_or_default().to_string())

@@ -79,6 +79,19 @@ mod tests {
         p
     }
 
+    /// A platform, a consumer account and a line with one component (in a temporary
+    /// directory that holds the component's document): the config's head.
+    fn two_accounts_and_a_line() -> (tempfile::TempDir, &'static str) {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "c.yml",
+            &DOC.replace("  - Key:\n      type: string\n", "  - Key:\n      type: string\n      default: k\n"),
+        );
+        let head = "[accounts.platform]\nid = \"111111111111\"\n[accounts.workflow]\nid = \"222222222222\"\nrole = \"arn:aws:iam::222222222222:role/x\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n";
+        (d, head)
+    }
+
     const DOC: &str = "schemaVersion: 1.0\nparameters:\n  - Key:\n      type: string\nphases:\n  - name: build\n    steps:\n      - name: S\n        action: ExecuteBash\n        inputs:\n          commands: ['true']\n";
 
     #[test]
@@ -198,13 +211,7 @@ mod tests {
 
     #[test]
     fn rollout_preferences_are_read_and_keys_of_another_method_refused() {
-        let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "c.yml",
-            &DOC.replace("  - Key:\n      type: string\n", "  - Key:\n      type: string\n      default: k\n"),
-        );
-        let head = "[accounts.platform]\nid = \"111111111111\"\n[accounts.workflow]\nid = \"222222222222\"\nrole = \"arn:aws:iam::222222222222:role/x\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n";
+        let (d, head) = two_accounts_and_a_line();
         let consumer = |rollout: &str| {
             format!(
                 "{head}[consumers.goobi]\naccount = \"workflow\"\nimage = \"host\"\nselect = {{ asgs = [\"g\"] }}\nrollout = {rollout}\n"
@@ -262,13 +269,7 @@ mod tests {
 
     #[test]
     fn sharing_by_organisation_ram_and_tags_is_read_and_bad_values_are_refused_at_their_key() {
-        let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "c.yml",
-            &DOC.replace("  - Key:\n      type: string\n", "  - Key:\n      type: string\n      default: k\n"),
-        );
-        let head = "[accounts.platform]\nid = \"111111111111\"\n[accounts.workflow]\nid = \"222222222222\"\nrole = \"arn:aws:iam::222222222222:role/x\"\n[components.c]\nfile = \"c.yml\"\nversion = \"1\"\n[images.host]\nparent = \"debootstrap:stable\"\ncomponents = [\"c\"]\n";
+        let (d, head) = two_accounts_and_a_line();
         let org = "arn:aws:organizations::111111111111:organization/o-abcd123456";
         let ou = "arn:aws:organizations::111111111111:ou/o-abcd123456/ou-ab12-cdef3456";
         let distribute = |rest: &str| {
