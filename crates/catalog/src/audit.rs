@@ -85,38 +85,9 @@ impl Catalog {
     pub fn append_event(&mut self, ev: &NewEvent<'_>) -> Result<AuditEvent> {
         let e = self.err_fn();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        let last: Option<(i64, String)> = tx
-            .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(&e)?;
-        let (seq, prev_hash) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
-        let data_text = ev.data.to_string();
-        let hash = event_hash(seq, ev.time, ev.actor, ev.kind, ev.subject, ev.reason, &data_text, &prev_hash);
-        tx.execute(
-            "INSERT INTO audit_events (seq, time, actor, kind, subject, reason, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![seq, ev.time, ev.actor, ev.kind, ev.subject, ev.reason, data_text, prev_hash, hash],
-        )
-        .map_err(&e)?;
-        if ev.opens {
-            tx.execute("INSERT INTO open_intents (seq) VALUES (?1)", [seq]).map_err(&e)?;
-        }
-        if let Some(intent) = ev.closes {
-            tx.execute("DELETE FROM open_intents WHERE seq = ?1", [intent]).map_err(&e)?;
-        }
+        let appended = append_in(&tx, ev).map_err(&e)?;
         tx.commit().map_err(&e)?;
-        Ok(AuditEvent {
-            seq,
-            time: ev.time.into(),
-            actor: ev.actor.into(),
-            kind: ev.kind.into(),
-            subject: ev.subject.into(),
-            reason: ev.reason.into(),
-            data: ev.data.clone(),
-            prev_hash,
-            hash,
-        })
+        Ok(appended)
     }
 
     /// Events in order; `subject_prefix` filters (an image name matches its versions).
@@ -204,6 +175,39 @@ fn event_hash(
         h.update(field.as_bytes());
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Appends `ev` inside an open transaction, so a caller can record a change and the event
+/// that explains it atomically.
+pub(crate) fn append_in(tx: &rusqlite::Transaction<'_>, ev: &NewEvent<'_>) -> rusqlite::Result<AuditEvent> {
+    let last: Option<(i64, String)> = tx
+        .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (seq, prev_hash) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
+    let data_text = ev.data.to_string();
+    let hash = event_hash(seq, ev.time, ev.actor, ev.kind, ev.subject, ev.reason, &data_text, &prev_hash);
+    tx.execute(
+        "INSERT INTO audit_events (seq, time, actor, kind, subject, reason, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![seq, ev.time, ev.actor, ev.kind, ev.subject, ev.reason, data_text, prev_hash, hash],
+    )
+    ?;
+    if ev.opens {
+        tx.execute("INSERT INTO open_intents (seq) VALUES (?1)", [seq])?;
+    }
+    if let Some(intent) = ev.closes {
+        tx.execute("DELETE FROM open_intents WHERE seq = ?1", [intent])?;
+    }
+    Ok(AuditEvent {
+        seq,
+        time: ev.time.into(),
+        actor: ev.actor.into(),
+        kind: ev.kind.into(),
+        subject: ev.subject.into(),
+        reason: ev.reason.into(),
+        data: ev.data.clone(),
+        prev_hash,
+        hash,
+    })
 }
 
 #[cfg(test)]

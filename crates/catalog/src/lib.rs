@@ -10,18 +10,23 @@
 //! - [`scans`]: each consumer's fleet scans;
 //! - [`audit`]: the **audit chain**, an append-only list of events, each hashing the
 //!   previous one, so `verify` finds the first row anyone changed; intents that never got
-//!   an outcome are tracked so the next run can close them.
+//!   an outcome are tracked so the next run can close them;
+//! - [`approvals`], [`outbox`] and [`schedule`]: what `serve` keeps — actions held for a
+//!   person, notifications waiting to be delivered, when each job last ran.
 //!
 //! A [`RunLock`] ([`lock`]: an `flock` beside the database) keeps two runs on one state
 //! from interleaving; the kernel releases it when a run dies, so a crash never leaves it
 //! stuck, and `/proc/locks` names the live holder.
 #![deny(missing_docs)]
 
+pub mod approvals;
 pub mod audit;
 pub mod distributions;
 pub mod lock;
+pub mod outbox;
 pub mod safety;
 pub mod scans;
+pub mod schedule;
 mod schema;
 pub mod versions;
 
@@ -30,9 +35,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, TransactionBehavior};
 
+pub use approvals::{Approval, ApprovalStatus};
 pub use audit::{AuditEvent, ChainBreak, NewEvent};
 pub use distributions::{Deprecation, Published};
 pub use lock::{Holder, RunLock};
+pub use outbox::{Delivery, NewNotice};
 pub use provider::{Artifact, ArtifactKind, Package, TestResult};
 pub use safety::{RecordCheck, RecordMismatch, manifest_digest};
 pub use scans::{Scan, ScanHost};

@@ -108,4 +108,36 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // v6: why the last retirement of a version was refused (what still used its AMIs, and
     // when that was found), until it is retired.
     "ALTER TABLE builds ADD COLUMN cleanup TEXT;",
+    // v7: what `serve` keeps. Actions held for a person (`policy.require_approval`), the
+    // outbox of notifications (one row per notice and sink, so a retry never repeats a
+    // delivered one), and when each scheduled job last ran.
+    "CREATE TABLE approvals (
+        id TEXT PRIMARY KEY,
+        action_key TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        status TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        decided_by TEXT,
+        decided_at TEXT
+     );
+     CREATE INDEX approvals_key ON approvals (action_key);
+     CREATE TABLE outbox (
+        key TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        event TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        text TEXT NOT NULL,
+        data TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        sent_at TEXT,
+        last_error TEXT,
+        PRIMARY KEY (key, sink)
+     );
+     CREATE TABLE schedule (job TEXT PRIMARY KEY, last_run TEXT NOT NULL, data TEXT NOT NULL);",
 ];

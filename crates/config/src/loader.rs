@@ -15,6 +15,8 @@ use crate::rules;
 use crate::schema::*;
 use crate::{DEFAULT_STATE, hex, parse_duration, parse_millis, parse_size_mb};
 
+mod serve;
+
 impl Config {
     /// Loads and validates. `Err` carries every error (and warnings); nothing is partial.
     pub fn load(path: &Path) -> Result<(Config, Vec<Diagnostic>), Vec<Diagnostic>> {
@@ -341,7 +343,11 @@ impl Loader<'_> {
             }
         };
         let root = root.get_ref();
-        self.known(root, &["state", "policy", "aws", "accounts", "components", "images", "consumers"], "the config");
+        self.known(
+            root,
+            &["state", "policy", "aws", "accounts", "components", "images", "consumers", "serve"],
+            "the config",
+        );
         let mut state = self.dir.join(DEFAULT_STATE);
         let mut work_dir: Option<PathBuf> = None;
         if let Some(v) = Self::get(root, "state")
@@ -463,6 +469,7 @@ impl Loader<'_> {
             }
         }
         self.parameter_collisions(&images, &accounts);
+        let serve = Self::get(root, "serve").map(|v| self.serve(v)).unwrap_or_default();
         let cache_dir = std::env::var_os("AMICTL_CACHE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("amictl")))
@@ -482,6 +489,7 @@ impl Loader<'_> {
             components,
             images,
             consumers,
+            serve,
             fetched: std::mem::take(&mut self.fetched),
         })
     }
@@ -491,9 +499,36 @@ impl Loader<'_> {
         let Some(t) = self.table(v, "policy") else { return p };
         self.known(
             t,
-            &["max_age", "rebuild_on_parent_update", "rebuild_on_severity", "rollout_sla", "keep_versions"],
+            &[
+                "max_age",
+                "rebuild_on_parent_update",
+                "rebuild_on_severity",
+                "rollout_sla",
+                "keep_versions",
+                "require_approval",
+                "approval_ttl",
+            ],
             "[policy]",
         );
+        if let Some(v) = Self::get(t, "require_approval") {
+            for (kind, span) in self.strings(v, "policy.require_approval") {
+                if !["build", "rollout", "retire"].contains(&kind.as_str()) {
+                    self.err(
+                        span,
+                        "bad-approval",
+                        format!("`policy.require_approval` names `{kind}`, which is not an action that can be held"),
+                        "any of \"build\", \"rollout\", \"retire\"",
+                    );
+                } else if !p.require_approval.contains(&kind) {
+                    p.require_approval.push(kind);
+                }
+            }
+        }
+        if let Some(d) =
+            Self::get(t, "approval_ttl").and_then(|v| self.bounded(v, "policy.approval_ttl", rules::APPROVAL_TTL))
+        {
+            p.approval_ttl_seconds = d;
+        }
         if let Some(d) = Self::get(t, "max_age").and_then(|v| self.bounded(v, "policy.max_age", rules::MAX_AGE)) {
             p.max_age_seconds = d;
         }

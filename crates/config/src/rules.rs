@@ -251,6 +251,33 @@ pub(crate) fn tag_key(text: &str) -> Result<(), String> {
     }
 }
 
+/// `policy.approval_ttl`: at least an hour, at most 30 days.
+pub(crate) const APPROVAL_TTL: (i64, i64) = (3600, 30 * DAY);
+/// `serve.watch_interval`: a minute (feeds are not polled harder than that) to a day (the
+/// watch is what makes "sooner" sooner than the next scheduled cycle).
+pub(crate) const WATCH_INTERVAL: (i64, i64) = (60, DAY);
+
+/// A cron expression for `serve.schedule` (what croner accepts: 5 fields, or 6 with
+/// seconds first; `@daily` and friends).
+pub(crate) fn cron(text: &str) -> Result<(), String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(text)
+        .map(|_| ())
+        .map_err(|e| format!("not a cron expression ({e})"))
+}
+
+/// An IANA time zone name jiff knows (`Europe/London`, `UTC`).
+pub(crate) fn timezone(text: &str) -> Result<(), String> {
+    jiff::tz::TimeZone::get(text).map(|_| ()).map_err(|_| "not a time zone in the IANA database".into())
+}
+
+/// `serve.listen`: `host:port` with an IP address (no name lookups at load).
+pub(crate) fn listen(text: &str) -> Result<(), String> {
+    text.parse::<std::net::SocketAddr>().map(|_| ()).map_err(|_| "an IP address and a port, e.g. 127.0.0.1:8421".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

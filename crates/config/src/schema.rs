@@ -28,6 +28,8 @@ pub struct Config {
     pub components: BTreeMap<String, Component>,
     pub images: BTreeMap<String, Image>,
     pub consumers: BTreeMap<String, Consumer>,
+    /// How `amictl serve` runs the loop unattended.
+    pub serve: Serve,
     /// Component documents fetched by ARN while loading (components given by `arn`, and
     /// what any document runs through `ExecuteDocument` by ARN), keyed by the ARN as
     /// written, for builds that cannot reach Image Builder themselves.
@@ -91,6 +93,10 @@ pub struct Policy {
     pub rebuild_on_severity: String,
     pub rollout_sla_seconds: i64,
     pub keep_versions: usize,
+    /// Action kinds (`build`, `rollout`, `retire`) held until a person approves them.
+    pub require_approval: Vec<String>,
+    /// How long a request waits for a decision, and an approval for its action.
+    pub approval_ttl_seconds: i64,
 }
 
 impl Default for Policy {
@@ -101,6 +107,8 @@ impl Default for Policy {
             rebuild_on_severity: "important".into(),
             rollout_sla_seconds: 14 * DAY,
             keep_versions: 3,
+            require_approval: Vec::new(),
+            approval_ttl_seconds: 3 * DAY,
         }
     }
 }
@@ -293,4 +301,53 @@ impl Distribution {
             if self.accounts.is_empty() { vec![platform] } else { self.accounts.iter().map(String::as_str).collect() };
         accounts.iter().flat_map(|a| self.regions.iter().map(move |r| provider::Target::new(*a, r))).collect()
     }
+}
+
+/// `[serve]`: the schedule, the advisory watch, the HTTP listener and where notices go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serve {
+    /// `host:port`; loopback unless the config says otherwise.
+    pub listen: String,
+    /// A cron expression (5 fields, or 6 with seconds) for full cycles; `None`: no cycles on
+    /// a schedule (the watch and the API still start them).
+    pub schedule: Option<String>,
+    /// The IANA time zone the schedule is read in.
+    pub timezone: String,
+    /// How often advisory feeds are checked for new fixes.
+    pub watch_interval_seconds: i64,
+    /// The bearer token changes need; without one, nothing can be changed over HTTP.
+    pub token: Option<ParamValue>,
+    /// Read-only endpoints answer without a token (only ever when listening on loopback).
+    pub open_reads: bool,
+    /// Webhooks, by name.
+    pub webhooks: BTreeMap<String, Webhook>,
+}
+
+impl Default for Serve {
+    fn default() -> Serve {
+        Serve {
+            listen: "127.0.0.1:8421".into(),
+            schedule: None,
+            timezone: "UTC".into(),
+            watch_interval_seconds: 3600,
+            token: None,
+            open_reads: true,
+            webhooks: BTreeMap::new(),
+        }
+    }
+}
+
+/// The events a notice can be about.
+pub const NOTICE_EVENTS: &[&str] =
+    &["build.failed", "version.released", "deadline.soon", "deadline.passed", "approval.waiting"];
+
+/// One webhook: a Slack-compatible JSON body is POSTed to its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub name: String,
+    /// Often a secret itself (a Slack incoming-webhook URL is): from the environment or a
+    /// file, and never logged — errors name the webhook, not the URL.
+    pub url: ParamValue,
+    /// Which events it gets (default: all of [`NOTICE_EVENTS`]).
+    pub events: Vec<String>,
 }

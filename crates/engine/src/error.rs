@@ -18,6 +18,10 @@ pub enum EngineError {
     /// Something failed, said in words.
     #[error("{0}")]
     Failed(String),
+    /// A request that cannot be granted as asked (an approval that is not pending, or
+    /// does not exist): the caller's mistake, not a failure of amictl.
+    #[error("{0}")]
+    Refused(String),
     /// The operator asked amictl to stop.
     #[error("interrupted by the operator")]
     Cancelled,

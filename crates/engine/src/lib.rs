@@ -38,13 +38,16 @@
 
 pub mod act;
 pub mod advisories;
+pub mod approvals;
 mod error;
 pub mod feeds;
 pub mod fleet;
 pub mod import;
+pub mod notices;
 pub mod observe;
 pub mod record;
 pub mod views;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,6 +58,7 @@ use jiff::Timestamp;
 use provider::{AdvisorySource, Builder, Cancel, FleetSource, Publisher, Rollout};
 
 pub use act::{ActionResult, ApplyOptions, ApplyReport};
+pub use approvals::Decision;
 pub use error::EngineError;
 pub use observe::Observation;
 

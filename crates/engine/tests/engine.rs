@@ -506,3 +506,50 @@ fn a_dead_build_of_a_line_gone_from_the_config_is_cleaned_up_by_a_builder_of_its
     assert!(recover.ok, "{recover:#?}");
     assert_eq!(org.builder.cleaned.lock().unwrap().as_slice(), ["b-old"], "cleaned by its kind's builder");
 }
+
+#[test]
+fn a_held_build_is_asked_for_once_runs_when_approved_and_a_denied_one_waits_for_its_request_to_expire() {
+    let org = Org::with_policy("require_approval = [\"build\"]\napproval_ttl = \"1d\"", "");
+    // Held: asked for once, however many runs see it.
+    let r = run(&org);
+    let held: Vec<&str> = r.held().map(|a| a.subject.as_str()).collect();
+    assert_eq!((held, r.failed()), (vec!["host"], 0));
+    run(&org);
+    let pending = org.catalog().approvals(Some(catalog::ApprovalStatus::Pending)).unwrap();
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    assert!(org.catalog().versions(Some("host")).unwrap().is_empty(), "nothing was built");
+    // Denied: not run, and not asked for again until the request expires.
+    let engine = org.engine();
+    engine.decide(&pending[0].id, engine::Decision::Deny, "dave").unwrap();
+    assert!(matches!(
+        engine.decide(&pending[0].id, engine::Decision::Approve, "erin"),
+        Err(engine::EngineError::Refused(_))
+    ));
+    let r = run(&org);
+    assert_eq!(r.held().count(), 1);
+    assert_eq!(org.catalog().approvals(None).unwrap().len(), 1);
+    org.clock.advance_days(2);
+    let r = run(&org);
+    assert_eq!(r.held().count(), 1);
+    let all = org.catalog().approvals(None).unwrap();
+    let statuses: Vec<_> = all.iter().map(|a| a.status).collect();
+    assert_eq!(
+        statuses,
+        [catalog::ApprovalStatus::Pending, catalog::ApprovalStatus::Expired],
+        "a new request after expiry"
+    );
+    // Approved: the next run builds, and the approval is spent only once the build did its work.
+    let engine = org.engine();
+    engine.decide(&all[0].id, engine::Decision::Approve, "frank").unwrap();
+    let r = run(&org);
+    assert_eq!((r.held().count(), r.failed()), (0, 0), "{r:#?}");
+    assert_eq!(org.catalog().versions(Some("host")).unwrap().len(), 1);
+    let used = org.catalog().approval(&all[0].id).unwrap().unwrap();
+    assert_eq!((used.status, used.decided_by.as_deref()), (catalog::ApprovalStatus::Used, Some("frank")));
+    let events = events(&org);
+    let k = kinds(&events);
+    let pos = |kind: &str| k.iter().rposition(|x| x == kind).unwrap();
+    assert!(pos("approval.approved") < pos("build.intent") && pos("build.outcome") < pos("approval.used"), "{k:?}");
+    assert_eq!(k.iter().filter(|x| *x == "approval.expired").count(), 1);
+    assert_paired(&events);
+}

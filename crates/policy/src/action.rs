@@ -280,6 +280,19 @@ impl Action {
         }
     }
 
+    /// What identifies this action from one cycle to the next, for approvals: the same
+    /// build of a line from the same parent, the same consumer moving to the same version,
+    /// the same version retired. A new parent or version is a new question.
+    pub fn approval_key(&self) -> String {
+        match self {
+            Action::Build { image, parent, .. } => {
+                format!("build:{image}:{}", parent.as_ref().map_or("-", |p| p.id.as_str()))
+            }
+            Action::Rollout { consumer, image, version, .. } => format!("rollout:{consumer}:{image}@{version}"),
+            other => format!("{}:{}", other.kind(), other.subject()),
+        }
+    }
+
     /// What people read for its kind (`--json` keeps the serde names).
     pub fn label(&self) -> &'static str {
         match self {

@@ -199,9 +199,7 @@ fn build_or_distribute(
         }
         None => &[],
     };
-    // Only fixes published after the build: an older one the build did not pick up would
-    // rebuild forever; `amictl advisories` still reports it.
-    let fresh: Vec<&MissingFix> = fixes.iter().filter(|f| f.published > newest.built_at).collect();
+    let fresh = fresh_fixes(fixes, newest.built_at);
     if !fresh.is_empty() {
         let mut advisories: Vec<String> = fresh.iter().map(|f| f.advisory.clone()).collect();
         advisories.dedup();
@@ -352,3 +350,10 @@ fn rollout(plan: &mut Plan, l: &ConsumerLag, observed: &Observed) {
 
 #[cfg(test)]
 mod tests;
+
+/// The fixes that make a version due: those published after it was built. An older one the
+/// build did not pick up would rebuild forever; `amictl advisories` still reports it. The
+/// planner and `serve`'s advisory watch both ask this.
+pub fn fresh_fixes(fixes: &[MissingFix], built_at: Timestamp) -> Vec<&MissingFix> {
+    fixes.iter().filter(|f| f.published > built_at).collect()
+}

@@ -65,6 +65,22 @@ pub enum EventKind {
     RolloutDrift,
     /// An existing image was adopted as a version (`amictl import`), with what matched and why.
     Imported,
+    /// An action is held for a person (`policy.require_approval`), with the planner's reasons.
+    ApprovalRequested,
+    /// A person approved a held action (who and when).
+    ApprovalApproved,
+    /// A person denied one.
+    ApprovalDenied,
+    /// Nobody decided in time, or the approved action was not run in time.
+    ApprovalExpired,
+    /// The approved action is carried out now.
+    ApprovalUsed,
+    /// A notice was queued for delivery (build failed, version released, deadlines, approvals).
+    NoticeQueued,
+    /// The advisory watch found new fixes that matter for a current image, and starts a cycle.
+    WatchMatched,
+    /// A scheduled or requested cycle could not run (AWS, a feed, the state), and why.
+    CycleFailed,
 }
 
 impl EventKind {
@@ -97,6 +113,14 @@ impl EventKind {
             EventKind::RolloutStopped => "rollout.stopped",
             EventKind::RolloutDrift => "rollout.drift",
             EventKind::Imported => "imported",
+            EventKind::ApprovalRequested => "approval.requested",
+            EventKind::ApprovalApproved => "approval.approved",
+            EventKind::ApprovalDenied => "approval.denied",
+            EventKind::ApprovalExpired => "approval.expired",
+            EventKind::ApprovalUsed => "approval.used",
+            EventKind::NoticeQueued => "notice.queued",
+            EventKind::WatchMatched => "watch.matched",
+            EventKind::CycleFailed => "cycle.failed",
         }
     }
 
@@ -113,6 +137,14 @@ impl EventKind {
             EventKind::RolloutStopped,
             EventKind::RolloutDrift,
             EventKind::Imported,
+            EventKind::ApprovalRequested,
+            EventKind::ApprovalApproved,
+            EventKind::ApprovalDenied,
+            EventKind::ApprovalExpired,
+            EventKind::ApprovalUsed,
+            EventKind::NoticeQueued,
+            EventKind::WatchMatched,
+            EventKind::CycleFailed,
         ]);
         all
     }

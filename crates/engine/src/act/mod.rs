@@ -58,6 +58,9 @@ pub struct ActionResult {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The approval it waits for (`policy.require_approval`): it did not run, and did not fail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// What an `apply` did.
@@ -77,6 +80,11 @@ impl ApplyReport {
     /// Actions that failed (interrupted ones included).
     pub fn failed(&self) -> usize {
         self.actions.iter().filter(|a| !a.ok).count()
+    }
+
+    /// Actions held for approval.
+    pub fn held(&self) -> impl Iterator<Item = &ActionResult> {
+        self.actions.iter().filter(|a| a.held.is_some())
     }
 
     /// Whether the run was stopped by the operator.
@@ -168,13 +176,21 @@ impl Engine {
         }
         let mut report = ApplyReport { plan: plan.clone(), closed, actions: Vec::new(), not_started: 0 };
         self.carry_out(&plan, &observation, now, options.parallel.max(1), &mut report)?;
+        // People hear about it; a notice that cannot be queued must not lose the run's record.
+        if let Err(e) = self.queue_notices(&report, now) {
+            self.progress().line(&format!("notices not queued: {}", e.text()));
+        }
         let failed = report.failed();
         self.note(
             EventKind::ApplyFinish,
             scope.only.as_deref().unwrap_or("*"),
             &format!(
-                "{} ok, {failed} failed{}",
+                "{} ok{}, {failed} failed{}",
                 report.actions.len() - failed,
+                match report.held().count() {
+                    0 => String::new(),
+                    n => format!(" ({n} held for approval)"),
+                },
                 if report.interrupted() {
                     format!(", interrupted ({} not started)", report.not_started)
                 } else {
@@ -291,6 +307,7 @@ impl Engine {
                 interrupted: e.is_cancelled(),
                 result: Value::Null,
                 error: Some(e.text()),
+                held: None,
             });
         }
         (image.to_string(), results, skipped)
@@ -342,6 +359,28 @@ impl Engine {
         if self.cancel().is_cancelled() {
             return None;
         }
+        let result = |ok, interrupted, result, error, held| ActionResult {
+            action: a.kind(),
+            image: a.image().to_string(),
+            subject: a.subject(),
+            ok,
+            interrupted,
+            result,
+            error,
+            held,
+        };
+        let approval = match self.gate(a) {
+            Ok(crate::approvals::Gate::Go(approval)) => approval,
+            Ok(crate::approvals::Gate::Held(ap)) => {
+                let status = json!({"approval": ap.id, "status": ap.status.as_str(), "expires_at": ap.expires_at});
+                return Some(result(true, false, status, None, Some(ap.id)));
+            }
+            Err(e) => {
+                let text = format!("cannot check its approval: {}", e.text());
+                self.progress().line(&format!("FAIL {} {}: {text}", a.label(), a.subject()));
+                return Some(result(false, false, Value::Null, Some(text), None));
+            }
+        };
         let outcome = match a {
             Action::Recover { .. } => recover::run(self, a),
             Action::Build { .. } => build::run(self, a),
@@ -350,7 +389,7 @@ impl Engine {
             Action::Rollout { .. } => rollout::run(self, a),
             Action::Retire { .. } => retire::run(self, a),
         };
-        let (ok, interrupted, result, error) = match outcome {
+        let (ok, interrupted, value, error) = match outcome {
             Ok(v) => (true, false, v, None),
             Err(e) => {
                 let text = e.text();
@@ -358,14 +397,12 @@ impl Engine {
                 (false, e.is_cancelled(), Value::Null, Some(text))
             }
         };
-        Some(ActionResult {
-            action: a.kind(),
-            image: a.image().to_string(),
-            subject: a.subject(),
-            ok,
-            interrupted,
-            result,
-            error,
-        })
+        if ok
+            && let Some(ap) = &approval
+            && let Err(e) = self.approval_used(ap, &value)
+        {
+            self.progress().line(&format!("approval {} not marked used: {}", ap.id, e.text()));
+        }
+        Some(result(ok, interrupted, value, error, None))
     }
 }

@@ -284,6 +284,11 @@ impl Org {
     /// One cloud line `host` published to workflow in two regions, consumers `goobi`
     /// (rolling-replace group) and `goobi-bastion` (notify), plus `extra` config.
     pub fn new(extra: &str) -> Org {
+        Org::with_policy("", extra)
+    }
+
+    /// [`Org::new`] with more `[policy]` keys.
+    pub fn with_policy(policy: &str, extra: &str) -> Org {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "agent.yml", AGENT);
         let text = format!(
@@ -303,6 +308,7 @@ role = "arn:aws:iam::222222222222:role/amictl"
 [policy]
 keep_versions = 2
 rollout_sla = "14d"
+{policy}
 
 [components.agent]
 file = "agent.yml"
