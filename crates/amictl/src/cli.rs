@@ -53,6 +53,15 @@ pub enum Command {
     State(StateCommand),
     /// Print the least-privilege IAM policies the config needs (platform and consumer roles).
     IamPolicy,
+    /// Run the loop unattended: cycles on `[serve] schedule`, the advisory watch, approvals,
+    /// the HTTP API, `/metrics` and the dashboard, and notices to webhooks.
+    Serve(ServeArgs),
+    /// Actions held for approval (`policy.require_approval`): pending ones, or all with --all.
+    Approvals(ApprovalsArgs),
+    /// Approve a held action: the next cycle carries it out (a running `serve` starts one).
+    Approve(DecideArgs),
+    /// Deny a held action: it is not asked for again until the request expires.
+    Deny(DecideArgs),
     /// Validate and run AWSTOE component documents (awstoe-compatible).
     #[command(subcommand)]
     Toe(ToeCommand),
@@ -213,6 +222,40 @@ pub struct ApplyArgs {
     /// builds in the local sandbox, lines go one at a time (the sandbox forks).
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub parallel: usize,
+    /// Plan at this time and record with a clock that starts there (`serve --from`).
+    #[arg(long, value_name = "WHEN", hide = true, conflicts_with = "now")]
+    pub clock_from: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen here instead of `[serve] listen` (default 127.0.0.1:8421).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// A modelled clock: run every job due from this time (a date, an RFC 3339 time or
+    /// +Nd) to --until, in order, as fast as they run, recording at modelled times; then
+    /// exit. No HTTP listener. For rehearsing a schedule, and for the week test.
+    #[arg(long, value_name = "WHEN", requires = "until")]
+    pub from: Option<String>,
+    /// Where the modelled clock stops.
+    #[arg(long, value_name = "WHEN", requires = "from")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApprovalsArgs {
+    /// Every approval, not only pending ones.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The approval's id (`ap-…`, from `amictl approvals`).
+    pub id: String,
+    /// Who decides, for the audit trail (default: user@host).
+    #[arg(long = "as", value_name = "NAME")]
+    pub by: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,27 @@ pub fn resolve(when: Option<&str>) -> Result<Timestamp> {
     Ok(t)
 }
 
+/// A modelled clock: it reads `start` when amictl starts and moves on with real time from
+/// there, so a cycle `serve --from` runs at a modelled hour records its events at that hour
+/// (in order, seconds apart) while the machine's clock says something else.
+pub struct Modelled {
+    start: Timestamp,
+    began: std::time::Instant,
+}
+
+impl Modelled {
+    pub fn starting(start: Timestamp) -> Modelled {
+        Modelled { start, began: std::time::Instant::now() }
+    }
+}
+
+impl engine::Clock for Modelled {
+    fn now(&self) -> Timestamp {
+        let elapsed = jiff::SignedDuration::try_from(self.began.elapsed()).unwrap_or_default();
+        self.start.saturating_add(elapsed).unwrap_or(self.start)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ mod clock;
 mod commands;
 mod progress;
 mod render;
+mod serve;
 mod signals;
 mod ui;
 mod wiring;
@@ -67,6 +68,10 @@ fn main() -> ExitCode {
         cli::Command::Audit(a) => commands::audit::run(common, &a),
         cli::Command::State(s) => commands::audit::state(common, &s),
         cli::Command::IamPolicy => commands::iam::run(common),
+        cli::Command::Serve(a) => serve::run(common, &a),
+        cli::Command::Approvals(a) => commands::approvals::list(common, &a),
+        cli::Command::Approve(a) => commands::approvals::decide(common, &a, engine::Decision::Approve),
+        cli::Command::Deny(a) => commands::approvals::decide(common, &a, engine::Decision::Deny),
         cli::Command::Toe(t) => {
             signals::end_steps_on_interrupt();
             commands::toe::run(t, common.json)

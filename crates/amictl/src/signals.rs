@@ -20,6 +20,7 @@ pub const GRACE: Duration = Duration::from_secs(120);
 const SIGNALS: [i32; 3] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP];
 
 /// The signal a graceful stop was asked with (0: none).
+#[derive(Clone)]
 pub struct Stop(Arc<AtomicI32>);
 
 impl Stop {

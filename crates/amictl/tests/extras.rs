@@ -443,6 +443,11 @@ fn iam_policy_covers_the_reference_organisation_with_least_privilege() {
         "nothing beyond the pointers"
     );
     assert_eq!(workflow["trust_policy"]["Statement"][0]["Principal"]["AWS"], "arn:aws:iam::111111111111:root");
+    // `serve` runs as the platform identity, from EC2 or ECS.
+    assert_eq!(
+        v["service_role"]["trust_policy"]["Statement"][0]["Principal"]["Service"],
+        serde_json::json!(["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"])
+    );
 }
 
 /// `amictl advisories --manifest`: any manifest against a real ALAS feed, outside the catalog.

@@ -530,3 +530,46 @@ fn the_snapshot_has_no_host_keys_machine_id_or_agent_id_unless_cleanup_is_off() 
     assert_eq!(read(&t, "./var/lib/agent/id").as_deref(), Some("sensor-42\n"), "off means off");
     assert_eq!(read(&t, "./etc/machine-id").as_deref(), Some("0123456789abcdef0123456789abcdef\n"));
 }
+
+/// `amictl serve` on a local config, as the quickstart runs it: its first cycle builds in the
+/// sandbox on its own (the cycle is a single-threaded child process, as the sandbox needs),
+/// and the dashboard and the API show the result.
+#[test]
+fn serve_builds_a_local_line_on_its_own_and_shows_it_on_the_dashboard() {
+    let org = Org::new("debootstrap:stable");
+    let mut child =
+        org.cmd(&["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap());
+    let url = loop {
+        let mut line = String::new();
+        assert!(std::io::BufRead::read_line(&mut lines, &mut line).unwrap() > 0, "serve ended before it listened");
+        if let Some(a) = line.trim().strip_prefix("amictl serve: listening on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+    let get = |path: &str| -> String {
+        let addr = url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out
+    };
+    let start = Instant::now();
+    while !org.images().iter().any(|v| v["state"] == "available") {
+        assert!(start.elapsed() < Duration::from_secs(600), "the start-up cycle built nothing");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let version = org.images()[0]["version"].as_str().unwrap().to_string();
+    let page = get("/");
+    assert!(page.starts_with("HTTP/1.1 200") && page.contains(&version), "{page}");
+    assert!(get("/api/images").contains(&format!("\"newest\":\"{version}\"")));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(verify(&org).status.code(), Some(0));
+}

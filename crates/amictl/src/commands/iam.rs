@@ -8,7 +8,8 @@ use crate::{UsageError, exit};
 
 pub fn run(common: &Common) -> Result<u8> {
     let cfg = load_config_reading(common)?;
-    let out = aws::iam::for_config(&cfg).map_err(UsageError)?;
+    let mut out = aws::iam::for_config(&cfg).map_err(UsageError)?;
+    out["service_role"] = service_role(&out);
     if common.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(exit::OK);
@@ -20,6 +21,8 @@ pub fn run(common: &Common) -> Result<u8> {
     println!("{}", serde_json::to_string_pretty(&out["platform"]["policy"])?);
     println!("\n# Builder/test instance profile role — attach AmazonSSMManagedInstanceCore and");
     println!("{}", serde_json::to_string_pretty(&out["builder_instance_profile"]["policy"])?);
+    println!("\n# Service role for `amictl serve` on EC2 or ECS: attach the platform policy above; trust policy");
+    println!("{}", serde_json::to_string_pretty(&out["service_role"]["trust_policy"])?);
     for (name, c) in out["consumers"].as_object().into_iter().flatten() {
         println!(
             "\n# Consumer `{name}` ({}) — role {}",
@@ -31,4 +34,22 @@ pub fn run(common: &Common) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&c["trust_policy"])?);
     }
     Ok(exit::OK)
+}
+
+/// `amictl serve` makes no AWS call `apply` does not (cycles are `apply`; the watch reads
+/// Inspector only where `apply` would): its role is the platform identity, assumable by
+/// the compute it runs on.
+fn service_role(out: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "account": out["platform"]["account"],
+        "policy": "the platform policy (platform.policy): serve runs `apply` for its cycles",
+        "trust_policy": {
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": ["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"]},
+                "Action": "sts:AssumeRole"
+            }]
+        }
+    })
 }

@@ -2,6 +2,7 @@
 
 pub mod advisories;
 pub mod apply;
+pub mod approvals;
 pub mod audit;
 pub mod fleet;
 pub mod iam;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use engine::views::{ConsumerView, Report};
 use fleet::{Assessment, Standing};
 
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 

@@ -432,9 +432,13 @@ pub async fn execution(aws: &aws::Aws, pipeline: &str, token: &str) -> (String, 
     let started =
         ib.start_image_pipeline_execution().image_pipeline_arn(pipeline).client_token(token).send().await.unwrap();
     let arn = started.image_build_version_arn().unwrap().to_string();
-    for _ in 0..20 {
+    let mut last = None;
+    // Until a terminal state (the emulator moves one state per few polls); a FAILED or
+    // CANCELLED execution is reported with its reason rather than polled on.
+    for _ in 0..100 {
         let got = ib.get_image().image_build_version_arn(&arn).send().await.unwrap();
         let image = got.image().unwrap();
+        last = image.state().cloned();
         if image.state().and_then(|s| s.status()).map(|s| s.as_str()) == Some("AVAILABLE") {
             let amis = image
                 .output_resources()
@@ -451,8 +455,11 @@ pub async fn execution(aws: &aws::Aws, pipeline: &str, token: &str) -> (String, 
                 .collect();
             return (arn, amis);
         }
+        if matches!(image.state().and_then(|s| s.status()).map(|s| s.as_str()), Some("FAILED" | "CANCELLED")) {
+            break;
+        }
     }
-    panic!("{arn} never became AVAILABLE");
+    panic!("{arn} never became AVAILABLE: {last:?}");
 }
 
 /// The copy in `account_id`'s eu-west-1.

@@ -1,0 +1,124 @@
+//! Who may do what over HTTP. Changes (approve, deny, start a cycle) need the bearer token
+//! (`Authorization: Bearer …`) or a dashboard session made by signing in with it; without
+//! a configured token nothing can be changed over HTTP. Reads are open only when the
+//! server listens on loopback and `[serve] open_reads` is left on; otherwise they need the
+//! same. Sessions live in memory (a restart signs everyone out) and their cookie is
+//! HttpOnly and SameSite=Strict, so another site cannot post a form with it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::http::HeaderMap;
+
+pub struct Auth {
+    token: Option<String>,
+    open_reads: bool,
+    /// Session id → the name given at sign-in.
+    sessions: Mutex<HashMap<String, String>>,
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// Nobody we know.
+    Anonymous,
+    /// The bearer token.
+    Token,
+    /// A dashboard session, with the name given at sign-in.
+    Session(String),
+}
+
+pub const COOKIE: &str = "amictl_session";
+
+/// Compares without an early exit, so timing does not tell how much of a guess was right.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Auth {
+    pub fn new(token: Option<String>, open_reads: bool) -> Auth {
+        Auth { token, open_reads, sessions: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    pub fn token_ok(&self, given: &str) -> bool {
+        self.token.as_deref().is_some_and(|t| same(t.as_bytes(), given.as_bytes()))
+    }
+
+    pub fn caller(&self, headers: &HeaderMap) -> Caller {
+        if let Some(bearer) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            && self.token_ok(bearer.trim())
+        {
+            return Caller::Token;
+        }
+        if let Some(id) = session_cookie(headers)
+            && let Some(name) = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
+        {
+            return Caller::Session(name.clone());
+        }
+        Caller::Anonymous
+    }
+
+    pub fn may_read(&self, caller: &Caller) -> bool {
+        self.open_reads || *caller != Caller::Anonymous
+    }
+
+    pub fn may_change(&self, caller: &Caller) -> bool {
+        self.token.is_some() && *caller != Caller::Anonymous
+    }
+
+    /// A new session for `name` when `token` is right.
+    pub fn sign_in(&self, token: &str, name: &str) -> Option<String> {
+        if !self.token_ok(token) {
+            return None;
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), name.to_string());
+        Some(id)
+    }
+
+    pub fn sign_out(&self, headers: &HeaderMap) {
+        if let Some(id) = session_cookie(headers) {
+            self.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        }
+    }
+}
+
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
+        v.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == COOKIE).map(|(_, v)| v.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_token_or_a_session_made_with_it_may_change_anything() {
+        let auth = Auth::new(Some("s3cret-token-0123456789".into()), true);
+        let mut h = HeaderMap::new();
+        assert_eq!(auth.caller(&h), Caller::Anonymous);
+        assert!(auth.may_read(&Caller::Anonymous) && !auth.may_change(&Caller::Anonymous));
+        h.insert("authorization", "Bearer wrong".parse().unwrap());
+        assert_eq!(auth.caller(&h), Caller::Anonymous);
+        h.insert("authorization", "Bearer s3cret-token-0123456789".parse().unwrap());
+        assert_eq!(auth.caller(&h), Caller::Token);
+        assert!(auth.sign_in("nope", "mallory").is_none());
+        let id = auth.sign_in("s3cret-token-0123456789", "alice").unwrap();
+        let mut c = HeaderMap::new();
+        c.insert("cookie", format!("other=1; {COOKIE}={id}").parse().unwrap());
+        assert_eq!(auth.caller(&c), Caller::Session("alice".into()));
+        auth.sign_out(&c);
+        assert_eq!(auth.caller(&c), Caller::Anonymous);
+        // Without a token configured nothing changes over HTTP, and closed reads need one.
+        let none = Auth::new(None, false);
+        assert!(!none.may_change(&Caller::Token) && !none.may_read(&Caller::Anonymous));
+    }
+}
