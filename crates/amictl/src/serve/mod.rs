@@ -318,6 +318,7 @@ impl Server {
         }
         let cycle_due = self.schedule.cycle_due(parse_time(last_cycle.as_ref()), now);
         let watch_due = self.schedule.watch_due(parse_time(last_watch.as_ref()), now);
+        let mut ran = false;
         if watch_due <= now {
             let seen: BTreeSet<String> = last_watch
                 .as_ref()
@@ -335,6 +336,9 @@ impl Server {
                     if !w.matched.is_empty() {
                         self.counters.watch_matches.fetch_add(1, Ordering::Relaxed);
                         self.cycle("advisory", now);
+                        // That was the cycle a request or the schedule would have run now.
+                        requested = None;
+                        ran = true;
                     }
                 }
                 Err(e) => {
@@ -352,7 +356,7 @@ impl Server {
         }
         if let Some(trigger) = requested {
             self.cycle(&trigger, now);
-        } else if cycle_due.is_some_and(|d| d <= now) {
+        } else if !ran && cycle_due.is_some_and(|d| d <= now) {
             self.cycle(if last_cycle.is_none() { "start-up" } else { "schedule" }, now);
         }
         if let Err(e) = self.engine.expire_approvals(now) {
