@@ -36,8 +36,19 @@ fn live(a: &Approval) -> bool {
     matches!(a.status, ApprovalStatus::Pending | ApprovalStatus::Approved | ApprovalStatus::Denied)
 }
 
-fn expired(a: &Approval, now: Timestamp) -> bool {
-    live(a) && views::time(&a.expires_at) <= now
+/// A request (pending or denied) expires at its `expires_at`; an approval has the same
+/// time again from its decision, so one given late in the window is not lost before the
+/// cycle it starts can use it, nor while its action runs.
+fn expired(a: &Approval, now: Timestamp, ttl: i64) -> bool {
+    match a.status {
+        ApprovalStatus::Approved => a
+            .decided_at
+            .as_deref()
+            .map(views::time)
+            .and_then(|d| d.saturating_add(jiff::SignedDuration::from_secs(ttl)).ok())
+            .is_some_and(|until| until <= now),
+        _ => live(a) && views::time(&a.expires_at) <= now,
+    }
 }
 
 impl Engine {
@@ -65,7 +76,8 @@ impl Engine {
     pub fn expire_approvals(&self, now: Timestamp) -> Result<usize, EngineError> {
         let all = self.catalog().approvals(None)?;
         let mut n = 0;
-        for a in all.iter().filter(|a| expired(a, now)) {
+        let ttl = self.config().policy.approval_ttl_seconds;
+        for a in all.iter().filter(|a| expired(a, now, ttl)) {
             let time = self.now().to_string();
             let data =
                 json!({"approval": a.id, "action": a.action, "was": a.status.as_str(), "expires_at": a.expires_at});
@@ -144,7 +156,13 @@ impl Engine {
             ap.decided_at.as_deref().unwrap_or("?")
         );
         let ev = self.event(&time, EventKind::ApprovalUsed, ap, &reason, &data);
-        self.catalog().move_approval(&ap.id, ApprovalStatus::Approved, ApprovalStatus::Used, None, &ev)?;
+        let moved = self.catalog().move_approval(&ap.id, ApprovalStatus::Approved, ApprovalStatus::Used, None, &ev)?;
+        if moved.is_none() {
+            return Err(EngineError::Failed(format!(
+                "approval {} was no longer approved when its action ended",
+                ap.id
+            )));
+        }
         Ok(())
     }
 
@@ -155,7 +173,7 @@ impl Engine {
         let Some(ap) = self.catalog().approval(id)? else {
             return Err(EngineError::Refused(format!("no approval `{id}` (`amictl approvals` lists them)")));
         };
-        if expired(&ap, now) {
+        if expired(&ap, now, self.config().policy.approval_ttl_seconds) {
             self.expire_approvals(now)?;
             return Err(EngineError::Refused(format!(
                 "approval {id} expired at {}; the next cycle asks again",

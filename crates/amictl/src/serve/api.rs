@@ -83,7 +83,7 @@ pub(super) async fn read_json(
 ) -> Response {
     server.counters.requests.fetch_add(1, Ordering::Relaxed);
     let caller = server.auth.caller(headers);
-    if !server.auth.may_read(&caller) {
+    if !server.auth.may_read_from(&caller, headers) {
         return error(StatusCode::UNAUTHORIZED, "this server needs the bearer token for reads");
     }
     match tokio::task::spawn_blocking(move || f(&server)).await {
@@ -120,7 +120,7 @@ async fn openapi() -> Response {
 
 async fn metrics(State(s): S, headers: HeaderMap) -> Response {
     s.counters.requests.fetch_add(1, Ordering::Relaxed);
-    if !s.auth.may_read(&s.auth.caller(&headers)) {
+    if !s.auth.may_read_from(&s.auth.caller(&headers), &headers) {
         return error(StatusCode::UNAUTHORIZED, "this server needs the bearer token for reads");
     }
     let server = s.clone();
@@ -372,7 +372,7 @@ async fn decide_api(
     d: Decision,
 ) -> Response {
     let caller = s.auth.caller(&headers);
-    if !s.auth.may_change(&caller) {
+    if !s.auth.may_change_from(&caller, &headers) {
         return error(StatusCode::UNAUTHORIZED, "approving needs `Authorization: Bearer <token>` ([serve] token)");
     }
     let by = decider(&caller, body.as_ref().and_then(|b| b.by.as_deref()));
@@ -401,7 +401,7 @@ async fn deny(
 }
 
 async fn cycles(State(s): S, headers: HeaderMap) -> Response {
-    if !s.auth.may_change(&s.auth.caller(&headers)) {
+    if !s.auth.may_change_from(&s.auth.caller(&headers), &headers) {
         return error(StatusCode::UNAUTHORIZED, "starting a cycle needs `Authorization: Bearer <token>`");
     }
     s.request_cycle("api");

@@ -65,10 +65,25 @@ impl Auth {
         Caller::Anonymous
     }
 
-    pub fn may_read(&self, caller: &Caller) -> bool {
-        self.open_reads || *caller != Caller::Anonymous
+    /// Open reads only for requests addressed to loopback by name: a page elsewhere that
+    /// rebinds its own DNS name to 127.0.0.1 sends its own name as `Host`, and is refused.
+    pub fn may_read_from(&self, caller: &Caller, headers: &HeaderMap) -> bool {
+        *caller != Caller::Anonymous || (self.open_reads && loopback_host(headers))
     }
 
+    /// Whether `caller` may change anything. A browser session must also come from one of
+    /// this server's own pages: SameSite keeps other sites' forms out, not other ports of
+    /// the same host, so a cross-origin `Origin` or `Sec-Fetch-Site` is refused too.
+    pub fn may_change_from(&self, caller: &Caller, headers: &HeaderMap) -> bool {
+        self.token.is_some()
+            && match caller {
+                Caller::Anonymous => false,
+                Caller::Token => true,
+                Caller::Session(_) => same_origin(headers),
+            }
+    }
+
+    /// Whether a page should offer changes to `caller` (the request itself is checked again).
     pub fn may_change(&self, caller: &Caller) -> bool {
         self.token.is_some() && *caller != Caller::Anonymous
     }
@@ -90,6 +105,31 @@ impl Auth {
     }
 }
 
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = header(headers, "host") else { return false };
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    matches!(name, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = header(headers, "sec-fetch-site") {
+        return site == "same-origin";
+    }
+    match (header(headers, "origin"), header(headers, "host")) {
+        (Some(origin), Some(host)) => origin == format!("http://{host}") || origin == format!("https://{host}"),
+        (Some(_), None) => false,
+        // No Origin: not a cross-origin browser request (browsers send it on POST).
+        (None, _) => true,
+    }
+}
+
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers.get_all(axum::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|v| {
         v.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == COOKIE).map(|(_, v)| v.to_string())
@@ -105,7 +145,12 @@ mod tests {
         let auth = Auth::new(Some("s3cret-token-0123456789".into()), true);
         let mut h = HeaderMap::new();
         assert_eq!(auth.caller(&h), Caller::Anonymous);
-        assert!(auth.may_read(&Caller::Anonymous) && !auth.may_change(&Caller::Anonymous));
+        let mut local = HeaderMap::new();
+        local.insert("host", "127.0.0.1:8421".parse().unwrap());
+        assert!(auth.may_read_from(&Caller::Anonymous, &local) && !auth.may_change_from(&Caller::Anonymous, &local));
+        let mut rebound = HeaderMap::new();
+        rebound.insert("host", "evil.example:8421".parse().unwrap());
+        assert!(!auth.may_read_from(&Caller::Anonymous, &rebound), "DNS rebinding is refused");
         h.insert("authorization", "Bearer wrong".parse().unwrap());
         assert_eq!(auth.caller(&h), Caller::Anonymous);
         h.insert("authorization", "Bearer s3cret-token-0123456789".parse().unwrap());
@@ -115,10 +160,18 @@ mod tests {
         let mut c = HeaderMap::new();
         c.insert("cookie", format!("other=1; {COOKIE}={id}").parse().unwrap());
         assert_eq!(auth.caller(&c), Caller::Session("alice".into()));
+        let alice = Caller::Session("alice".into());
+        c.insert("host", "127.0.0.1:8421".parse().unwrap());
+        c.insert("origin", "http://127.0.0.1:8421".parse().unwrap());
+        assert!(auth.may_change_from(&alice, &c));
+        c.insert("origin", "http://localhost:3000".parse().unwrap());
+        assert!(!auth.may_change_from(&alice, &c), "another port's page cannot post with the cookie");
+        c.insert("sec-fetch-site", "same-site".parse().unwrap());
+        assert!(!auth.may_change_from(&alice, &c));
         auth.sign_out(&c);
         assert_eq!(auth.caller(&c), Caller::Anonymous);
         // Without a token configured nothing changes over HTTP, and closed reads need one.
         let none = Auth::new(None, false);
-        assert!(!none.may_change(&Caller::Token) && !none.may_read(&Caller::Anonymous));
+        assert!(!none.may_change_from(&Caller::Token, &local) && !none.may_read_from(&Caller::Anonymous, &local));
     }
 }

@@ -62,7 +62,7 @@ async fn render(
     f: impl FnOnce(&Server, &Caller) -> anyhow::Result<String> + Send + 'static,
 ) -> Response {
     let caller = s.auth.caller(headers);
-    if !s.auth.may_read(&caller) {
+    if !s.auth.may_read_from(&caller, headers) {
         return Redirect::to("/login").into_response();
     }
     let c = caller.clone();
@@ -221,7 +221,7 @@ async fn approvals(State(s): S, headers: HeaderMap, Query(q): Query<Done>) -> Re
 
 async fn decide(State(s): S, headers: HeaderMap, Path((id, verb)): Path<(String, String)>) -> Response {
     let caller = s.auth.caller(&headers);
-    if !s.auth.may_change(&caller) {
+    if !s.auth.may_change_from(&caller, &headers) {
         return Redirect::to("/login").into_response();
     }
     let decision = match verb.as_str() {

@@ -215,23 +215,17 @@ pub fn run(common: &Common, args: &ServeArgs) -> Result<u8> {
         let app = api::router(server.clone());
         let shutdown = {
             let stop = stop.clone();
+            let server = server.clone();
             async move {
                 while stop.exit_code().is_none() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                server.stop_cycles();
             }
         };
         axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("the HTTP server stopped")
     });
-    server.stop.store(true, Ordering::SeqCst);
-    server.wake.notify_all();
-    // A running cycle stops as `apply` does on SIGTERM: it cleans up what it made and
-    // records an interrupted outcome (the signal's grace period bounds the wait).
-    let pid = server.cycle_pid.load(Ordering::SeqCst);
-    if pid != 0 {
-        eprintln!("amictl serve: stopping the running cycle (pid {pid})");
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-    }
+    server.stop_cycles();
     let _ = scheduler.join();
     let _ = delivery.join();
     result?;
@@ -243,6 +237,20 @@ fn parse_time(v: Option<&(String, Value)>) -> Option<Timestamp> {
 }
 
 impl Server {
+    /// No new cycle starts; a running one is told once to stop, as `apply` is on SIGTERM:
+    /// it cleans up what it made and records an interrupted outcome.
+    fn stop_cycles(&self) {
+        if self.stop.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.wake.notify_all();
+        let pid = self.cycle_pid.load(Ordering::SeqCst);
+        if pid != 0 {
+            eprintln!("amictl serve: stopping the running cycle (pid {pid})");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
     fn now(&self) -> Timestamp {
         engine::Clock::now(&*self.clock)
     }
@@ -291,6 +299,7 @@ impl Server {
     fn run_modelled(&self, from: Timestamp, until: Timestamp) -> Result<u8> {
         let mut now = from;
         let failed_before = self.counters.cycles_failed.load(Ordering::Relaxed);
+        let mut stuck = 0;
         loop {
             self.clock.set(now);
             let next = self.tick()?;
@@ -298,6 +307,12 @@ impl Server {
             let Some(next) = next else { break };
             if next > until {
                 break;
+            }
+            if next <= now {
+                stuck += 1;
+                anyhow::ensure!(stuck < 3, "the schedule does not move past {now} (is the state writable?)");
+            } else {
+                stuck = 0;
             }
             now = next.max(now);
         }
@@ -312,6 +327,19 @@ impl Server {
         let now = self.now();
         let (last_cycle, last_watch) = self.read(|c| Ok((c.job(CYCLE_JOB)?, c.job(WATCH_JOB)?)))?;
         let mut requested = self.requested.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // An approval given since the last cycle (from a terminal: `amictl approve` writes
+        // the state, not to this process) is carried out now.
+        let since = parse_time(last_cycle.as_ref());
+        let fresh_approval =
+            self.read(|c| Ok(c.approvals(Some(catalog::ApprovalStatus::Approved))?))?.iter().any(|a| {
+                a.decided_at
+                    .as_deref()
+                    .and_then(|d| d.parse::<Timestamp>().ok())
+                    .is_some_and(|d| since.is_none_or(|s| d > s))
+            });
+        if fresh_approval && requested.is_none() {
+            requested = Some("approval".into());
+        }
         // A cycle this server (or an earlier one) started and did not see end: carry on.
         if self.read(|c| Ok(c.job(RUNNING_JOB)?))?.is_some_and(|(_, d)| !d.is_null()) {
             requested = Some("resume".into());
@@ -378,6 +406,9 @@ impl Server {
     /// One cycle: `amictl apply` in a child, recorded as the job's last run whatever it did
     /// (a failed cycle is in the chain as such; the next one is the schedule's next).
     fn cycle(&self, trigger: &str, now: Timestamp) {
+        if self.stop.load(Ordering::SeqCst) {
+            return;
+        }
         self.status.lock().unwrap_or_else(|e| e.into_inner()).running = Some((trigger.to_string(), now.to_string()));
         self.counters.cycles.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.engine.catalog().set_job(RUNNING_JOB, &now.to_string(), &json!({"trigger": trigger})) {
@@ -393,6 +424,13 @@ impl Server {
             if let Err(e) = self.engine.cycle_failed(trigger, &why) {
                 eprintln!("amictl serve: cannot record the failed cycle: {}", e.text());
             }
+        }
+        if self.stop.load(Ordering::SeqCst) {
+            // Stopped with the server: the marker stays, so the next start carries it on.
+            let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            s.running = None;
+            s.last_cycle = Some(summary);
+            return;
         }
         let done = json!({"trigger": trigger, "ok": summary.ok, "exit": summary.exit});
         if let Err(e) = self.engine.catalog().set_job(CYCLE_JOB, &now.to_string(), &done) {
@@ -414,6 +452,13 @@ impl Server {
             cmd.arg("--clock-from").arg(now.to_string());
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // The server's own secrets (token, webhook URLs) are not the cycle's business.
+        let own = self.cfg.serve.token.iter().chain(self.cfg.serve.webhooks.values().map(|w| &w.url));
+        for value in own {
+            if let config::ParamValue::Env { var, .. } = value {
+                cmd.env_remove(var);
+            }
+        }
         // Its own process group: a Ctrl-C at the terminal reaches the server only, which
         // passes one SIGTERM on (two would make `apply` exit without cleaning up).
         cmd.process_group(0);
@@ -428,6 +473,13 @@ impl Server {
         eprintln!("amictl serve: {trigger} cycle at {now}");
         let out = cmd.spawn().and_then(|child| {
             self.cycle_pid.store(child.id(), Ordering::SeqCst);
+            // A stop that came while it was starting: it gets its SIGTERM now.
+            if self.stop.load(Ordering::SeqCst) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
             let out = child.wait_with_output();
             self.cycle_pid.store(0, Ordering::SeqCst);
             out

@@ -241,7 +241,7 @@ impl Engine {
         let done = concurrently(chains, width, |(image, actions)| self.chain(&image, &actions));
         let mut released = std::collections::BTreeSet::new();
         for (image, results, skipped) in done {
-            if results.iter().any(|r| r.ok && matches!(r.action, "build" | "distribute")) {
+            if results.iter().any(|r| r.ok && r.held.is_none() && matches!(r.action, "build" | "distribute")) {
                 released.insert(image);
             }
             report.actions.extend(results);
@@ -324,7 +324,8 @@ impl Engine {
         for a in actions {
             match self.one(a) {
                 Some(r) => {
-                    published |= r.ok && matches!(a, Action::Build { .. } | Action::Distribute { .. });
+                    published |=
+                        r.ok && r.held.is_none() && matches!(a, Action::Build { .. } | Action::Distribute { .. });
                     results.push(r);
                 }
                 None => *skipped += 1,
