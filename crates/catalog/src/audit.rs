@@ -90,6 +90,18 @@ impl Catalog {
         Ok(appended)
     }
 
+    /// At most `limit` events after `after`, in order, filtered as [`Catalog::events`]: one
+    /// page of the chain without reading the rest.
+    pub fn events_page(&self, subject_prefix: Option<&str>, after: i64, limit: usize) -> Result<Vec<AuditEvent>> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {COLUMNS} FROM audit_events WHERE seq > ?2 AND (?1 IS NULL OR subject = ?1 OR subject LIKE ?1 || '@%') ORDER BY seq LIMIT ?3"))
+            .map_err(|e| self.err(e))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let found = stmt.query_map(rusqlite::params![subject_prefix, after, limit], event).map_err(|e| self.err(e))?;
+        rows(found, self.err_fn())
+    }
+
     /// Events in order; `subject_prefix` filters (an image name matches its versions).
     pub fn events(&self, subject_prefix: Option<&str>) -> Result<Vec<AuditEvent>> {
         let mut stmt = self
@@ -265,5 +277,7 @@ mod tests {
         let open: Vec<i64> = c.open_intents().unwrap().into_iter().map(|e| e.seq).collect();
         assert_eq!(open, [second.seq]);
         assert_eq!(c.event_count().unwrap(), 3);
+        let page: Vec<i64> = c.events_page(None, 1, 1).unwrap().into_iter().map(|e| e.seq).collect();
+        assert_eq!(page, [2]);
     }
 }

@@ -423,8 +423,7 @@ async fn audit(State(s): S, headers: HeaderMap, Query(q): Query<AuditQuery>) -> 
     let limit = q.limit.unwrap_or(100).clamp(1, AUDIT_PAGE_MAX);
     let after = q.after.unwrap_or(0);
     read_json(s, &headers, move |s| {
-        let events = s.read(|c| Ok(c.events(q.subject.as_deref())?))?;
-        let page: Vec<_> = events.into_iter().filter(|e| e.seq > after).take(limit + 1).collect();
+        let page = s.read(|c| Ok(c.events_page(q.subject.as_deref(), after, limit + 1)?))?;
         let more = page.len() > limit;
         let page: Vec<_> = page.into_iter().take(limit).collect();
         let next = if more { page.last().map(|e| e.seq) } else { None };

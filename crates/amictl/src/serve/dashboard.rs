@@ -249,11 +249,11 @@ async fn trail(State(s): S, headers: HeaderMap, Query(q): Query<TrailQuery>) -> 
             "<form method=get action=/trail><input name=subject placeholder=\"image@version or consumer:name\" value=\"{}\"> <button>show</button></form>",
             esc(subject.as_deref().unwrap_or(""))
         );
-        let events = s.read(|c| Ok(c.events(subject.as_deref())?))?;
-        // Newest last; the last 500 when no subject narrows it.
-        let skip = if subject.is_none() { events.len().saturating_sub(500) } else { 0 };
+        // Newest last; the last 500 when no subject narrows it (read as one page).
+        let after = if subject.is_none() { s.read(|c| Ok(c.event_count()?))?.saturating_sub(500) } else { 0 };
+        let events = s.read(|c| Ok(c.events_page(subject.as_deref(), after, 100_000)?))?;
         out.push_str("<table id=trail><tr><th>#</th><th>time</th><th>kind</th><th>subject</th><th>why</th><th>who</th></tr>");
-        for e in events.iter().skip(skip) {
+        for e in &events {
             out.push_str(&format!(
                 "<tr class=event><td>{}</td><td>{}</td><td class=kind>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 e.seq,
