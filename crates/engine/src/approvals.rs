@@ -4,7 +4,8 @@
 //! [`policy::Action::approval_key`]): approved → the action runs and the approval is used;
 //! pending or denied → the action is held (reported, not failed); none → a request is
 //! recorded with the planner's reasons and a notice is queued. Requests and approvals
-//! expire after `policy.approval_ttl` (a denied one then asks again). Every change is one
+//! expire after `policy.approval_ttl` (a denied one then asks again); expiry is settled
+//! once at the start of each run, not per action. Every change is one
 //! catalog transaction with its audit event, so the chain says who decided and when.
 
 use catalog::{Approval, ApprovalStatus, NewEvent};
@@ -96,7 +97,6 @@ impl Engine {
             return Ok(Gate::Go(None));
         }
         let now = self.now();
-        self.expire_approvals(now)?;
         let key = a.approval_key();
         let current = self.catalog().approvals_of(&key)?.into_iter().find(live);
         match current {

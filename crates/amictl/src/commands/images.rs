@@ -16,23 +16,16 @@ use crate::{UsageError, exit};
 pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
     let cfg = load_config_reading(common)?;
     let cat = catalog_read(&cfg)?;
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&records(&cat, args.image.as_deref())?)?);
+        return Ok(exit::OK);
+    }
     let versions = cat.versions(args.image.as_deref())?;
     let mut published = Vec::new();
     let mut deprecations = Vec::new();
     for v in &versions {
         published.push(cat.distributions(&v.build_id)?);
         deprecations.push(views::deprecation(&cat, &v.build_id)?);
-    }
-    if common.json {
-        let mut out = Vec::new();
-        for ((v, d), dep) in versions.iter().zip(&published).zip(&deprecations) {
-            let mut value = serde_json::to_value(v)?;
-            value["distributions"] = serde_json::to_value(d)?;
-            value["deprecation"] = serde_json::to_value(dep)?;
-            out.push(value);
-        }
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(exit::OK);
     }
     if versions.is_empty() {
         println!("No image versions yet. Run `amictl apply`.");
@@ -88,6 +81,19 @@ pub fn images(common: &Common, args: &ImagesArgs) -> Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Versions as `images --json` and `GET /api/images/{image}/versions` give them: each
+/// with where it was published and its deprecation.
+pub fn records(cat: &catalog::Catalog, image: Option<&str>) -> Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for v in cat.versions(image)? {
+        let mut value = serde_json::to_value(&v)?;
+        value["distributions"] = serde_json::to_value(cat.distributions(&v.build_id)?)?;
+        value["deprecation"] = serde_json::to_value(views::deprecation(cat, &v.build_id)?)?;
+        out.push(value);
+    }
+    Ok(out)
 }
 
 pub fn show(common: &Common, args: &ShowArgs) -> Result<u8> {

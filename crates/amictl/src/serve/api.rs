@@ -238,18 +238,9 @@ async fn images(State(s): S, headers: HeaderMap) -> Response {
     .await
 }
 
-/// One line's versions, each with where it was published and its deprecation.
+/// One line's versions, as `images --json` gives them.
 pub(super) fn versions_of(s: &Server, image: &str) -> Result<Value> {
-    s.read(|c| {
-        let mut out = Vec::new();
-        for v in c.versions(Some(image))? {
-            let mut value = serde_json::to_value(&v)?;
-            value["distributions"] = serde_json::to_value(c.distributions(&v.build_id)?)?;
-            value["deprecation"] = serde_json::to_value(views::deprecation(c, &v.build_id)?)?;
-            out.push(value);
-        }
-        Ok(Value::Array(out))
-    })
+    s.read(|c| Ok(Value::Array(crate::commands::images::records(c, Some(image))?)))
 }
 
 async fn versions(State(s): S, headers: HeaderMap, Path(image): Path<String>) -> Response {

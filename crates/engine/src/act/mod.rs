@@ -153,6 +153,7 @@ impl Engine {
             RunLock::acquire(&cfg.state, options.wait, "amictl apply", waiting, || self.cancel().is_cancelled())
                 .map_err(|e| if self.cancel().is_cancelled() { EngineError::Cancelled } else { e.into() })?;
         let closed = self.close_open_intents()?;
+        self.expire_approvals(self.now())?;
         for c in &closed {
             self.progress().line(&format!(
                 "closed {} of {} (event {}, {}): its run ended without an outcome",
