@@ -291,13 +291,39 @@ pub enum StateCommand {
         /// Where to write the copy (must not exist).
         dest: std::path::PathBuf,
     },
+    /// Copy the whole history into another, empty state — a SQLite file or a
+    /// `postgres://` URL — and prove it arrived by re-hashing the chain there. Either
+    /// direction; the source is left as it was.
+    Copy {
+        /// The destination: a file path or `postgres://user@host:port/db`.
+        #[arg(long)]
+        to: String,
+        /// The environment variable holding the destination's password (kept out of the
+        /// URL, so out of `ps`).
+        #[arg(long, value_name = "VAR")]
+        to_password_env: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the state: SQLite's full integrity_check, the append-only triggers, the audit
-    /// chain's hashes, and each build's manifest and artifacts against its audit event.
-    Verify,
+    /// chain's hashes, and each build's manifest and artifacts against its audit event;
+    /// and, against the anchors (`[audit.anchors]` or --anchors), that no tail was deleted,
+    /// the chain was not rewritten, and the history is not missing.
+    Verify {
+        /// Anchors to check against: `s3://bucket/prefix` or a directory of checkpoints.
+        #[arg(long, value_name = "BUCKET|DIR")]
+        anchors: Option<String>,
+    },
+    /// Write the chain's head to the anchors now (every apply does this at its end).
+    Anchor,
+    /// Make an Ed25519 key for signed checkpoints: the private seed to FILE (0600, never
+    /// overwritten), the public key to stdout for `[audit.anchors] public_key`.
+    Keygen {
+        /// Where the private key goes.
+        file: std::path::PathBuf,
+    },
     /// Print every event, one JSON object per line.
     Export {
         /// JSON Lines (the only format for now; accepted for clarity).

@@ -16,6 +16,7 @@
 //!   them, advisories from Inspector, encrypted AMIs, least-privilege policies.
 //! - [`providers`]: the engine's traits on all of the above, over one [`Cloud`].
 
+pub mod anchors;
 pub mod build;
 pub mod builder;
 pub mod clients;

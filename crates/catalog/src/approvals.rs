@@ -3,10 +3,10 @@
 //! "approved" for a row that is still pending, or the other way round. The rules (who may
 //! decide, when one expires) are the engine's; this is storage.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use crate::audit::append_in;
+use crate::store::{DbError, Row, args};
 use crate::{AuditEvent, Catalog, NewEvent, Result, rows};
 
 /// Where an approval stands.
@@ -78,15 +78,15 @@ pub struct Approval {
 const COLUMNS: &str =
     "id, action_key, action, subject, reasons, detail, status, requested_at, expires_at, decided_by, decided_at";
 
-fn approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+fn approval(r: &Row) -> std::result::Result<Approval, DbError> {
     Ok(Approval {
         id: r.get(0)?,
         action_key: r.get(1)?,
         action: r.get(2)?,
         subject: r.get(3)?,
         reasons: r.get(4)?,
-        detail: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(serde_json::Value::Null),
-        status: ApprovalStatus::parse(&r.get::<_, String>(6)?),
+        detail: serde_json::from_str(&r.get::<String>(5)?).unwrap_or(serde_json::Value::Null),
+        status: ApprovalStatus::parse(&r.get::<String>(6)?),
         requested_at: r.get(7)?,
         expires_at: r.get(8)?,
         decided_by: r.get(9)?,
@@ -97,28 +97,25 @@ fn approval(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
 impl Catalog {
     /// Records a new pending approval and the event asking for it.
     pub fn request_approval(&mut self, a: &Approval, ev: &NewEvent<'_>) -> Result<AuditEvent> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        tx.execute(
-            &format!("INSERT INTO approvals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-            params![
-                a.id,
-                a.action_key,
-                a.action,
-                a.subject,
-                a.reasons,
-                a.detail.to_string(),
-                a.status.as_str(),
-                a.requested_at,
-                a.expires_at,
-                a.decided_by,
-                a.decided_at
-            ],
-        )
-        .map_err(&e)?;
-        let appended = append_in(&tx, ev).map_err(&e)?;
-        tx.commit().map_err(&e)?;
-        Ok(appended)
+        self.write(|tx| {
+            tx.execute(
+                &format!("INSERT INTO approvals ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                args![
+                    a.id,
+                    a.action_key,
+                    a.action,
+                    a.subject,
+                    a.reasons,
+                    a.detail.to_string(),
+                    a.status.as_str(),
+                    a.requested_at,
+                    a.expires_at,
+                    a.decided_by,
+                    a.decided_at
+                ],
+            )?;
+            append_in(tx, ev)
+        })
     }
 
     /// Moves approval `id` from `from` to `to` (with who and when, for a decision) and
@@ -132,55 +129,46 @@ impl Catalog {
         decided: Option<(&str, &str)>,
         ev: &NewEvent<'_>,
     ) -> Result<Option<AuditEvent>> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        let changed = match decided {
-            Some((by, at)) => tx.execute(
-                "UPDATE approvals SET status = ?3, decided_by = ?4, decided_at = ?5 WHERE id = ?1 AND status = ?2",
-                params![id, from.as_str(), to.as_str(), by, at],
-            ),
-            None => tx.execute(
-                "UPDATE approvals SET status = ?3 WHERE id = ?1 AND status = ?2",
-                params![id, from.as_str(), to.as_str()],
-            ),
-        }
-        .map_err(&e)?;
-        if changed == 0 {
-            return Ok(None);
-        }
-        let appended = append_in(&tx, ev).map_err(&e)?;
-        tx.commit().map_err(&e)?;
-        Ok(Some(appended))
+        self.write(|tx| {
+            let changed = match decided {
+                Some((by, at)) => tx.execute(
+                    "UPDATE approvals SET status = ?3, decided_by = ?4, decided_at = ?5 WHERE id = ?1 AND status = ?2",
+                    args![id, from.as_str(), to.as_str(), by, at],
+                ),
+                None => tx.execute(
+                    "UPDATE approvals SET status = ?3 WHERE id = ?1 AND status = ?2",
+                    args![id, from.as_str(), to.as_str()],
+                ),
+            }?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            append_in(tx, ev).map(Some)
+        })
     }
 
     /// One approval.
     pub fn approval(&self, id: &str) -> Result<Option<Approval>> {
-        self.conn
-            .query_row(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"), [id], approval)
-            .optional()
-            .map_err(|e| self.err(e))
+        let row = self.one(&format!("SELECT {COLUMNS} FROM approvals WHERE id = ?1"), args![id])?;
+        row.as_ref().map(approval).transpose().map_err(|e| self.err(e))
     }
 
     /// Approvals, newest first; only those in `status` when given.
     pub fn approvals(&self, status: Option<ApprovalStatus>) -> Result<Vec<Approval>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR status = ?1) ORDER BY requested_at DESC, id"
-            ))
-            .map_err(|e| self.err(e))?;
-        let found = stmt.query_map([status.map(ApprovalStatus::as_str)], approval).map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(
+            &format!("SELECT {COLUMNS} FROM approvals WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) ORDER BY requested_at DESC, id"),
+            args![status.map(ApprovalStatus::as_str)],
+        )?;
+        rows(self, found, approval)
     }
 
     /// The approvals of one action, newest first.
     pub fn approvals_of(&self, action_key: &str) -> Result<Vec<Approval>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM approvals WHERE action_key = ?1 ORDER BY requested_at DESC, id"))
-            .map_err(|e| self.err(e))?;
-        let found = stmt.query_map([action_key], approval).map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(
+            &format!("SELECT {COLUMNS} FROM approvals WHERE action_key = ?1 ORDER BY requested_at DESC, id"),
+            args![action_key],
+        )?;
+        rows(self, found, approval)
     }
 }
 

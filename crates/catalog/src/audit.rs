@@ -1,10 +1,10 @@
 //! The audit chain: append-only events, each hashing its predecessor, and the index of
 //! intents still waiting for their outcome.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::store::{DbError, Row, Sql, args};
 use crate::{Catalog, Result, rows};
 
 /// One recorded event.
@@ -65,7 +65,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 const COLUMNS: &str = "seq, time, actor, kind, subject, reason, data, prev_hash, hash";
 
-fn event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+fn event(r: &Row) -> std::result::Result<AuditEvent, DbError> {
     Ok(AuditEvent {
         seq: r.get(0)?,
         time: r.get(1)?,
@@ -73,7 +73,7 @@ fn event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
         kind: r.get(3)?,
         subject: r.get(4)?,
         reason: r.get(5)?,
-        data: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or(serde_json::Value::Null),
+        data: serde_json::from_str(&r.get::<String>(6)?).unwrap_or(serde_json::Value::Null),
         prev_hash: r.get(7)?,
         hash: r.get(8)?,
     })
@@ -83,64 +83,98 @@ impl Catalog {
     /// Appends an event to the chain, and opens or closes an intent in the same
     /// transaction, so a crash never leaves the index and the chain disagreeing.
     pub fn append_event(&mut self, ev: &NewEvent<'_>) -> Result<AuditEvent> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        let appended = append_in(&tx, ev).map_err(&e)?;
-        tx.commit().map_err(&e)?;
-        Ok(appended)
+        self.write(|tx| append_in(tx, ev))
     }
 
     /// At most `limit` events after `after`, in order, filtered as [`Catalog::events`]: one
     /// page of the chain without reading the rest.
     pub fn events_page(&self, subject_prefix: Option<&str>, after: i64, limit: usize) -> Result<Vec<AuditEvent>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM audit_events WHERE seq > ?2 AND (?1 IS NULL OR subject = ?1 OR subject LIKE ?1 || '@%') ORDER BY seq LIMIT ?3"))
-            .map_err(|e| self.err(e))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let found = stmt.query_map(rusqlite::params![subject_prefix, after, limit], event).map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(
+            &format!("SELECT {COLUMNS} FROM audit_events WHERE seq > ?2 AND (CAST(?1 AS TEXT) IS NULL OR subject = ?1 OR subject LIKE ?1 || '@%') ORDER BY seq LIMIT ?3"),
+            args![subject_prefix, after, limit],
+        )?;
+        rows(self, found, event)
     }
 
     /// Events in order; `subject_prefix` filters (an image name matches its versions).
     pub fn events(&self, subject_prefix: Option<&str>) -> Result<Vec<AuditEvent>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM audit_events WHERE (?1 IS NULL OR subject = ?1 OR subject LIKE ?1 || '@%') ORDER BY seq"))
-            .map_err(|e| self.err(e))?;
-        let found = stmt.query_map([subject_prefix], event).map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(
+            &format!("SELECT {COLUMNS} FROM audit_events WHERE (CAST(?1 AS TEXT) IS NULL OR subject = ?1 OR subject LIKE ?1 || '@%') ORDER BY seq"),
+            args![subject_prefix],
+        )?;
+        rows(self, found, event)
     }
 
     /// Intents no outcome has closed: what a run that died was doing.
     pub fn open_intents(&self) -> Result<Vec<AuditEvent>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {COLUMNS} FROM audit_events WHERE seq IN (SELECT seq FROM open_intents) ORDER BY seq"
-            ))
-            .map_err(|e| self.err(e))?;
-        let found = stmt.query_map([], event).map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(
+            &format!("SELECT {COLUMNS} FROM audit_events WHERE seq IN (SELECT seq FROM open_intents) ORDER BY seq"),
+            args![],
+        )?;
+        rows(self, found, event)
     }
 
     /// How many events the chain holds.
     pub fn event_count(&self) -> Result<i64> {
-        self.conn.query_row("SELECT COUNT(*) FROM audit_events", [], |r| r.get(0)).map_err(|e| self.err(e))
+        let row = self.one("SELECT COUNT(*) FROM audit_events", args![])?;
+        row.map_or(Ok(0), |r| r.get(0)).map_err(|e| self.err(e))
+    }
+
+    /// The last event's place and hash: what an anchor records. `None` for an empty chain.
+    pub fn head(&self) -> Result<Option<(i64, String)>> {
+        let row = self.one("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", args![])?;
+        row.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose().map_err(|e| self.err(e))
+    }
+
+    /// The hash of event `seq`, if the chain holds it.
+    pub fn hash_at(&self, seq: i64) -> Result<Option<String>> {
+        let row = self.one("SELECT hash FROM audit_events WHERE seq = ?1", args![seq])?;
+        row.map(|r| r.get(0)).transpose().map_err(|e| self.err(e))
     }
 
     /// Re-hashes the whole chain from the stored bytes. `Ok(n)` = n events verified.
     pub fn verify_chain(&self) -> Result<std::result::Result<usize, ChainBreak>> {
-        let mut stmt =
-            self.conn.prepare(&format!("SELECT {COLUMNS} FROM audit_events ORDER BY seq")).map_err(|e| self.err(e))?;
-        let mut found = stmt.query([]).map_err(|e| self.err(e))?;
+        // In pages, so a long chain is never all in memory.
+        const PAGE: i64 = 5000;
         let mut expected_prev = GENESIS.to_string();
         let mut expected_seq = 1;
         let mut n = 0;
-        while let Some(r) = found.next().map_err(|e| self.err(e))? {
-            let text = |i: usize| r.get::<_, String>(i);
-            let seq: i64 = r.get(0).map_err(|e| self.err(e))?;
-            let fields: Vec<String> = (1..9).map(text).collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?;
+        let mut after = 0;
+        loop {
+            let page = self.all(
+                &format!("SELECT {COLUMNS} FROM audit_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
+                args![after, PAGE],
+            )?;
+            let Some(last) = page.last() else { break };
+            after = last.get(0).map_err(|e| self.err(e))?;
+            let full = page.len() as i64 == PAGE;
+            for r in &page {
+                match check_row(r, expected_seq, &expected_prev).map_err(|e| self.err(e))? {
+                    Ok(hash) => expected_prev = hash,
+                    Err(broken) => return Ok(Err(broken)),
+                }
+                expected_seq += 1;
+                n += 1;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(Ok(n))
+    }
+}
+
+/// Checks one stored row against the chain so far: its hash, or where it breaks.
+fn check_row(
+    r: &Row,
+    expected_seq: i64,
+    expected_prev: &str,
+) -> std::result::Result<std::result::Result<String, ChainBreak>, DbError> {
+    {
+        {
+            let seq: i64 = r.get(0)?;
+            let fields: Vec<String> = (1..9).map(|i| r.get::<String>(i)).collect::<std::result::Result<_, _>>()?;
             let [time, actor, kind, subject, reason, data, prev, hash] =
                 <[String; 8]>::try_from(fields).expect("eight columns");
             if seq != expected_seq {
@@ -161,11 +195,8 @@ impl Catalog {
                     problem: "its content does not match its hash (the row was changed)".into(),
                 }));
             }
-            expected_prev = hash;
-            expected_seq += 1;
-            n += 1;
+            Ok(Ok(hash))
         }
-        Ok(Ok(n))
     }
 }
 
@@ -191,23 +222,23 @@ fn event_hash(
 
 /// Appends `ev` inside an open transaction, so a caller can record a change and the event
 /// that explains it atomically.
-pub(crate) fn append_in(tx: &rusqlite::Transaction<'_>, ev: &NewEvent<'_>) -> rusqlite::Result<AuditEvent> {
+pub(crate) fn append_in(tx: &mut dyn Sql, ev: &NewEvent<'_>) -> std::result::Result<AuditEvent, DbError> {
     let last: Option<(i64, String)> = tx
-        .query_row("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+        .query_opt("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1", args![])?
+        .map(|r| Ok::<_, DbError>((r.get(0)?, r.get(1)?)))
+        .transpose()?;
     let (seq, prev_hash) = last.map(|(s, h)| (s + 1, h)).unwrap_or((1, GENESIS.to_string()));
     let data_text = ev.data.to_string();
     let hash = event_hash(seq, ev.time, ev.actor, ev.kind, ev.subject, ev.reason, &data_text, &prev_hash);
     tx.execute(
         "INSERT INTO audit_events (seq, time, actor, kind, subject, reason, data, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![seq, ev.time, ev.actor, ev.kind, ev.subject, ev.reason, data_text, prev_hash, hash],
-    )
-    ?;
+        args![seq, ev.time, ev.actor, ev.kind, ev.subject, ev.reason, data_text, prev_hash, hash],
+    )?;
     if ev.opens {
-        tx.execute("INSERT INTO open_intents (seq) VALUES (?1)", [seq])?;
+        tx.execute("INSERT INTO open_intents (seq) VALUES (?1)", args![seq])?;
     }
     if let Some(intent) = ev.closes {
-        tx.execute("DELETE FROM open_intents WHERE seq = ?1", [intent])?;
+        tx.execute("DELETE FROM open_intents WHERE seq = ?1", args![intent])?;
     }
     Ok(AuditEvent {
         seq,
@@ -250,10 +281,7 @@ mod tests {
             c.append_event(&note("decision", &format!("reason {i}"), &data)).unwrap();
         }
         assert_eq!(c.verify_chain().unwrap(), Ok(5));
-        assert!(
-            c.conn.execute("UPDATE audit_events SET reason = 'x' WHERE seq = 3", []).is_err(),
-            "updates are refused"
-        );
+        assert!(c.exec("UPDATE audit_events SET reason = 'x' WHERE seq = 3", args![]).is_err(), "updates are refused");
         drop(c);
         // Tamper below SQL's guard: drop the trigger the way an attacker with the file could.
         let conn = Connection::open(d.path().join("state.db")).unwrap();

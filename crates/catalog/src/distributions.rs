@@ -1,9 +1,9 @@
 //! Where versions were published, the deprecation of their AMIs, and notices to owners.
 
 use provider::{AmiRef, Distribution, How, Target};
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use crate::store::args;
 use crate::{Catalog, CatalogError, Result, rows};
 
 /// One version published in one account and region, and when it first was (a re-publish
@@ -52,81 +52,66 @@ impl Catalog {
     /// the first time.
     pub fn record_distribution(&self, build_id: &str, p: &Published) -> Result<()> {
         let d = &p.distribution;
-        self.conn
-            .execute(
-                "INSERT INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (build_id, account, region) DO UPDATE SET image_id = excluded.image_id, how = excluded.how, parameters = excluded.parameters",
-                params![build_id, d.target.account, d.target.region, d.image_id, d.how.as_str(), d.parameters.join(","), p.at],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "INSERT INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (build_id, account, region) DO UPDATE SET image_id = excluded.image_id, how = excluded.how, parameters = excluded.parameters",
+            args![build_id, d.target.account, d.target.region, d.image_id, d.how.as_str(), d.parameters.join(","), p.at],
+        )?;
         Ok(())
     }
 
     /// Where a version is published, by account and region.
     pub fn distributions(&self, build_id: &str) -> Result<Vec<Published>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT account, region, image_id, how, parameters, at FROM distributions WHERE build_id = ?1 ORDER BY account, region")
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([build_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
+        let found = self.all("SELECT account, region, image_id, how, parameters, at FROM distributions WHERE build_id = ?1 ORDER BY account, region", args![build_id])?;
+        rows(self, found, |r| {
+            Ok((
+                r.get::<String>(0)?,
+                r.get::<String>(1)?,
+                r.get::<String>(2)?,
+                r.get::<String>(3)?,
+                r.get::<String>(4)?,
+                r.get::<String>(5)?,
+            ))
+        })?
+        .into_iter()
+        .map(|(account, region, image_id, how, parameters, at)| {
+            let how = How::parse(&how).ok_or_else(|| CatalogError::Io {
+                path: self.path.clone(),
+                message: format!("build {build_id} is published to {account}/{region} in an unknown way `{how}`"),
+            })?;
+            let parameters = parameters.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect();
+            Ok(Published {
+                distribution: Distribution { target: Target::new(account, region), image_id, how, parameters },
+                at,
             })
-            .map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())?
-            .into_iter()
-            .map(|(account, region, image_id, how, parameters, at)| {
-                let how = How::parse(&how).ok_or_else(|| CatalogError::Io {
-                    path: self.path.clone(),
-                    message: format!("build {build_id} is published to {account}/{region} in an unknown way `{how}`"),
-                })?;
-                let parameters = parameters.split(',').filter(|p| !p.is_empty()).map(str::to_string).collect();
-                Ok(Published {
-                    distribution: Distribution { target: Target::new(account, region), image_id, how, parameters },
-                    at,
-                })
-            })
-            .collect()
+        })
+        .collect()
     }
 
     /// Records an attempt to deprecate one AMI: `error` is `None` when it was set (or the AMI
     /// is `gone`).
     pub fn record_deprecation(&self, build_id: &str, d: &Deprecation) -> Result<()> {
         let ami = &d.ami;
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO deprecations (build_id, account, region, image_id, at, error, gone, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![build_id, ami.target.account, ami.target.region, ami.image_id, d.at, d.error, d.gone, d.recorded_at],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "INSERT INTO deprecations (build_id, account, region, image_id, at, error, gone, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (build_id, account, region, image_id) DO UPDATE SET at = excluded.at, error = excluded.error, gone = excluded.gone, recorded_at = excluded.recorded_at",
+            args![build_id, ami.target.account, ami.target.region, ami.image_id, d.at, d.error, d.gone, d.recorded_at],
+        )?;
         Ok(())
     }
 
     /// The deprecations recorded for a version's AMIs.
     pub fn deprecations(&self, build_id: &str) -> Result<Vec<Deprecation>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT account, region, image_id, at, error, gone, recorded_at FROM deprecations WHERE build_id = ?1 ORDER BY account, region, image_id")
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([build_id], |r| {
-                Ok(Deprecation {
-                    ami: AmiRef::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?),
-                    at: r.get(3)?,
-                    error: r.get(4)?,
-                    gone: r.get(5)?,
-                    recorded_at: r.get(6)?,
-                })
+        let found = self.all("SELECT account, region, image_id, at, error, gone, recorded_at FROM deprecations WHERE build_id = ?1 ORDER BY account, region, image_id", args![build_id])?;
+        rows(self, found, |r| {
+            Ok(Deprecation {
+                ami: AmiRef::new(r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?),
+                at: r.get(3)?,
+                error: r.get(4)?,
+                gone: r.get(5)?,
+                recorded_at: r.get(6)?,
             })
-            .map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        })
     }
 
     /// Records a notice sent to a consumer's owner about a version.
@@ -139,26 +124,20 @@ impl Catalog {
         message_id: &str,
         at: &str,
     ) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO notices (consumer, image, version, topic, message_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![consumer, image, version, topic, message_id, at],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "INSERT INTO notices (consumer, image, version, topic, message_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![consumer, image, version, topic, message_id, at],
+        )?;
         Ok(())
     }
 
     /// When a consumer's owner was last told about a version (RFC 3339).
     pub fn last_notice(&self, consumer: &str, image: &str, version: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row(
-                "SELECT MAX(at) FROM notices WHERE consumer = ?1 AND image = ?2 AND version = ?3",
-                params![consumer, image, version],
-                |r| r.get::<_, Option<String>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(|e| self.err(e))
+        let row = self.one(
+            "SELECT MAX(at) FROM notices WHERE consumer = ?1 AND image = ?2 AND version = ?3",
+            args![consumer, image, version],
+        )?;
+        row.map(|r| r.get::<Option<String>>(0)).transpose().map(Option::flatten).map_err(|e| self.err(e))
     }
 }
 

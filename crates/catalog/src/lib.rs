@@ -1,6 +1,7 @@
 //! # catalog — what amictl knows and what it did
 //!
-//! One SQLite file (WAL, schema migrations by `user_version`) holds:
+//! One database — a SQLite file (the embedded default) or a PostgreSQL database shared by
+//! a team, behind one [`store::Store`] interface — holds:
 //!
 //! - [`versions`]: every image version with its build state machine (`pending →
 //!   building → testing → available | failed → retired`), parent lineage, the component
@@ -14,13 +15,15 @@
 //! - [`approvals`], [`outbox`] and [`schedule`]: what `serve` keeps — actions held for a
 //!   person, notifications waiting to be delivered, when each job last ran.
 //!
-//! A [`RunLock`] ([`lock`]: an `flock` beside the database) keeps two runs on one state
-//! from interleaving; the kernel releases it when a run dies, so a crash never leaves it
-//! stuck, and `/proc/locks` names the live holder.
+//! A [`RunLock`] ([`lock`]: an `flock` beside a SQLite file, a session advisory lock on
+//! PostgreSQL) keeps two runs on one state from interleaving; it is released when a run
+//! dies, so a crash never leaves it stuck, and a refusal names the live holder.
+//! [`copy`] moves a whole history between backends and proves it arrived.
 #![deny(missing_docs)]
 
 pub mod approvals;
 pub mod audit;
+pub mod copy;
 pub mod distributions;
 pub mod lock;
 pub mod outbox;
@@ -28,17 +31,20 @@ pub mod safety;
 pub mod scans;
 pub mod schedule;
 mod schema;
+pub mod store;
 pub mod versions;
 
+use std::cell::RefCell;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
+use store::{DbError, Param, Row, Sql, Store};
 
 pub use approvals::{Approval, ApprovalStatus};
 pub use audit::{AuditEvent, ChainBreak, NewEvent};
 pub use distributions::{Deprecation, Published};
-pub use lock::{Holder, RunLock};
+pub use lock::{Holder, Leadership, RunLock};
 pub use outbox::{Delivery, NewNotice};
 pub use provider::{Artifact, ArtifactKind, Package, TestResult};
 pub use safety::{RecordCheck, RecordMismatch, manifest_digest};
@@ -55,6 +61,14 @@ pub enum CatalogError {
         path: PathBuf,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// The database refused, or could not be reached.
+    #[error("state database {path}: {source}")]
+    Db {
+        /// The database (a file, or `postgres://user@host:port/db`).
+        path: PathBuf,
+        /// What it said.
+        source: DbError,
     },
     /// A file around the database could not be used, or a rule of the state was broken.
     #[error("state database {path}: {message}")]
@@ -130,6 +144,14 @@ pub(crate) fn sqlite_error(path: &Path, source: rusqlite::Error) -> CatalogError
     }
 }
 
+/// A backend's error as [`CatalogError`].
+pub(crate) fn db_error(path: &Path, e: DbError) -> CatalogError {
+    match e {
+        DbError::Sqlite(source) => sqlite_error(path, source),
+        source => CatalogError::Db { path: path.into(), source },
+    }
+}
+
 fn missing_message(path: &Path, marker: Option<&Path>, empty: bool) -> String {
     let what = if empty { "is empty (0 bytes)" } else { "is missing" };
     let why = match marker {
@@ -150,10 +172,36 @@ fn missing_message(path: &Path, marker: Option<&Path>, empty: bool) -> String {
     )
 }
 
+/// Where a state lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(Box<store::postgres::Target>),
+}
+
+impl Location {
+    /// A PostgreSQL state from its URL (and a password kept apart from it).
+    pub fn postgres(url: &str, password: Option<&str>) -> std::result::Result<Location, String> {
+        store::postgres::Target::parse(url, password).map(|t| Location::Postgres(Box::new(t)))
+    }
+
+    /// The file, or `postgres://user@host:port/db` (never a password).
+    pub fn label(&self) -> PathBuf {
+        match self {
+            Location::File(p) => p.clone(),
+            Location::Postgres(t) => PathBuf::from(t.label()),
+        }
+    }
+}
+
 /// The state database.
 pub struct Catalog {
-    conn: Connection,
+    store: RefCell<Box<dyn Store>>,
+    /// The file, or the PostgreSQL target's label: what errors name.
     path: PathBuf,
+    location: Location,
 }
 
 /// The setup lock, held exclusively. A new one appears already locked (made under another
@@ -204,63 +252,138 @@ impl Catalog {
             .map_err(|e| CatalogError::Io { path: setup_lock.clone(), message: e.to_string() })?;
         let present = Catalog::check_history(path, existed)?;
         let conn = Connection::open(path).map_err(|source| sqlite_error(path, source))?;
-        let mut cat = Catalog { conn, path: path.to_path_buf() };
+        let mut cat = Catalog::sqlite(conn, path);
         if present {
             cat.quick_check()?;
         }
-        // The busy timeout first: switching a new file to WAL takes a lock another opener
-        // may hold at this very moment, and that must mean "wait", not "fail".
-        cat.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| cat.err(e))?;
-        cat.conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| cat.err(e))?;
-        cat.conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| cat.err(e))?;
+        {
+            let mut store = cat.store.borrow_mut();
+            let conn = store.as_sqlite().expect("a SQLite store");
+            // The busy timeout first: switching a new file to WAL takes a lock another
+            // opener may hold at this very moment, and that must mean "wait", not "fail".
+            let e = |source| sqlite_error(path, source);
+            conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(e)?;
+            conn.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+            conn.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
+        }
         cat.migrate()?;
         drop(guard);
         Ok(cat)
     }
 
-    /// The database file.
+    /// Opens the state at `location` for a command that writes.
+    pub fn open_at(location: &Location) -> Result<Catalog> {
+        match location {
+            Location::File(path) => Catalog::open(path),
+            Location::Postgres(target) => Catalog::postgres(target),
+        }
+    }
+
+    /// Opens the state at `location` for a command that only reads (see
+    /// [`Catalog::open_read`]; a PostgreSQL database is the same for both).
+    pub fn open_read_at(location: &Location) -> Result<Catalog> {
+        match location {
+            Location::File(path) => Catalog::open_read(path),
+            Location::Postgres(target) => Catalog::postgres(target),
+        }
+    }
+
+    fn postgres(target: &store::postgres::Target) -> Result<Catalog> {
+        let path = PathBuf::from(target.label());
+        let pg = store::postgres::Postgres::connect(target).map_err(|e| db_error(&path, e))?;
+        let mut cat =
+            Catalog { store: RefCell::new(Box::new(pg)), path, location: Location::Postgres(Box::new(target.clone())) };
+        cat.migrate()?;
+        Ok(cat)
+    }
+
+    /// An empty history in memory, labelled `path` (what a lost state is judged as).
+    pub fn empty(path: &Path) -> Result<Catalog> {
+        let conn = Connection::open_in_memory().map_err(|source| sqlite_error(path, source))?;
+        let mut cat = Catalog::sqlite(conn, path);
+        cat.migrate()?;
+        Ok(cat)
+    }
+
+    pub(crate) fn sqlite(conn: Connection, path: &Path) -> Catalog {
+        Catalog {
+            store: RefCell::new(Box::new(store::sqlite::Sqlite { conn })),
+            path: path.to_path_buf(),
+            location: Location::File(path.to_path_buf()),
+        }
+    }
+
+    /// The database file, or `postgres://user@host:port/db`.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub(crate) fn err(&self, source: rusqlite::Error) -> CatalogError {
-        sqlite_error(&self.path, source)
+    /// Where the state lives.
+    pub fn location(&self) -> &Location {
+        &self.location
     }
 
-    /// Maps SQLite errors to [`CatalogError`] without borrowing `self` (for transactions).
-    pub(crate) fn err_fn(&self) -> impl Fn(rusqlite::Error) -> CatalogError + use<> {
-        let path = self.path.clone();
-        move |source| sqlite_error(&path, source)
+    /// Whether the state is a PostgreSQL database.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.location, Location::Postgres(_))
     }
 
-    /// Applies pending migrations. Each runs in an IMMEDIATE transaction that re-reads the
-    /// schema version under the write lock, so concurrent openers never apply one twice.
+    pub(crate) fn err(&self, source: DbError) -> CatalogError {
+        db_error(&self.path, source)
+    }
+
+    /// Runs a statement.
+    pub(crate) fn exec(&self, sql: &str, args: &[&dyn Param]) -> Result<u64> {
+        self.store.borrow_mut().execute(sql, args).map_err(|e| self.err(e))
+    }
+
+    /// Runs a query.
+    pub(crate) fn all(&self, sql: &str, args: &[&dyn Param]) -> Result<Vec<Row>> {
+        self.store.borrow_mut().query(sql, args).map_err(|e| self.err(e))
+    }
+
+    /// Runs a query for one row.
+    pub(crate) fn one(&self, sql: &str, args: &[&dyn Param]) -> Result<Option<Row>> {
+        self.store.borrow_mut().query_opt(sql, args).map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` in one write transaction, committed when it returns `Ok`.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut dyn Sql) -> std::result::Result<T, DbError>) -> Result<T> {
+        let mut store = self.store.borrow_mut();
+        let run = || {
+            let mut tx = store.begin()?;
+            let out = f(&mut *tx)?;
+            tx.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Applies pending migrations, each once however many openers race.
     fn migrate(&mut self) -> Result<()> {
         let known = schema::MIGRATIONS.len() as i64;
-        let path = self.path.clone();
-        let e = self.err_fn();
-        loop {
-            let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-            let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(&e)?;
-            if current > known {
-                return Err(CatalogError::TooNew { path: path.clone(), found: current, known });
-            }
-            if current == known {
-                return tx.commit().map_err(&e);
-            }
-            tx.execute_batch(schema::MIGRATIONS[current as usize]).map_err(&e)?;
-            tx.pragma_update(None, "user_version", current + 1).map_err(&e)?;
-            tx.commit().map_err(&e)?;
+        match self.store.get_mut().migrate().map_err(|e| db_error(&self.path, e))? {
+            Ok(()) => Ok(()),
+            Err(found) => Err(CatalogError::TooNew { path: self.path.clone(), found, known }),
         }
     }
 }
 
-/// Collects query rows, mapping SQLite's error once.
+/// Reads rows with `f`.
+pub(crate) fn map<T>(
+    rows: Vec<Row>,
+    f: impl Fn(&Row) -> std::result::Result<T, DbError>,
+) -> std::result::Result<Vec<T>, DbError> {
+    rows.iter().map(f).collect()
+}
+
+/// [`map`], for a catalog's rows.
 pub(crate) fn rows<T>(
-    it: impl Iterator<Item = rusqlite::Result<T>>,
-    e: impl Fn(rusqlite::Error) -> CatalogError,
+    cat: &Catalog,
+    rows: Vec<Row>,
+    f: impl Fn(&Row) -> std::result::Result<T, DbError>,
 ) -> Result<Vec<T>> {
-    it.collect::<rusqlite::Result<Vec<T>>>().map_err(e)
+    map(rows, f).map_err(|e| cat.err(e))
 }
 
 #[cfg(test)]

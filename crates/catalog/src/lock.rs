@@ -1,6 +1,10 @@
-//! The run lock: one acting run per state database.
+//! The run lock: one acting run per state database; and `serve`'s leadership: one replica
+//! runs the schedule while the others serve the API.
 //!
-//! An `flock` on `<state>.lock`. The kernel releases it when the holder dies, so a crash
+//! On PostgreSQL both are session advisory locks on a connection each holder keeps for the
+//! purpose: the server releases them when that connection ends, a killed holder included,
+//! and `pg_stat_activity` names the holder. For a SQLite file, an `flock` on
+//! `<state>.lock` (`<state>.leader` for leadership). The kernel releases it when the holder dies, so a crash
 //! never leaves it stuck. Who holds it comes from the kernel too (`/proc/locks` lists the
 //! pid that took each lock), so a refusal always names the holder; the lock file adds what
 //! the holder wrote about itself (command, start time), written in place at a fixed width
@@ -11,7 +15,8 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::{CatalogError, Result};
+use crate::store::postgres::{LEADER, RUN, Session};
+use crate::{CatalogError, Location, Result};
 
 /// Bytes the holder's self-description takes at the start of the lock file.
 const NOTE_WIDTH: usize = 256;
@@ -38,7 +43,119 @@ impl std::fmt::Display for Holder {
 
 /// An exclusive lock on a state database for the length of a run.
 pub struct RunLock {
-    _file: File,
+    _held: Held,
+}
+
+enum Held {
+    File(#[allow(dead_code)] File),
+    Session(#[allow(dead_code)] Box<Session>),
+}
+
+/// What a holder says about itself on PostgreSQL: `amictl apply pid 4242 on host`.
+fn session_note(what: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{what} pid {} on {}", std::process::id(), host.trim())
+}
+
+fn pg_err(target: &crate::store::postgres::Target) -> impl Fn(crate::store::DbError) -> CatalogError + '_ {
+    move |e| crate::db_error(Path::new(target.label()), e)
+}
+
+impl RunLock {
+    /// [`RunLock::acquire`] for a state wherever it lives.
+    pub fn acquire_at(
+        location: &Location,
+        wait: bool,
+        what: &str,
+        waiting: impl FnOnce(&Holder),
+        stop: impl Fn() -> bool,
+    ) -> Result<RunLock> {
+        let target = match location {
+            Location::File(path) => return RunLock::acquire(path, wait, what, waiting, stop),
+            Location::Postgres(t) => t,
+        };
+        let note = session_note(what);
+        let mut waiting = Some(waiting);
+        loop {
+            if let Some(s) = Session::try_lock(target, RUN, &note).map_err(pg_err(target))? {
+                return Ok(RunLock { _held: Held::Session(Box::new(s)) });
+            }
+            let holder = RunLock::holder_at(location).unwrap_or(Holder { pid: None, note: None });
+            if !wait {
+                return Err(CatalogError::Locked { path: target.label().into(), holder });
+            }
+            if let Some(w) = waiting.take() {
+                w(&holder);
+            }
+            for _ in 0..5 {
+                if stop() {
+                    return Err(CatalogError::Io {
+                        path: target.label().into(),
+                        message: "stopped while waiting for the lock".into(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// [`RunLock::holder`] for a state wherever it lives.
+    pub fn holder_at(location: &Location) -> Option<Holder> {
+        match location {
+            Location::File(path) => RunLock::holder(path),
+            Location::Postgres(t) => {
+                Session::holder(t, RUN).ok().flatten().map(|(_, note)| Holder { pid: None, note: Some(note) })
+            }
+        }
+    }
+}
+
+/// The right to run `serve`'s schedule, held by one replica of a state at a time. Lost
+/// only with the holder (or its connection): the next replica to ask takes it.
+pub struct Leadership {
+    held: Held,
+}
+
+impl Leadership {
+    /// Takes the leadership if no live replica holds it.
+    pub fn try_take(location: &Location, what: &str) -> Result<Option<Leadership>> {
+        match location {
+            Location::File(state) => {
+                use rustix::fs::{FlockOperation, flock};
+                let path = state.with_extension("leader");
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                Ok(flock(&file, FlockOperation::NonBlockingLockExclusive)
+                    .is_ok()
+                    .then_some(Leadership { held: Held::File(file) }))
+            }
+            Location::Postgres(t) => Ok(Session::try_lock(t, LEADER, &session_note(what))
+                .map_err(pg_err(t))?
+                .map(|s| Leadership { held: Held::Session(Box::new(s)) })),
+        }
+    }
+
+    /// Whether it is still held (a PostgreSQL session can end under its holder: the
+    /// server restarted, the network failed).
+    pub fn alive(&mut self) -> bool {
+        match &mut self.held {
+            Held::File(_) => true,
+            Held::Session(s) => s.alive(),
+        }
+    }
+
+    /// Who leads, when someone does.
+    pub fn holder(location: &Location) -> Option<String> {
+        match location {
+            Location::File(_) => None,
+            Location::Postgres(t) => Session::holder(t, LEADER).ok().flatten().map(|(_, note)| note),
+        }
+    }
 }
 
 pub(crate) fn lock_path(state: &Path) -> PathBuf {
@@ -103,7 +220,7 @@ impl RunLock {
         bytes.push(b'\n');
         // In place, never truncated first: a reader sees the old note or the new one.
         file.write_all_at(&bytes, 0).map_err(io(&path))?;
-        Ok(RunLock { _file: file })
+        Ok(RunLock { _held: Held::File(file) })
     }
 
     /// Who holds the lock on `state` now, without taking it; `None` when nobody does.

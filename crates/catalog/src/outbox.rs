@@ -4,10 +4,10 @@
 //! once; queueing records an audit event in the same transaction, delivery does not (it
 //! is retried, and its attempts are kept on the row).
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 use crate::audit::append_in;
+use crate::store::{DbError, Row, args};
 use crate::{AuditEvent, Catalog, NewEvent, Result, rows};
 
 /// A notice to queue for each of `sinks`.
@@ -57,14 +57,14 @@ pub struct Delivery {
 const COLUMNS: &str =
     "key, sink, event, subject, text, data, created_at, attempts, next_attempt_at, sent_at, last_error";
 
-fn delivery(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+fn delivery(r: &Row) -> std::result::Result<Delivery, DbError> {
     Ok(Delivery {
         key: r.get(0)?,
         sink: r.get(1)?,
         event: r.get(2)?,
         subject: r.get(3)?,
         text: r.get(4)?,
-        data: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or(serde_json::Value::Null),
+        data: serde_json::from_str(&r.get::<String>(5)?).unwrap_or(serde_json::Value::Null),
         created_at: r.get(6)?,
         attempts: r.get(7)?,
         next_attempt_at: r.get(8)?,
@@ -77,44 +77,35 @@ impl Catalog {
     /// Queues `n` for each sink that does not have it yet, and appends `ev` when any row
     /// was new. Returns the event, or `None` when every sink had it already.
     pub fn queue_notice(&mut self, n: &NewNotice<'_>, sinks: &[&str], ev: &NewEvent<'_>) -> Result<Option<AuditEvent>> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(&e)?;
-        let mut added = 0;
-        for sink in sinks {
-            added += tx
-                .execute(
-                    "INSERT OR IGNORE INTO outbox (key, sink, event, subject, text, data, created_at, next_attempt_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-                    params![n.key, sink, n.event, n.subject, n.text, n.data.to_string(), n.at],
-                )
-                .map_err(&e)?;
-        }
-        if added == 0 {
-            return Ok(None);
-        }
-        let appended = append_in(&tx, ev).map_err(&e)?;
-        tx.commit().map_err(&e)?;
-        Ok(Some(appended))
+        self.write(|tx| {
+            let mut added = 0;
+            for sink in sinks {
+                added += tx.execute(
+                    "INSERT INTO outbox (key, sink, event, subject, text, data, created_at, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) ON CONFLICT (key, sink) DO NOTHING",
+                    args![n.key, sink, n.event, n.subject, n.text, n.data.to_string(), n.at],
+                )?;
+            }
+            if added == 0 {
+                return Ok(None);
+            }
+            append_in(tx, ev).map(Some)
+        })
     }
 
     /// Deliveries not yet sent, oldest first (the caller skips those not yet due).
     pub fn unsent(&self) -> Result<Vec<Delivery>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY created_at, key, sink"))
-            .map_err(|e| self.err(e))?;
-        let found = stmt.query_map([], delivery).map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(
+            &format!("SELECT {COLUMNS} FROM outbox WHERE sent_at IS NULL ORDER BY created_at, key, sink"),
+            args![],
+        )?;
+        rows(self, found, delivery)
     }
 
     /// Every delivery of a notice.
     pub fn deliveries(&self, key: &str) -> Result<Vec<Delivery>> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {COLUMNS} FROM outbox WHERE key = ?1 ORDER BY sink"))
-            .map_err(|e| self.err(e))?;
-        let found = stmt.query_map([key], delivery).map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(&format!("SELECT {COLUMNS} FROM outbox WHERE key = ?1 ORDER BY sink"), args![key])?;
+        rows(self, found, delivery)
     }
 
     /// Records one try: sent at `sent_at`, or failed with `error` and due again at `retry_at`.
@@ -124,30 +115,23 @@ impl Catalog {
         sink: &str,
         result: std::result::Result<&str, (&str, &str)>,
     ) -> Result<()> {
-        let e = self.err_fn();
         match result {
-            Ok(sent_at) => self.conn.execute(
+            Ok(sent_at) => self.exec(
                 "UPDATE outbox SET attempts = attempts + 1, sent_at = ?3, last_error = NULL WHERE key = ?1 AND sink = ?2",
-                params![key, sink, sent_at],
+                args![key, sink, sent_at],
             ),
-            Err((error, retry_at)) => self.conn.execute(
+            Err((error, retry_at)) => self.exec(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4 WHERE key = ?1 AND sink = ?2",
-                params![key, sink, error, retry_at],
+                args![key, sink, error, retry_at],
             ),
-        }
-        .map_err(e)?;
+        }?;
         Ok(())
     }
 
     /// Counts of deliveries sent and waiting (for `/metrics`).
     pub fn outbox_counts(&self) -> Result<(i64, i64)> {
-        self.conn
-            .query_row("SELECT COUNT(sent_at), COUNT(*) - COUNT(sent_at) FROM outbox", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map(|c| c.unwrap_or((0, 0)))
-            .map_err(|e| self.err(e))
+        let row = self.one("SELECT COUNT(sent_at), COUNT(*) - COUNT(sent_at) FROM outbox", args![])?;
+        row.map_or(Ok((0, 0)), |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))
     }
 }
 

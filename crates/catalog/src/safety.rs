@@ -21,12 +21,6 @@ use crate::{Catalog, CatalogError, Package, Result};
 /// The triggers that make the audit log append-only.
 pub const SAFEGUARDS: &[&str] = &["audit_no_update", "audit_no_delete"];
 
-/// Their text, as the first migration creates them.
-const SAFEGUARD_SQL: [&str; 2] = [
-    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END",
-];
-
 /// What is at the state's path before it is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum StateFile {
@@ -140,7 +134,7 @@ impl Catalog {
                     return Err(missing(path, Some(marker), false));
                 }
                 let conn = Connection::open_in_memory().map_err(|source| crate::sqlite_error(path, source))?;
-                let mut cat = Catalog { conn, path: path.to_path_buf() };
+                let mut cat = Catalog::sqlite(conn, path);
                 cat.migrate()?;
                 return Ok(cat);
             }
@@ -149,10 +143,10 @@ impl Catalog {
         // damaged state changes nothing on disk.
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(path, flags).map_err(|source| crate::sqlite_error(path, source))?;
-        let cat = Catalog { conn, path: path.to_path_buf() };
-        cat.conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|e| cat.err(e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(|source| crate::sqlite_error(path, source))?;
+        let mut cat = Catalog::sqlite(conn, path);
         cat.quick_check()?;
-        let version: i64 = cat.conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| cat.err(e))?;
+        let version: i64 = cat.store.get_mut().schema_version().map_err(|e| cat.err(e))?;
         if version == 0 {
             return Err(CatalogError::Damaged {
                 path: path.into(),
@@ -166,13 +160,16 @@ impl Catalog {
         }
         // A state an older amictl wrote: upgraded in memory for this read (the file is
         // upgraded by the next command that writes).
-        let mut memory = Connection::open_in_memory().map_err(|source| crate::sqlite_error(path, source))?;
+        let e = |source| crate::sqlite_error(path, source);
+        let mut memory = Connection::open_in_memory().map_err(e)?;
         {
-            let b = rusqlite::backup::Backup::new(&cat.conn, &mut memory).map_err(|e| cat.err(e))?;
-            b.run_to_completion(256, std::time::Duration::ZERO, None).map_err(|e| cat.err(e))?;
+            let mut store = cat.store.borrow_mut();
+            let conn = store.as_sqlite().expect("a SQLite store");
+            let b = rusqlite::backup::Backup::new(conn, &mut memory).map_err(e)?;
+            b.run_to_completion(256, std::time::Duration::ZERO, None).map_err(e)?;
         }
-        let mut cat = Catalog { conn: memory, path: path.to_path_buf() };
-        cat.conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| cat.err(e))?;
+        memory.pragma_update(None, "foreign_keys", "ON").map_err(e)?;
+        let mut cat = Catalog::sqlite(memory, path);
         cat.migrate()?;
         Ok(cat)
     }
@@ -202,39 +199,33 @@ impl Catalog {
     }
 
     /// `PRAGMA integrity_check`: everything quick_check does, and that every index matches
-    /// its table. Empty when the database is sound.
+    /// its table. Empty when the database is sound (PostgreSQL checks its own pages).
     pub fn integrity(&self) -> Result<Vec<String>> {
         self.check("integrity_check(20)")
     }
 
     fn check(&self, pragma: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(&format!("PRAGMA {pragma}")).map_err(|e| self.err(e))?;
-        let lines = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
-        let lines = crate::rows(lines, self.err_fn())?;
+        let mut store = self.store.borrow_mut();
+        let Some(conn) = store.as_sqlite() else { return Ok(Vec::new()) };
+        let e = |source| crate::sqlite_error(&self.path, source);
+        let mut stmt = conn.prepare(&format!("PRAGMA {pragma}")).map_err(e)?;
+        let lines = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(e)?;
+        let lines = lines.collect::<rusqlite::Result<Vec<String>>>().map_err(e)?;
         Ok(if lines == ["ok"] { Vec::new() } else { lines })
     }
 
     /// The append-only triggers that are missing or not as amictl made them (dropped, on
-    /// another table, with a `WHEN` that disables them): each is compared with its text.
+    /// another table, disabled, with a condition that disables them).
     pub fn missing_safeguards(&self) -> Result<Vec<&'static str>> {
-        let normal = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ").trim_end_matches(';').to_string();
-        let mut missing = Vec::new();
-        for (name, expected) in SAFEGUARDS.iter().zip(SAFEGUARD_SQL) {
-            let found: Option<String> = self
-                .conn
-                .query_row(
-                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1 AND tbl_name = 'audit_events'",
-                    [name],
-                    |r| r.get(0),
-                )
-                .map(Some)
-                .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
-                .map_err(|e| self.err(e))?;
-            if found.map(|f| normal(&f)) != Some(normal(expected)) {
-                missing.push(*name);
-            }
-        }
-        Ok(missing)
+        let present = self.store.borrow_mut().safeguards().map_err(|e| self.err(e))?;
+        Ok(SAFEGUARDS.iter().filter(|s| !present.iter().any(|p| p == *s)).copied().collect())
+    }
+
+    /// Runs SQL as it is on the SQLite file underneath (tests that tamper as an attacker
+    /// with the file would).
+    #[cfg(test)]
+    pub(crate) fn raw(&self, sql: &str) -> rusqlite::Result<()> {
+        self.store.borrow_mut().as_sqlite().expect("SQLite").execute_batch(sql)
     }
 
     /// Compares each build's manifest and artifacts with what its `build.outcome` event
@@ -299,12 +290,19 @@ impl Catalog {
             dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "backup".into()),
             std::process::id()
         ));
+        let mut store = self.store.borrow_mut();
+        let Some(conn) = store.as_sqlite() else {
+            return Err(io(
+                "a PostgreSQL state is backed up with pg_dump, or copied with `amictl state copy --to FILE`".into(),
+            ));
+        };
         let result = (|| {
             let mut copy =
                 Connection::open(&tmp).map_err(|source| CatalogError::Sqlite { path: tmp.clone(), source })?;
             {
-                let b = rusqlite::backup::Backup::new(&self.conn, &mut copy).map_err(|e| self.err(e))?;
-                b.run_to_completion(256, std::time::Duration::from_millis(5), None).map_err(|e| self.err(e))?;
+                let e = |source| crate::sqlite_error(&self.path, source);
+                let b = rusqlite::backup::Backup::new(conn, &mut copy).map_err(e)?;
+                b.run_to_completion(256, std::time::Duration::from_millis(5), None).map_err(e)?;
             }
             let problems: String = copy
                 .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -459,7 +457,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let c = Catalog::open(&path).unwrap();
         assert!(!c.integrity().unwrap().is_empty(), "integrity_check finds the index that no longer matches");
-        c.conn.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
+        c.raw("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
         assert_eq!(c.missing_safeguards().unwrap(), vec!["audit_no_update", "audit_no_delete"]);
     }
 
@@ -510,14 +508,13 @@ mod tests {
         let path = d.path().join("state.db");
         history(&path);
         let c = Catalog::open(&path).unwrap();
-        c.conn
-            .execute_batch(
+        c.raw(
                 "DROP TRIGGER audit_no_delete;
                  CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit_events WHEN 0 BEGIN SELECT RAISE(ABORT, 'x'); END;",
             )
             .unwrap();
         assert_eq!(c.missing_safeguards().unwrap(), vec!["audit_no_delete"], "same name, not the same trigger");
-        c.conn.execute_batch("DELETE FROM audit_events;").unwrap();
+        c.raw("DELETE FROM audit_events;").unwrap();
         let check = c.check_records().unwrap();
         assert!(check.mismatches.iter().any(|m| m.what == "outcome"), "{check:?}");
         let dest = d.path().join("dangling");

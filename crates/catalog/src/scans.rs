@@ -1,8 +1,8 @@
 //! Fleet scans: which version each consumer host ran, as each scan judged it.
 
-use rusqlite::params;
 use serde::Serialize;
 
+use crate::store::{DbError, Row, args};
 use crate::{Catalog, Result, rows};
 
 /// One host as a fleet scan judged it.
@@ -47,17 +47,16 @@ impl Catalog {
         consumer: &str,
         hosts: std::result::Result<&[ScanHost], &str>,
     ) -> Result<i64> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction().map_err(&e)?;
-        tx.execute("INSERT INTO scans (at, consumer, unknown) VALUES (?1, ?2, ?3)", params![at, consumer, hosts.err()])
-            .map_err(&e)?;
-        let scan_id = tx.last_insert_rowid();
+        self.write(|tx| {
+            // Numbered here (writers take turns), not by either database's own counter,
+            // so a copied history keeps its numbers.
+            let scan_id: i64 = tx
+                .query_opt("INSERT INTO scans (scan_id, at, consumer, unknown) VALUES ((SELECT COALESCE(MAX(scan_id), 0) + 1 FROM scans), ?1, ?2, ?3) RETURNING scan_id", args![at, consumer, hosts.err()])?
+                .ok_or_else(|| DbError::Decode("INSERT … RETURNING gave no row".into()))?
+                .get(0)?;
         if let Ok(hosts) = hosts {
-            let mut stmt = tx
-                .prepare("INSERT INTO scan_hosts (scan_id, account, region, instance_id, image_id, image, version, standing, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
-                .map_err(&e)?;
             for h in hosts {
-                stmt.execute(params![
+                tx.execute("INSERT INTO scan_hosts (scan_id, account, region, instance_id, image_id, image, version, standing, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", args![
                     scan_id,
                     h.account,
                     h.region,
@@ -67,52 +66,35 @@ impl Catalog {
                     h.version,
                     h.standing,
                     h.detail
-                ])
-                .map_err(&e)?;
+                ])?;
             }
         }
-        tx.commit().map_err(&e)?;
-        Ok(scan_id)
+            Ok(scan_id)
+        })
     }
 
     /// Each consumer's latest scan.
     pub fn latest_scans(&self) -> Result<Vec<Scan>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT scan_id, consumer, at, unknown FROM scans WHERE scan_id IN (SELECT MAX(scan_id) FROM scans GROUP BY consumer) ORDER BY consumer")
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let scans = rows(found, self.err_fn())?;
-        let mut hosts = self
-            .conn
-            .prepare("SELECT account, region, instance_id, image_id, image, version, standing, detail FROM scan_hosts WHERE scan_id = ?1 ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
+        let found = self.all("SELECT scan_id, consumer, at, unknown FROM scans WHERE scan_id IN (SELECT MAX(scan_id) FROM scans GROUP BY consumer) ORDER BY consumer", args![])?;
+        let scans = rows(self, found, |r| {
+            Ok((r.get::<i64>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<Option<String>>(3)?))
+        })?;
         let mut out = Vec::new();
         for (id, consumer, at, unknown) in scans {
-            let found = hosts
-                .query_map([id], |r| {
-                    Ok(ScanHost {
-                        account: r.get(0)?,
-                        region: r.get(1)?,
-                        instance_id: r.get(2)?,
-                        image_id: r.get(3)?,
-                        image: r.get(4)?,
-                        version: r.get(5)?,
-                        standing: r.get(6)?,
-                        detail: r.get(7)?,
-                    })
+            let found = self.all("SELECT account, region, instance_id, image_id, image, version, standing, detail FROM scan_hosts WHERE scan_id = ?1 ORDER BY rowid", args![id])?;
+            let host = |r: &Row| -> std::result::Result<ScanHost, DbError> {
+                Ok(ScanHost {
+                    account: r.get(0)?,
+                    region: r.get(1)?,
+                    instance_id: r.get(2)?,
+                    image_id: r.get(3)?,
+                    image: r.get(4)?,
+                    version: r.get(5)?,
+                    standing: r.get(6)?,
+                    detail: r.get(7)?,
                 })
-                .map_err(|e| self.err(e))?;
-            out.push(Scan { consumer, at, unknown, hosts: rows(found, self.err_fn())? });
+            };
+            out.push(Scan { consumer, at, unknown, hosts: rows(self, found, host)? });
         }
         Ok(out)
     }
@@ -120,16 +102,13 @@ impl Catalog {
     /// The `(image, version)` pairs some consumer's latest scan found running. A consumer
     /// whose latest scan is unknown keeps what its last good scan found.
     pub fn versions_in_use(&self) -> Result<std::collections::BTreeSet<(String, String)>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT DISTINCT h.image, h.version FROM scan_hosts h
-                 WHERE h.image IS NOT NULL AND h.version IS NOT NULL AND h.scan_id IN (
-                    SELECT MAX(scan_id) FROM scans WHERE unknown IS NULL GROUP BY consumer)",
-            )
-            .map_err(|e| self.err(e))?;
-        let found = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
-        Ok(rows(found, self.err_fn())?.into_iter().collect())
+        let found = self.all(
+            "SELECT DISTINCT h.image, h.version FROM scan_hosts h
+             WHERE h.image IS NOT NULL AND h.version IS NOT NULL AND h.scan_id IN (
+                SELECT MAX(scan_id) FROM scans WHERE unknown IS NULL GROUP BY consumer)",
+            args![],
+        )?;
+        Ok(rows(self, found, |r| Ok((r.get(0)?, r.get(1)?)))?.into_iter().collect())
     }
 }
 

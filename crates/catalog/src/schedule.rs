@@ -2,31 +2,26 @@
 //! watch's last seen advisories): kept in the state so a restarted server neither repeats
 //! a cycle it finished nor forgets one that fell due while it was down.
 
-use rusqlite::{OptionalExtension, params};
-
+use crate::store::args;
 use crate::{Catalog, Result};
 
 impl Catalog {
     /// A job's last run (RFC 3339) and its data.
     pub fn job(&self, job: &str) -> Result<Option<(String, serde_json::Value)>> {
-        self.conn
-            .query_row("SELECT last_run, data FROM schedule WHERE job = ?1", [job], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })
-            .optional()
+        let row = self.one("SELECT last_run, data FROM schedule WHERE job = ?1", args![job])?;
+        row.map(|r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)))
+            .transpose()
             .map(|o| o.map(|(t, d)| (t, serde_json::from_str(&d).unwrap_or(serde_json::Value::Null))))
             .map_err(|e| self.err(e))
     }
 
     /// Records that `job` ran at `at`, with `data`.
     pub fn set_job(&mut self, job: &str, at: &str, data: &serde_json::Value) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO schedule (job, last_run, data) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (job) DO UPDATE SET last_run = excluded.last_run, data = excluded.data",
-                params![job, at, data.to_string()],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "INSERT INTO schedule (job, last_run, data) VALUES (?1, ?2, ?3)
+             ON CONFLICT (job) DO UPDATE SET last_run = excluded.last_run, data = excluded.data",
+            args![job, at, data.to_string()],
+        )?;
         Ok(())
     }
 }

@@ -2,9 +2,9 @@
 //! and tests.
 
 use provider::{Artifact, ArtifactKind, Package, TestResult};
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use crate::store::{Sql, args};
 use crate::{Catalog, CatalogError, Result, rows};
 
 /// Where a build is in its life.
@@ -153,35 +153,24 @@ pub struct NewBuild<'a> {
 impl Catalog {
     /// The next version name for `image` on `date` (`YYYY.MM.DD`): `YYYY.MM.DD.N`.
     pub fn next_version(&self, image: &str, date: &str) -> Result<String> {
-        let n: i64 = self
-            .conn
-            .query_row(
-                "SELECT COUNT(*) FROM builds WHERE image = ?1 AND version LIKE ?2",
-                params![image, format!("{date}.%")],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
+        let row = self.one(
+            "SELECT COUNT(*) FROM builds WHERE image = ?1 AND version LIKE ?2",
+            args![image, format!("{date}.%")],
+        )?;
+        let n: i64 = row.map_or(Ok(0), |r| r.get(0)).map_err(|e| self.err(e))?;
         Ok(format!("{date}.{}", n + 1))
     }
 
     /// Records a new build as `pending`, with its components.
     pub fn insert_build(&mut self, b: &NewBuild<'_>) -> Result<()> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction().map_err(&e)?;
-        tx.execute(
+        self.write(|tx| {
+            tx.execute(
             "INSERT INTO builds (build_id, image, version, state, reason, recipe_hash, parent_id, parent_name, parent_created, started_at, log_dir, runner)
              VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir, b.runner],
-        )
-        .map_err(&e)?;
-        for c in b.components {
-            tx.execute(
-                "INSERT INTO build_components (build_id, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
-                params![b.build_id, c.name, c.version, c.sha256],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
+            args![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir, b.runner],
+        )?;
+            insert_components(tx, b.build_id, b.components)
+        })
     }
 
     /// Adopts an image amictl did not make as an `available` version (`amictl import`):
@@ -195,63 +184,33 @@ impl Catalog {
         packages: &[Package],
         artifacts: &[Artifact],
     ) -> Result<()> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction().map_err(&e)?;
-        tx.execute(
+        self.write(|tx| {
+            tx.execute(
             "INSERT INTO builds (build_id, image, version, state, reason, recipe_hash, parent_id, parent_name, parent_created, started_at, finished_at, log_dir, runner, execution)
              VALUES (?1, ?2, ?3, 'available', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12)",
-            params![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir, b.runner, execution.unwrap_or_default()],
-        )
-        .map_err(&e)?;
-        for p in published {
-            let d = &p.distribution;
-            tx.execute(
+            args![b.build_id, b.image, b.version, b.reason.to_string(), b.recipe_hash, b.parent_id, b.parent_name, b.parent_created, b.started_at, b.log_dir, b.runner, execution.unwrap_or_default()],
+        )?;
+            for p in published {
+                let d = &p.distribution;
+                tx.execute(
                 "INSERT INTO distributions (build_id, account, region, image_id, how, parameters, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![b.build_id, d.target.account, d.target.region, d.image_id, d.how.as_str(), d.parameters.join(","), p.at],
-            )
-            .map_err(&e)?;
-        }
-        for pk in packages {
-            tx.execute(
-                "INSERT INTO packages (build_id, name, version, arch, source_name, source_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![b.build_id, pk.name, pk.version, pk.arch, pk.source_name, pk.source_version],
-            )
-            .map_err(&e)?;
-        }
-        for ar in artifacts {
-            tx.execute(
-                "INSERT INTO artifacts (build_id, kind, path, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![b.build_id, ar.kind.as_str(), ar.path, ar.sha256, ar.size as i64],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
+                args![b.build_id, d.target.account, d.target.region, d.image_id, d.how.as_str(), d.parameters.join(","), p.at],
+            )?;
+            }
+            insert_outputs(tx, b.build_id, packages, artifacts, &[])
+        })
     }
 
     /// Adds the components a build reports it ran (an Image Builder recipe's), with where
     /// each came from in place of a document hash.
     pub fn add_components(&mut self, build_id: &str, components: &[ComponentUse]) -> Result<()> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction().map_err(&e)?;
-        for c in components {
-            tx.execute(
-                "INSERT INTO build_components (build_id, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
-                params![build_id, c.name, c.version, c.sha256],
-            )
-            .map_err(&e)?;
-        }
-        tx.commit().map_err(&e)
+        self.write(|tx| insert_components(tx, build_id, components))
     }
 
     /// Moves a build along its state machine; an illegal transition is an error.
     pub fn set_state(&self, build_id: &str, next: BuildState, failure: Option<&str>, at: &str) -> Result<()> {
-        let current: Option<String> = self
-            .conn
-            .query_row("SELECT state FROM builds WHERE build_id = ?1", [build_id], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let current = current
-            .map(|s| BuildState::parse(&s))
+        let current = self
+            .state(build_id)?
             .ok_or_else(|| CatalogError::Io { path: self.path.clone(), message: format!("no build {build_id}") })?;
         if !current.can_become(next) {
             return Err(CatalogError::Io {
@@ -260,50 +219,38 @@ impl Catalog {
             });
         }
         let finished = matches!(next, BuildState::Available | BuildState::Failed).then_some(at);
-        self.conn
-            .execute(
-                "UPDATE builds SET state = ?2, failure = COALESCE(?3, failure), finished_at = COALESCE(?4, finished_at) WHERE build_id = ?1",
-                params![build_id, next.as_str(), failure, finished],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "UPDATE builds SET state = ?2, failure = COALESCE(?3, failure), finished_at = COALESCE(?4, finished_at) WHERE build_id = ?1",
+            args![build_id, next.as_str(), failure, finished],
+        )?;
         Ok(())
     }
 
     /// A build's state now.
     pub fn state(&self, build_id: &str) -> Result<Option<BuildState>> {
-        let found: Option<String> = self
-            .conn
-            .query_row("SELECT state FROM builds WHERE build_id = ?1", [build_id], |r| r.get(0))
-            .map(Some)
-            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })
-            .map_err(|e| self.err(e))?;
+        let row = self.one("SELECT state FROM builds WHERE build_id = ?1", args![build_id])?;
+        let found: Option<String> = row.map(|r| r.get(0)).transpose().map_err(|e| self.err(e))?;
         Ok(found.map(|s| BuildState::parse(&s)))
     }
 
     /// Records why a retirement was refused, or clears it (`None`).
     pub fn set_cleanup(&self, build_id: &str, why: Option<&str>) -> Result<()> {
-        self.conn
-            .execute("UPDATE builds SET cleanup = ?2 WHERE build_id = ?1", params![build_id, why])
-            .map_err(|e| self.err(e))?;
+        self.exec("UPDATE builds SET cleanup = ?2 WHERE build_id = ?1", args![build_id, why])?;
         Ok(())
     }
 
     /// Records the cloud execution a build started.
     pub fn set_execution(&self, build_id: &str, execution: &str) -> Result<()> {
-        self.conn
-            .execute("UPDATE builds SET execution = ?2 WHERE build_id = ?1", params![build_id, execution])
-            .map_err(|e| self.err(e))?;
+        self.exec("UPDATE builds SET execution = ?2 WHERE build_id = ?1", args![build_id, execution])?;
         Ok(())
     }
 
     /// Sets a build's parent once it is known (it may take a debootstrap to learn it).
     pub fn set_parent(&self, build_id: &str, id: &str, name: &str, created: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE builds SET parent_id = ?2, parent_name = ?3, parent_created = ?4 WHERE build_id = ?1",
-                params![build_id, id, name, created],
-            )
-            .map_err(|e| self.err(e))?;
+        self.exec(
+            "UPDATE builds SET parent_id = ?2, parent_name = ?3, parent_created = ?4 WHERE build_id = ?1",
+            args![build_id, id, name, created],
+        )?;
         Ok(())
     }
 
@@ -315,70 +262,45 @@ impl Catalog {
         artifacts: &[Artifact],
         tests: &[TestResult],
     ) -> Result<()> {
-        let e = self.err_fn();
-        let tx = self.conn.transaction().map_err(&e)?;
-        {
-            let mut p = tx.prepare("INSERT INTO packages (build_id, name, version, arch, source_name, source_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)").map_err(&e)?;
-            for pk in packages {
-                p.execute(params![build_id, pk.name, pk.version, pk.arch, pk.source_name, pk.source_version])
-                    .map_err(&e)?;
-            }
-            let mut a = tx
-                .prepare("INSERT INTO artifacts (build_id, kind, path, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .map_err(&e)?;
-            for ar in artifacts {
-                a.execute(params![build_id, ar.kind.as_str(), ar.path, ar.sha256, ar.size as i64]).map_err(&e)?;
-            }
-            let mut t = tx
-                .prepare("INSERT INTO test_results (build_id, name, passed, detail) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(&e)?;
-            for tr in tests {
-                t.execute(params![build_id, tr.name, tr.passed, tr.detail]).map_err(&e)?;
-            }
-        }
-        tx.commit().map_err(&e)
+        self.write(|tx| insert_outputs(tx, build_id, packages, artifacts, tests))
     }
 
     /// Versions of one image (or all), oldest first.
     pub fn versions(&self, image: Option<&str>) -> Result<Vec<Version>> {
-        let mut stmt = self
-            .conn
-            .prepare(
+        let found = self
+            .all(
                 "SELECT b.build_id, b.image, b.version, b.state, b.reason, b.recipe_hash, b.parent_id, b.parent_name, b.parent_created,
                         b.started_at, b.finished_at, b.failure, b.log_dir, b.runner, b.execution, b.cleanup,
                         (SELECT COUNT(*) FROM packages p WHERE p.build_id = b.build_id),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND t.passed),
                         (SELECT COUNT(*) FROM test_results t WHERE t.build_id = b.build_id AND NOT t.passed)
-                 FROM builds b WHERE (?1 IS NULL OR b.image = ?1) ORDER BY b.started_at, b.rowid",
-            )
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([image], |r| {
-                Ok(Version {
-                    build_id: r.get(0)?,
-                    image: r.get(1)?,
-                    version: r.get(2)?,
-                    state: BuildState::parse(&r.get::<_, String>(3)?),
-                    reason: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(serde_json::Value::Null),
-                    recipe_hash: r.get(5)?,
-                    parent_id: r.get(6)?,
-                    parent_name: r.get(7)?,
-                    parent_created: r.get(8)?,
-                    started_at: r.get(9)?,
-                    finished_at: r.get(10)?,
-                    failure: r.get(11)?,
-                    log_dir: r.get(12)?,
-                    runner: r.get(13)?,
-                    execution: r.get(14)?,
-                    cleanup: r.get(15)?,
-                    components: Vec::new(),
-                    package_count: r.get::<_, i64>(16)? as usize,
-                    tests_passed: r.get::<_, i64>(17)? as usize,
-                    tests_failed: r.get::<_, i64>(18)? as usize,
-                })
+                 FROM builds b WHERE (CAST(?1 AS TEXT) IS NULL OR b.image = ?1) ORDER BY b.started_at, b.rowid",
+                args![image],
+            )?;
+        let mut out = rows(self, found, |r| {
+            Ok(Version {
+                build_id: r.get(0)?,
+                image: r.get(1)?,
+                version: r.get(2)?,
+                state: BuildState::parse(&r.get::<String>(3)?),
+                reason: serde_json::from_str(&r.get::<String>(4)?).unwrap_or(serde_json::Value::Null),
+                recipe_hash: r.get(5)?,
+                parent_id: r.get(6)?,
+                parent_name: r.get(7)?,
+                parent_created: r.get(8)?,
+                started_at: r.get(9)?,
+                finished_at: r.get(10)?,
+                failure: r.get(11)?,
+                log_dir: r.get(12)?,
+                runner: r.get(13)?,
+                execution: r.get(14)?,
+                cleanup: r.get(15)?,
+                components: Vec::new(),
+                package_count: r.get::<i64>(16)? as usize,
+                tests_passed: r.get::<i64>(17)? as usize,
+                tests_failed: r.get::<i64>(18)? as usize,
             })
-            .map_err(|e| self.err(e))?;
-        let mut out = rows(found, self.err_fn())?;
+        })?;
         for v in &mut out {
             v.components = self.components(&v.build_id)?;
         }
@@ -386,49 +308,35 @@ impl Catalog {
     }
 
     fn components(&self, build_id: &str) -> Result<Vec<ComponentUse>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, version, sha256 FROM build_components WHERE build_id = ?1 ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([build_id], |r| Ok(ComponentUse { name: r.get(0)?, version: r.get(1)?, sha256: r.get(2)? }))
-            .map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self.all(
+            "SELECT name, version, sha256 FROM build_components WHERE build_id = ?1 ORDER BY rowid",
+            args![build_id],
+        )?;
+        rows(self, found, |r| Ok(ComponentUse { name: r.get(0)?, version: r.get(1)?, sha256: r.get(2)? }))
     }
 
     /// A version's package manifest, by name and arch.
     pub fn packages(&self, build_id: &str) -> Result<Vec<Package>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, version, arch, source_name, source_version FROM packages WHERE build_id = ?1 ORDER BY name, arch")
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([build_id], |r| {
-                Ok(Package {
-                    name: r.get(0)?,
-                    version: r.get(1)?,
-                    arch: r.get(2)?,
-                    source_name: r.get(3)?,
-                    source_version: r.get(4)?,
-                })
+        let found = self.all("SELECT name, version, arch, source_name, source_version FROM packages WHERE build_id = ?1 ORDER BY name, arch", args![build_id])?;
+        rows(self, found, |r| {
+            Ok(Package {
+                name: r.get(0)?,
+                version: r.get(1)?,
+                arch: r.get(2)?,
+                source_name: r.get(3)?,
+                source_version: r.get(4)?,
             })
-            .map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        })
     }
 
     /// What a version's build made, in the order it was recorded. A kind this amictl does
     /// not know is an error naming it (the state is newer or damaged).
     pub fn artifacts(&self, build_id: &str) -> Result<Vec<Artifact>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT kind, path, sha256, size FROM artifacts WHERE build_id = ?1 ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([build_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
-            })
-            .map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())?
+        let found = self.all(
+            "SELECT kind, path, sha256, size FROM artifacts WHERE build_id = ?1 ORDER BY rowid",
+            args![build_id],
+        )?;
+        rows(self, found, |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?, r.get::<String>(2)?, r.get::<i64>(3)?)))?
             .into_iter()
             .map(|(kind, path, sha256, size)| {
                 let kind = ArtifactKind::parse(&kind).ok_or_else(|| CatalogError::Io {
@@ -442,15 +350,52 @@ impl Catalog {
 
     /// A version's test results, in order.
     pub fn tests(&self, build_id: &str) -> Result<Vec<TestResult>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name, passed, detail FROM test_results WHERE build_id = ?1 ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
-        let found = stmt
-            .query_map([build_id], |r| Ok(TestResult { name: r.get(0)?, passed: r.get(1)?, detail: r.get(2)? }))
-            .map_err(|e| self.err(e))?;
-        rows(found, self.err_fn())
+        let found = self
+            .all("SELECT name, passed, detail FROM test_results WHERE build_id = ?1 ORDER BY rowid", args![build_id])?;
+        rows(self, found, |r| Ok(TestResult { name: r.get(0)?, passed: r.get(1)?, detail: r.get(2)? }))
     }
+}
+
+fn insert_components(
+    tx: &mut dyn Sql,
+    build_id: &str,
+    components: &[ComponentUse],
+) -> std::result::Result<(), crate::store::DbError> {
+    for c in components {
+        tx.execute(
+            "INSERT INTO build_components (build_id, name, version, sha256) VALUES (?1, ?2, ?3, ?4)",
+            args![build_id, c.name, c.version, c.sha256],
+        )?;
+    }
+    Ok(())
+}
+
+fn insert_outputs(
+    tx: &mut dyn Sql,
+    build_id: &str,
+    packages: &[Package],
+    artifacts: &[Artifact],
+    tests: &[TestResult],
+) -> std::result::Result<(), crate::store::DbError> {
+    for pk in packages {
+        tx.execute(
+            "INSERT INTO packages (build_id, name, version, arch, source_name, source_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![build_id, pk.name, pk.version, pk.arch, pk.source_name, pk.source_version],
+        )?;
+    }
+    for ar in artifacts {
+        tx.execute(
+            "INSERT INTO artifacts (build_id, kind, path, sha256, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+            args![build_id, ar.kind.as_str(), ar.path, ar.sha256, ar.size as i64],
+        )?;
+    }
+    for tr in tests {
+        tx.execute(
+            "INSERT INTO test_results (build_id, name, passed, detail) VALUES (?1, ?2, ?3, ?4)",
+            args![build_id, tr.name, tr.passed, tr.detail],
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

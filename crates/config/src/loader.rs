@@ -16,6 +16,7 @@ use crate::schema::*;
 use crate::{DEFAULT_STATE, hex, parse_duration, parse_millis, parse_size_mb};
 
 mod serve;
+mod state;
 
 impl Config {
     /// Loads and validates. `Err` carries every error (and warnings); nothing is partial.
@@ -345,15 +346,17 @@ impl Loader<'_> {
         let root = root.get_ref();
         self.known(
             root,
-            &["state", "policy", "aws", "accounts", "components", "images", "consumers", "serve"],
+            &["state", "policy", "aws", "accounts", "components", "images", "consumers", "serve", "audit"],
             "the config",
         );
         let mut state = self.dir.join(DEFAULT_STATE);
         let mut work_dir: Option<PathBuf> = None;
+        let mut state_db = None;
         if let Some(v) = Self::get(root, "state")
             && let Some(t) = self.table(v, "state")
         {
-            self.known(t, &["path", "work_dir"], "[state]");
+            self.known(t, &["path", "work_dir", "url", "password"], "[state]");
+            state_db = self.state_db(t);
             if let Some(v) = Self::get(t, "path")
                 && let Some(p) = self.string(v, "state.path")
             {
@@ -470,6 +473,7 @@ impl Loader<'_> {
         }
         self.parameter_collisions(&images, &accounts);
         let serve = Self::get(root, "serve").map(|v| self.serve(v)).unwrap_or_default();
+        let anchors = Self::get(root, "audit").map(|v| self.audit(v)).unwrap_or_default();
         let cache_dir = std::env::var_os("AMICTL_CACHE")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("amictl")))
@@ -479,6 +483,8 @@ impl Loader<'_> {
             file: path.to_path_buf(),
             dir: self.dir.to_path_buf(),
             state,
+            state_db,
+            anchors,
             work_dir,
             cache_dir,
             policy,

@@ -13,6 +13,10 @@ pub struct Config {
     pub file: PathBuf,
     pub dir: PathBuf,
     pub state: PathBuf,
+    /// `[state] url`: a PostgreSQL database in place of the SQLite file at `state`.
+    pub state_db: Option<StateDb>,
+    /// `[audit.anchors]`: where the chain's head is written outside the database.
+    pub anchors: Anchors,
     /// Builds and images.
     pub work_dir: PathBuf,
     /// Content-addressed parents, shared by every config on the machine
@@ -157,7 +161,7 @@ impl ParamValue {
                 std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))
             }
             ParamValue::File { path, .. } => toe::input::read_text(path, toe::input::PARAMETER_LIMIT)
-                .map(|s| s.trim_end_matches('\n').to_string())
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| e.to_string()),
         }
     }
@@ -300,6 +304,38 @@ impl Distribution {
         let accounts: Vec<&str> =
             if self.accounts.is_empty() { vec![platform] } else { self.accounts.iter().map(String::as_str).collect() };
         accounts.iter().flat_map(|a| self.regions.iter().map(move |r| provider::Target::new(*a, r))).collect()
+    }
+}
+
+/// A shared state: `[state] url` (a literal, `{ env }` or `{ file }`) and, kept apart from
+/// it, `password`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDb {
+    pub url: ParamValue,
+    pub password: Option<ParamValue>,
+}
+
+/// `[audit.anchors]`: checkpoints of the chain's head kept where the database's writers
+/// cannot rewrite them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Anchors {
+    /// A directory of signed checkpoints (a mounted volume, another machine's share).
+    pub dir: Option<PathBuf>,
+    /// `s3://bucket/prefix`: objects under S3 Object Lock (compliance mode).
+    pub s3: Option<String>,
+    /// How long each S3 anchor is locked.
+    pub retention_days: u32,
+    /// The Ed25519 signing key (64 hex digits: its seed), never stored in the state.
+    pub signing_key: Option<ParamValue>,
+    /// The Ed25519 public key checkpoints are verified with (64 hex digits); derived from
+    /// the signing key when not given.
+    pub public_key: Option<String>,
+}
+
+impl Anchors {
+    /// Whether any anchor is configured.
+    pub fn any(&self) -> bool {
+        self.dir.is_some() || self.s3.is_some()
     }
 }
 

@@ -123,13 +123,7 @@ impl Engine {
         let _lock = if dry_run {
             None
         } else {
-            Some(RunLock::acquire(
-                &self.config().state,
-                false,
-                "amictl import",
-                |_| {},
-                || self.cancel().is_cancelled(),
-            )?)
+            Some(RunLock::acquire_at(self.location(), false, "amictl import", |_| {}, || self.cancel().is_cancelled())?)
         };
         // Build ids with their `imported` event; ids are per line, so one read serves all.
         let noted = if dry_run { BTreeSet::new() } else { self.imported_events()? };

@@ -131,6 +131,7 @@ pub struct Scope {
 /// The engine: config, state, clock and providers.
 pub struct Engine {
     config: Config,
+    location: catalog::Location,
     catalog: Mutex<Catalog>,
     clock: Arc<dyn Clock>,
     providers: Providers,
@@ -139,11 +140,22 @@ pub struct Engine {
     actor: String,
 }
 
+/// Where `cfg` keeps its state: the SQLite file, or the PostgreSQL database of `[state]
+/// url` with its password resolved now (errors name where it comes from, never a value).
+pub fn state_location(cfg: &Config) -> Result<catalog::Location, EngineError> {
+    let Some(db) = &cfg.state_db else { return Ok(catalog::Location::File(cfg.state.clone())) };
+    let bad = |why: String| EngineError::Refused(format!("[state] url: {why}"));
+    let url = db.url.resolve().map_err(bad)?;
+    let password = db.password.as_ref().map(|p| p.resolve()).transpose().map_err(|e| bad(format!("password: {e}")))?;
+    catalog::Location::postgres(url.trim(), password.as_deref()).map_err(bad)
+}
+
 impl Engine {
     /// An engine over an open catalog.
     pub fn new(config: Config, catalog: Catalog, providers: Providers) -> Engine {
         Engine {
             config,
+            location: catalog.location().clone(),
             catalog: Mutex::new(catalog),
             clock: Arc::new(SystemClock),
             providers,
@@ -210,6 +222,11 @@ impl Engine {
         &self.providers
     }
 
+    /// Where the state lives.
+    pub fn location(&self) -> &catalog::Location {
+        &self.location
+    }
+
     /// The cancel token the engine stops on.
     pub fn cancel(&self) -> &Cancel {
         &self.cancel
@@ -217,7 +234,7 @@ impl Engine {
 
     /// What `apply` would do now, and why; writes nothing.
     pub fn plan(&self, now: Timestamp, scope: &Scope) -> Result<(policy::Plan, Observation), EngineError> {
-        let holder = catalog::RunLock::holder(&self.config.state);
+        let holder = catalog::RunLock::holder_at(&self.location);
         let observation = self.observe(&observe::Mode { live_holder: holder, refresh_parents: false }, now, scope)?;
         Ok((observation.plan(now, scope), observation))
     }

@@ -68,6 +68,11 @@ fn run(
         engine::Progress::line(&*progress, &format!("waiting for the run holding the state lock ({holder}) …"))
     });
     ui.done();
+    // The chain's head goes outside the database after every run, whatever its result.
+    {
+        let cat = engine.catalog();
+        super::anchors::after_run(engine.config(), &cat);
+    }
     let report = report?;
     print(&report, common.json)?;
     if let Some(code) = stop.exit_code() {

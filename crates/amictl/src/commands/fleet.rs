@@ -42,7 +42,7 @@ pub fn run(common: &Common, args: &FleetArgs) -> Result<u8> {
     let scans = scan(&cfg, releases, source.as_ref(), files.is_empty(), now, |_| true);
     // A scan is an observation; it is stored as each consumer's latest unless a run holds
     // the state (that run records its own scan).
-    match catalog::RunLock::acquire(&cfg.state, false, "amictl fleet", |_| {}, || false) {
+    match catalog::RunLock::acquire_at(cat.location(), false, "amictl fleet", |_| {}, || false) {
         Ok(_lock) => record(&mut cat, &scans, jiff::Timestamp::now())?,
         Err(catalog::CatalogError::Locked { holder, .. }) => {
             eprintln!("amictl: this scan is not stored: a run holds the state ({holder}) and records its own")

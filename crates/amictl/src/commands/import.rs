@@ -38,7 +38,7 @@ pub fn run(common: &Common, args: &ImportArgs) -> Result<u8> {
     let ui = std::sync::Arc::new(Ui::new(common.json));
     // A dry run with no history yet reads an empty one, and creates nothing.
     let scratch = std::env::temp_dir().join(format!("amictl-import-dry-run-{}.db", std::process::id()));
-    let cat = match (args.dry_run, cfg.state.exists()) {
+    let cat = match (args.dry_run, cfg.state_db.is_some() || cfg.state.exists()) {
         (true, true) => super::catalog_read(&cfg)?,
         (true, false) => catalog::Catalog::open(&scratch)?,
         (false, _) => catalog(&cfg)?,

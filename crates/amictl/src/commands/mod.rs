@@ -1,6 +1,7 @@
 //! One module per verb: parse the arguments, call the engine, render the result.
 
 pub mod advisories;
+pub mod anchors;
 pub mod apply;
 pub mod approvals;
 pub mod audit;
@@ -75,12 +76,22 @@ pub fn actor() -> String {
     format!("{user}@{} (amictl {})", host.trim(), env!("CARGO_PKG_VERSION"))
 }
 
-/// The state, opened by a command that writes (created when no history existed).
+/// Where the state lives: the SQLite file, or `[state] url`.
+pub fn location(cfg: &Config) -> Result<catalog::Location> {
+    engine::state_location(cfg).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// The state, opened by a command that writes (created when no history existed, and
+/// refused when the anchors say one did).
 pub fn catalog(cfg: &Config) -> Result<catalog::Catalog> {
-    Ok(catalog::Catalog::open(&cfg.state)?)
+    let cat = catalog::Catalog::open_at(&location(cfg)?)?;
+    anchors::refuse_missing_history(cfg, &cat)?;
+    Ok(cat)
 }
 
 /// The state, opened by a command that only reads: never creates a file.
 pub fn catalog_read(cfg: &Config) -> Result<catalog::Catalog> {
-    Ok(catalog::Catalog::open_read(&cfg.state)?)
+    let cat = catalog::Catalog::open_read_at(&location(cfg)?)?;
+    anchors::refuse_missing_history(cfg, &cat)?;
+    Ok(cat)
 }

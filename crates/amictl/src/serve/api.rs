@@ -208,6 +208,7 @@ async fn status(State(s): S, headers: HeaderMap) -> Response {
             })),
             "next_cycle": st.next_cycle,
             "next_watch": st.next_watch,
+            "leading": st.leading,
             "last_watch": st.last_watch,
         }))
     })

@@ -95,6 +95,9 @@ pub struct Status {
     pub next_cycle: Option<String>,
     pub next_watch: Option<String>,
     pub last_watch: Option<Value>,
+    /// Whether this replica runs the schedule (one replica of a state does; the others
+    /// serve the API and take over when it stops).
+    pub leading: bool,
 }
 
 #[derive(Default)]
@@ -123,6 +126,10 @@ pub struct Server {
     stop: AtomicBool,
     /// The running cycle's process (0: none), told to stop when the server is.
     cycle_pid: std::sync::atomic::AtomicU32,
+    /// This replica holds the leadership: it runs cycles, the watch and deliveries.
+    leading: AtomicBool,
+    /// "Following" was said (once per change).
+    said_following: AtomicBool,
     counters: Counters,
     started: Timestamp,
 }
@@ -133,6 +140,9 @@ const WATCH_JOB: &str = "watch";
 const RUNNING_JOB: &str = "cycle.running";
 /// How often queued notices are tried (real clock).
 const DELIVERY_EVERY: Duration = Duration::from_secs(10);
+/// How often a replica that does not lead asks for the leadership: the longest a state
+/// goes without a scheduler after its leader dies (PostgreSQL frees the lock at once).
+const LEADER_POLL: Duration = Duration::from_secs(2);
 
 pub fn run(common: &Common, args: &ServeArgs) -> Result<u8> {
     let cfg = load_config(common)?;
@@ -182,6 +192,8 @@ pub fn run(common: &Common, args: &ServeArgs) -> Result<u8> {
         wake: Condvar::new(),
         stop: AtomicBool::new(false),
         cycle_pid: std::sync::atomic::AtomicU32::new(0),
+        leading: AtomicBool::new(false),
+        said_following: AtomicBool::new(false),
         counters: Counters::default(),
         started: Timestamp::now(),
     });
@@ -198,7 +210,9 @@ pub fn run(common: &Common, args: &ServeArgs) -> Result<u8> {
         let server = server.clone();
         std::thread::Builder::new().name("deliver".into()).spawn(move || {
             while !server.stop.load(Ordering::SeqCst) {
-                server.deliver();
+                if server.leading.load(Ordering::SeqCst) {
+                    server.deliver();
+                }
                 let mut waited = Duration::ZERO;
                 while waited < DELIVERY_EVERY && !server.stop.load(Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(200));
@@ -272,11 +286,46 @@ impl Server {
     }
 
     pub(crate) fn status(&self) -> Status {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        s.leading = self.leading.load(Ordering::SeqCst);
+        s
+    }
+
+    /// Holds or asks for the leadership; whether this replica leads now.
+    fn lead(&self, held: &mut Option<catalog::Leadership>) -> bool {
+        if held.as_mut().is_some_and(|l| !l.alive()) {
+            eprintln!("amictl serve: lost the leadership (the state's connection ended); asking again");
+            *held = None;
+        }
+        if held.is_none() {
+            match catalog::Leadership::try_take(self.engine.location(), "amictl serve") {
+                Ok(Some(l)) => {
+                    eprintln!("amictl serve: leading: this replica runs the schedule");
+                    *held = Some(l);
+                }
+                Ok(None) => {
+                    if self.leading.swap(false, Ordering::SeqCst) || !self.said_following.swap(true, Ordering::SeqCst) {
+                        let who = catalog::Leadership::holder(self.engine.location())
+                            .unwrap_or_else(|| "another replica".into());
+                        eprintln!("amictl serve: following: {who} runs the schedule; serving the API");
+                    }
+                }
+                Err(e) => eprintln!("amictl serve: cannot ask for the leadership: {e}"),
+            }
+        }
+        let leading = held.is_some();
+        self.leading.store(leading, Ordering::SeqCst);
+        leading
     }
 
     fn run_real(&self) {
+        let mut leadership = None;
         while !self.stop.load(Ordering::SeqCst) {
+            if !self.lead(&mut leadership) {
+                let requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = self.wake.wait_timeout(requested, LEADER_POLL);
+                continue;
+            }
             let next = match self.tick() {
                 Ok(next) => next,
                 Err(e) => {

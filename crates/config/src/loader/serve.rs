@@ -124,7 +124,7 @@ impl Loader<'_> {
 
     /// A value that may be a secret: a literal, `{ env = "X" }` or `{ file = "p" }` (both
     /// secret: never printed).
-    fn secret(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<ParamValue> {
+    pub(super) fn secret(&mut self, v: &Spanned<DeValue<'_>>, what: &str) -> Option<ParamValue> {
         match v.get_ref() {
             DeValue::String(s) => Some(ParamValue::Literal(s.to_string())),
             DeValue::Table(t) => {

@@ -148,10 +148,10 @@ impl Engine {
         options: &ApplyOptions,
         waiting: impl FnOnce(&Holder),
     ) -> Result<ApplyReport, EngineError> {
-        let cfg = self.config();
-        let _lock =
-            RunLock::acquire(&cfg.state, options.wait, "amictl apply", waiting, || self.cancel().is_cancelled())
-                .map_err(|e| if self.cancel().is_cancelled() { EngineError::Cancelled } else { e.into() })?;
+        let _lock = RunLock::acquire_at(self.location(), options.wait, "amictl apply", waiting, || {
+            self.cancel().is_cancelled()
+        })
+        .map_err(|e| if self.cancel().is_cancelled() { EngineError::Cancelled } else { e.into() })?;
         let closed = self.close_open_intents()?;
         self.expire_approvals(self.now())?;
         for c in &closed {
@@ -168,7 +168,7 @@ impl Engine {
             EventKind::ApplyStart,
             scope.only.as_deref().unwrap_or("*"),
             &format!("{} action(s) planned", plan.actions.len()),
-            json!({"now": now.to_string(), "config": cfg.file.display().to_string()}),
+            json!({"now": now.to_string(), "config": self.config().file.display().to_string()}),
         )?;
         // A rollout of a line this run changes is decided after the change (see carry_out).
         let changing = changing_lines(&plan);
