@@ -369,7 +369,7 @@ fn anchors_in_a_directory_and_under_s3_object_lock_catch_a_deleted_tail_a_rewrit
     restore(&db, &backup);
     let out = org.command(&["audit", "verify"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert_eq!(files_containing(org.dir.path(), seed.as_bytes()), [key.clone()], "the signing key is only in its file");
+    assert_eq!(files_containing(org.dir.path(), seed.as_bytes()), [key], "the signing key is only in its file");
     assert!(std::fs::read_dir(org.dir.path().join("anchors")).unwrap().flatten().count() >= 1);
     assert!(public.chars().all(|c| c.is_ascii_hexdigit()));
 }

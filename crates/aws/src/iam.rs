@@ -90,6 +90,13 @@ pub const RETIRE_REMOVE_ACTIONS: &[&str] = &[
 /// What the platform role needs to tell owners (SNS topics named in `rollout.sns_topic`).
 pub const NOTIFY_ACTIONS: &[&str] = &["sns:Publish"];
 
+/// Checkpoints of the audit chain in S3 (`[audit.anchors] s3`). `PutObject` with Object
+/// Lock headers needs `s3:PutObjectRetention` as well.
+pub const ANCHOR_OBJECT_ACTIONS: &[&str] =
+    &["s3:PutObject", "s3:PutObjectRetention", "s3:GetObject", "s3:GetObjectRetention"];
+/// Listing checkpoints and checking the bucket has Object Lock.
+pub const ANCHOR_BUCKET_ACTIONS: &[&str] = &["s3:ListBucket", "s3:GetBucketObjectLockConfiguration"];
+
 /// What a consumer role needs so the fleet scan can read its hosts and their agents.
 pub const CONSUMER_SCAN_ACTIONS: &[&str] = &[
     "ec2:DescribeInstances",
@@ -342,6 +349,21 @@ pub fn for_config(cfg: &config::Config) -> Result<Value, String> {
         }
         if by_arn {
             statements.push(json!({"Sid": "ReadComponents", "Effect": "Allow", "Action": COMPONENT_ACTIONS, "Resource": component_resources}));
+        }
+        // Audit anchors: write and read checkpoints, never delete or shorten them (Object
+        // Lock in compliance mode refuses that even to the bucket's owner).
+        if let Some(url) = &cfg.anchors.s3 {
+            let rest = url.trim_start_matches("s3://");
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let objects = if prefix.is_empty() {
+                format!("arn:aws:s3:::{bucket}/*")
+            } else {
+                format!("arn:aws:s3:::{bucket}/{}/*", prefix.trim_matches('/'))
+            };
+            statements.push(
+                json!({"Sid": "AuditAnchors", "Effect": "Allow", "Action": ANCHOR_OBJECT_ACTIONS, "Resource": objects}),
+            );
+            statements.push(json!({"Sid": "AuditAnchorBucket", "Effect": "Allow", "Action": ANCHOR_BUCKET_ACTIONS, "Resource": format!("arn:aws:s3:::{bucket}")}));
         }
     }
     Ok(json!({

@@ -43,11 +43,22 @@ pub fn list(common: &Common, args: &ApprovalsArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// A decider's name as the audit trail records it: 1 to 64 characters, none of them a
+/// control or formatting character (a bidirectional override could make the trail lie).
+pub fn valid_name(name: &str) -> bool {
+    let formatting = |c: char| matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}');
+    let n = name.chars().count();
+    (1..=64).contains(&n) && name.trim() == name && !name.chars().any(|c| c.is_control() || formatting(c))
+}
+
 pub fn decide(common: &Common, args: &DecideArgs, decision: Decision) -> Result<u8> {
     let cfg = load_config_reading(common)?;
     let cat = catalog(&cfg)?;
     let engine = Engine::new(cfg, cat, Providers::default()).with_actor(actor());
     let by = args.by.clone().unwrap_or_else(actor);
+    if !valid_name(&by) {
+        return Err(UsageError("--as: a name of 1 to 64 printable characters".into()).into());
+    }
     match engine.decide(&args.id, decision, &by) {
         Ok(a) => {
             if common.json {
@@ -63,5 +74,18 @@ pub fn decide(common: &Common, args: &DecideArgs, decision: Decision) -> Result<
         }
         Err(EngineError::Refused(why)) => Err(UsageError(why).into()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_name_that_could_make_the_trail_lie_is_refused() {
+        for ok in ["alice", "Zoë O'Brien (dashboard)", "ci@runner-7"] {
+            assert!(super::valid_name(ok), "{ok}");
+        }
+        for bad in ["", " alice", "al\u{202E}ecila", "a\u{200B}b", "a\nb", &"x".repeat(65)] {
+            assert!(!super::valid_name(bad), "{bad:?}");
+        }
     }
 }

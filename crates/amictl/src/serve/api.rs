@@ -323,7 +323,7 @@ struct DecideBody {
 
 /// Who a decision is recorded as: the session's name, or the name a token holder gives.
 pub(super) fn decider(caller: &Caller, given: Option<&str>) -> String {
-    let given = given.map(str::trim).filter(|g| !g.is_empty() && g.len() <= 64 && !g.chars().any(char::is_control));
+    let given = given.map(str::trim).filter(|g| crate::commands::approvals::valid_name(g));
     match caller {
         Caller::Session(name) => format!("{name} (dashboard)"),
         _ => format!("{} (API token)", given.unwrap_or("unnamed")),

@@ -2,19 +2,31 @@
 //! (`Authorization: Bearer …`) or a dashboard session made by signing in with it; without
 //! a configured token nothing can be changed over HTTP. Reads are open only when the
 //! server listens on loopback and `[serve] open_reads` is left on; otherwise they need the
-//! same. Sessions live in memory (a restart signs everyone out) and their cookie is
-//! HttpOnly and SameSite=Strict, so another site cannot post a form with it.
+//! same. Sessions live in memory (a restart signs everyone out), end after
+//! [`SESSION_TTL`], and their cookie is HttpOnly and SameSite=Strict, so another site
+//! cannot post a form with it. Wrong tokens at sign-in are slowed down: after
+//! [`FAILED_SIGN_INS`] in a minute, sign-in is refused for the rest of it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a dashboard session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most (the oldest goes first).
+const MAX_SESSIONS: usize = 1000;
+/// Wrong tokens allowed per minute before sign-in pauses.
+pub const FAILED_SIGN_INS: u32 = 10;
 
 use axum::http::HeaderMap;
 
 pub struct Auth {
     token: Option<String>,
     open_reads: bool,
-    /// Session id → the name given at sign-in.
-    sessions: Mutex<HashMap<String, String>>,
+    /// Session id → the name given at sign-in, and when.
+    sessions: Mutex<HashMap<String, (String, Instant)>>,
+    /// Wrong tokens at sign-in: since when, how many.
+    failures: Mutex<(Instant, u32)>,
 }
 
 /// Who made a request.
@@ -37,7 +49,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 impl Auth {
     pub fn new(token: Option<String>, open_reads: bool) -> Auth {
-        Auth { token, open_reads, sessions: Mutex::new(HashMap::new()) }
+        Auth { token, open_reads, sessions: Mutex::new(HashMap::new()), failures: Mutex::new((Instant::now(), 0)) }
     }
 
     pub fn has_token(&self) -> bool {
@@ -57,10 +69,15 @@ impl Auth {
         {
             return Caller::Token;
         }
-        if let Some(id) = session_cookie(headers)
-            && let Some(name) = self.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&id)
-        {
-            return Caller::Session(name.clone());
+        if let Some(id) = session_cookie(headers) {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            match sessions.get(&id) {
+                Some((name, since)) if since.elapsed() < SESSION_TTL => return Caller::Session(name.clone()),
+                Some(_) => {
+                    sessions.remove(&id);
+                }
+                None => {}
+            }
         }
         Caller::Anonymous
     }
@@ -88,14 +105,32 @@ impl Auth {
         self.token.is_some() && *caller != Caller::Anonymous
     }
 
-    /// A new session for `name` when `token` is right.
-    pub fn sign_in(&self, token: &str, name: &str) -> Option<String> {
-        if !self.token_ok(token) {
-            return None;
+    /// A new session for `name` when `token` is right; `Err(true)` while sign-in pauses
+    /// after too many wrong tokens (the token is then not even compared).
+    pub fn sign_in(&self, token: &str, name: &str) -> Result<String, bool> {
+        {
+            let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            if f.0.elapsed() >= Duration::from_secs(60) {
+                *f = (Instant::now(), 0);
+            }
+            if f.1 >= FAILED_SIGN_INS {
+                return Err(true);
+            }
+            if !self.token_ok(token) {
+                f.1 += 1;
+                return Err(false);
+            }
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), name.to_string());
-        Some(id)
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.retain(|_, (_, since)| since.elapsed() < SESSION_TTL);
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions.iter().min_by_key(|(_, (_, since))| *since).map(|(k, _)| k.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(id.clone(), (name.to_string(), Instant::now()));
+        Ok(id)
     }
 
     pub fn sign_out(&self, headers: &HeaderMap) {
@@ -155,7 +190,7 @@ mod tests {
         assert_eq!(auth.caller(&h), Caller::Anonymous);
         h.insert("authorization", "Bearer s3cret-token-0123456789".parse().unwrap());
         assert_eq!(auth.caller(&h), Caller::Token);
-        assert!(auth.sign_in("nope", "mallory").is_none());
+        assert_eq!(auth.sign_in("nope", "mallory"), Err(false));
         let id = auth.sign_in("s3cret-token-0123456789", "alice").unwrap();
         let mut c = HeaderMap::new();
         c.insert("cookie", format!("other=1; {COOKIE}={id}").parse().unwrap());
@@ -173,5 +208,22 @@ mod tests {
         // Without a token configured nothing changes over HTTP, and closed reads need one.
         let none = Auth::new(None, false);
         assert!(!none.may_change_from(&Caller::Token, &local) && !none.may_read_from(&Caller::Anonymous, &local));
+    }
+
+    #[test]
+    fn guessing_pauses_sign_in_and_an_old_session_has_ended() {
+        let auth = Auth::new(Some("s3cret-token-0123456789".into()), true);
+        for _ in 0..FAILED_SIGN_INS {
+            assert_eq!(auth.sign_in("guess", "mallory"), Err(false));
+        }
+        assert_eq!(auth.sign_in("s3cret-token-0123456789", "alice"), Err(true), "even the right token waits");
+        *auth.failures.lock().unwrap() = (Instant::now() - Duration::from_secs(61), FAILED_SIGN_INS);
+        let id = auth.sign_in("s3cret-token-0123456789", "alice").expect("a minute later");
+        let mut c = HeaderMap::new();
+        c.insert("cookie", format!("{COOKIE}={id}").parse().unwrap());
+        assert_eq!(auth.caller(&c), Caller::Session("alice".into()));
+        auth.sessions.lock().unwrap().get_mut(&id).unwrap().1 = Instant::now() - SESSION_TTL;
+        assert_eq!(auth.caller(&c), Caller::Anonymous, "the session ended");
+        assert!(auth.sessions.lock().unwrap().is_empty(), "and is gone");
     }
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::Server;
 use super::api::{advisories_of, decide_as, decider, fleet_of};
-use super::auth::{COOKIE, Caller};
+use super::auth::{self, COOKIE, Caller};
 use crate::render::html::esc;
 
 type S = State<Arc<Server>>;
@@ -289,19 +289,34 @@ struct LoginForm {
 
 async fn login(State(s): S, Form(f): Form<LoginForm>) -> Response {
     let name = f.name.trim();
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-        return (StatusCode::BAD_REQUEST, "a name of 1 to 64 characters").into_response();
+    if !crate::commands::approvals::valid_name(name) {
+        return (StatusCode::BAD_REQUEST, "a name of 1 to 64 printable characters").into_response();
     }
     match s.auth.sign_in(&f.token, name) {
-        Some(id) => (
+        Ok(id) => (
             StatusCode::SEE_OTHER,
             [
-                (header::SET_COOKIE, format!("{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/")),
+                (
+                    header::SET_COOKIE,
+                    format!(
+                        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                        auth::SESSION_TTL.as_secs()
+                    ),
+                ),
                 (header::LOCATION, "/".to_string()),
             ],
         )
             .into_response(),
-        None => {
+        Err(true) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            page(
+                "Sign in",
+                &Caller::Anonymous,
+                "<p id=error class=bad>Too many wrong tokens: try again in a minute.</p>",
+            ),
+        )
+            .into_response(),
+        Err(false) => {
             (StatusCode::UNAUTHORIZED, page("Sign in", &Caller::Anonymous, "<p id=error class=bad>Wrong token.</p>"))
                 .into_response()
         }
