@@ -115,6 +115,7 @@ fn two_replicas_on_one_database_exactly_one_acts_and_the_other_takes_over_when_i
     });
     let rt = runtime();
     let aws = rt.block_on(org.aws());
+    org.gap.reset_calls();
     let mut replicas = [Serving::start(&org), Serving::start(&org)];
 
     // One leads and runs the cycle; the other serves the API and never starts one.
@@ -162,6 +163,17 @@ fn two_replicas_on_one_database_exactly_one_acts_and_the_other_takes_over_when_i
             assert_eq!(ids.len(), 1, "{name} exists {} times in {region}", ids.len());
         }
     }
+    // moto's call log: one copy per line into the other region, and every AMI made either
+    // released (one per line) or deregistered (the killed cycle's).
+    let calls = org.gap.calls();
+    let n = |op: &str| calls.get(op).copied().unwrap_or(0);
+    assert_eq!(n("ec2:CopyImage"), 2, "{calls:#?}");
+    assert_eq!(n("ec2:CreateImage"), n("ec2:DeregisterImage") + 2, "{calls:#?}");
+    assert_eq!(
+        n("ec2:RunInstances"),
+        n("ec2:TerminateInstances"),
+        "every instance launched was terminated: {calls:#?}"
+    );
     let cat = pg_catalog(&url);
     assert_eq!(starts(&cat), 2, "the killed cycle and the one that resumed it");
     assert!(cat.open_intents().unwrap().is_empty(), "every intent has its outcome");

@@ -122,6 +122,15 @@ fn one_run_lock_and_one_leader_per_database_released_when_the_holder_goes() {
     drop(first);
     let _again = RunLock::acquire_at(&loc, false, "amictl apply", |_| {}, || false).expect("free once dropped");
 
+    // By name too: resolved by amictl itself (every address tried), not on a driver thread.
+    let by_name = Location::postgres(&format!("postgres://amictl@localhost:{}/locks", server.port()), None).unwrap();
+    assert!(
+        matches!(
+            RunLock::acquire_at(&by_name, false, "amictl apply", |_| {}, || false),
+            Err(CatalogError::Locked { .. })
+        ),
+        "the same database, and the same lock, by name"
+    );
     let mut leader = Leadership::try_take(&loc, "amictl serve").unwrap().expect("the first replica leads");
     assert!(Leadership::try_take(&loc, "amictl serve").unwrap().is_none(), "a second does not");
     assert!(leader.alive());

@@ -98,13 +98,14 @@ fn approvals_table(s: &Server, caller: &Caller, only_pending: bool) -> anyhow::R
             esc(&a.decided_by.clone().unwrap_or_default())
         };
         out.push_str(&format!(
-            "<tr class=approval data-id={id}><td><code>{id}</code></td><td>{}</td><td><a href=\"/trail?subject={s}\">{s}</a></td><td>{}</td><td class=status>{}</td><td>{}</td><td>{buttons}</td></tr>",
+            "<tr class=approval data-id={id}><td><code>{id}</code></td><td>{}</td><td><a href=\"/trail?subject={q}\">{s}</a></td><td>{}</td><td class=status>{}</td><td>{}</td><td>{buttons}</td></tr>",
             esc(&a.action),
             esc(&a.reasons),
             esc(a.status.as_str()),
             esc(&a.expires_at),
             id = esc(&a.id),
             s = esc(&a.subject),
+            q = query(&a.subject),
         ));
     }
     out.push_str("</table>");
@@ -157,7 +158,7 @@ async fn overview(State(s): S, headers: HeaderMap) -> Response {
         out.push_str("</table><h2>Image lines</h2><table id=images><tr><th>line</th><th>newest</th><th>age</th><th>due in</th><th>available</th></tr>");
         for l in s.read(|c| Ok(views::lines(&s.cfg, c, now)?))? {
             let newest = match &l.newest {
-                Some(v) => format!("<a href=\"/trail?subject={}\">{}</a>", esc(&format!("{}@{v}", l.image)), esc(v)),
+                Some(v) => format!("<a href=\"/trail?subject={}\">{}</a>", query(&format!("{}@{v}", l.image)), esc(v)),
                 None => "never built".into(),
             };
             out.push_str(&format!(
@@ -342,4 +343,24 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `s` as a query value: every byte but the unreserved ones (and `@`, which subjects
+/// carry) percent-encoded, so a name with `&`, `#` or a space still links to itself.
+fn query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_subject_links_to_itself_whatever_it_holds() {
+        assert_eq!(super::query("host@2026.12.02.1"), "host@2026.12.02.1");
+        assert_eq!(super::query("a&b #c/é"), "a%26b%20%23c%2F%C3%A9");
+    }
 }

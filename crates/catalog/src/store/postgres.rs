@@ -75,10 +75,53 @@ impl Target {
 
     /// A new connection.
     pub fn connect(&self) -> Result<Client, DbError> {
-        let mut client = self.config.connect(NoTls)?;
+        let mut last = None;
+        let mut connected = None;
+        for config in self.resolved() {
+            match config.connect(NoTls) {
+                Ok(c) => {
+                    connected = Some(c);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut client = match (connected, last) {
+            (Some(c), _) => c,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => unreachable!("at least one address is tried"),
+        };
         // A writer that stopped answering must not hold the others forever.
         client.batch_execute("SET lock_timeout = '60s'; SET idle_in_transaction_session_timeout = '300s'")?;
         Ok(client)
+    }
+}
+
+impl Target {
+    /// The config once per address of its host, resolved here on the calling thread: the
+    /// driver would resolve the name on a thread of its own, and a process that forks (the
+    /// local sandbox) must not have one.
+    fn resolved(&self) -> Vec<::postgres::Config> {
+        use ::postgres::config::Host;
+        use std::net::ToSocketAddrs;
+        if let [Host::Tcp(host)] = self.config.get_hosts()
+            && self.config.get_hostaddrs().is_empty()
+            && host.parse::<std::net::IpAddr>().is_err()
+        {
+            let port = self.config.get_ports().first().copied().unwrap_or(5432);
+            let addrs: Vec<_> = (host.as_str(), port).to_socket_addrs().map(|a| a.collect()).unwrap_or_default();
+            if !addrs.is_empty() {
+                return addrs
+                    .into_iter()
+                    .map(|a: std::net::SocketAddr| {
+                        let mut c = self.config.clone();
+                        c.hostaddr(a.ip());
+                        c
+                    })
+                    .collect();
+            }
+        }
+        vec![self.config.clone()]
     }
 }
 
