@@ -128,12 +128,7 @@ fn apply_builds_tests_and_publishes_the_reference_organisation_through_moto() {
 fn an_apply_killed_mid_build_is_cleaned_up_by_the_next_one_and_no_ami_is_made_twice() {
     let org = Org::new();
     // Slow Run Command down so the kill lands while the test instance runs.
-    org.gap.inject(Fault {
-        op: "ssm:GetCommandInvocation".into(),
-        region: None,
-        times: None,
-        kind: FaultKind::Delay(Duration::from_millis(700)),
-    });
+    org.slow_run_command();
     let rt = runtime();
     let aws = rt.block_on(org.aws());
     let mut child = org.command(&["build", BASTION]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();

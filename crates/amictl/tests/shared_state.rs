@@ -10,7 +10,6 @@ mod cloud;
 use std::time::{Duration, Instant};
 
 use cloud::*;
-use motogap::{Fault, FaultKind};
 use pgtest::Postgres;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -106,13 +105,7 @@ fn two_replicas_on_one_database_exactly_one_acts_and_the_other_takes_over_when_i
     // both fall due at the same moment.
     config.push_str("\n[serve]\ntoken = { file = \"token\" }\nschedule = \"0 3 1 1 *\"\n");
     std::fs::write(&org.config, config).unwrap();
-    // Slow Run Command down so the kill lands mid-cycle, while a test instance runs.
-    org.gap.inject(Fault {
-        op: "ssm:GetCommandInvocation".into(),
-        region: None,
-        times: None,
-        kind: FaultKind::Delay(Duration::from_millis(700)),
-    });
+    org.slow_run_command();
     let rt = runtime();
     let aws = rt.block_on(org.aws());
     org.gap.reset_calls();
@@ -189,12 +182,7 @@ fn postgresql_stopped_mid_build_is_a_clear_error_and_the_next_apply_carries_on()
     let org = Org::new();
     let url = server.create_db("outage");
     on_postgres(&org, &url);
-    org.gap.inject(Fault {
-        op: "ssm:GetCommandInvocation".into(),
-        region: None,
-        times: None,
-        kind: FaultKind::Delay(Duration::from_millis(700)),
-    });
+    org.slow_run_command();
     let rt = runtime();
     let aws = rt.block_on(org.aws());
     let child = org

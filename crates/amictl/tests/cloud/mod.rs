@@ -112,6 +112,17 @@ impl Org {
         aws_at(&self.gap.url()).await
     }
 
+    /// Slows Run Command down (700 ms per poll) so a kill or an outage lands while a build's
+    /// test instance runs.
+    pub fn slow_run_command(&self) {
+        self.gap.inject(motogap::Fault {
+            op: "ssm:GetCommandInvocation".into(),
+            region: None,
+            times: None,
+            kind: motogap::FaultKind::Delay(Duration::from_millis(700)),
+        });
+    }
+
     pub fn catalog(&self) -> catalog::Catalog {
         catalog::Catalog::open(&self.dir.path().join(".amictl/state.db")).unwrap()
     }

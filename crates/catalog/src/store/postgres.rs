@@ -289,25 +289,43 @@ fn tokio_context() -> bool {
     tokio::runtime::Handle::try_current().is_ok()
 }
 
+/// Runs a statement on a connection or a transaction (prepared once per connection).
+fn execute_on(
+    client: &mut (impl ::postgres::GenericClient + Send),
+    prepared: &mut Prepared,
+    sql: &str,
+    args: &[&dyn Param],
+) -> Result<u64, DbError> {
+    let bound = bind(args);
+    off_runtime(|| {
+        let stmt = prepared.get(client, sql)?;
+        Ok(client.execute(&stmt, &refs(&bound))?)
+    })
+}
+
+/// Runs a query on a connection or a transaction.
+fn query_on(
+    client: &mut (impl ::postgres::GenericClient + Send),
+    prepared: &mut Prepared,
+    sql: &str,
+    args: &[&dyn Param],
+) -> Result<Vec<Row>, DbError> {
+    let bound = bind(args);
+    off_runtime(|| {
+        let stmt = prepared.get(client, sql)?;
+        client.query(&stmt, &refs(&bound))?.iter().map(read).collect()
+    })
+}
+
 impl Sql for Postgres {
     fn execute(&mut self, sql: &str, args: &[&dyn Param]) -> Result<u64, DbError> {
-        let bound = bind(args);
         self.client()?;
-        let (client, prepared) = (self.client.as_mut().expect("connected"), &mut self.prepared);
-        off_runtime(|| {
-            let stmt = prepared.get(client, sql)?;
-            Ok(client.execute(&stmt, &refs(&bound))?)
-        })
+        execute_on(self.client.as_mut().expect("connected"), &mut self.prepared, sql, args)
     }
 
     fn query(&mut self, sql: &str, args: &[&dyn Param]) -> Result<Vec<Row>, DbError> {
-        let bound = bind(args);
         self.client()?;
-        let (client, prepared) = (self.client.as_mut().expect("connected"), &mut self.prepared);
-        off_runtime(|| {
-            let stmt = prepared.get(client, sql)?;
-            client.query(&stmt, &refs(&bound))?.iter().map(read).collect()
-        })
+        query_on(self.client.as_mut().expect("connected"), &mut self.prepared, sql, args)
     }
 }
 
@@ -318,19 +336,11 @@ struct PgTx<'a> {
 
 impl Sql for PgTx<'_> {
     fn execute(&mut self, sql: &str, args: &[&dyn Param]) -> Result<u64, DbError> {
-        let bound = bind(args);
-        off_runtime(|| {
-            let stmt = self.prepared.get(&mut self.tx, sql)?;
-            Ok(self.tx.execute(&stmt, &refs(&bound))?)
-        })
+        execute_on(&mut self.tx, self.prepared, sql, args)
     }
 
     fn query(&mut self, sql: &str, args: &[&dyn Param]) -> Result<Vec<Row>, DbError> {
-        let bound = bind(args);
-        off_runtime(|| {
-            let stmt = self.prepared.get(&mut self.tx, sql)?;
-            self.tx.query(&stmt, &refs(&bound))?.iter().map(read).collect()
-        })
+        query_on(&mut self.tx, self.prepared, sql, args)
     }
 }
 
