@@ -145,6 +145,8 @@ fn an_apply_killed_mid_build_is_cleaned_up_by_the_next_one_and_no_ami_is_made_tw
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    let copies = org.gap.calls().get("ec2:CopyImage").copied().unwrap_or(0);
+    assert_eq!(copies, 1, "its copy to eu-west-2 had started before the tests");
     let killed = org.catalog().versions(Some(BASTION)).unwrap().remove(0);
     assert_eq!(killed.state, catalog::BuildState::Testing, "killed while testing");
     assert!(!rt.block_on(live_build_instances(&aws)).is_empty(), "the kill left instances behind");
@@ -154,16 +156,18 @@ fn an_apply_killed_mid_build_is_cleaned_up_by_the_next_one_and_no_ami_is_made_tw
     assert_eq!(code, 0, "{stderr}\n{out:#}");
     assert_eq!(out["actions"][0]["action"], "recover", "{out:#}");
     assert!(rt.block_on(live_build_instances(&aws)).is_empty(), "no tagged instance is left running");
-    let ec2 = rt.block_on(aws.ec2("platform", "eu-west-1")).unwrap();
-    let of_killed = rt
-        .block_on(
-            ec2.describe_images()
-                .owners("self")
-                .filters(Filter::builder().name("tag:amictl:build-id").values(&killed.build_id).build())
-                .send(),
-        )
-        .unwrap();
-    assert!(of_killed.images().is_empty(), "the interrupted build's AMI is deregistered");
+    for region in REGIONS {
+        let ec2 = rt.block_on(aws.ec2("platform", region)).unwrap();
+        let of_killed = rt
+            .block_on(
+                ec2.describe_images()
+                    .owners("self")
+                    .filters(Filter::builder().name("tag:amictl:build-id").values(&killed.build_id).build())
+                    .send(),
+            )
+            .unwrap();
+        assert!(of_killed.images().is_empty(), "the interrupted build's AMI is deregistered in {region}");
+    }
     for region in REGIONS {
         for (name, ids) in rt.block_on(own_images(&aws, region)) {
             assert_eq!(ids.len(), 1, "{name} exists {} times in {region}", ids.len());
@@ -727,4 +731,61 @@ fn a_line_shared_with_the_organisation_has_its_launch_permission_a_ram_shared_pa
             tagged(account, region, id);
         }
     }
+}
+
+#[test]
+fn copies_start_when_the_ami_is_available_and_a_failed_test_removes_them_in_every_region() {
+    let org = Org::new();
+    let rt = runtime();
+    let aws = rt.block_on(org.aws());
+    // Every test instance's reboot is refused: both lines fail their tests after imaging.
+    org.gap.inject(Fault { op: "ec2:RebootInstances".into(), region: None, times: Some(2), kind: FaultKind::Denied });
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    assert_eq!(code, 1, "{stderr}\n{out:#}");
+    assert!(out.to_string().contains("survives-reboot"), "{out:#}");
+    let calls = org.gap.calls();
+    assert_eq!(calls.get("ec2:CopyImage"), Some(&2), "each line's copy started before its tests: {calls:#?}");
+    for region in REGIONS {
+        assert_eq!(rt.block_on(own_images(&aws, region)), Default::default(), "nothing left in {region}");
+    }
+    let events = org.catalog().events(None).unwrap();
+    let failed: Vec<_> = events.iter().filter(|e| e.kind == "build.outcome").collect();
+    assert_eq!(failed.len(), 2);
+    for e in failed {
+        let removed = e.data["cleanup"].as_array().cloned().unwrap_or_default();
+        assert!(
+            removed.iter().any(|r| r["kind"] == "ami" && r["place"] == "platform/eu-west-2"),
+            "the failed build's record names the copy it removed: {:#}",
+            e.data
+        );
+    }
+    org.gap.clear_faults();
+
+    // On AWS's clock the copy to eu-west-2 starts once the AMI is available, before the test
+    // instance launches, and the publish adopts it: one copy per line.
+    let model = org.gap.model(600.0);
+    let (code, out, stderr) = org.run(&["--json", "apply"]);
+    assert_eq!(code, 0, "{stderr}\n{out:#}");
+    let ledger = model.report(0.0)["ledger"].as_array().cloned().unwrap();
+    let copies: Vec<&Value> = ledger.iter().filter(|n| n["kind"] == "copy-region").collect();
+    assert_eq!(copies.len(), 2, "{ledger:#?}");
+    for copy in copies {
+        let image = &ledger[copy["after"][0].as_u64().unwrap() as usize];
+        assert_eq!(image["kind"], "image");
+        let tester = ledger
+            .iter()
+            .position(|n| {
+                n["kind"] == "instance"
+                    && n["after"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|a| ledger[a.as_u64().unwrap() as usize]["id"] == image["id"])
+            })
+            .map(|i| &ledger[i])
+            .expect("a test instance from the new AMI");
+        assert!(copy["start"].as_f64() >= image["ready"].as_f64(), "not before the AMI is available: {copy} {image}");
+        assert!(copy["start"].as_f64() <= tester["start"].as_f64(), "before the tests: {copy} {tester}");
+    }
+    assert_eq!(org.gap.calls().get("ec2:CopyImage"), Some(&4), "the publish adopted the copies");
 }

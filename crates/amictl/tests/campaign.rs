@@ -180,7 +180,8 @@ fn plan_beside_a_running_apply_shows_the_build_as_running_and_the_lock_names_its
 #[test]
 fn a_killed_publish_is_closed_as_interrupted_by_the_next_run() {
     let org = Org::new();
-    delay(&org, "ec2:CopyImage", 3000);
+    // Sharing happens only in the publish (the copy to eu-west-2 starts during the build).
+    delay(&org, "ec2:ModifyImageAttribute", 3000);
     let mut child = org.command(&["build", BASTION]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for(&mut child, "the publish", || kinds(&org).iter().any(|k| k == "publish.intent"));
     std::thread::sleep(Duration::from_millis(300));

@@ -82,6 +82,10 @@ pub struct BuildSpec {
     pub timing: Timing,
     /// Set when the operator asks amictl to stop: the build stops where it is and cleans up.
     pub cancel: Cancel,
+    /// The other regions the version will be published in. Copies take longest of all, so
+    /// they start as soon as the AMI is available and run beside the tests; nobody is given
+    /// them before the version is published, and a failed build removes them.
+    pub copy_to: Vec<String>,
 }
 
 impl std::fmt::Debug for BuildSpec {
@@ -95,6 +99,7 @@ impl std::fmt::Debug for BuildSpec {
             .field("parent_ami", &self.parent_ami)
             .field("components", &self.components.iter().map(|c| &c.name).collect::<Vec<_>>())
             .field("secrets", &self.secrets.iter().map(|(name, _)| name).collect::<Vec<_>>())
+            .field("copy_to", &self.copy_to)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +151,10 @@ pub struct Journal {
     pub tests: Vec<TestResult>,
     pub logs: Vec<StepLog>,
     pub cleanup: Option<Cleanup>,
+    /// Copies started before the tests: (region, AMI id).
+    pub copies: Vec<(String, String)>,
+    /// What a failed build's cleanup removed in the copies' regions.
+    pub copy_cleanups: Vec<(String, Cleanup)>,
     /// Secret values, masked in every output the build keeps (awstoe may echo them).
     redact: Vec<String>,
 }
@@ -174,7 +183,16 @@ pub async fn build(
     };
     step(Step::CleaningUp);
     let keep = result.as_ref().ok().map(String::as_str);
-    match (builder::cleanup(aws, &spec.account, &spec.region, &spec.build_id, keep).await, result) {
+    let mut cleaned = builder::cleanup(aws, &spec.account, &spec.region, &spec.build_id, keep).await;
+    if result.is_err() {
+        for (region, _) in journal.copies.clone() {
+            match builder::cleanup(aws, &spec.account, &region, &spec.build_id, None).await {
+                Ok(c) => journal.copy_cleanups.push((region, c)),
+                Err(e) => cleaned = cleaned.and(Err(e)),
+            }
+        }
+    }
+    match (cleaned, result) {
         (Ok(c), result) => {
             journal.cleanup = Some(c);
             result
@@ -304,6 +322,10 @@ async fn run(
             .map_err(api("ec2:CreateTags", account, region))?;
     }
 
+    if !spec.copy_to.is_empty() {
+        journal.copies = early_copies(aws, spec, &image_id).await;
+    }
+
     // The builder's work is in the AMI: it need not run through the tests.
     builder::terminate(aws, account, region, &instance).await?;
 
@@ -346,6 +368,52 @@ async fn run(
         return Err(failed_tests(journal, region));
     }
     Ok(image_id)
+}
+
+/// Starts the copies to the other regions, tagged with the build id (so a failed or
+/// interrupted build's cleanup finds them); an encrypted AMI is left to the publisher, which
+/// checks the key and re-encrypts per region. Only a head start: a copy that cannot be
+/// started now is the publisher's to make (and to report).
+async fn early_copies(aws: &Aws, spec: &BuildSpec, image_id: &str) -> Vec<(String, String)> {
+    match crate::kms::image_keys(aws, &spec.account, &spec.region, image_id).await {
+        Ok(keys) if keys.is_empty() => {}
+        Ok(_) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!("not copying {image_id} before its tests: {e}");
+            return Vec::new();
+        }
+    }
+    let copy = crate::publish::CopyOf {
+        image: &spec.image,
+        version: &spec.version,
+        build_id: &spec.build_id,
+        source_region: &spec.region,
+        source_image_id: image_id,
+        key: None,
+    };
+    let mut copies = Vec::new();
+    for region in spec.copy_to.iter().filter(|r| **r != spec.region) {
+        let started = async {
+            let (id, made) = crate::publish::copy_to_region(aws, &spec.account, region, &copy).await?;
+            copies.push((region.clone(), id.clone()));
+            if made {
+                let ec2 = aws.ec2(&spec.account, region).await?;
+                aws.limits(&spec.account, region).await.mutate.take().await;
+                ec2.create_tags()
+                    .resources(&id)
+                    .tags(Tag::builder().key(BUILD_ID_TAG).value(&spec.build_id).build())
+                    .tags(Tag::builder().key("Name").value(ami_name(&spec.image, &spec.version)).build())
+                    .send()
+                    .await
+                    .map_err(api("ec2:CreateTags", &spec.account, region))?;
+            }
+            Ok::<_, AwsError>(())
+        };
+        if let Err(e) = started.await {
+            tracing::warn!("not copying {image_id} to {region} before its tests: {e}");
+        }
+    }
+    copies
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -40,6 +40,35 @@ pub struct Polling {
     pub timeout: Duration,
 }
 
+impl Polling {
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.interval)
+    }
+}
+
+/// The waits between looks at something AWS is changing: a quarter of the interval, then
+/// doubling up to it. A state that changes in seconds (a short command, an instance's
+/// start) is seen within seconds; a long wait costs one call an interval, far inside every
+/// API family's refill rate (EC2's Describe* refill 20 a second per account and region).
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(interval: Duration) -> Backoff {
+        Backoff { next: interval / 4, max: interval }
+    }
+
+    /// How long to wait before the next look.
+    pub fn next_wait(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
 fn tags(spec: &LaunchSpec, resource: ResourceType) -> TagSpecification {
     TagSpecification::builder()
         .resource_type(resource)
@@ -85,6 +114,7 @@ pub async fn launch(aws: &Aws, account: &str, region: &str, spec: &LaunchSpec) -
 pub async fn wait_running(aws: &Aws, account: &str, region: &str, instance: &str, p: Polling) -> Result<(), AwsError> {
     let ec2 = aws.ec2(account, region).await?;
     let start = tokio::time::Instant::now();
+    let mut backoff = p.backoff();
     loop {
         aws.limits(account, region).await.describe.take().await;
         let out = ec2.describe_instances().instance_ids(instance).send().await.map_err(api(
@@ -117,7 +147,7 @@ pub async fn wait_running(aws: &Aws, account: &str, region: &str, instance: &str
                 seconds: p.timeout.as_secs(),
             });
         }
-        tokio::time::sleep(p.interval).await;
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 
@@ -131,6 +161,7 @@ pub async fn wait_online(
     p: Polling,
 ) -> Result<(), AwsError> {
     let start = tokio::time::Instant::now();
+    let mut backoff = p.backoff();
     loop {
         let out = ssm
             .describe_instance_information()
@@ -162,7 +193,7 @@ pub async fn wait_online(
                 ),
             });
         }
-        tokio::time::sleep(p.interval).await;
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 
@@ -197,8 +228,9 @@ pub async fn run_command(
         .map_err(api("ssm:SendCommand", account, region))?;
     let command_id = sent.command().and_then(|c| c.command_id()).unwrap_or_default().to_string();
     let start = tokio::time::Instant::now();
+    let mut backoff = p.backoff();
     loop {
-        tokio::time::sleep(p.interval).await;
+        tokio::time::sleep(backoff.next_wait()).await;
         let inv = match ssm.get_command_invocation().command_id(&command_id).instance_id(instance).send().await {
             Ok(inv) => inv,
             // Right after SendCommand the invocation may not exist yet.

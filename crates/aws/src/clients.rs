@@ -26,7 +26,13 @@ pub struct Aws {
     accounts: Arc<BTreeMap<String, AccountAccess>>,
     configs: Arc<Mutex<HashMap<(String, String), SdkConfig>>>,
     limits: Arc<Mutex<HashMap<(String, String), Limits>>>,
+    pages: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many large listing pages (a thousand instances, ~3 MB of XML and its parse) are
+/// read at once, however many accounts and regions are scanned side by side. Reading and
+/// parsing a page is CPU work, so more than the cores buys no speed, only memory.
+const PAGES_AT_ONCE: usize = 2;
 
 impl Aws {
     /// From the standard chain: credentials, region and `AWS_ENDPOINT_URL` as the AWS CLI
@@ -43,7 +49,14 @@ impl Aws {
             accounts: Arc::new(accounts.into_iter().map(|a| (a.name.clone(), a)).collect()),
             configs: Arc::new(Mutex::new(HashMap::new())),
             limits: Arc::new(Mutex::new(HashMap::new())),
+            pages: Arc::new(tokio::sync::Semaphore::new(PAGES_AT_ONCE)),
         }
+    }
+
+    /// A turn to read one large page (see [`PAGES_AT_ONCE`]); held until the page is dropped.
+    pub async fn page_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // `None` only if the semaphore were closed, which it never is.
+        self.pages.acquire().await.ok()
     }
 
     /// The rate limits of one account in one region: AWS throttles each account and

@@ -87,6 +87,7 @@ pub async fn drain(
     let ecs = client(aws, account, region).await?;
     set_state(&ecs, account, region, host, ContainerInstanceStatus::Draining).await?;
     let start = tokio::time::Instant::now();
+    let mut backoff = p.backoff();
     loop {
         let out = ecs
             .describe_container_instances()
@@ -112,7 +113,7 @@ pub async fn drain(
                 ),
             });
         }
-        tokio::time::sleep(p.interval).await;
+        tokio::time::sleep(backoff.next_wait()).await;
     }
 }
 

@@ -79,8 +79,12 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
     let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
     for filters in queries {
         let mut pages = ec2.describe_instances().set_filters(Some(filters)).max_results(1000).into_paginator().send();
-        while let Some(page) = pages.next().await {
+        loop {
             aws.limits(&sel.account, &sel.region).await.describe.take().await;
+            // One page read and reduced to hosts at a time per turn: the SDK's parse of a
+            // page is many times its useful part.
+            let _turn = aws.page_turn().await;
+            let Some(page) = pages.next().await else { break };
             let page = page.map_err(api("ec2:DescribeInstances", &sel.account, &sel.region))?;
             for i in page.reservations().iter().flat_map(|r| r.instances()) {
                 let Some(id) = i.instance_id() else { continue };

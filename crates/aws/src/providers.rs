@@ -215,11 +215,18 @@ impl Ec2Builder {
             secrets,
             timing: self.cloud.timing,
             cancel: job.cancel.clone(),
+            copy_to: self.copy_regions(),
         })
     }
 
     fn home(&self) -> Target {
         Target::new(&self.cloud.platform, &self.cloud.region)
+    }
+
+    /// The regions besides the home region the line is published in.
+    fn copy_regions(&self) -> Vec<String> {
+        let regions = self.image.distribute.as_ref().map(|d| d.regions.clone()).unwrap_or_default();
+        regions.into_iter().filter(|r| *r != self.cloud.region).collect()
     }
 }
 
@@ -284,7 +291,13 @@ impl Builder for Ec2Builder {
         }));
         write_logs(job.log_dir, &journal);
         let home = self.home();
-        let cleanup = journal.cleanup.as_ref().map(|c| cleanup_report(c, &home));
+        let cleanup = journal.cleanup.as_ref().map(|c| {
+            let mut report = cleanup_report(c, &home);
+            for (region, c) in &journal.copy_cleanups {
+                report.removed.extend(cleanup_report(c, &Target::new(&self.cloud.platform, region)).removed);
+            }
+            report
+        });
         match result {
             Ok(image_id) => Ok(BuildOutput {
                 parent,
@@ -305,15 +318,21 @@ impl Builder for Ec2Builder {
         }
     }
 
+    /// The build's resources in its home region, and the copies it may have started in the
+    /// others.
     fn clean_up(&self, job: &CleanupJob<'_>) -> Result<CleanupReport, ProviderError> {
-        let c = self.cloud.block_on(crate::builder::cleanup(
-            &self.cloud.aws,
-            &self.cloud.platform,
-            &self.cloud.region,
-            job.build_id,
-            None,
-        ))?;
-        Ok(cleanup_report(&c, &self.home()))
+        let mut report = CleanupReport::default();
+        for region in std::iter::once(self.cloud.region.clone()).chain(self.copy_regions()) {
+            let c = self.cloud.block_on(crate::builder::cleanup(
+                &self.cloud.aws,
+                &self.cloud.platform,
+                &region,
+                job.build_id,
+                None,
+            ))?;
+            report.removed.extend(cleanup_report(&c, &Target::new(&self.cloud.platform, &region)).removed);
+        }
+        Ok(report)
     }
 
     /// Retires the version's AMIs in every account and region, with proof that nothing

@@ -47,7 +47,8 @@ pub struct PublishRequest {
 }
 
 /// How to wait for an AMI: several *consecutive* sightings of `available` (EC2 is
-/// eventually consistent), failing at once on a terminal state.
+/// eventually consistent), failing at once on a terminal state. Looks back off up to
+/// `interval`; the confirming sightings come a quarter interval apart.
 #[derive(Debug, Clone, Copy)]
 pub struct Waiter {
     pub interval: Duration,
@@ -153,26 +154,22 @@ async fn publish_region(
     let ec2 = aws.ec2(owner, region).await?;
     let name = ami_name(&req.image, &req.version);
 
-    // 1. Find before create.
-    let (image_id, copied) = match crate::builder::find_image(aws, owner, region, &name).await? {
-        Some((id, _)) => (id, false),
-        None if region == req.source_region => (req.source_image_id.clone(), false),
-        None => {
-            aws.limits(owner, region).await.copy_image.take().await;
-            let out = ec2
-                .copy_image()
-                .source_region(&req.source_region)
-                .source_image_id(&req.source_image_id)
-                .name(&name)
-                .description(format!("{} {} (amictl build {})", req.image, req.version, req.build_id))
-                .copy_image_tags(true)
-                .set_encrypted(key.map(|_| true))
-                .set_kms_key_id(key.map(|k| crate::kms::replica_arn(k, region)))
-                .send()
-                .await
-                .map_err(api("ec2:CopyImage", owner, region))?;
-            (out.image_id().unwrap_or_default().to_string(), true)
+    // 1. Find before create (the build may have started this region's copy already).
+    let (image_id, copied) = if region == req.source_region {
+        match crate::builder::find_image(aws, owner, region, &name).await? {
+            Some((id, _)) => (id, false),
+            None => (req.source_image_id.clone(), false),
         }
+    } else {
+        let copy = CopyOf {
+            image: &req.image,
+            version: &req.version,
+            build_id: &req.build_id,
+            source_region: &req.source_region,
+            source_image_id: &req.source_image_id,
+            key,
+        };
+        copy_to_region(aws, owner, region, &copy).await?
     };
     let snapshots = wait_available(aws, &ec2, owner, region, &image_id, req.wait).await?;
 
@@ -278,6 +275,47 @@ async fn publish_region(
         _ => (Vec::new(), None),
     };
     Ok(RegionReport { region: region.into(), image_id, copied, parameters, resource_share, consumers })
+}
+
+/// One version's AMI, to be copied to another region of its owner's account.
+pub(crate) struct CopyOf<'a> {
+    pub image: &'a str,
+    pub version: &'a str,
+    pub build_id: &'a str,
+    pub source_region: &'a str,
+    pub source_image_id: &'a str,
+    /// The source's KMS key, when it is encrypted: the copy is encrypted with its replica.
+    pub key: Option<&'a str>,
+}
+
+/// The version's AMI in `region`: found by name (a copy this build started is "copied"; any
+/// other is adopted), else copied now. Returns (id, copied by this build).
+pub(crate) async fn copy_to_region(
+    aws: &Aws,
+    owner: &str,
+    region: &str,
+    c: &CopyOf<'_>,
+) -> Result<(String, bool), AwsError> {
+    let name = ami_name(c.image, c.version);
+    if let Some((id, build)) = crate::builder::find_image(aws, owner, region, &name).await? {
+        let ours = build.as_deref() == Some(c.build_id);
+        return Ok((id, ours));
+    }
+    let ec2 = aws.ec2(owner, region).await?;
+    aws.limits(owner, region).await.copy_image.take().await;
+    let out = ec2
+        .copy_image()
+        .source_region(c.source_region)
+        .source_image_id(c.source_image_id)
+        .name(&name)
+        .description(format!("{} {} (amictl build {})", c.image, c.version, c.build_id))
+        .copy_image_tags(true)
+        .set_encrypted(c.key.map(|_| true))
+        .set_kms_key_id(c.key.map(|k| crate::kms::replica_arn(k, region)))
+        .send()
+        .await
+        .map_err(api("ec2:CopyImage", owner, region))?;
+    Ok((out.image_id().unwrap_or_default().to_string(), true))
 }
 
 /// Tags an AMI and its snapshots.
@@ -393,6 +431,7 @@ pub(crate) async fn wait_available(
     let start = tokio::time::Instant::now();
     let mut seen = 0;
     let mut polls = 0u32;
+    let mut backoff = crate::builder::Backoff::new(w.interval);
     loop {
         aws.limits(owner, region).await.describe.take().await;
         let out =
@@ -433,7 +472,10 @@ pub(crate) async fn wait_available(
                 seconds: w.timeout.as_secs(),
             });
         }
-        tokio::time::sleep(w.interval).await;
+        // Once it reads available, the next sightings only confirm it (EC2 is eventually
+        // consistent for seconds, not minutes).
+        let wait = if seen > 0 { w.interval / 4 } else { backoff.next_wait() };
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -293,6 +293,7 @@ pub async fn rolling_replace(aws: &Aws, t: &Target, how: Replace, p: Polling) ->
         report.replaced.extend(this_batch.iter().cloned());
         // Wait until the group is back to its desired size without the replaced instances.
         let start = tokio::time::Instant::now();
+        let mut backoff = p.backoff();
         let fresh = loop {
             let g = group(&asc, t).await?;
             let in_service: Vec<String> = g
@@ -313,7 +314,7 @@ pub async fn rolling_replace(aws: &Aws, t: &Target, how: Replace, p: Polling) ->
                     seconds: p.timeout.as_secs(),
                 });
             }
-            tokio::time::sleep(p.interval).await;
+            tokio::time::sleep(backoff.next_wait()).await;
         };
         for id in &fresh {
             crate::builder::wait_online(&ssm, account, region, id, p).await?;

@@ -45,10 +45,15 @@
 //! - emulates **EC2 Image Builder** ([`imagebuilder`]: pipelines, executions with the
 //!   clientToken rule, output AMIs made in moto, packages, workflows, managed components).
 //!
+//! - models **AWS's latencies and request rates** when asked ([`latency`]: instances
+//!   pending, SSM registration, Run Command, AMIs and copies in progress, throttling, all on
+//!   a scaled clock), and keeps the critical path of what it made wait.
+//!
 //! It is deliberately dumb: one request per connection (`Connection: close`), bodies by
 //! `Content-Length`. Everything else goes to moto untouched.
 
 pub mod imagebuilder;
+pub mod latency;
 mod ram;
 mod refresh;
 
@@ -187,6 +192,8 @@ struct Inner {
     /// Instance refreshes.
     refreshes: Mutex<refresh::Refreshes>,
     image_builder: imagebuilder::ImageBuilder,
+    /// The latency model, when on.
+    model: std::sync::OnceLock<latency::Model>,
 }
 
 /// A running proxy; it serves until the process exits.
@@ -255,6 +262,12 @@ impl Gap {
         );
         let headers = [("x-amz-target", target), ("content-type", "application/x-amz-json-1.1")];
         post(upstream, &auth, Some(account), &headers, body.as_bytes())
+    }
+
+    /// Turns the latency model on, `scale` modelled seconds to the real one (once; later
+    /// calls change nothing).
+    pub fn model(&self, scale: f64) -> &latency::Model {
+        self.inner.model.get_or_init(|| latency::Model::new(scale))
     }
 
     /// The Image Builder emulation, to set what executions do.
@@ -353,6 +366,18 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         let body = serde_json::to_vec(&*lock(&inner.calls)).unwrap_or_default();
         return out.write_all(&response(200, "application/json", &body));
     }
+    if req.head[0].starts_with("GET /motogap/model") {
+        let since = req.query().split('&').find_map(|kv| kv.strip_prefix("since=")).and_then(|v| v.parse().ok());
+        let body = match inner.model.get() {
+            Some(m) => m.report(since.unwrap_or(0.0)).to_string(),
+            None => "{\"error\":\"the latency model is off (motogap --latency SCALE)\"}".into(),
+        };
+        return out.write_all(&response(
+            if inner.model.get().is_some() { 200 } else { 404 },
+            "application/json",
+            body.as_bytes(),
+        ));
+    }
     let (key, region, service) = req.scope();
     let op = format!("{service}:{}", req.operation());
     *lock(&inner.calls).entry(op.clone()).or_default() += 1;
@@ -419,8 +444,18 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         Some(FaultKind::Delay(d)) => std::thread::sleep(d),
         None => {}
     }
+    let model = inner.model.get();
+    if let Some(m) = model {
+        let upstream = inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
+        let account = lock(&inner.keys).get(&key).cloned();
+        let caller = caller_account(inner, upstream, &req, account.as_deref()).unwrap_or(key.clone());
+        if !m.admit(&caller, &region, &service, &req.operation()) {
+            return out.write_all(&throttled(&service, json, rest_json));
+        }
+    }
     if op == "ssm:DescribeInstanceInformation" {
-        let body = instance_information(&req.body, !inner.offline.load(Ordering::SeqCst));
+        let online = !inner.offline.load(Ordering::SeqCst);
+        let body = instance_information(&req.body, &|id| online && model.is_none_or(|m| m.online(id)));
         return out.write_all(&response(200, "application/x-amz-json-1.1", &body));
     }
     if let Some(answer) = deprecation(inner, &op, &req.body) {
@@ -446,12 +481,16 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         let caller = caller_account(inner, upstream, &req, account.as_deref()).unwrap_or_default();
         let up = Caller { inner, upstream, req: &req, account: account.as_deref() };
         let form = |k: &str| form_value(&req.body, k);
-        let answer = lock(&inner.refreshes).handle((&caller, &region), &op, &form, &up);
+        let answer = lock(&inner.refreshes).handle((&caller, &region), &op, &form, &up, model);
         if let Some((status, body)) = answer {
             return out.write_all(&response(status, "text/xml", body.as_bytes()));
         }
     }
+    let asked = Instant::now();
     let mut answer = forward(upstream, &req, account.as_deref())?;
+    if let Some(m) = model {
+        m.upstream(asked.elapsed().as_secs_f64());
+    }
     if op == "ec2:CopyImage"
         && String::from_utf8_lossy(&answer).contains("InvalidAMIID.NotFound")
         && let Some(copied) = copy_shared(inner, upstream, &req, account.as_deref())
@@ -471,10 +510,118 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         let list = b"Action=DescribeInstances&Version=2016-11-15";
         let form = [("content-type", "application/x-www-form-urlencoded")];
         if let Ok((_, body)) = call_as(upstream, &req, account.as_deref(), "ec2", &form, list) {
-            resolve_launched(inner, upstream, &req, account.as_deref(), body);
+            let body = resolve_launched(inner, upstream, &req, account.as_deref(), body);
+            if let Some(m) = model {
+                m.launched(&body);
+            }
         }
     }
+    if let Some(m) = model
+        && answer.starts_with(b"HTTP/1.1 200")
+    {
+        answer = modelled(m, upstream, &req, account.as_deref(), &op, &region, answer);
+    }
     out.write_all(&answer)
+}
+
+/// An answer as the latency model has it: what is not ready yet reads so, and what was
+/// started is timed.
+fn modelled(
+    m: &latency::Model,
+    upstream: SocketAddr,
+    req: &Request,
+    account: Option<&str>,
+    op: &str,
+    region: &str,
+    answer: Vec<u8>,
+) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let form = |k: &str| form_value(&req.body, k);
+    let numbered = |prefix: &str| (1..).map_while(|n| form(&format!("{prefix}.{n}"))).collect::<Vec<_>>();
+    match op {
+        "ec2:DescribeInstances" => rewrite_body(answer, |b| m.instance_states(b)),
+        "ec2:DescribeImages" => rewrite_body(answer, |b| m.image_states(b)),
+        "ec2:RebootInstances" => {
+            m.rebooted(&numbered("InstanceId"));
+            answer
+        }
+        "ec2:CreateImage" | "ec2:CopyImage" => {
+            let Some(id) = body.split("<imageId>").nth(1).and_then(|t| t.split("</imageId>").next()) else {
+                return answer;
+            };
+            let gib = image_size(upstream, req, account, id);
+            if op == "ec2:CreateImage" {
+                m.imaged(id, &form("InstanceId").unwrap_or_default(), gib);
+            } else {
+                let source_region = form("SourceRegion").unwrap_or_default();
+                m.copied(id, &form("SourceImageId").unwrap_or_default(), source_region != region, gib);
+            }
+            answer
+        }
+        "ssm:SendCommand" => {
+            let asked: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let got: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            let strings = |v: &serde_json::Value| -> Vec<String> {
+                v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+            };
+            let id = got["Command"]["CommandId"].as_str().unwrap_or_default();
+            m.command(id, &strings(&asked["InstanceIds"]), &strings(&asked["Parameters"]["commands"]));
+            answer
+        }
+        "ssm:GetCommandInvocation" | "ssm:ListCommandInvocations" => rewrite_body(answer, |b| {
+            let mut v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+            let running = |inv: &mut serde_json::Value| {
+                let id = inv["CommandId"].as_str().unwrap_or_default().to_string();
+                if !m.command_done(&id) {
+                    inv["Status"] = "InProgress".into();
+                    inv["StatusDetails"] = "InProgress".into();
+                    for k in ["StandardOutputContent", "StandardErrorContent"] {
+                        if inv.get(k).is_some() {
+                            inv[k] = "".into();
+                        }
+                    }
+                    inv["ResponseCode"] = (-1).into();
+                }
+            };
+            if op == "ssm:GetCommandInvocation" {
+                running(&mut v);
+            } else if let Some(list) = v["CommandInvocations"].as_array_mut() {
+                list.iter_mut().for_each(running);
+            }
+            v.to_string()
+        }),
+        _ => answer,
+    }
+}
+
+/// An AMI's size in GiB, from its block device mappings as moto reports them (8 when none).
+fn image_size(upstream: SocketAddr, req: &Request, account: Option<&str>, image: &str) -> f64 {
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let body = format!("Action=DescribeImages&Version=2016-11-15&ImageId.1={image}");
+    let sizes: f64 = call_as(upstream, req, account, "ec2", &form, body.as_bytes())
+        .map(|(_, text)| {
+            text.split("<volumeSize>").skip(1).filter_map(|t| t.split('<').next()?.parse::<f64>().ok()).sum()
+        })
+        .unwrap_or(0.0);
+    if sizes > 0.0 { sizes } else { 8.0 }
+}
+
+/// A throttling answer in the service's own protocol.
+fn throttled(service: &str, json: bool, rest_json: bool) -> Vec<u8> {
+    if rest_json {
+        return rest_error(429, "TooManyRequestsException", "Rate exceeded (motogap latency model)");
+    }
+    if json {
+        let body = br#"{"__type":"ThrottlingException","message":"Rate exceeded (motogap latency model)"}"#;
+        return response(400, "application/x-amz-json-1.1", body);
+    }
+    if service == "ec2" {
+        let body = ec2_error("RequestLimitExceeded", "Request limit exceeded (motogap latency model).");
+        return response(503, "text/xml", body.as_bytes());
+    }
+    let body = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded (motogap latency model)</Message></Error><RequestId>motogap</RequestId></ErrorResponse>";
+    response(400, "text/xml", body.as_bytes())
 }
 
 /// moto, as the caller of one request.
@@ -952,8 +1099,8 @@ fn ec2_error(code: &str, message: &str) -> String {
     )
 }
 
-/// The instances a DescribeInstanceInformation request names, reported Online.
-fn instance_information(body: &[u8], online: bool) -> Vec<u8> {
+/// The instances a DescribeInstanceInformation request names that are `online`, reported Online.
+fn instance_information(body: &[u8], online: &dyn Fn(&str) -> bool) -> Vec<u8> {
     let req: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let mut ids = Vec::new();
     for list in ["Filters", "InstanceInformationFilterList"] {
@@ -965,18 +1112,16 @@ fn instance_information(body: &[u8], online: bool) -> Vec<u8> {
             }
         }
     }
-    let list: Vec<serde_json::Value> = if online {
-        ids.iter()
-            .map(|id| {
-                serde_json::json!({
+    let list: Vec<serde_json::Value> = ids
+        .iter()
+        .filter(|id| online(id))
+        .map(|id| {
+            serde_json::json!({
                     "InstanceId": id, "PingStatus": "Online", "PlatformType": "Linux",
-                    "PlatformName": "Amazon Linux", "ResourceType": "EC2Instance", "AgentVersion": "3.3.1142.0"
-                })
+                "PlatformName": "Amazon Linux", "ResourceType": "EC2Instance", "AgentVersion": "3.3.1142.0"
             })
-            .collect()
-    } else {
-        Vec::new()
-    };
+        })
+        .collect();
     serde_json::to_vec(&serde_json::json!({ "InstanceInformationList": list })).unwrap_or_default()
 }
 
@@ -987,7 +1132,7 @@ mod tests {
     #[test]
     fn instance_information_reports_the_requested_instances_online_or_none() {
         let body = br#"{"Filters":[{"Key":"InstanceIds","Values":["i-1","i-2"]}]}"#;
-        let v: serde_json::Value = serde_json::from_slice(&instance_information(body, true)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&instance_information(body, &|_| true)).unwrap();
         let ids: Vec<&str> = v["InstanceInformationList"]
             .as_array()
             .unwrap()
@@ -995,7 +1140,7 @@ mod tests {
             .map(|i| i["InstanceId"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["i-1", "i-2"]);
-        let v: serde_json::Value = serde_json::from_slice(&instance_information(body, false)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&instance_information(body, &|_| false)).unwrap();
         assert!(v["InstanceInformationList"].as_array().unwrap().is_empty());
     }
 

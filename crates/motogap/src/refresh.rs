@@ -22,8 +22,13 @@
 //!   refused (`IrreversibleInstanceRefresh`) for a refresh without a desired
 //!   configuration; either is `ActiveInstanceRefreshNotFound` once it has ended.
 //!
+//! With the latency model on ([`crate::latency`]), a replacement takes the launch and the
+//! warm-up (`Preferences.InstanceWarmup`, else the model's 300 s) and a checkpoint waits
+//! `Preferences.CheckpointDelay` (else 3600 s) of modelled time before the refresh moves
+//! on; a describe in between reports the same progress.
+//!
 //! Not modelled: `MinHealthyPercentage` batching (one instance at a time is always within
-//! it), warm-up and checkpoint delays (time), health checks, `StandbyInstances`, automatic
+//! it), health checks, `StandbyInstances`, automatic
 //! rollback on failure (nothing fails here unless a fault is injected), and bake time.
 
 use std::collections::BTreeMap;
@@ -43,6 +48,10 @@ struct Refresh {
     paused_at: Option<usize>,
     /// The group's template before a desired configuration replaced it: (id, version).
     previous: Option<(String, String)>,
+    /// Modelled seconds: the next step is not before this; its warm-up and checkpoint delay.
+    next_at: f64,
+    warmup: Option<f64>,
+    checkpoint_delay: Option<f64>,
 }
 
 /// Refreshes by (account, region, group): the latest per group.
@@ -137,6 +146,7 @@ impl Refreshes {
         op: &str,
         form: Form<'_>,
         up: &dyn Upstream,
+        model: Option<&crate::latency::Model>,
     ) -> Option<(u16, String)> {
         let name = form("AutoScalingGroupName").unwrap_or_default();
         let key = (place.0.to_string(), place.1.to_string(), name.clone());
@@ -145,7 +155,7 @@ impl Refreshes {
             "autoscaling:DescribeInstanceRefreshes" => {
                 let mut members = String::new();
                 if let Some(r) = self.by_group.get_mut(&key) {
-                    advance(r, up);
+                    advance(r, up, model, &name);
                     members = format!(
                         "<member><InstanceRefreshId>{}</InstanceRefreshId><AutoScalingGroupName>{name}</AutoScalingGroupName><Status>{}</Status><StatusReason>{}</StatusReason><PercentageComplete>{}</PercentageComplete><InstancesToUpdate>{}</InstancesToUpdate></member>",
                         r.id,
@@ -246,14 +256,20 @@ impl Refreshes {
             checkpoints,
             paused_at: None,
             previous,
+            next_at: 0.0,
+            warmup: form("Preferences.InstanceWarmup").and_then(|v| v.parse().ok()),
+            checkpoint_delay: form("Preferences.CheckpointDelay").and_then(|v| v.parse().ok()),
         };
         self.by_group.insert(key, refresh);
         (200, xml("StartInstanceRefresh", &format!("<InstanceRefreshId>{id}</InstanceRefreshId>")))
     }
 }
 
-/// One step of a pending or running refresh.
-fn advance(r: &mut Refresh, up: &dyn Upstream) {
+/// One step of a pending or running refresh (once its modelled time has come).
+fn advance(r: &mut Refresh, up: &dyn Upstream, model: Option<&crate::latency::Model>, group: &str) {
+    if model.is_some_and(|m| m.now() < r.next_at) {
+        return;
+    }
     match r.status {
         "Pending" => {
             r.status = "InProgress";
@@ -266,6 +282,11 @@ fn advance(r: &mut Refresh, up: &dyn Upstream) {
     if let Some(&c) = r.checkpoints.iter().find(|&&c| c < 100 && percent >= c && r.paused_at.is_none_or(|p| p < c)) {
         r.paused_at = Some(c);
         r.reason = format!("Waiting for checkpoint at {c}%");
+        if let Some(m) = model {
+            let delay = r.checkpoint_delay.unwrap_or(m.figures.checkpoint_delay);
+            r.next_at = m.now() + delay;
+            m.waited(group, "checkpoint", delay);
+        }
         return;
     }
     if r.pending.is_empty() {
@@ -282,6 +303,11 @@ fn advance(r: &mut Refresh, up: &dyn Upstream) {
         "Action=TerminateInstanceInAutoScalingGroup&Version=2011-01-01&InstanceId={instance}&ShouldDecrementDesiredCapacity=false"
     ));
     up.launched();
+    if let Some(m) = model {
+        let step = m.figures.pending + r.warmup.unwrap_or(m.figures.warmup);
+        r.next_at = m.now() + step;
+        m.waited(group, "refresh-step", step);
+    }
     r.replaced += 1;
     r.reason = format!("replaced {instance}");
 }
