@@ -76,7 +76,10 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
             queries.push(vec![live.clone(), lt]);
         }
     }
-    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
+    // A plain list, sorted and deduplicated at the end (an instance two selectors name is
+    // found twice): no second copy of every id in a map, at tens of thousands of hosts.
+    let several = queries.len() > 1;
+    let mut hosts: Vec<Host> = Vec::new();
     for filters in queries {
         let mut pages = ec2.describe_instances().set_filters(Some(filters)).max_results(1000).into_paginator().send();
         loop {
@@ -93,7 +96,7 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
                 if !selection.matches(tag, template.as_deref()) {
                     continue;
                 }
-                hosts.entry(id.to_string()).or_insert_with(|| Host {
+                hosts.push(Host {
                     consumer: sel.consumer.clone(),
                     account: sel.account.clone(),
                     region: sel.region.clone(),
@@ -110,29 +113,26 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
             }
         }
     }
-    let ids: Vec<String> = hosts.keys().cloned().collect();
-    for (id, agent) in agents(aws, &sel.account, &sel.region, &ids).await? {
-        if let Some(h) = hosts.get_mut(&id) {
-            h.agent = Some(agent);
-        }
+    hosts.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    if several {
+        hosts.dedup_by(|a, b| a.instance_id == b.instance_id);
     }
-    Ok(hosts.into_values().collect())
+    hosts.shrink_to_fit();
+    agents(aws, &sel.account, &sel.region, &mut hosts).await?;
+    Ok(hosts)
 }
 
-/// SSM's view of the given instances (those it does not know are absent).
-pub async fn agents(
-    aws: &Aws,
-    account: &str,
-    region: &str,
-    instances: &[String],
-) -> Result<Vec<(String, Agent)>, AwsError> {
+/// SSM's view of each host's agent, set on the host (those SSM does not know stay `None`).
+/// `hosts` is sorted by instance id.
+async fn agents(aws: &Aws, account: &str, region: &str, hosts: &mut [Host]) -> Result<(), AwsError> {
     let ssm = aws.ssm(account, region).await?;
-    let mut out = Vec::new();
     // The InstanceIds filter takes at most 50 values.
-    for chunk in instances.chunks(50) {
+    for chunk in 0..hosts.len().div_ceil(50) {
+        let ids: Vec<String> =
+            hosts[chunk * 50..((chunk + 1) * 50).min(hosts.len())].iter().map(|h| h.instance_id.clone()).collect();
         let filter = InstanceInformationStringFilter::builder()
             .key("InstanceIds")
-            .set_values(Some(chunk.to_vec()))
+            .set_values(Some(ids))
             .build()
             .map_err(|e| api("ssm:DescribeInstanceInformation", account, region)(e.to_string()))?;
         let mut pages = ssm.describe_instance_information().filters(filter).into_paginator().send();
@@ -141,20 +141,18 @@ pub async fn agents(
             let page = page.map_err(api("ssm:DescribeInstanceInformation", account, region))?;
             for i in page.instance_information_list() {
                 let Some(id) = i.instance_id() else { continue };
-                out.push((
-                    id.to_string(),
-                    Agent {
-                        ping: i.ping_status().map(|p| p.as_str().to_string()).unwrap_or_default(),
-                        version: i.agent_version().unwrap_or_default().to_string(),
-                        last_ping: i
-                            .last_ping_date_time()
-                            .and_then(|t| t.fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime).ok()),
-                    },
-                ));
+                let Ok(at) = hosts.binary_search_by(|h| h.instance_id.as_str().cmp(id)) else { continue };
+                hosts[at].agent = Some(Agent {
+                    ping: i.ping_status().map(|p| p.as_str().to_string()).unwrap_or_default(),
+                    version: i.agent_version().unwrap_or_default().to_string(),
+                    last_ping: i
+                        .last_ping_date_time()
+                        .and_then(|t| t.fmt(aws_sdk_ssm::primitives::DateTimeFormat::DateTime).ok()),
+                });
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Runs the agents' own check (a shell script, e.g. their services active) on Online

@@ -12,7 +12,7 @@
 //! past it is 0 days overdue (and overdue all the same), and one with 23 hours left has 0
 //! days left. The exact deadline is always given beside the count.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
 use jiff::civil::Date;
@@ -85,13 +85,15 @@ pub struct Assessment {
 /// Maps AMI ids to (line, version) and knows each line's releases, newest last.
 #[derive(Debug, Clone, Default)]
 pub struct Releases {
-    by_ami: BTreeMap<String, (String, String)>,
+    /// Looked up once per host: a hash map, not a tree (fleets are tens of thousands).
+    by_ami: HashMap<String, (String, String)>,
     lines: BTreeMap<String, Vec<Release>>,
 }
 
 impl Releases {
     pub fn new(releases: Vec<Release>) -> Releases {
         let mut c = Releases::default();
+        c.by_ami.reserve(releases.iter().map(|r| r.amis.len()).sum());
         for r in releases {
             for ami in &r.amis {
                 c.by_ami.insert(ami.clone(), (r.image.clone(), r.version.clone()));
@@ -148,8 +150,9 @@ pub fn assess(
             let age = (now.as_second() - next.released_at.as_second()).div_euclid(DAY);
             let deadline = next.released_at.as_second().saturating_add(sla_seconds);
             let deadline_text = Timestamp::from_second(deadline).map(|t| t.to_string()).unwrap_or_default();
-            let today = utc_date(now);
-            let exempt = exemptions.iter().find(|e| e.instance == host.instance_id && Some(e.until) >= today);
+            // The date only when an exemption names the host: formatting it per host is
+            // most of the judgement's time on a large fleet.
+            let exempt = exemptions.iter().find(|e| e.instance == host.instance_id && Some(e.until) >= utc_date(now));
             let standing = match exempt {
                 Some(e) => Standing::Exempt { until: e.until.to_string(), reason: e.reason.clone() },
                 None if now.as_second() > deadline => Standing::Overdue {
