@@ -156,12 +156,13 @@ fn two_replicas_on_one_database_exactly_one_acts_and_the_other_takes_over_when_i
             assert_eq!(ids.len(), 1, "{name} exists {} times in {region}", ids.len());
         }
     }
-    // moto's call log: one copy per line into the other region, and every AMI made either
-    // released (one per line) or deregistered (the killed cycle's).
+    // moto's call log: every AMI made, built or copied, is either released (each line's AMI
+    // and its copy into the other region) or deregistered (the killed cycle's, with the copy
+    // it may have started beside its tests).
     let calls = org.gap.calls();
     let n = |op: &str| calls.get(op).copied().unwrap_or(0);
-    assert_eq!(n("ec2:CopyImage"), 2, "{calls:#?}");
-    assert_eq!(n("ec2:CreateImage"), n("ec2:DeregisterImage") + 2, "{calls:#?}");
+    assert!((2..=4).contains(&n("ec2:CopyImage")), "one copy per line, and the killed cycle's: {calls:#?}");
+    assert_eq!(n("ec2:CreateImage") + n("ec2:CopyImage"), n("ec2:DeregisterImage") + 4, "{calls:#?}");
     assert_eq!(
         n("ec2:RunInstances"),
         n("ec2:TerminateInstances"),

@@ -460,3 +460,15 @@ pub async fn cleanup(
     report.secrets_deleted = names.len();
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_start_at_a_quarter_interval_and_double_up_to_it() {
+        let mut b = Backoff::new(Duration::from_secs(10));
+        let waits: Vec<u64> = (0..5).map(|_| b.next_wait().as_millis() as u64).collect();
+        assert_eq!(waits, [2500, 5000, 10_000, 10_000, 10_000]);
+    }
+}

@@ -288,8 +288,8 @@ pub(crate) struct CopyOf<'a> {
     pub key: Option<&'a str>,
 }
 
-/// The version's AMI in `region`: found by name (a copy this build started is "copied"; any
-/// other is adopted), else copied now. Returns (id, copied by this build).
+/// The version's AMI in `region`: found by name (adopted: the build's early copy, or what a
+/// killed publish made), else copied now. Returns (id, copied now).
 pub(crate) async fn copy_to_region(
     aws: &Aws,
     owner: &str,
@@ -297,9 +297,8 @@ pub(crate) async fn copy_to_region(
     c: &CopyOf<'_>,
 ) -> Result<(String, bool), AwsError> {
     let name = ami_name(c.image, c.version);
-    if let Some((id, build)) = crate::builder::find_image(aws, owner, region, &name).await? {
-        let ours = build.as_deref() == Some(c.build_id);
-        return Ok((id, ours));
+    if let Some((id, _)) = crate::builder::find_image(aws, owner, region, &name).await? {
+        return Ok((id, false));
     }
     let ec2 = aws.ec2(owner, region).await?;
     aws.limits(owner, region).await.copy_image.take().await;
