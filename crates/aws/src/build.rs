@@ -392,20 +392,15 @@ async fn early_copies(aws: &Aws, spec: &BuildSpec, image_id: &str) -> Vec<(Strin
         key: None,
     };
     let mut copies = Vec::new();
-    for region in spec.copy_to.iter().filter(|r| **r != spec.region) {
+    for region in &spec.copy_to {
         let started = async {
             let (id, made) = crate::publish::copy_to_region(aws, &spec.account, region, &copy).await?;
             copies.push((region.clone(), id.clone()));
             if made {
                 let ec2 = aws.ec2(&spec.account, region).await?;
                 aws.limits(&spec.account, region).await.mutate.take().await;
-                ec2.create_tags()
-                    .resources(&id)
-                    .tags(Tag::builder().key(BUILD_ID_TAG).value(&spec.build_id).build())
-                    .tags(Tag::builder().key("Name").value(ami_name(&spec.image, &spec.version)).build())
-                    .send()
-                    .await
-                    .map_err(api("ec2:CreateTags", &spec.account, region))?;
+                let tags = [(BUILD_ID_TAG, spec.build_id.clone()), ("Name", ami_name(&spec.image, &spec.version))];
+                crate::publish::tag(&ec2, &spec.account, region, &id, &[], &tags).await?;
             }
             Ok::<_, AwsError>(())
         };

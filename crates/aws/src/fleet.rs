@@ -78,7 +78,6 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
     }
     // A plain list, sorted and deduplicated at the end (an instance two selectors name is
     // found twice): no second copy of every id in a map, at tens of thousands of hosts.
-    let several = queries.len() > 1;
     let mut hosts: Vec<Host> = Vec::new();
     for filters in queries {
         let mut pages = ec2.describe_instances().set_filters(Some(filters)).max_results(1000).into_paginator().send();
@@ -114,9 +113,7 @@ pub async fn scan(aws: &Aws, sel: &Selector) -> Result<Vec<Host>, AwsError> {
         }
     }
     hosts.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    if several {
-        hosts.dedup_by(|a, b| a.instance_id == b.instance_id);
-    }
+    hosts.dedup_by(|a, b| a.instance_id == b.instance_id);
     hosts.shrink_to_fit();
     agents(aws, &sel.account, &sel.region, &mut hosts).await?;
     Ok(hosts)

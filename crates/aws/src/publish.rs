@@ -318,7 +318,7 @@ pub(crate) async fn copy_to_region(
 }
 
 /// Tags an AMI and its snapshots.
-async fn tag(
+pub(crate) async fn tag(
     ec2: &aws_sdk_ec2::Client,
     account: &str,
     region: &str,

@@ -445,9 +445,9 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
         None => {}
     }
     let model = inner.model.get();
+    let account = lock(&inner.keys).get(&key).cloned();
+    let upstream = inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
     if let Some(m) = model {
-        let upstream = inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
-        let account = lock(&inner.keys).get(&key).cloned();
         let caller = caller_account(inner, upstream, &req, account.as_deref()).unwrap_or(key.clone());
         if !m.admit(&caller, &region, &service, &req.operation()) {
             return out.write_all(&throttled(&service, json, rest_json));
@@ -461,8 +461,6 @@ fn serve(inner: &Inner, conn: TcpStream) -> io::Result<()> {
     if let Some(answer) = deprecation(inner, &op, &req.body) {
         return out.write_all(&answer);
     }
-    let account = lock(&inner.keys).get(&key).cloned();
-    let upstream = inner.upstream.ok_or_else(|| io::Error::other("no upstream"))?;
     if rest_json {
         let account = account.as_deref().unwrap_or("123456789012");
         let a = inner.image_builder.handle(upstream, account, &region, &req.operation(), req.query(), &req.body);
