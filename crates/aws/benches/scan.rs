@@ -1,14 +1,35 @@
 //! The fleet scan's client side on a large fleet: `accounts` × 2 regions × `per` instances
 //! (default 5 × 2 × 5,000 = 50,000), served on loopback by a child process from recorded
-//! response shapes (EC2 DescribeInstances XML pages of 1,000, SSM DescribeInstanceInformation
-//! JSON, STS AssumeRole XML). Reports instances/s and the client's peak memory (VmHWM),
-//! which the server does not share. Run with `scripts/bench-scan`.
+//! response shapes (EC2 DescribeInstances XML in pages of the size the client asks for,
+//! SSM DescribeInstanceInformation JSON, STS AssumeRole XML). Reports instances/s, the client's peak memory (VmHWM), which
+//! the server does not share, and its live heap (what the scan holds, without the
+//! allocator's own overhead). Run with `scripts/bench-scan`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Instant;
 
-const PAGE: usize = 1000;
+/// Counts live heap bytes, so the report can tell what the scan holds from what the
+/// allocator keeps (RSS).
+struct Counting;
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(now, Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 const REGIONS: [&str; 2] = ["eu-west-1", "eu-west-2"];
 
 fn main() {
@@ -69,6 +90,7 @@ async fn scan_all(port: u16, accounts: usize) -> (usize, f64) {
         })
         .collect();
     let aws = aws::Aws::with_config(base, access);
+    let before = LIVE.load(std::sync::atomic::Ordering::Relaxed);
     let start = Instant::now();
     let scans = ids.iter().flat_map(|id| {
         REGIONS.iter().map(|r| aws::fleet::Selector {
@@ -80,6 +102,13 @@ async fn scan_all(port: u16, accounts: usize) -> (usize, f64) {
     });
     let aws = &aws;
     let results = futures::future::join_all(scans.map(|sel| async move { aws::fleet::scan(aws, &sel).await })).await;
+    let held = LIVE.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "heap: {} MiB before the scan, {} MiB holding the hosts, {} MiB at most",
+        before >> 20,
+        held >> 20,
+        PEAK.load(std::sync::atomic::Ordering::Relaxed) >> 20
+    );
     let mut hosts = 0;
     for r in results {
         let found = r.unwrap();
@@ -180,8 +209,10 @@ fn instance_id(account: &str, region: &str, n: usize) -> String {
 fn describe_instances(key: &str, region: &str, body: &str, per: usize) -> String {
     let account = key.trim_start_matches("ASIA");
     let page: usize = form(body, "NextToken").and_then(|t| t.parse().ok()).unwrap_or(0);
-    let first = page * PAGE;
-    let last = (first + PAGE).min(per);
+    // As EC2 pages: MaxResults a page (5–1000), the token the next page's start.
+    let size: usize = form(body, "MaxResults").and_then(|m| m.parse().ok()).unwrap_or(1000).clamp(5, 1000);
+    let first = page;
+    let last = (first + size).min(per);
     let mut s = String::with_capacity((last - first) * 2800 + 1024);
     s.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?><DescribeInstancesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>bench</requestId><reservationSet>");
     for (k, n) in (first..last).enumerate() {
@@ -204,7 +235,7 @@ fn describe_instances(key: &str, region: &str, body: &str, per: usize) -> String
     }
     s.push_str("</reservationSet>");
     if last < per {
-        s.push_str(&format!("<nextToken>{}</nextToken>", page + 1));
+        s.push_str(&format!("<nextToken>{last}</nextToken>"));
     }
     s.push_str("</DescribeInstancesResponse>");
     s

@@ -472,7 +472,7 @@ impl FleetSource for Ec2Fleet {
                 let online: Vec<String> = found
                     .iter()
                     .filter(|h| h.state == "running" && h.agent.as_ref().is_some_and(|a| a.ping == "Online"))
-                    .map(|h| h.instance_id.clone())
+                    .map(|h| h.instance_id.to_string())
                     .collect();
                 if !online.is_empty() {
                     let script = crate::remote::services_script(&check.services);

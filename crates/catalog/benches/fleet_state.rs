@@ -80,14 +80,14 @@ fn main() {
                 let region = n % REGIONS.len();
                 let version = if n % 3 == 0 { 1 } else { 2 };
                 let host = Host {
-                    consumer: consumer.to_string(),
-                    account: account.to_string(),
+                    consumer: (*consumer).into(),
+                    account: (*account).into(),
                     region: REGIONS[region].into(),
-                    instance_id: format!("i-{c:02x}{n:015x}"),
-                    image_id: ami(*line, version, region),
+                    instance_id: format!("i-{c:02x}{n:015x}").into(),
+                    image_id: ami(*line, version, region).into(),
                     state: "running".into(),
-                    name: Some(format!("{consumer}-{n}")),
-                    asg: Some(format!("{consumer}-container-hosts")),
+                    name: Some(format!("{consumer}-{n}").into()),
+                    asg: Some(format!("{consumer}-container-hosts").into()),
                     launch_template: None,
                     agent: Some(Agent {
                         ping: "Online".into(),
@@ -105,10 +105,10 @@ fn main() {
                     "agent_problem": null,
                 });
                 ScanHost {
-                    account: host.account.clone(),
-                    region: host.region.clone(),
-                    instance_id: host.instance_id.clone(),
-                    image_id: host.image_id.clone(),
+                    account: host.account.to_string(),
+                    region: host.region.to_string(),
+                    instance_id: host.instance_id.to_string(),
+                    image_id: host.image_id.to_string(),
                     image: Some(LINES[*line].into()),
                     version: Some(format!("2026.{:02}.01.1", 9 + version)),
                     standing: standing.into(),

@@ -7,7 +7,7 @@ use catalog::{Catalog, ScanHost};
 use config::Config;
 use fleet::{Assessment, Summary};
 use jiff::Timestamp;
-use provider::{AgentCheck, FleetSource, HostQuery};
+use provider::{AgentCheck, FleetSource, HostQuery, Short};
 
 use crate::EngineError;
 
@@ -142,10 +142,10 @@ pub fn record(cat: &mut Catalog, scans: &[ConsumerScan], at: Timestamp) -> Resul
 
 fn row(a: &Assessment) -> ScanHost {
     ScanHost {
-        account: a.host.account.clone(),
-        region: a.host.region.clone(),
-        instance_id: a.host.instance_id.clone(),
-        image_id: a.host.image_id.clone(),
+        account: a.host.account.to_string(),
+        region: a.host.region.to_string(),
+        instance_id: a.host.instance_id.to_string(),
+        image_id: a.host.image_id.to_string(),
         image: a.image.clone(),
         version: a.version.clone(),
         standing: a.standing.label().to_string(),
@@ -162,7 +162,7 @@ pub fn lagging(scans: &[ConsumerScan]) -> Vec<policy::ConsumerLag> {
         .filter_map(|s| {
             let sum = s.summary();
             let hosts = s.hosts.as_ref().ok()?;
-            let named = |g: &String| s.consumer.select.asgs.contains(g);
+            let named = |g: &Short| s.consumer.select.asgs.iter().any(|n| n == g);
             let behind: Vec<&Assessment> = hosts
                 .iter()
                 .filter(|a| matches!(a.standing, fleet::Standing::WithinSla { .. } | fleet::Standing::Overdue { .. }))
@@ -182,13 +182,13 @@ pub fn lagging(scans: &[ConsumerScan]) -> Vec<policy::ConsumerLag> {
                 groups: behind
                     .iter()
                     .filter_map(|a| {
-                        a.host.asg.as_ref().filter(|g| named(g)).map(|g| (a.host.region.clone(), g.clone()))
+                        a.host.asg.as_ref().filter(|g| named(g)).map(|g| (a.host.region.to_string(), g.to_string()))
                     })
                     .collect(),
                 loose: behind
                     .iter()
                     .filter(|a| !a.host.asg.as_ref().is_some_and(&named))
-                    .map(|a| a.host.instance_id.clone())
+                    .map(|a| a.host.instance_id.to_string())
                     .collect(),
             })
         })

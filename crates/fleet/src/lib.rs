@@ -371,13 +371,13 @@ mod tests {
         h.agent = Some(Agent {
             ping: "ConnectionLost".into(),
             version: "3.3".into(),
-            last_ping: Some((t(46) - jiff::SignedDuration::from_mins(10)).to_string()),
+            last_ping: Some((t(46) - jiff::SignedDuration::from_mins(10)).to_string().into()),
         });
         assert_eq!(assess(h.clone(), &c, &[], SLA, t(46)).agent_problem, None);
         h.agent = Some(Agent {
             ping: "ConnectionLost".into(),
             version: "3.3".into(),
-            last_ping: Some((t(46) - jiff::SignedDuration::from_hours(2)).to_string()),
+            last_ping: Some((t(46) - jiff::SignedDuration::from_hours(2)).to_string().into()),
         });
         assert!(
             assess(h.clone(), &c, &[], SLA, t(46)).agent_problem.unwrap().starts_with("SSM agent ConnectionLost since")

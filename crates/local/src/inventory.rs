@@ -157,13 +157,13 @@ impl FleetSource for InventoryFleet {
             hosts.push(Host {
                 consumer: q.consumer.into(),
                 account: q.account.into(),
-                region,
-                instance_id: i.instance_id.clone(),
-                image_id: i.image_id.clone(),
-                state: i.state.name.clone(),
-                name: tag("Name").map(str::to_string),
-                asg: tag(ASG_TAG).map(str::to_string),
-                launch_template: template,
+                region: region.into(),
+                instance_id: i.instance_id.as_str().into(),
+                image_id: i.image_id.as_str().into(),
+                state: i.state.name.as_str().into(),
+                name: tag("Name").map(Into::into),
+                asg: tag(ASG_TAG).map(Into::into),
+                launch_template: template.map(Into::into),
                 agent: None,
                 agent_checked: false,
                 services: None,
@@ -189,7 +189,7 @@ mod tests {
 
     fn hosts(fleet: &InventoryFleet, selection: Selection) -> Result<Vec<String>, String> {
         let q = HostQuery { consumer: "goobi", account: "workflow", regions: &[], selection: &selection, agents: None };
-        fleet.hosts(&q).map(|h| h.into_iter().map(|h| h.instance_id).collect()).map_err(|e| e.to_string())
+        fleet.hosts(&q).map(|h| h.into_iter().map(|h| h.instance_id.into()).collect()).map_err(|e| e.to_string())
     }
 
     #[test]

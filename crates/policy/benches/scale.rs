@@ -102,25 +102,25 @@ fn estate() -> Estate {
             // A third a version behind the newest.
             let version = if n % 3 == 0 { VERSIONS - 2 } else { VERSIONS - 1 };
             Host {
-                consumer: format!("line-{line:03}-consumer-{consumer}"),
-                account: format!("account-{account:02}"),
+                consumer: format!("line-{line:03}-consumer-{consumer}").into(),
+                account: format!("account-{account:02}").into(),
                 region: REGIONS[region].into(),
-                instance_id: format!("i-{n:017x}"),
-                image_id: ami(line, version, account, region),
+                instance_id: format!("i-{n:017x}").into(),
+                image_id: ami(line, version, account, region).into(),
                 state: "running".into(),
                 name: Some("container-host".into()),
-                asg: Some(format!("line-{line:03}-consumer-{consumer}-hosts")),
+                asg: Some(format!("line-{line:03}-consumer-{consumer}-hosts").into()),
                 launch_template: None,
                 agent: Some(Agent {
                     ping: "Online".into(),
                     version: "3.3.1142.0".into(),
-                    last_ping: Some(t(61).to_string()),
+                    last_ping: Some(t(61).to_string().into()),
                 }),
                 agent_checked: true,
                 services: None,
             }
         })
-        .for_each(|h| scans.entry(h.consumer.clone()).or_default().push(h));
+        .for_each(|h| scans.entry(h.consumer.to_string()).or_default().push(h));
     Estate { desired, versions, releases, scans }
 }
 
@@ -148,7 +148,7 @@ fn run(e: Estate, policy: &PolicyView, now: Timestamp) -> (f64, f64, f64, f64, u
         let first = &list[0];
         lagging.push(ConsumerLag {
             consumer: consumer.to_string(),
-            account: first.host.account.clone(),
+            account: first.host.account.to_string(),
             image: first.image.clone().unwrap_or_default(),
             method: RolloutMethod::Notify { sns_topic: None },
             newest,

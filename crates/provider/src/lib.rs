@@ -50,7 +50,7 @@ pub use builder::{
 };
 pub use cancel::Cancel;
 pub use error::{ProviderError, chain};
-pub use fleet::{Agent, Host, Selection};
+pub use fleet::{Agent, Host, Selection, Short};
 pub use image::{Artifact, ArtifactKind, Package, ParentRef, TestResult};
 pub use import::{FoundCopy, FoundImage, Importer};
 pub use place::{AmiRef, Target, VersionRef};
