@@ -343,26 +343,21 @@ async fn run(
     if !ok {
         return Err(failed_tests(journal, region));
     }
-    step(Step::Test("services-active".into()));
-    let r = command(
-        &ssm,
-        account,
-        region,
-        &tester,
-        "services active",
-        &remote::services_script(&spec.services),
-        spec.timing,
-        journal,
-    )
-    .await;
-    journal.tests.push(outcome("services-active", r.map(|o| o.trim().to_string())));
+    // The checks before the reboot run as one command (see `remote::checks_script`).
+    let mut names = vec!["services-active".to_string()];
+    let mut checks = vec![remote::services_script(&spec.services)];
     for (name, script) in &test_scripts {
-        step(Step::Test(name.clone()));
-        let r = command(&ssm, account, region, &tester, &format!("test {name}"), script, spec.timing, journal).await;
-        journal.tests.push(outcome(&format!("test:{name}"), r.map(|_| "test phase passed".into())));
+        names.push(format!("test:{name}"));
+        checks.push(script.clone());
     }
+    step(Step::Test(names.join(", ")));
+    let script = remote::checks_script(&spec.build_id, &checks);
+    let ran = command_to_end(&ssm, account, region, &tester, "checks", &script, spec.timing, journal).await;
+    let recorded = ran.is_ok();
+    journal.tests.extend(verdicts(&names, ran));
     step(Step::Rebooting);
-    let r = survives_reboot(aws, &ssm, spec, &tester, journal).await;
+    step(Step::Rebooting);
+    let r = survives_reboot(aws, &ssm, spec, &tester, recorded, journal).await;
     journal.tests.push(outcome("survives-reboot", r.map(|_| "rebooted; SSM Online and services active again".into())));
     if journal.tests.iter().any(|t| !t.passed) {
         return Err(failed_tests(journal, region));
@@ -422,31 +417,93 @@ async fn command(
     timing: Timing,
     journal: &mut Journal,
 ) -> Result<String, AwsError> {
-    let r = builder::run_command(ssm, account, region, instance, what, &[script.to_string()], timing.command())
+    match command_to_end(ssm, account, region, instance, what, script, timing, journal).await? {
+        (stdout, None) => Ok(stdout),
+        (_, Some(failed)) => Err(failed),
+    }
+}
+
+/// Runs a script on the instance, output masked and kept in the journal: its stdout, with
+/// the failure beside it when the script ran and failed.
+#[allow(clippy::too_many_arguments)]
+async fn command_to_end(
+    ssm: &aws_sdk_ssm::Client,
+    account: &str,
+    region: &str,
+    instance: &str,
+    what: &str,
+    script: &str,
+    timing: Timing,
+    journal: &mut Journal,
+) -> Result<(String, Option<AwsError>), AwsError> {
+    let mask = |e: AwsError| match e {
+        AwsError::Command { what, instance, region, status, exit_code, tail } => {
+            AwsError::Command { what, instance, region, status, exit_code, tail: masked(&tail, &journal.redact) }
+        }
+        other => other,
+    };
+    let r = builder::run_command_to_end(ssm, account, region, instance, what, &[script.to_string()], timing.command())
         .await
-        .map(|mut o| {
+        .map(|(mut o, failed)| {
             o.stdout = masked(&o.stdout, &journal.redact);
             o.stderr = masked(&o.stderr, &journal.redact);
-            o
+            (o, failed.map(mask))
         })
-        .map_err(|e| match e {
-            AwsError::Command { what, instance, region, status, exit_code, tail } => {
-                AwsError::Command { what, instance, region, status, exit_code, tail: masked(&tail, &journal.redact) }
-            }
-            other => other,
-        });
+        .map_err(mask);
     journal.logs.push(match &r {
-        Ok(o) => StepLog {
+        Ok((o, failed)) => StepLog {
             name: what.into(),
             command_id: o.command_id.clone(),
             stdout: o.stdout.clone(),
-            stderr: o.stderr.clone(),
+            stderr: match failed {
+                None => o.stderr.clone(),
+                Some(e) => format!("{}{e}", o.stderr),
+            },
         },
         Err(e) => {
             StepLog { name: what.into(), command_id: String::new(), stdout: String::new(), stderr: e.to_string() }
         }
     });
-    r.map(|o| o.stdout)
+    r.map(|(o, failed)| (o.stdout, failed))
+}
+
+/// Each check's result from a `checks_script` run. The exit status is the verdict on the
+/// whole (0 only when every check passed: an emulator that runs nothing reports that),
+/// and the markers say which check failed and how; a check the output has no marker for
+/// failed when the run did.
+fn verdicts(names: &[String], ran: Result<(String, Option<AwsError>), AwsError>) -> Vec<TestResult> {
+    let (stdout, failed) = match ran {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = e.to_string();
+            return names
+                .iter()
+                .map(|n| TestResult { name: n.clone(), passed: false, detail: detail.clone() })
+                .collect();
+        }
+    };
+    let marks = remote::check_verdicts(&stdout, names.len());
+    names
+        .iter()
+        .zip(marks)
+        .map(|(name, mark)| {
+            let last =
+                |text: &str| text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string();
+            let passed = |text: &str| match name.as_str() {
+                "services-active" if !last(text).is_empty() => last(text),
+                "services-active" => "every service active".into(),
+                _ => "test phase passed".into(),
+            };
+            match (mark, &failed) {
+                (Some((0, text)), _) => TestResult { name: name.clone(), passed: true, detail: passed(&text) },
+                (Some((rc, text)), _) => {
+                    TestResult { name: name.clone(), passed: false, detail: format!("exit code {rc}: {}", last(&text)) }
+                }
+                (None, None) => TestResult { name: name.clone(), passed: true, detail: passed("") },
+                (None, Some(e)) => TestResult { name: name.clone(), passed: false, detail: format!("no verdict: {e}") },
+            }
+        })
+        .collect()
 }
 
 async fn survives_reboot(
@@ -454,20 +511,23 @@ async fn survives_reboot(
     ssm: &aws_sdk_ssm::Client,
     spec: &BuildSpec,
     tester: &str,
+    boot_id_recorded: bool,
     journal: &mut Journal,
 ) -> Result<(), AwsError> {
     let (account, region) = (spec.account.as_str(), spec.region.as_str());
-    command(
-        ssm,
-        account,
-        region,
-        tester,
-        "record boot id",
-        &remote::save_boot_id(&spec.build_id),
-        spec.timing,
-        journal,
-    )
-    .await?;
+    if !boot_id_recorded {
+        command(
+            ssm,
+            account,
+            region,
+            tester,
+            "record boot id",
+            &remote::save_boot_id(&spec.build_id),
+            spec.timing,
+            journal,
+        )
+        .await?;
+    }
     builder::reboot(aws, account, region, tester).await?;
     let start = tokio::time::Instant::now();
     let script = remote::rebooted_script(&spec.build_id, &spec.services);
@@ -505,5 +565,31 @@ mod tests {
         let secrets = vec!["act-123".to_string(), String::new()];
         assert_eq!(super::masked("key=act-123 and act-123", &secrets), "key=*** and ***");
         assert_eq!(super::masked("nothing", &secrets), "nothing");
+    }
+
+    #[test]
+    fn the_checks_verdicts_come_from_the_markers_and_the_exit_status() {
+        use super::{AwsError, verdicts};
+        let names: Vec<String> = ["services-active", "test:hardening", "test:agents"].map(String::from).into();
+        let failed = || AwsError::Command {
+            what: "checks".into(),
+            instance: "i-1".into(),
+            region: "eu-west-1".into(),
+            status: "Failed".into(),
+            exit_code: 1,
+            tail: String::new(),
+        };
+        // Exit 0 with no output (an emulator's Run Command): every check passed.
+        let all = verdicts(&names, Ok((String::new(), None)));
+        assert!(all.iter().all(|t| t.passed), "{all:?}");
+        // A failure names its check and how; a check without a marker failed with the run.
+        let out = "AMICTL-CHECK 0 0\n  active: amazon-ssm-agent\n\nAMICTL-CHECK 1 3\n  CIS 1.1 failed\n\n";
+        let got = verdicts(&names, Ok((out.into(), Some(failed()))));
+        assert_eq!((got[0].passed, got[0].detail.as_str()), (true, "active: amazon-ssm-agent"));
+        assert_eq!((got[1].passed, got[1].detail.as_str()), (false, "exit code 3: CIS 1.1 failed"));
+        assert!(!got[2].passed && got[2].detail.starts_with("no verdict: "), "{:?}", got[2]);
+        // A run that could not be read fails every check.
+        let lost = verdicts(&names, Err(AwsError::Timeout { what: "checks".into(), region: "r".into(), seconds: 5 }));
+        assert!(lost.iter().all(|t| !t.passed && t.detail.contains("checks")), "{lost:?}");
     }
 }

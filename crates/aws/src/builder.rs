@@ -216,6 +216,24 @@ pub async fn run_command(
     commands: &[String],
     p: Polling,
 ) -> Result<CommandOutput, AwsError> {
+    match run_command_to_end(ssm, account, region, instance, what, commands, p).await? {
+        (out, None) => Ok(out),
+        (_, Some(failed)) => Err(failed),
+    }
+}
+
+/// [`run_command`] for a script that reports on several things: a command that ran and
+/// failed still gives everything it printed, beside its [`AwsError::Command`]. `Err` is a
+/// command that could not be sent or read, or did not end in time.
+pub async fn run_command_to_end(
+    ssm: &aws_sdk_ssm::Client,
+    account: &str,
+    region: &str,
+    instance: &str,
+    what: &str,
+    commands: &[String],
+    p: Polling,
+) -> Result<(CommandOutput, Option<AwsError>), AwsError> {
     let sent = ssm
         .send_command()
         .document_name("AWS-RunShellScript")
@@ -240,21 +258,22 @@ pub async fn run_command(
         let stdout = inv.standard_output_content().unwrap_or_default().to_string();
         let stderr = inv.standard_error_content().unwrap_or_default().to_string();
         match inv.status() {
-            Some(CommandInvocationStatus::Success) => return Ok(CommandOutput { command_id, stdout, stderr }),
+            Some(CommandInvocationStatus::Success) => return Ok((CommandOutput { command_id, stdout, stderr }, None)),
             Some(
                 s @ (CommandInvocationStatus::Failed
                 | CommandInvocationStatus::Cancelled
                 | CommandInvocationStatus::TimedOut),
             ) => {
                 let tail: Vec<&str> = stderr.lines().chain(stdout.lines()).rev().take(8).collect();
-                return Err(AwsError::Command {
+                let failed = AwsError::Command {
                     what: format!("{what} (command {command_id})"),
                     instance: instance.into(),
                     region: region.into(),
                     status: format!("{s:?}"),
                     exit_code: inv.response_code(),
                     tail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
-                });
+                };
+                return Ok((CommandOutput { command_id, stdout, stderr }, Some(failed)));
             }
             _ => {}
         }

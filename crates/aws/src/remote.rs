@@ -170,6 +170,60 @@ pub fn save_boot_id(build_id: &str) -> String {
     format!("mkdir -p {HOST_DIR} && cat /proc/sys/kernel/random/boot_id > {}\n", quote(&boot_file(build_id)))
 }
 
+/// The line a [`checks_script`] prints before each check's output: `AMICTL-CHECK <n> <status>`.
+pub const CHECK_MARK: &str = "AMICTL-CHECK";
+
+/// Exit status of a [`checks_script`] when a check failed (its markers say which).
+pub const CHECKS_FAILED: i32 = 1;
+
+/// The test instance's checks before its reboot, as one command: one delivery, one awstoe
+/// fetch and one wait instead of one per check. It records the boot id first (so the
+/// reboot check needs no command of its own), then runs each check in its own subshell,
+/// its output in a file, and prints per check [`CHECK_MARK`], its index and exit status,
+/// and its output's last bytes indented (so no output line reads as a marker; together
+/// they stay within Run Command's 24,000 characters). Every check runs even after one
+/// fails; the script exits 0 only when all passed, else [`CHECKS_FAILED`] — or 194 as
+/// soon as a check asks for a reboot, which Run Command honours by rebooting and running
+/// the script again.
+pub fn checks_script(build_id: &str, checks: &[String]) -> String {
+    let keep = (20_000 / checks.len().max(1)).clamp(200, 4_000);
+    let dir = format!("{HOST_DIR}/{build_id}/checks");
+    let mut s = String::from("umask 077\n");
+    s += &save_boot_id(build_id);
+    s += &format!("o={}\nmkdir -p \"$o\"\nfailed=0\n", quote(&dir));
+    for (n, check) in checks.iter().enumerate() {
+        s += &format!("(\n{}\n) > \"$o/{n}.out\" 2>&1\nrc=$?\n", check.trim_end());
+        s += &format!("echo \"{CHECK_MARK} {n} $rc\"\ntail -c {keep} \"$o/{n}.out\" | sed 's/^/  /'\necho\n");
+        s += "if [ \"$rc\" -eq 194 ]; then exit 194; fi\nif [ \"$rc\" -ne 0 ]; then failed=1; fi\n";
+    }
+    s += &format!("if [ \"$failed\" -ne 0 ]; then exit {CHECKS_FAILED}; fi\n");
+    s
+}
+
+/// Each check's exit status and output tail from a [`checks_script`]'s output, by index;
+/// `None` for a check with no marker (the output was lost or the script stopped before it).
+pub fn check_verdicts(stdout: &str, checks: usize) -> Vec<Option<(i32, String)>> {
+    let mut out: Vec<Option<(i32, String)>> = vec![None; checks];
+    let mut current = None;
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix(CHECK_MARK).and_then(|r| r.strip_prefix(' ')) {
+            let mut f = rest.split(' ');
+            let n = f.next().and_then(|n| n.parse::<usize>().ok()).filter(|&n| n < checks);
+            let rc = f.next().and_then(|r| r.trim().parse::<i32>().ok());
+            current = n.zip(rc).map(|(n, rc)| {
+                out[n] = Some((rc, String::new()));
+                n
+            });
+        } else if let (Some(n), Some(text)) = (current, line.strip_prefix("  "))
+            && let Some((_, tail)) = &mut out[n]
+        {
+            tail.push_str(text);
+            tail.push('\n');
+        }
+    }
+    out
+}
+
 /// Exit status of [`rebooted_script`] while the instance has not rebooted yet.
 pub const NOT_YET_REBOOTED: i32 = 3;
 
@@ -256,5 +310,29 @@ mod tests {
         assert!(s.contains(&format!("exit {NOT_YET_REBOOTED}")));
         let out = std::process::Command::new("bash").args(["-n", "-c", &s]).output().unwrap();
         assert!(out.status.success());
+    }
+
+    #[test]
+    fn a_checks_script_runs_every_check_and_reports_each() {
+        let checks = vec!["echo active: all".to_string(), "echo broken >&2; exit 5".to_string(), "true".to_string()];
+        let s = checks_script("b1", &checks);
+        let out = std::process::Command::new("bash").args(["-n", "-c", &s]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        // Run it for real, in a scratch directory instead of the instance's.
+        let dir = tempfile::tempdir().unwrap();
+        let here = s.replace(HOST_DIR, &dir.path().display().to_string());
+        let ran = std::process::Command::new("bash").args(["-c", &here]).output().unwrap();
+        assert_eq!(ran.status.code(), Some(CHECKS_FAILED));
+        let stdout = String::from_utf8_lossy(&ran.stdout);
+        let v = check_verdicts(&stdout, 3);
+        assert_eq!(v[0], Some((0, "active: all\n".into())), "{stdout}");
+        assert_eq!(v[1], Some((5, "broken\n".into())));
+        assert_eq!(v[2].as_ref().map(|v| v.0), Some(0), "a failure does not stop the checks after it");
+        assert!(dir.path().join("b1.boot-id").exists(), "the boot id is recorded");
+        // A check that prints a marker-like line cannot forge a verdict.
+        let forged = check_verdicts("AMICTL-CHECK 0 1\n  AMICTL-CHECK 0 0\n", 1);
+        assert_eq!(forged[0], Some((1, "AMICTL-CHECK 0 0\n".into())));
+        assert_eq!(check_verdicts("", 2), vec![None, None]);
+        assert_eq!(check_verdicts("AMICTL-CHECK 7 0\n", 1), vec![None], "an index out of range is ignored");
     }
 }

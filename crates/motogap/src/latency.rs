@@ -29,7 +29,7 @@
 //! |---|---|---|
 //! | RunInstances → `running` | 17 s | measured: 16.4–17.8 s pending→running over six families (brevdev/ec2-coldboot-research); 4.9 s (C. Percival, "EC2 boot time benchmarking", 2021) |
 //! | `running` → SSM Online | 40 s | boot 20–23 s (same two); the agent registers at start (amazon-ssm-agent `agent/health/healthcheck.go`); observed "30 s to several minutes" (DataDog/stratus-red-team#108). 40 s is an assumption in that range |
-//! | Run Command | 2 s delivery + the document | delivery: assumption (one 5 s end-to-end observation); per step: `UpdateOS` or a package-manager update 60 s, a package install 15 s, a download 3 s, a service start 1 s, anything else 0.1 s — assumptions |
+//! | Run Command | 2 s delivery + the document | delivery: assumption (one 5 s end-to-end observation); per step: `UpdateOS` or a package-manager update 60 s, a package install 15 s, a download 3 s (awstoe once per instance: the scripts fetch it only if missing), a service start 1 s, anything else 0.1 s — assumptions |
 //! | CreateImage → `available` | 180 s + 10 s per GiB | assumption: AWS says "several minutes … up to 24 hours" (EC2 user guide, "Create an Amazon EBS-backed AMI") |
 //! | CopyImage to another region | 600 s + 10 s per GiB | assumption: AWS publishes none for a best-effort copy; a time-based copy takes 15 min at least (EBS user guide, "Time-based copies") |
 //! | CopyImage in the region (another account) | 180 s + 5 s per GiB | assumption |
@@ -151,6 +151,8 @@ struct Instance {
     online: f64,
     down_until: f64,
     tail: usize,
+    /// It has fetched awstoe: a script's `if [ ! -x awstoe ]; then curl …` is free after.
+    awstoe: bool,
 }
 
 /// The model: a clock, the figures, and what it has seen.
@@ -242,7 +244,8 @@ impl Model {
             }
             let online = now + f.pending + f.register;
             let node = Model::push(&mut s, "instance", id, now, online, after);
-            s.instances.insert(id.to_string(), Instance { launched: now, online, down_until: 0.0, tail: node });
+            s.instances
+                .insert(id.to_string(), Instance { launched: now, online, down_until: 0.0, tail: node, awstoe: false });
             if let Some(g) = group {
                 by_group.entry(g).or_default().push(node);
             }
@@ -308,14 +311,20 @@ impl Model {
     /// A command sent to instances; its duration comes from what it runs.
     pub(crate) fn command(&self, command_id: &str, instances: &[String], commands: &[String]) {
         let now = self.now();
-        let seconds = self.figures.delivery + commands.iter().map(|c| self.script_seconds(c)).sum::<f64>();
         let mut s = lock(&self.state);
+        // One duration per command (its invocations are read together): the slowest
+        // instance's, which is one that still has to fetch awstoe if any has.
+        let cached = instances.iter().all(|id| s.instances.get(id).is_some_and(|i| i.awstoe));
+        let mut fetched = cached;
+        let seconds =
+            self.figures.delivery + commands.iter().map(|c| self.script_seconds(c, &mut fetched)).sum::<f64>();
         s.commands.insert(command_id.to_string(), now + seconds);
         for id in instances {
             let Some(tail) = s.instances.get(id).map(|i| i.tail) else { continue };
             let node = Model::push(&mut s, "command", command_id, now, now + seconds, vec![tail]);
             if let Some(i) = s.instances.get_mut(id) {
                 i.tail = node;
+                i.awstoe |= fetched;
             }
         }
     }
@@ -384,8 +393,9 @@ impl Model {
     }
 
     /// Modelled seconds one run of this script takes: its awstoe documents (base64 in a
-    /// heredoc) and its own lines, step by step.
-    fn script_seconds(&self, script: &str) -> f64 {
+    /// heredoc) and its own lines, step by step. Fetching awstoe costs a download only
+    /// while `awstoe` (the instance has it) is false, and sets it.
+    fn script_seconds(&self, script: &str, awstoe: &mut bool) -> f64 {
         let f = &self.figures;
         let mut text = String::new();
         let mut lines = script.lines();
@@ -430,6 +440,8 @@ impl Model {
                 .any(|k| l.contains(k))
                 {
                     f.install
+                } else if l.contains("awstoe") && (l.starts_with("curl ") || l.contains(" curl ")) {
+                    if std::mem::replace(awstoe, true) { 0.0 } else { f.download }
                 } else if l.contains("WebDownload")
                     || l.contains("S3Download")
                     || l.starts_with("curl ")
@@ -627,7 +639,20 @@ mod tests {
         let encoded = base64::engine::general_purpose::STANDARD.encode(doc);
         let script = format!("set -eu\nbase64 -d > d <<'AMICTL_DOCUMENT'\n{encoded}\nAMICTL_DOCUMENT\n");
         let f = &m.figures;
-        let got = m.script_seconds(&script);
+        let got = m.script_seconds(&script, &mut true);
         assert!((got - (f.install + f.other_step)).abs() < 1e-9, "{got}");
+    }
+
+    #[test]
+    fn awstoe_is_fetched_once_per_instance() {
+        let m = Model::new(1.0);
+        let fetch = "t=/var/lib/amictl/awstoe\nif [ ! -x \"$t\" ]; then\n  curl -fsSL --retry 3 -o \"$t.part\" 'https://awstoe-eu-west-1.s3.eu-west-1.amazonaws.com/latest/linux/amd64/awstoe'\nfi\n";
+        let f = &m.figures;
+        let mut has = false;
+        assert!((m.script_seconds(fetch, &mut has) - f.download).abs() < 1e-9);
+        assert!(has);
+        assert_eq!(m.script_seconds(&format!("{fetch}{fetch}"), &mut has), 0.0, "the second fetch finds it");
+        // Another instance (the test instance, made from an image without it) fetches again.
+        assert!((m.script_seconds(&format!("{fetch}{fetch}"), &mut false) - f.download).abs() < 1e-9);
     }
 }
