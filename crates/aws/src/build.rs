@@ -353,7 +353,12 @@ async fn run(
     step(Step::Test(names.join(", ")));
     let script = remote::checks_script(&spec.build_id, &checks);
     let ran = command_to_end(&ssm, account, region, &tester, "checks", &script, spec.timing, journal).await;
-    let recorded = ran.is_ok();
+    // The script's first line records the boot id: it did if the script ran at all.
+    let recorded = match &ran {
+        Ok((_, None)) => true,
+        Ok((stdout, Some(_))) => stdout.lines().any(|l| l.starts_with(remote::CHECK_MARK)),
+        Err(_) => false,
+    };
     journal.tests.extend(verdicts(&names, ran));
     step(Step::Rebooting);
     step(Step::Rebooting);
