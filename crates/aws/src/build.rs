@@ -351,16 +351,21 @@ async fn run(
         checks.push(script.clone());
     }
     step(Step::Test(names.join(", ")));
-    let script = remote::checks_script(&spec.build_id, &checks);
-    let ran = command_to_end(&ssm, account, region, &tester, "checks", &script, spec.timing, journal).await;
-    // The script's first line records the boot id: it did if the script ran at all.
-    let recorded = match &ran {
-        Ok((_, None)) => true,
-        Ok((stdout, Some(_))) => stdout.lines().any(|l| l.starts_with(remote::CHECK_MARK)),
-        Err(_) => false,
-    };
-    journal.tests.extend(verdicts(&names, ran));
-    step(Step::Rebooting);
+    // As few commands as Run Command's 64 KB parameter limit allows (one, usually).
+    let mut recorded = false;
+    let mut from = 0;
+    for batch in remote::batches(&checks) {
+        let script = remote::checks_script(&spec.build_id, &checks[from..from + batch]);
+        let ran = command_to_end(&ssm, account, region, &tester, "checks", &script, spec.timing, journal).await;
+        // The script's first line records the boot id: it did if the script ran at all.
+        recorded = match &ran {
+            Ok((_, None)) => true,
+            Ok((stdout, Some(_))) => stdout.lines().any(|l| l.starts_with(remote::CHECK_MARK)),
+            Err(_) => false,
+        };
+        journal.tests.extend(verdicts(&names[from..from + batch], ran));
+        from += batch;
+    }
     step(Step::Rebooting);
     let r = survives_reboot(aws, &ssm, spec, &tester, recorded, journal).await;
     journal.tests.push(outcome("survives-reboot", r.map(|_| "rebooted; SSM Online and services active again".into())));
@@ -462,7 +467,8 @@ async fn command_to_end(
             stdout: o.stdout.clone(),
             stderr: match failed {
                 None => o.stderr.clone(),
-                Some(e) => format!("{}{e}", o.stderr),
+                Some(e) if o.stderr.is_empty() || o.stderr.ends_with('\n') => format!("{}{e}", o.stderr),
+                Some(e) => format!("{}\n{e}", o.stderr),
             },
         },
         Err(e) => {

@@ -240,6 +240,9 @@ pub async fn run_command_to_end(
         .comment(what.chars().take(100).collect::<String>())
         .instance_ids(instance)
         .parameters("commands", commands.to_vec())
+        // The document's own limit on the script's run (its default is 3600 s), as long as
+        // amictl waits; `timeout_seconds` only bounds delivery.
+        .parameters("executionTimeout", vec![p.timeout.as_secs().clamp(1, 172_800).to_string()])
         .timeout_seconds(p.timeout.as_secs().clamp(30, 2_592_000) as i32)
         .send()
         .await

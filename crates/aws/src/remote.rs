@@ -189,7 +189,10 @@ pub fn checks_script(build_id: &str, checks: &[String]) -> String {
     let keep = (20_000 / checks.len().max(1)).clamp(200, 4_000);
     let dir = format!("{HOST_DIR}/{build_id}/checks");
     let mut s = String::from("umask 077\n");
-    s += &save_boot_id(build_id);
+    s += &format!(
+        "{{ {}; }} || {{ echo 'cannot record the boot id' >&2; exit 2; }}\n",
+        save_boot_id(build_id).trim_end()
+    );
     s += &format!("o={}\nmkdir -p \"$o\"\nfailed=0\n", quote(&dir));
     for (n, check) in checks.iter().enumerate() {
         s += &format!("(\n{}\n) > \"$o/{n}.out\" 2>&1\nrc=$?\n", check.trim_end());
@@ -198,6 +201,28 @@ pub fn checks_script(build_id: &str, checks: &[String]) -> String {
     }
     s += &format!("if [ \"$failed\" -ne 0 ]; then exit {CHECKS_FAILED}; fi\n");
     s
+}
+
+/// How many of `checks`, in order, go in each [`checks_script`]: as many as keep a script
+/// under Run Command's 64 KB parameter limit (a check alone always fits: each document is
+/// at most [`MAX_DOCUMENT`] before encoding).
+pub fn batches(checks: &[String]) -> Vec<usize> {
+    const LIMIT: usize = 60 * 1024;
+    let mut out = Vec::new();
+    let (mut count, mut size) = (0, 0);
+    for c in checks {
+        let cost = c.len() + 256;
+        if count > 0 && size + cost > LIMIT {
+            out.push(count);
+            (count, size) = (0, 0);
+        }
+        count += 1;
+        size += cost;
+    }
+    if count > 0 {
+        out.push(count);
+    }
+    out
 }
 
 /// Each check's exit status and output tail from a [`checks_script`]'s output, by index;
@@ -334,5 +359,10 @@ mod tests {
         assert_eq!(forged[0], Some((1, "AMICTL-CHECK 0 0\n".into())));
         assert_eq!(check_verdicts("", 2), vec![None, None]);
         assert_eq!(check_verdicts("AMICTL-CHECK 7 0\n", 1), vec![None], "an index out of range is ignored");
+        // Large documents are split over several commands, in order, none over the limit.
+        let big: Vec<String> = (0..4).map(|_| "x".repeat(25 * 1024)).collect();
+        assert_eq!(batches(&big), vec![2, 2]);
+        assert_eq!(batches(&checks), vec![3]);
+        assert!(batches(&[]).is_empty());
     }
 }
