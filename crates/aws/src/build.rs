@@ -500,9 +500,9 @@ fn verdicts(names: &[String], ran: Result<(String, Option<AwsError>), AwsError>)
         .map(|(name, mark)| {
             let last =
                 |text: &str| text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().trim().to_string();
-            let passed = |text: &str| match name.as_str() {
-                "services-active" if !last(text).is_empty() => last(text),
-                "services-active" => "every service active".into(),
+            let passed = |text: &str| match (name.as_str(), last(text)) {
+                ("services-active", line) if !line.is_empty() => line,
+                ("services-active", _) => "every service active".into(),
                 _ => "test phase passed".into(),
             };
             match (mark, &failed) {
